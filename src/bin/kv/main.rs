@@ -1,0 +1,159 @@
+//! `kv`: the command-line client (put/get/delete/ping/info, a REPL, and `kv bench`).
+//!
+//! Exit codes: 0 ok, 1 not found, 2 cannot connect or timed out, 3 error reply, 64 usage.
+
+mod bench;
+mod repl;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use kvstore::client::{Client, Error};
+use kvstore::limits::CLIENT_TIMEOUT_MS_DEFAULT;
+
+pub const EXIT_NOT_FOUND: u8 = 1;
+pub const EXIT_UNREACHABLE: u8 = 2;
+pub const EXIT_ERROR_REPLY: u8 = 3;
+pub const EXIT_USAGE: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(name = "kv", version, about = "kvstore client")]
+struct Cli {
+    #[arg(long, env = "KV_HOST", default_value = "127.0.0.1", global = true)]
+    host: String,
+    #[arg(long, env = "KV_PORT", default_value_t = 7001, global = true)]
+    port: u16,
+    /// Timeout for connecting and for each reply (ms).
+    #[arg(long, default_value_t = CLIENT_TIMEOUT_MS_DEFAULT, global = true)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Store VALUE under KEY.
+    Put { key: String, value: String },
+    /// Print the value of KEY.
+    Get {
+        key: String,
+        /// Read only the contacted node's own store (no quorum, no repair).
+        #[arg(long)]
+        local: bool,
+    },
+    /// Delete KEY (OK also when it was missing).
+    Delete { key: String },
+    /// Check the node answers.
+    Ping,
+    /// Node and per-core facts.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Closed-loop load generator with latency histograms.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let addr = format!("{}:{}", cli.host, cli.port);
+    let timeout = Duration::from_millis(cli.timeout_ms);
+    let Some(command) = cli.command else {
+        if std::io::stdin().is_terminal() {
+            return ExitCode::from(repl::run(&addr, timeout));
+        }
+        eprintln!("kv: no command given (run `kv --help`)");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    if let Command::Bench(args) = command {
+        return ExitCode::from(bench::run(&addr, timeout, &args));
+    }
+    let code = match Client::connect(&addr, timeout) {
+        Ok(mut client) => run_command(&mut client, command),
+        Err(e) => report(&e),
+    };
+    ExitCode::from(code)
+}
+
+fn run_command(client: &mut Client, command: Command) -> u8 {
+    let result = match command {
+        Command::Put { key, value } => client.put(key.as_bytes(), value.as_bytes()).map(|_| {
+            println!("OK");
+            0
+        }),
+        Command::Get { key, local } => {
+            let got = if local {
+                client.get_local(key.as_bytes())
+            } else {
+                client.get(key.as_bytes())
+            };
+            got.map(|v| match v {
+                Some(v) => {
+                    println!("{}", String::from_utf8_lossy(&v));
+                    0
+                }
+                None => {
+                    eprintln!("not found");
+                    EXIT_NOT_FOUND
+                }
+            })
+        }
+        Command::Delete { key } => client.delete(key.as_bytes()).map(|_| {
+            println!("OK");
+            0
+        }),
+        Command::Ping => client.ping().map(|_| {
+            println!("PONG");
+            0
+        }),
+        Command::Info { json } => client.info().map(|info| {
+            if json {
+                println!("{info}");
+            } else {
+                print!("{}", format_info(&info));
+            }
+            0
+        }),
+        Command::Bench(_) => Ok(EXIT_USAGE),
+    };
+    result.unwrap_or_else(|e| report(&e))
+}
+
+/// Print an error and return its exit code.
+pub fn report(e: &Error) -> u8 {
+    eprintln!("kv: {e}");
+    if e.is_unreachable() {
+        EXIT_UNREACHABLE
+    } else {
+        EXIT_ERROR_REPLY
+    }
+}
+
+/// `kv info` lines: `node <id> <host:port> cores=<n> uptime_s=<n>`, then one per core.
+pub fn format_info(info: &serde_json::Value) -> String {
+    let mut s = format!(
+        "node {} {} cores={} uptime_s={}\n",
+        info["node_id"].as_str().unwrap_or("?"),
+        info["addr"].as_str().unwrap_or("?"),
+        info["cores"],
+        info["uptime_s"]
+    );
+    if let Some(cores) = info["core_stats"].as_array() {
+        for c in cores {
+            s.push_str(&format!(
+                "core {} keys={} wal_bytes={}\n",
+                c["core"], c["keys"], c["wal_bytes"]
+            ));
+        }
+    }
+    s
+}

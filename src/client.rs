@@ -1,0 +1,240 @@
+//! A blocking Rust client for the native protocol: what `kv`, `kv bench` and the tests use.
+//!
+//! Owns one TCP connection. Requests may be pipelined with `send`/`recv`; the simple calls
+//! (`put`, `get`, …) send one request and wait for its answer. Every call has a timeout.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::core::version::Version;
+use crate::limits::{FRAME_BYTES_MAX, VALUE_BYTES_CEILING};
+use crate::wire::native::{self, Opcode, Request, Status, FLAG_WAS_LIVE};
+
+/// Client errors; `kv` maps them to exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("timed out waiting for {addr}")]
+    Timeout { addr: String },
+    #[error("connection to {addr}: {source}")]
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("connection to {addr} closed by the server")]
+    Closed { addr: String },
+    #[error("bad reply: {0}")]
+    Protocol(#[from] native::DecodeError),
+    #[error("server error ({status:?}): {message}")]
+    Server { status: Status, message: String },
+    #[error("reply for request {got}, expected {expected}")]
+    Mismatch { expected: u64, got: u64 },
+}
+
+impl Error {
+    /// Whether the server could not be reached or did not answer in time.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Error::Connect { .. } | Error::Timeout { .. } | Error::Closed { .. }
+        ) || matches!(self, Error::Io { .. })
+    }
+}
+
+/// An owned reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub request_id: u64,
+    pub status: Status,
+    pub flags: u8,
+    pub version: Version,
+    pub value: Vec<u8>,
+}
+
+impl Reply {
+    pub fn was_live(&self) -> bool {
+        self.flags & FLAG_WAS_LIVE != 0
+    }
+}
+
+pub struct Client {
+    stream: TcpStream,
+    addr: String,
+    next_id: u64,
+    out: Vec<u8>,
+    rbuf: Vec<u8>,
+    rstart: usize,
+}
+
+impl Client {
+    /// Connect to `addr` ("host:port"), with `timeout` for connecting and for every reply.
+    pub fn connect(addr: &str, timeout: Duration) -> Result<Client, Error> {
+        let err = |source| Error::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let sockaddrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(err)?.collect();
+        let mut last = std::io::Error::other("no address");
+        for sa in sockaddrs {
+            match TcpStream::connect_timeout(&sa, timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true).map_err(err)?;
+                    stream.set_read_timeout(Some(timeout)).map_err(err)?;
+                    stream.set_write_timeout(Some(timeout)).map_err(err)?;
+                    return Ok(Client {
+                        stream,
+                        addr: addr.to_string(),
+                        next_id: 1,
+                        out: Vec::with_capacity(4096),
+                        rbuf: Vec::with_capacity(4096),
+                        rstart: 0,
+                    });
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(err(last))
+    }
+
+    /// Queue one request (not sent until `flush`); returns its request id.
+    pub fn queue(&mut self, opcode: Opcode, key: &[u8], value: &[u8]) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = Request {
+            request_id: id,
+            opcode: opcode as u8,
+            version: Version::ZERO,
+            flags: 0,
+            key,
+            value,
+        };
+        native::encode_request(&mut self.out, &req);
+        id
+    }
+
+    /// Send everything queued.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        let r = self.stream.write_all(&self.out);
+        self.out.clear();
+        r.map_err(|e| self.io_err(e))
+    }
+
+    /// Write raw bytes (tests use it to send malformed frames).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.stream.write_all(bytes).map_err(|e| self.io_err(e))
+    }
+
+    fn io_err(&self, e: std::io::Error) -> Error {
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Error::Timeout {
+                addr: self.addr.clone(),
+            },
+            _ => Error::Io {
+                addr: self.addr.clone(),
+                source: e,
+            },
+        }
+    }
+
+    /// Receive the next reply, in order.
+    pub fn recv(&mut self) -> Result<Reply, Error> {
+        loop {
+            let pending = &self.rbuf[self.rstart..];
+            if let Some((r, used)) = native::decode_response(pending, VALUE_BYTES_CEILING)? {
+                let reply = Reply {
+                    request_id: r.request_id,
+                    status: r.status,
+                    flags: r.flags,
+                    version: r.version,
+                    value: r.value.to_vec(),
+                };
+                self.rstart += used;
+                if self.rstart == self.rbuf.len() {
+                    self.rbuf.clear();
+                    self.rstart = 0;
+                }
+                return Ok(reply);
+            }
+            if self.rstart > 0 {
+                self.rbuf.drain(..self.rstart);
+                self.rstart = 0;
+            }
+            let len = self.rbuf.len();
+            let want = (len + 64 * 1024).min(FRAME_BYTES_MAX + 64 * 1024);
+            self.rbuf.resize(want, 0);
+            let n = match self.stream.read(&mut self.rbuf[len..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.rbuf.truncate(len);
+                    return Err(self.io_err(e));
+                }
+            };
+            self.rbuf.truncate(len + n);
+            if n == 0 {
+                return Err(Error::Closed {
+                    addr: self.addr.clone(),
+                });
+            }
+        }
+    }
+
+    /// One request, one reply; error statuses become `Error::Server`.
+    pub fn call(&mut self, opcode: Opcode, key: &[u8], value: &[u8]) -> Result<Reply, Error> {
+        let id = self.queue(opcode, key, value);
+        self.flush()?;
+        let reply = self.recv()?;
+        if reply.request_id != id {
+            return Err(Error::Mismatch {
+                expected: id,
+                got: reply.request_id,
+            });
+        }
+        if reply.status.is_error() {
+            let message = String::from_utf8_lossy(&reply.value).into_owned();
+            return Err(Error::Server {
+                status: reply.status,
+                message,
+            });
+        }
+        Ok(reply)
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<Reply, Error> {
+        self.call(Opcode::Put, key, value)
+    }
+
+    /// The value, or `None` if the key does not exist.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let r = self.call(Opcode::Get, key, &[])?;
+        Ok((r.status == Status::Ok).then_some(r.value))
+    }
+
+    /// Read only this node's own store (no quorum, no repair).
+    pub fn get_local(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let r = self.call(Opcode::LocalGet, key, &[])?;
+        Ok((r.status == Status::Ok).then_some(r.value))
+    }
+
+    /// Delete; returns whether the key was live.
+    pub fn delete(&mut self, key: &[u8]) -> Result<bool, Error> {
+        Ok(self.call(Opcode::Delete, key, &[])?.was_live())
+    }
+
+    pub fn ping(&mut self) -> Result<(), Error> {
+        self.call(Opcode::Ping, &[], &[]).map(|_| ())
+    }
+
+    /// The node's INFO document (JSON).
+    pub fn info(&mut self) -> Result<serde_json::Value, Error> {
+        let r = self.call(Opcode::Info, &[], &[])?;
+        serde_json::from_slice(&r.value).map_err(|e| Error::Server {
+            status: Status::Internal,
+            message: format!("bad INFO json: {e}"),
+        })
+    }
+}

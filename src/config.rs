@@ -1,0 +1,242 @@
+//! The node's command line (clap; every flag is also read from `KVSTORE_*`).
+//!
+//! Owns: parsing and validating flags, resolving addresses (off the executor: glommio's own
+//! `bind` would panic on a bad name), and the node id kept in the data dir.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+use crate::limits::{
+    CONNECTIONS_MAX, CORES_MAX, IDLE_TIMEOUT_MS_DEFAULT, NODE_ID_BYTES_MAX, VALUE_BYTES_CEILING,
+    VALUE_BYTES_MAX_DEFAULT,
+};
+use crate::storage::wal_file::FsyncMode;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "kvstore-node", version, about = "kvstore node daemon")]
+pub struct Args {
+    /// Node id ([A-Za-z0-9._-]{1,64}); default: the id stored in the data dir, else the hostname.
+    #[arg(long, env = "KVSTORE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// TCP port for every protocol.
+    #[arg(long, env = "KVSTORE_PORT", default_value_t = 7001)]
+    pub port: u16,
+    /// Address to listen on (127.0.0.1 by default: safe unless asked otherwise).
+    #[arg(long, env = "KVSTORE_LISTEN", default_value = "127.0.0.1")]
+    pub listen: String,
+    /// Data directory (WAL segments, node id).
+    #[arg(long, env = "KVSTORE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Executors (cores) to run; default: all online cores.
+    #[arg(long, env = "KVSTORE_CORES")]
+    pub cores: Option<usize>,
+    /// Pin executor i to CPU i (only when asked: several nodes on few CPUs would stack).
+    #[arg(long, env = "KVSTORE_PIN", default_value_t = false)]
+    pub pin: bool,
+    /// Seed node HOST:PORT (repeatable); used by the cluster.
+    #[arg(long = "seed", env = "KVSTORE_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// WAL durability: none | interval (fdatasync every second) | batch (fdatasync before ack).
+    #[arg(long, env = "KVSTORE_FSYNC", value_enum, default_value = "interval")]
+    pub fsync: FsyncMode,
+    /// Largest value accepted, in bytes (at most 15 MiB).
+    #[arg(long, env = "KVSTORE_MAX_VALUE_BYTES", default_value_t = VALUE_BYTES_MAX_DEFAULT)]
+    pub max_value_bytes: usize,
+    /// Client connections allowed at once (at most 10000).
+    #[arg(long, env = "KVSTORE_MAX_CONNECTIONS", default_value_t = CONNECTIONS_MAX)]
+    pub max_connections: usize,
+    /// Close a client connection idle this long (ms).
+    #[arg(long, env = "KVSTORE_IDLE_TIMEOUT_MS", default_value_t = IDLE_TIMEOUT_MS_DEFAULT)]
+    pub idle_timeout_ms: u64,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG wins when set.
+    #[arg(long, env = "KVSTORE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Configuration errors: each names the flag at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--node-id {0:?}: must match [A-Za-z0-9._-]{{1,64}}")]
+    BadNodeId(String),
+    #[error("--listen {addr:?}: cannot resolve: {reason}")]
+    BadListen { addr: String, reason: String },
+    #[error("--cores {0}: must be 1..={CORES_MAX}")]
+    BadCores(usize),
+    #[error("--max-value-bytes {0}: must be 1..={VALUE_BYTES_CEILING}")]
+    BadValueLimit(usize),
+    #[error("--max-connections {0}: must be 1..={CONNECTIONS_MAX}")]
+    BadConnections(usize),
+    #[error("data dir {dir} belongs to node {stored:?}, not {given:?}; refusing to start")]
+    NodeIdMismatch {
+        dir: PathBuf,
+        stored: String,
+        given: String,
+    },
+    #[error("data dir {dir}: {source}")]
+    DataDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Validated settings the runtime starts from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub pin: bool,
+    pub seeds: Vec<String>,
+    pub fsync: FsyncMode,
+    pub max_value_bytes: usize,
+    pub max_connections: usize,
+    pub idle_timeout_ms: u64,
+}
+
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= NODE_ID_BYTES_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+const NODE_ID_FILE: &str = "NODE_ID";
+
+impl Config {
+    pub fn from_args(args: &Args) -> Result<Config, Error> {
+        let cores = args.cores.unwrap_or_else(online_cores);
+        if cores == 0 || cores > CORES_MAX {
+            return Err(Error::BadCores(cores));
+        }
+        if args.max_value_bytes == 0 || args.max_value_bytes > VALUE_BYTES_CEILING {
+            return Err(Error::BadValueLimit(args.max_value_bytes));
+        }
+        if args.max_connections == 0 || args.max_connections > CONNECTIONS_MAX {
+            return Err(Error::BadConnections(args.max_connections));
+        }
+        let listen = resolve(&args.listen, args.port)?;
+        let node_id = resolve_node_id(&args.data_dir, args.node_id.as_deref())?;
+        Ok(Config {
+            node_id,
+            listen,
+            data_dir: args.data_dir.clone(),
+            cores,
+            pin: args.pin,
+            seeds: args.seeds.clone(),
+            fsync: args.fsync,
+            max_value_bytes: args.max_value_bytes,
+            max_connections: args.max_connections,
+            idle_timeout_ms: args.idle_timeout_ms,
+        })
+    }
+}
+
+pub fn online_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(CORES_MAX)
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
+    let bad = |reason: String| Error::BadListen {
+        addr: host.to_string(),
+        reason,
+    };
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("no address".into()))
+}
+
+/// The node id: the flag, else the data dir's stored id, else the hostname. A data dir written
+/// by another id refuses to start; a fresh one records the id.
+fn resolve_node_id(dir: &Path, given: Option<&str>) -> Result<String, Error> {
+    let io = |source| Error::DataDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let path = dir.join(NODE_ID_FILE);
+    let stored = match std::fs::read_to_string(&path) {
+        Ok(s) => Some(s.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(e)),
+    };
+    let id = match (given, &stored) {
+        (Some(g), Some(s)) if g != s => {
+            return Err(Error::NodeIdMismatch {
+                dir: dir.to_path_buf(),
+                stored: s.clone(),
+                given: g.to_string(),
+            })
+        }
+        (Some(g), _) => g.to_string(),
+        (None, Some(s)) => s.clone(),
+        (None, None) => hostname(),
+    };
+    if !valid_node_id(&id) {
+        return Err(Error::BadNodeId(id));
+    }
+    if stored.is_none() {
+        std::fs::write(&path, format!("{id}\n")).map_err(io)?;
+        crate::storage::recovery::sync_dir(dir)
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    }
+    Ok(id)
+}
+
+fn hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(NODE_ID_BYTES_MAX)
+        .collect();
+    if id.is_empty() {
+        "node".to_string()
+    } else {
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_rule_at_the_boundaries() {
+        assert!(valid_node_id("a"));
+        assert!(valid_node_id(&"a".repeat(NODE_ID_BYTES_MAX)));
+        assert!(!valid_node_id(&"a".repeat(NODE_ID_BYTES_MAX + 1)));
+        assert!(!valid_node_id(""));
+        assert!(!valid_node_id("a b"));
+        assert!(valid_node_id("node-1.rack_2"));
+    }
+
+    #[test]
+    fn a_bad_listen_address_is_an_error_not_a_panic() {
+        assert!(matches!(
+            resolve("no such host .invalid", 1),
+            Err(Error::BadListen { .. })
+        ));
+        assert!(resolve("127.0.0.1", 7001).is_ok());
+    }
+
+    #[test]
+    fn a_data_dir_of_another_node_refuses() {
+        let dir = crate::test_dir("config-node-id");
+        assert_eq!(resolve_node_id(&dir, Some("n1")).expect("first"), "n1");
+        assert_eq!(resolve_node_id(&dir, None).expect("stored"), "n1");
+        assert!(matches!(
+            resolve_node_id(&dir, Some("n2")),
+            Err(Error::NodeIdMismatch { .. })
+        ));
+    }
+}

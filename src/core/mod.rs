@@ -1,0 +1,7 @@
+//! Pure, deterministic logic: no sockets, files, clocks or global RNG in here.
+//!
+//! Time and randomness come in as arguments; effects go out as return values. The I/O shells
+//! in `server` and `storage::wal_file` carry them out.
+
+pub mod ring;
+pub mod version;

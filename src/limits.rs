@@ -1,0 +1,71 @@
+//! Every bound the node enforces, in one place (TigerBeetle's `constants.zig` habit).
+//!
+//! Names carry their unit and put the qualifier last (`KEY_BYTES_MAX`). Related limits are tied
+//! together with `const` assertions so that changing one cannot silently break another.
+
+/// Smallest key accepted by any protocol.
+pub const KEY_BYTES_MIN: usize = 1;
+/// Largest key accepted by any protocol.
+pub const KEY_BYTES_MAX: usize = 4 * 1024;
+/// Default largest value (`--max-value-bytes` changes it, up to `VALUE_BYTES_CEILING`).
+pub const VALUE_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+/// Hard ceiling for the configurable value limit.
+pub const VALUE_BYTES_CEILING: usize = 15 * 1024 * 1024;
+/// Native protocol: version byte + fixed header.
+pub const NATIVE_HEADER_BYTES: usize = 1 + 32;
+/// Largest native frame: header plus the largest key and value the node can ever accept.
+pub const FRAME_BYTES_MAX: usize = NATIVE_HEADER_BYTES + KEY_BYTES_MAX + VALUE_BYTES_CEILING;
+/// Largest error message carried in a reply.
+pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// Open client connections per node (across all cores).
+pub const CONNECTIONS_MAX: usize = 10_000;
+/// Requests one connection may have decoded but not yet answered.
+pub const INFLIGHT_REQUESTS_MAX: usize = 1024;
+/// Bytes of replies a connection buffers before it writes them out mid-batch.
+pub const REPLY_BUFFER_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Default idle timeout for a client connection.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+/// A frame that has started must be complete within this time (slow clients cannot pin memory).
+pub const FRAME_DEADLINE_MS: u64 = 10_000;
+
+/// Virtual nodes per physical node on the ring.
+pub const VNODES_PER_NODE: usize = 150;
+/// Executors (cores) per node.
+pub const CORES_MAX: usize = 64;
+/// Capacity of each core's inbound message channel.
+pub const CORE_CHANNEL_CAPACITY: usize = 4096;
+
+/// WAL record header bytes (see `storage::record`).
+pub const WAL_RECORD_HEADER_BYTES: usize = 48;
+/// Largest WAL record: header plus the largest key and value.
+pub const WAL_RECORD_BYTES_MAX: usize =
+    WAL_RECORD_HEADER_BYTES + KEY_BYTES_MAX + VALUE_BYTES_CEILING;
+/// A WAL segment is rolled once it would grow past this size (records never span segments).
+pub const WAL_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Group commit: the writer takes at most this many pending bytes per write.
+pub const WAL_GROUP_BYTES_MAX: usize = 1024 * 1024;
+/// `--fsync interval` syncs this often.
+pub const WAL_SYNC_INTERVAL_MS: u64 = 1_000;
+/// When the disk is full, writes are retried this often.
+pub const WAL_DISK_FULL_RETRY_MS: u64 = 1_000;
+
+/// io_uring registered memory per executor (must fit `ulimit -l` times cores).
+pub const IO_MEMORY_BYTES_PER_CORE: usize = 512 * 1024;
+/// Client library: default connect / request timeout.
+pub const CLIENT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Node ids: `[A-Za-z0-9._-]{1,64}`.
+pub const NODE_ID_BYTES_MAX: usize = 64;
+
+const _: () =
+    assert!(FRAME_BYTES_MAX >= NATIVE_HEADER_BYTES + KEY_BYTES_MAX + VALUE_BYTES_MAX_DEFAULT);
+const _: () = assert!(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_CEILING);
+const _: () = assert!((WAL_RECORD_BYTES_MAX as u64) < WAL_SEGMENT_BYTES_MAX);
+const _: () = assert!(
+    FRAME_BYTES_MAX < 16 * 1024 * 1024,
+    "original protocol first byte rule"
+);
+const _: () = assert!(
+    CORES_MAX <= 256,
+    "core index fits the low byte of a writer id"
+);

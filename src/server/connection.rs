@@ -1,0 +1,428 @@
+//! One client connection, served on one core for its whole life.
+//!
+//! Owns: the read buffer, protocol detection from the first byte, decoding a batch of pipelined
+//! requests, dispatching each to the core that owns its key (one message per destination core
+//! per batch), and writing the answers in request order. Never decides ownership (the ring
+//! does) or versions (the shard does).
+//!
+//! Limits: a frame that has started must complete within `FRAME_DEADLINE_MS`; an idle
+//! connection is closed after the configured idle timeout; at most `INFLIGHT_REQUESTS_MAX`
+//! requests are decoded per batch. A framing error (bad magic, oversized length) is answered
+//! with an error and the connection is closed; an unknown opcode or empty key is answered with
+//! an error and the connection lives on.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::core::version::Version;
+use crate::limits::{FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX, REPLY_BUFFER_BYTES_MAX};
+use crate::server::messages::{CoreMsg, CoreStats, Op, OpResult};
+use crate::server::runtime::CoreCtx;
+use crate::server::shard::{storage_failure, OpRef};
+use crate::wire::native::{self, Opcode, Request, Response, Status, FLAG_WAS_LIVE};
+use crate::wire::{detect_protocol, Protocol};
+
+const READ_BUFFER_BYTES_INITIAL: usize = 16 * 1024;
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("framing: {0}")]
+    Framing(#[from] native::DecodeError),
+    #[error("unsupported protocol (first byte {0:#04x})")]
+    Protocol(u8),
+    #[error("idle or slow client timed out")]
+    Timeout,
+}
+
+/// Serve `stream` until the peer closes, errs, times out or the node shuts down.
+pub async fn serve(ctx: &Rc<CoreCtx>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    match run(ctx, &mut stream).await {
+        Ok(()) => {}
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => log::debug!("core {}: connection {:?} closed: {e}", ctx.core, peer),
+    }
+}
+
+struct ReadBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    fn pending(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Room to read into: compacts, then doubles (frames were length-checked already).
+    fn spare(&mut self) -> &mut [u8] {
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let grown = (self.data.len() * 2).max(READ_BUFFER_BYTES_INITIAL);
+                self.data.resize(grown, 0);
+            }
+        }
+        &mut self.data[self.end..]
+    }
+}
+
+async fn run(ctx: &Rc<CoreCtx>, stream: &mut TcpStream) -> Result<(), Error> {
+    let mut rbuf = ReadBuf {
+        data: vec![0; READ_BUFFER_BYTES_INITIAL],
+        start: 0,
+        end: 0,
+    };
+    let mut out = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
+    let idle = Duration::from_millis(ctx.node.idle_timeout_ms);
+    let frame_deadline = Duration::from_millis(FRAME_DEADLINE_MS);
+    let mut partial_since: Option<Instant> = None;
+    let mut protocol = None;
+    loop {
+        let timeout = match partial_since {
+            Some(t) => frame_deadline
+                .saturating_sub(t.elapsed())
+                .max(Duration::from_millis(1)),
+            None => idle,
+        };
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(std::io::Error::from)?;
+        let read = future::or(async { Some(stream.read(rbuf.spare()).await) }, async {
+            ctx.shutdown.wait().await;
+            None
+        })
+        .await;
+        let n = match read {
+            None => return Ok(()),
+            Some(Ok(0)) => return Ok(()),
+            Some(Ok(n)) => n,
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Err(Error::Timeout),
+            Some(Err(e)) => return Err(e.into()),
+        };
+        rbuf.end += n;
+        let proto = *protocol.get_or_insert_with(|| detect_protocol(rbuf.pending()[0]));
+        if proto != Protocol::Native {
+            let first = rbuf.pending()[0];
+            stream
+                .write_all(b"-ERR only the native protocol is served on this port\r\n")
+                .await?;
+            return Err(Error::Protocol(first));
+        }
+        let fatal = process_batch(ctx, &mut rbuf, &mut out).await;
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if let Some(e) = fatal {
+            return Err(e.into());
+        }
+        partial_since = match (rbuf.is_empty(), partial_since) {
+            (true, _) => None,
+            (false, Some(t)) => Some(t),
+            (false, None) => Some(Instant::now()),
+        };
+    }
+}
+
+/// Where the answer to one decoded request comes from.
+enum Slot {
+    Done {
+        id: u64,
+        result: OpResult,
+        local_write: bool,
+    },
+    Remote {
+        id: u64,
+        core: usize,
+        index: usize,
+    },
+    Pong {
+        id: u64,
+    },
+    Info {
+        id: u64,
+    },
+    Refused {
+        id: u64,
+        status: Status,
+        message: &'static str,
+    },
+}
+
+/// Decode every complete frame in `rbuf`, run them, and encode the answers into `out`.
+/// Returns a fatal framing error after its error reply has been encoded.
+async fn process_batch(
+    ctx: &Rc<CoreCtx>,
+    rbuf: &mut ReadBuf,
+    out: &mut Vec<u8>,
+) -> Option<native::DecodeError> {
+    let cores = ctx.peers.len();
+    let mut slots = Vec::new();
+    let mut remote: Vec<Vec<Op>> = (0..cores).map(|_| Vec::new()).collect();
+    let mut last_ticket = None;
+    let mut fatal = None;
+    while slots.len() < INFLIGHT_REQUESTS_MAX {
+        match native::decode_request(rbuf.pending(), ctx.node.max_value_bytes) {
+            Ok(Some((req, used))) => {
+                let slot = dispatch(ctx, &req, &mut remote, &mut last_ticket);
+                slots.push(slot);
+                rbuf.consume(used);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                fatal = Some(e);
+                break;
+            }
+        }
+    }
+    let mut replies = Vec::new();
+    for (core, ops) in remote.into_iter().enumerate() {
+        if ops.is_empty() {
+            continue;
+        }
+        let (tx, rx) = flume::bounded(1);
+        if ctx.peers[core]
+            .send_async(CoreMsg::Ops { ops, reply: tx })
+            .await
+            .is_err()
+        {
+            replies.push((core, None));
+            continue;
+        }
+        replies.push((core, Some(rx)));
+    }
+    let local_failure = match last_ticket {
+        Some(t) => ctx
+            .shard
+            .wal
+            .durable(t)
+            .await
+            .err()
+            .map(|e| storage_failure(&e)),
+        None => None,
+    };
+    let mut remote_results: Vec<Option<Vec<OpResult>>> = (0..cores).map(|_| None).collect();
+    for (core, rx) in replies {
+        let got = match rx {
+            Some(rx) => rx.recv_async().await.ok(),
+            None => None,
+        };
+        remote_results[core] = got;
+    }
+    let needs_info = slots.iter().any(|s| matches!(s, Slot::Info { .. }));
+    let info = if needs_info {
+        Some(info_json(ctx).await)
+    } else {
+        None
+    };
+    for slot in slots {
+        encode_slot(
+            out,
+            slot,
+            &local_failure,
+            &mut remote_results,
+            info.as_deref(),
+        );
+    }
+    if let Some(e) = &fatal {
+        native::encode_error(out, e.request_id(), e.status(), &e.to_string());
+    }
+    debug_assert!(out.len() <= REPLY_BUFFER_BYTES_MAX * 64);
+    fatal
+}
+
+fn dispatch(
+    ctx: &CoreCtx,
+    req: &Request<'_>,
+    remote: &mut [Vec<Op>],
+    last_ticket: &mut Option<u64>,
+) -> Slot {
+    let id = req.request_id;
+    let Some(opcode) = Opcode::from_u8(req.opcode) else {
+        return Slot::Refused {
+            id,
+            status: Status::UnknownOpcode,
+            message: "unknown opcode",
+        };
+    };
+    let op = match opcode {
+        Opcode::Ping => return Slot::Pong { id },
+        Opcode::Info => return Slot::Info { id },
+        _ if req.key.is_empty() => {
+            return Slot::Refused {
+                id,
+                status: Status::BadRequest,
+                message: "empty key",
+            }
+        }
+        Opcode::Get | Opcode::LocalGet => OpRef::Get(req.key),
+        Opcode::Put => OpRef::Put(req.key, req.value),
+        Opcode::Delete => OpRef::Delete(req.key),
+    };
+    let core = ctx.ring.core_for_key(req.key);
+    if core == ctx.core {
+        let (result, ticket) = ctx.shard.execute(op);
+        if ticket.is_some() {
+            *last_ticket = ticket;
+        }
+        return Slot::Done {
+            id,
+            result,
+            local_write: ticket.is_some(),
+        };
+    }
+    let owned = match op {
+        OpRef::Get(k) => Op::Get { key: k.into() },
+        OpRef::Put(k, v) => Op::Put {
+            key: k.into(),
+            value: v.into(),
+        },
+        OpRef::Delete(k) => Op::Delete { key: k.into() },
+    };
+    remote[core].push(owned);
+    Slot::Remote {
+        id,
+        core,
+        index: remote[core].len() - 1,
+    }
+}
+
+fn encode_slot(
+    out: &mut Vec<u8>,
+    slot: Slot,
+    local_failure: &Option<OpResult>,
+    remote: &mut [Option<Vec<OpResult>>],
+    info: Option<&str>,
+) {
+    let (id, result) = match slot {
+        Slot::Done {
+            id,
+            result,
+            local_write,
+        } => match (local_write, local_failure) {
+            (true, Some(f)) => (id, f.clone()),
+            _ => (id, result),
+        },
+        Slot::Remote { id, core, index } => {
+            let r = remote[core]
+                .as_mut()
+                .and_then(|v| v.get_mut(index))
+                .map(|r| std::mem::replace(r, OpResult::NotFound));
+            let failed = OpResult::Failed {
+                status: Status::Internal,
+                message: format!("core {core} did not answer"),
+            };
+            (id, r.unwrap_or(failed))
+        }
+        Slot::Pong { id } => (
+            id,
+            OpResult::Written {
+                was_live: false,
+                version: Version::ZERO,
+            },
+        ),
+        Slot::Info { id } => {
+            let json = info.unwrap_or("{}");
+            let value = Box::from(json.as_bytes());
+            (
+                id,
+                OpResult::Value {
+                    value,
+                    version: Version::ZERO,
+                },
+            )
+        }
+        Slot::Refused {
+            id,
+            status,
+            message,
+        } => (
+            id,
+            OpResult::Failed {
+                status,
+                message: message.to_string(),
+            },
+        ),
+    };
+    encode_result(out, id, &result);
+}
+
+/// Encode one operation result as a native response.
+pub fn encode_result(out: &mut Vec<u8>, request_id: u64, result: &OpResult) {
+    let (status, flags, version, value): (Status, u8, Version, &[u8]) = match result {
+        OpResult::Value { value, version } => (Status::Ok, 0, *version, value),
+        OpResult::NotFound => (Status::NotFound, 0, Version::ZERO, &[]),
+        OpResult::Written { was_live, version } => (
+            Status::Ok,
+            if *was_live { FLAG_WAS_LIVE } else { 0 },
+            *version,
+            &[],
+        ),
+        OpResult::Stale { stored } => (Status::Stale, 0, *stored, &[]),
+        OpResult::Failed { status, message } => {
+            native::encode_error(out, request_id, *status, message);
+            return;
+        }
+    };
+    native::encode_response(
+        out,
+        &Response {
+            request_id,
+            status,
+            flags,
+            version,
+            value,
+        },
+    );
+}
+
+/// The node's facts and every core's counters, as JSON (the INFO reply).
+async fn info_json(ctx: &Rc<CoreCtx>) -> String {
+    let mut cores: Vec<CoreStats> = Vec::with_capacity(ctx.peers.len());
+    for (i, peer) in ctx.peers.iter().enumerate() {
+        if i == ctx.core {
+            cores.push(ctx.shard.stats(ctx.connections.get()));
+            continue;
+        }
+        let (tx, rx) = flume::bounded(1);
+        if peer.send_async(CoreMsg::Stats { reply: tx }).await.is_ok() {
+            if let Ok(s) = rx.recv_async().await {
+                cores.push(s);
+            }
+        }
+    }
+    let node = &ctx.node;
+    serde_json::json!({
+        "node_id": node.node_id,
+        "addr": node.addr.to_string(),
+        "cores": node.cores,
+        "uptime_s": node.started.elapsed().as_secs(),
+        "connections": node.connections.load(std::sync::atomic::Ordering::Relaxed),
+        "core_stats": cores,
+    })
+    .to_string()
+}

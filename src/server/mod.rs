@@ -1,0 +1,55 @@
+//! The I/O shells: glommio executors, sockets and cross-core messages around the pure core.
+//!
+//! Layout: `runtime` (start, recover, snapshot, shutdown), `listener` (accept, hand
+//! connections to cores), `connection` (one client connection: read, decode, dispatch, reply),
+//! `shard` (one core's map, clock and WAL: executes operations), `messages` (what travels
+//! between cores), `notify` (single-threaded wake-ups). Policy lives in `core`; nothing here
+//! decides who owns a key or which version wins.
+
+pub mod connection;
+pub mod listener;
+pub mod messages;
+pub mod notify;
+pub mod runtime;
+pub mod shard;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Facts about the node shared read-only by every core (and the open-connection count).
+pub struct NodeInfo {
+    pub node_id: String,
+    pub addr: std::net::SocketAddr,
+    pub cores: usize,
+    pub started: Instant,
+    pub max_value_bytes: usize,
+    pub max_connections: usize,
+    pub idle_timeout_ms: u64,
+    /// Open client connections across all cores (touched on open and close only).
+    pub connections: Arc<AtomicUsize>,
+}
+
+/// Runtime errors of the node daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "port {addr} is already in use (another node or program listens there); refusing to start"
+    )]
+    PortInUse { addr: std::net::SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot start io_uring executor {core}: {cause}. io_uring needs locked memory: raise \
+         `ulimit -l` (memlock; Docker: --ulimit memlock=-1), make sure io_uring is not disabled \
+         (sysctl kernel.io_uring_disabled=0) and, in containers, allowed by the seccomp profile"
+    )]
+    Executor { core: usize, cause: String },
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::Error),
+    #[error("core {core} failed: {cause}")]
+    Core { core: usize, cause: String },
+}

@@ -1,0 +1,431 @@
+//! Start-up, the per-core main task, and clean shutdown.
+//!
+//! Order at start: bind the port exclusively (no SO_REUSEPORT: a second node on a taken port
+//! must fail, not silently share it), replay the WAL into one map per core, start one glommio
+//! executor per core, have each core write its map as a snapshot into a fresh segment, delete
+//! the replayed segments once every snapshot is synced, then serve.
+//!
+//! Shutdown (SIGTERM/SIGINT): stop accepting; connections finish the requests they have read
+//! and close; each core announces it is drained and keeps answering other cores until all are;
+//! then each WAL writes what is pending, syncs and closes. Exit status 0.
+
+use std::cell::Cell;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use glommio::{CpuSet, LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::core::ring::LocalRing;
+use crate::core::version::{writer_id, Clock};
+use crate::limits::{CORE_CHANNEL_CAPACITY, IO_MEMORY_BYTES_PER_CORE, WAL_GROUP_BYTES_MAX};
+use crate::server::messages::{CoreMsg, OpResult};
+use crate::server::notify::{Latch, Notify};
+use crate::server::shard::{storage_failure, OpRef, Shard};
+use crate::server::{listener, Error, NodeInfo};
+use crate::storage::core_dir_name;
+use crate::storage::map::Map;
+use crate::storage::record::Kind;
+use crate::storage::recovery::{self, SegmentFile};
+use crate::storage::wal_file::{FsyncMode, Wal};
+
+/// Everything one core's tasks share (single-threaded; never crosses cores).
+pub struct CoreCtx {
+    pub core: usize,
+    pub ring: LocalRing,
+    pub shard: Shard,
+    pub peers: Vec<flume::Sender<CoreMsg>>,
+    pub node: Arc<NodeInfo>,
+    pub shutdown: Latch,
+    /// Client connections open on this core.
+    pub connections: Cell<usize>,
+    pub connections_changed: Notify,
+    drained: Cell<usize>,
+    drained_changed: Notify,
+}
+
+impl CoreCtx {
+    pub fn connection_opened(&self) {
+        self.connections.set(self.connections.get() + 1);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.set(self.connections.get() - 1);
+        self.node
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.connections_changed.notify_all();
+    }
+}
+
+/// Run a node until it is shut down. Blocks the calling thread.
+pub fn run(config: Config) -> Result<(), Error> {
+    let started = Instant::now();
+    raise_nofile_limit(config.max_connections);
+    let listener_fd = bind_exclusive(config.listen)?;
+    let ring = LocalRing::new(&config.node_id, config.cores);
+    let recovered = recovery::recover(&config.data_dir, &ring)?;
+    log::info!(
+        "node {}: replayed {} records from {} segments ({} keys) in {:.3}s",
+        config.node_id,
+        recovered.records,
+        recovered.segments.len(),
+        recovered.maps.iter().map(|m| m.live_len()).sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
+    let node = Arc::new(NodeInfo {
+        node_id: config.node_id.clone(),
+        addr: config.listen,
+        cores: config.cores,
+        started,
+        max_value_bytes: config.max_value_bytes,
+        max_connections: config.max_connections,
+        idle_timeout_ms: config.idle_timeout_ms,
+        connections: Arc::new(AtomicUsize::new(0)),
+    });
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
+        .map(|_| flume::bounded(CORE_CHANNEL_CAPACITY))
+        .unzip();
+    let (snap_tx, snap_rx) = flume::bounded::<usize>(config.cores);
+    spawn_signal_thread(senders.clone());
+
+    let mut handles = Vec::new();
+    let old_segments = recovered.segments;
+    let mut listener_fd = Some(listener_fd);
+    for (core, (map, rx)) in recovered.maps.into_iter().zip(receivers).enumerate() {
+        let placement = if config.pin {
+            Placement::Fixed(core)
+        } else {
+            unbound_placement()
+        };
+        let start = CoreStart {
+            core,
+            map,
+            rx,
+            peers: senders.clone(),
+            node: node.clone(),
+            ring: ring.clone(),
+            wal_dir: config.data_dir.join(core_dir_name(core)),
+            fsync: config.fsync,
+            first_segment: recovered.next_segment_id + core as u64,
+            listener_fd: if core == 0 { listener_fd.take() } else { None },
+            snap_tx: snap_tx.clone(),
+            snap_rx: if core == 0 {
+                Some(snap_rx.clone())
+            } else {
+                None
+            },
+            old_segments: if core == 0 {
+                old_segments.clone()
+            } else {
+                Vec::new()
+            },
+            data_dir: config.data_dir.clone(),
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("kv-core-{core}"))
+            .io_memory(IO_MEMORY_BYTES_PER_CORE)
+            .spawn(move || async move { core_main(start).await })
+            .map_err(|e| Error::Executor {
+                core,
+                cause: e.to_string(),
+            })?;
+        handles.push((core, handle));
+    }
+    let mut result = Ok(());
+    for (core, h) in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::error!("core {core}: {e}");
+                result = Err(e);
+            }
+            Err(e) => {
+                let e = Error::Core {
+                    core,
+                    cause: e.to_string(),
+                };
+                log::error!("{e}");
+                result = Err(e);
+            }
+        }
+    }
+    if result.is_ok() {
+        log::info!("node {}: shut down cleanly", config.node_id);
+    }
+    result
+}
+
+fn unbound_placement() -> Placement {
+    match CpuSet::online() {
+        Ok(set) => Placement::Fenced(set),
+        Err(_) => Placement::Unbound,
+    }
+}
+
+struct CoreStart {
+    core: usize,
+    map: Map,
+    rx: flume::Receiver<CoreMsg>,
+    peers: Vec<flume::Sender<CoreMsg>>,
+    node: Arc<NodeInfo>,
+    ring: LocalRing,
+    wal_dir: PathBuf,
+    fsync: FsyncMode,
+    first_segment: u64,
+    listener_fd: Option<RawFd>,
+    snap_tx: flume::Sender<usize>,
+    snap_rx: Option<flume::Receiver<usize>>,
+    old_segments: Vec<SegmentFile>,
+    data_dir: PathBuf,
+}
+
+async fn core_main(s: CoreStart) -> Result<(), Error> {
+    let cores = s.node.cores;
+    let wal = Rc::new(Wal::new(
+        &s.wal_dir,
+        s.fsync,
+        s.first_segment,
+        cores as u64,
+    )?);
+    let flusher = glommio::spawn_local(wal.clone().run_flusher());
+    snapshot(&s.map, &wal).await?;
+    s.snap_tx
+        .send_async(s.core)
+        .await
+        .map_err(|e| core_err(s.core, e))?;
+    if let Some(rx) = &s.snap_rx {
+        for _ in 0..cores {
+            rx.recv_async().await.map_err(|e| core_err(s.core, e))?;
+        }
+        remove_superseded(&s.old_segments, &s.data_dir)?;
+        log::info!(
+            "node {}: serving on {} with {} cores (started in {:.3}s)",
+            s.node.node_id,
+            s.node.addr,
+            cores,
+            s.node.started.elapsed().as_secs_f64()
+        );
+    }
+    let mut clock = Clock::new(writer_id(&s.node.node_id, s.core));
+    clock.observe(s.map.max_version());
+    let ctx = Rc::new(CoreCtx {
+        core: s.core,
+        ring: s.ring,
+        shard: Shard::new(s.core, s.map, clock, wal.clone()),
+        peers: s.peers,
+        node: s.node,
+        shutdown: Latch::default(),
+        connections: Cell::new(0),
+        connections_changed: Notify::default(),
+        drained: Cell::new(0),
+        drained_changed: Notify::default(),
+    });
+    let mailbox = glommio::spawn_local(mailbox(ctx.clone(), s.rx));
+    let acceptor = s.listener_fd.map(|fd| {
+        // SAFETY: the fd is a bound, listening socket created by `bind_exclusive`, owned by
+        // nobody else from here on.
+        let l = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
+        glommio::spawn_local(listener::accept_loop(ctx.clone(), l))
+    });
+    ctx.shutdown.wait().await;
+    if let Some(a) = acceptor {
+        a.await;
+    }
+    ctx.connections_changed
+        .wait_until(|| ctx.connections.get() == 0)
+        .await;
+    for p in &ctx.peers {
+        let _ = p.send_async(CoreMsg::Drained { from: ctx.core }).await;
+    }
+    mailbox.await;
+    wal.shut_down();
+    flusher.await?;
+    log::debug!("core {}: stopped", ctx.core);
+    Ok(())
+}
+
+fn core_err(core: usize, e: impl std::fmt::Display) -> Error {
+    Error::Core {
+        core,
+        cause: e.to_string(),
+    }
+}
+
+/// Write the whole map into this core's fresh segment and wait until it is synced.
+async fn snapshot(map: &Map, wal: &Rc<Wal>) -> Result<(), Error> {
+    let mut since_wait = 0usize;
+    for (key, entry) in map.iter() {
+        let (kind, value) = match &entry.value {
+            Some(v) => (Kind::Put, &v[..]),
+            None => (Kind::Tombstone, &[][..]),
+        };
+        wal.append(kind, entry.version, key, value);
+        since_wait += key.len() + value.len();
+        if since_wait >= WAL_GROUP_BYTES_MAX {
+            since_wait = 0;
+            wal.durable(wal.last_ticket()).await?;
+        }
+    }
+    wal.synced(wal.last_ticket()).await?;
+    Ok(())
+}
+
+/// Delete the replayed segments: every core's snapshot now holds what they held.
+fn remove_superseded(old: &[SegmentFile], data_dir: &std::path::Path) -> Result<(), Error> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for seg in old {
+        std::fs::remove_file(&seg.path).map_err(|e| crate::storage::Error::io(&seg.path, e))?;
+        if let Some(d) = seg.path.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+    }
+    for d in dirs {
+        recovery::sync_dir(&d)?;
+    }
+    if !old.is_empty() {
+        recovery::sync_dir(data_dir)?;
+        log::info!(
+            "removed {} replayed segments (superseded by snapshots)",
+            old.len()
+        );
+    }
+    Ok(())
+}
+
+/// This core's inbox: operations from other cores, connections, stats, shutdown.
+async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
+    let cores = ctx.node.cores;
+    while ctx.drained.get() < cores {
+        let Ok(msg) = rx.recv_async().await else {
+            break;
+        };
+        match msg {
+            CoreMsg::Ops { ops, reply } => execute_remote(&ctx, ops, reply),
+            CoreMsg::Conn(stream) => {
+                let stream = stream.bind_to_executor();
+                ctx.connection_opened();
+                let c = ctx.clone();
+                glommio::spawn_local(async move {
+                    crate::server::connection::serve(&c, stream).await;
+                    c.connection_closed();
+                })
+                .detach();
+            }
+            CoreMsg::Stats { reply } => {
+                let _ = reply.try_send(ctx.shard.stats(ctx.connections.get()));
+            }
+            CoreMsg::Shutdown => ctx.shutdown.set(),
+            CoreMsg::Drained { from } => {
+                log::debug!("core {}: core {from} drained", ctx.core);
+                ctx.drained.set(ctx.drained.get() + 1);
+                ctx.drained_changed.notify_all();
+            }
+        }
+    }
+}
+
+/// Execute a batch sent by another core; answer once its writes are durable.
+fn execute_remote(
+    ctx: &Rc<CoreCtx>,
+    ops: Vec<crate::server::messages::Op>,
+    reply: flume::Sender<Vec<OpResult>>,
+) {
+    use crate::server::messages::Op;
+    let mut results = Vec::with_capacity(ops.len());
+    let mut last_ticket = None;
+    for op in &ops {
+        let r = match op {
+            Op::Get { key } => OpRef::Get(key),
+            Op::Put { key, value } => OpRef::Put(key, value),
+            Op::Delete { key } => OpRef::Delete(key),
+        };
+        let (result, ticket) = ctx.shard.execute(r);
+        results.push(result);
+        last_ticket = ticket.or(last_ticket);
+    }
+    let Some(ticket) = last_ticket else {
+        let _ = reply.try_send(results);
+        return;
+    };
+    let wal = ctx.shard.wal.clone();
+    glommio::spawn_local(async move {
+        if let Err(e) = wal.durable(ticket).await {
+            for r in results.iter_mut() {
+                if matches!(r, OpResult::Written { .. }) {
+                    *r = storage_failure(&e);
+                }
+            }
+        }
+        let _ = reply.try_send(results);
+    })
+    .detach();
+}
+
+/// Bind the listening socket without SO_REUSEPORT, so a taken port is an error.
+fn bind_exclusive(addr: std::net::SocketAddr) -> Result<RawFd, Error> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => Ok(l.into_raw_fd()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::PortInUse { addr }),
+        Err(source) => Err(Error::Listen { addr, source }),
+    }
+}
+
+/// Raise the open-files limit to fit the connection limit (plus WAL files and peers).
+fn raise_nofile_limit(connections: usize) {
+    let want = (connections + 1024) as libc::rlim_t;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= want {
+            return;
+        }
+        let new = libc::rlimit {
+            rlim_cur: want.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &new) != 0 {
+            log::warn!("could not raise RLIMIT_NOFILE to {want}");
+        } else if new.rlim_cur < want {
+            log::warn!("RLIMIT_NOFILE hard limit {} is below {want}", lim.rlim_max);
+        }
+    }
+}
+
+/// SIGTERM / SIGINT start a clean shutdown; a second signal exits at once.
+fn spawn_signal_thread(cores: Vec<flume::Sender<CoreMsg>>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("kv-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    log::warn!("second signal {sig}: exiting now");
+                    std::process::exit(1);
+                }
+                log::info!("signal {sig}: shutting down");
+                for c in &cores {
+                    let _ = c.send(CoreMsg::Shutdown);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the signal thread: {e}");
+    }
+}

@@ -1,0 +1,109 @@
+//! One core's shard: its map, clock and WAL. Executes operations on keys this core owns.
+//!
+//! Never awaits while holding a borrow of the map or clock: `execute` is synchronous and hands
+//! back the WAL ticket the caller must await before acknowledging a write.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::core::version::{wall_clock_ms, Clock};
+use crate::server::messages::{CoreStats, OpResult};
+use crate::storage::map::{Applied, Map};
+use crate::storage::record::Kind;
+use crate::storage::wal_file::{Ticket, Wal};
+use crate::storage::Error as StorageError;
+use crate::wire::native::Status;
+
+/// A borrowed operation (from a read buffer or an owned `messages::Op`).
+#[derive(Clone, Copy, Debug)]
+pub enum OpRef<'a> {
+    Get(&'a [u8]),
+    Put(&'a [u8], &'a [u8]),
+    Delete(&'a [u8]),
+}
+
+pub struct Shard {
+    pub core: usize,
+    map: RefCell<Map>,
+    clock: RefCell<Clock>,
+    pub wal: Rc<Wal>,
+}
+
+impl Shard {
+    pub fn new(core: usize, map: Map, clock: Clock, wal: Rc<Wal>) -> Shard {
+        Shard {
+            core,
+            map: RefCell::new(map),
+            clock: RefCell::new(clock),
+            wal,
+        }
+    }
+
+    /// Execute one operation. A write returns the ticket to await before acknowledging it.
+    pub fn execute(&self, op: OpRef<'_>) -> (OpResult, Option<Ticket>) {
+        match op {
+            OpRef::Get(key) => (self.get(key), None),
+            OpRef::Put(key, value) => self.write(key, Some(value)),
+            OpRef::Delete(key) => self.write(key, None),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> OpResult {
+        match self.map.borrow().get(key) {
+            Some((value, version)) => OpResult::Value {
+                value: Box::from(value),
+                version,
+            },
+            None => OpResult::NotFound,
+        }
+    }
+
+    fn write(&self, key: &[u8], value: Option<&[u8]>) -> (OpResult, Option<Ticket>) {
+        if let Err(e) = self.wal.check_writable() {
+            return (storage_failure(&e), None);
+        }
+        let mut map = self.map.borrow_mut();
+        let stored = map.entry(key).map(|e| e.version).unwrap_or_default();
+        let version = self.clock.borrow_mut().tick_past(wall_clock_ms(), stored);
+        match map.apply(key, value, version) {
+            Applied::New { was_live } => {
+                let kind = if value.is_some() {
+                    Kind::Put
+                } else {
+                    Kind::Tombstone
+                };
+                let ticket = self
+                    .wal
+                    .append(kind, version, key, value.unwrap_or_default());
+                (OpResult::Written { was_live, version }, Some(ticket))
+            }
+            Applied::Same { was_live } => (OpResult::Written { was_live, version }, None),
+            Applied::Stale { stored } => (OpResult::Stale { stored }, None),
+        }
+    }
+
+    pub fn stats(&self, connections: usize) -> CoreStats {
+        let wal = self.wal.stats();
+        CoreStats {
+            core: self.core,
+            keys: self.map.borrow().live_len(),
+            wal_bytes: wal.wal_bytes,
+            wal_syncs: wal.syncs,
+            wal_writes: wal.writes,
+            connections,
+        }
+    }
+}
+
+/// The reply for a write the storage layer refused or could not make durable.
+pub fn storage_failure(e: &StorageError) -> OpResult {
+    let status = match e {
+        StorageError::DiskFull { .. } => Status::DiskFull,
+        StorageError::ShuttingDown => Status::ShuttingDown,
+        _ => Status::Internal,
+    };
+    OpResult::Failed {
+        status,
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,193 @@
+//! Replay of a node's WAL at start, before any executor runs (plain std I/O).
+//!
+//! Owns: finding every segment under every `core-*` directory, replaying its valid prefix and
+//! routing each record to the core that owns the key *now* (so a restart with another
+//! `--cores` loses nothing). A torn, zero or CRC-bad tail is logged with file and offset and cut
+//! (the file is truncated there): nothing after the first bad record of a segment is applied.
+//! Never writes anything but those truncations.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::core::ring::LocalRing;
+use crate::storage::map::Map;
+use crate::storage::record::{self, Kind, Stop};
+use crate::storage::{parse_segment_file_name, Error};
+
+/// One segment file found on disk.
+#[derive(Clone, Debug)]
+pub struct SegmentFile {
+    pub id: u64,
+    pub path: PathBuf,
+}
+
+/// What replay produced.
+pub struct Recovered {
+    /// One map per current core.
+    pub maps: Vec<Map>,
+    /// Every segment replayed: superseded once the cores' snapshots are durable.
+    pub segments: Vec<SegmentFile>,
+    /// The smallest segment id not yet used.
+    pub next_segment_id: u64,
+    pub records: u64,
+    /// Tails cut: (file, offset, reason).
+    pub cuts: Vec<(PathBuf, u64, String)>,
+}
+
+/// Every `core-*/wal-*.log` under `data_dir`, ordered by segment id.
+pub fn list_segments(data_dir: &Path) -> Result<Vec<SegmentFile>, Error> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(data_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(data_dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(data_dir, e))?;
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("core-") || !entry.path().is_dir() {
+            continue;
+        }
+        let dir = entry.path();
+        for seg in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let seg = seg.map_err(|e| Error::io(&dir, e))?;
+            if let Some(id) = parse_segment_file_name(&seg.file_name().to_string_lossy()) {
+                out.push(SegmentFile {
+                    id,
+                    path: seg.path(),
+                });
+            }
+        }
+    }
+    out.sort_by_key(|s| s.id);
+    Ok(out)
+}
+
+/// Replay every segment under `data_dir` into one map per core of `ring`.
+pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
+    let segments = list_segments(data_dir)?;
+    let mut maps: Vec<Map> = (0..ring.cores()).map(|_| Map::new()).collect();
+    let mut records = 0u64;
+    let mut cuts = Vec::new();
+    for seg in &segments {
+        let bytes = fs::read(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
+        let (recs, end, stop) = record::scan(&bytes, seg.id);
+        for r in &recs {
+            let value = match r.kind {
+                Kind::Put => Some(r.value),
+                Kind::Tombstone => None,
+            };
+            maps[ring.core_for_key(r.key)].apply(r.key, value, r.version);
+        }
+        records += recs.len() as u64;
+        if stop != Stop::End {
+            log::warn!(
+                "wal {}: {} at offset {}; cutting the tail ({} bytes after it ignored)",
+                seg.path.display(),
+                stop,
+                end,
+                bytes.len() as u64 - end
+            );
+            cut(&seg.path, end)?;
+            cuts.push((seg.path.clone(), end, stop.to_string()));
+        }
+    }
+    let next_segment_id = segments.last().map(|s| s.id + 1).unwrap_or(1);
+    Ok(Recovered {
+        maps,
+        segments,
+        next_segment_id,
+        records,
+        cuts,
+    })
+}
+
+/// Truncate `path` at `offset`, so the bad tail can never be replayed later.
+fn cut(path: &Path, offset: u64) -> Result<(), Error> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    f.set_len(offset).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// fsync a directory so created, renamed or removed entries survive power loss.
+pub fn sync_dir(dir: &Path) -> Result<(), Error> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::version::Version;
+    use crate::storage::{core_dir_name, segment_file_name};
+
+    fn temp_dir(name: &str) -> PathBuf {
+        crate::test_dir(&format!("recovery-{name}"))
+    }
+
+    fn write_segment(dir: &Path, core: usize, id: u64, keys: &[(&str, u64)]) -> PathBuf {
+        let mut buf = Vec::new();
+        for (i, (k, hlc)) in keys.iter().enumerate() {
+            let v = Version {
+                hlc: *hlc,
+                writer: 1,
+            };
+            let kind = if k.starts_with('-') {
+                Kind::Tombstone
+            } else {
+                Kind::Put
+            };
+            let key = k.trim_start_matches('-');
+            record::encode(&mut buf, id, i as u64, kind, v, key.as_bytes(), b"val");
+        }
+        buf.resize(buf.len() + 512, 0);
+        let cdir = dir.join(core_dir_name(core));
+        fs::create_dir_all(&cdir).expect("mkdir");
+        let path = cdir.join(segment_file_name(id));
+        fs::write(&path, &buf).expect("write");
+        path
+    }
+
+    #[test]
+    fn replays_every_core_dir_into_the_current_layout() {
+        let dir = temp_dir("layout");
+        write_segment(&dir, 0, 1, &[("a", 1), ("b", 2)]);
+        write_segment(&dir, 1, 2, &[("c", 3), ("-a", 4)]);
+        let ring = LocalRing::new("n", 3);
+        let rec = recover(&dir, &ring).expect("recover");
+        assert_eq!(rec.records, 4);
+        assert_eq!(rec.next_segment_id, 3);
+        let live: usize = rec.maps.iter().map(|m| m.live_len()).sum();
+        assert_eq!(live, 2, "a was deleted");
+        let owner = ring.core_for_key(b"c");
+        assert!(rec.maps[owner].get(b"c").is_some());
+        assert!(rec.cuts.is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_tail_is_cut_and_logged() {
+        let dir = temp_dir("cut");
+        let path = write_segment(&dir, 0, 1, &[("a", 1), ("b", 2), ("c", 3)]);
+        let mut bytes = fs::read(&path).expect("read");
+        let last = record::encoded_len(b"c", b"val");
+        let third = 2 * last;
+        bytes[third + 50] ^= 0xFF;
+        fs::write(&path, &bytes).expect("write");
+        let rec = recover(&dir, &LocalRing::new("n", 1)).expect("recover");
+        assert_eq!(rec.records, 2);
+        assert_eq!(rec.cuts.len(), 1);
+        assert_eq!(rec.cuts[0].1, third as u64);
+        assert_eq!(
+            fs::metadata(&path).expect("stat").len(),
+            third as u64,
+            "tail truncated"
+        );
+        let again = recover(&dir, &LocalRing::new("n", 1)).expect("recover");
+        assert!(again.cuts.is_empty(), "cut once, clean afterwards");
+        assert_eq!(again.records, 2);
+    }
+}

@@ -1,0 +1,513 @@
+//! One core's WAL writer: O_DIRECT appends through io_uring (glommio `DmaFile`) with group
+//! commit.
+//!
+//! Owns: the current segment file, the bytes appended but not yet written, and the tickets that
+//! tell each request when its record is durable. Never decides policy about *what* to write:
+//! callers append records; this file only gets them to disk in order.
+//!
+//! How a write reaches the disk: `append` encodes the record into the pending buffer and returns
+//! a ticket. One flusher task takes everything pending, copies it behind the partial tail block
+//! into one aligned DMA buffer and writes `align_up(len)` bytes at the tail block's offset
+//! (the file's own `alignment()`, never a hard-coded 512/4096). Only one write is in flight, so
+//! a later write to the same block can never land before an earlier one. The partial tail block
+//! is kept in memory and rewritten, completed, by the next write. Requests that arrive while a
+//! write is in flight share the next one: that is the group commit.
+//!
+//! Durability (`FsyncMode`): `None` acks once the O_DIRECT write completed (survives a process
+//! crash, not power loss); `Interval` also fdatasyncs every `WAL_SYNC_INTERVAL_MS`; `Batch` acks
+//! after the group's fdatasync. A failed write or fdatasync poisons the core (never retried:
+//! the page state after a failed fsync is unknown). ENOSPC while creating a segment refuses new
+//! writes and retries every `WAL_DISK_FULL_RETRY_MS`; the records already appended stay pending
+//! and are written once space is freed.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use glommio::io::{DmaFile, OpenOptions};
+
+use crate::core::version::Version;
+use crate::limits::{
+    WAL_DISK_FULL_RETRY_MS, WAL_GROUP_BYTES_MAX, WAL_SEGMENT_BYTES_MAX, WAL_SYNC_INTERVAL_MS,
+};
+use crate::storage::record::{self, Kind};
+use crate::storage::recovery::sync_dir;
+use crate::storage::{segment_file_name, Error};
+
+/// When an acknowledged write is durable. See the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsyncMode {
+    None,
+    Interval,
+    Batch,
+}
+
+/// A position in this WAL's append order; durable once the flusher passes it.
+pub type Ticket = u64;
+
+#[derive(Clone, Debug)]
+enum Fault {
+    DiskFull,
+    Poisoned(String),
+}
+
+struct Chunk {
+    segment: u64,
+    bytes: Vec<u8>,
+    last_ticket: Ticket,
+}
+
+struct State {
+    /// Segment that `append` is filling (may be ahead of the file being written).
+    append_segment: u64,
+    append_seq: u64,
+    append_segment_bytes: u64,
+    appended: Ticket,
+    pending: Vec<Chunk>,
+    /// Highest ticket whose O_DIRECT write completed.
+    written: Ticket,
+    /// Highest ticket known to be fdatasync'ed, and the highest one somebody waits to be.
+    synced: Ticket,
+    sync_wanted: Ticket,
+    /// Tickets up to this one failed with `fault`.
+    failed_through: Ticket,
+    fault: Option<Fault>,
+    shutting_down: bool,
+    /// Record bytes in this core's live segments.
+    wal_bytes: u64,
+    syncs: u64,
+    writes: u64,
+}
+
+/// One core's write-ahead log.
+pub struct Wal {
+    dir: PathBuf,
+    mode: FsyncMode,
+    /// Segment ids of this core advance by this step (ids stay unique across cores).
+    id_step: u64,
+    state: RefCell<State>,
+    flusher: Cell<Option<Waker>>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+/// Counters for `kv info` and metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalStats {
+    pub wal_bytes: u64,
+    pub syncs: u64,
+    pub writes: u64,
+}
+
+impl Wal {
+    /// A WAL whose first segment will be `first_segment` in `dir` (created if missing).
+    pub fn new(
+        dir: &Path,
+        mode: FsyncMode,
+        first_segment: u64,
+        id_step: u64,
+    ) -> Result<Wal, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            mode,
+            id_step,
+            state: RefCell::new(State {
+                append_segment: first_segment,
+                append_seq: 0,
+                append_segment_bytes: 0,
+                appended: 0,
+                pending: Vec::new(),
+                written: 0,
+                synced: 0,
+                sync_wanted: 0,
+                failed_through: 0,
+                fault: None,
+                shutting_down: false,
+                wal_bytes: 0,
+                syncs: 0,
+                writes: 0,
+            }),
+            flusher: Cell::new(None),
+            waiters: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Whether a new record would be accepted now (check before changing the map).
+    pub fn check_writable(&self) -> Result<(), Error> {
+        let st = self.state.borrow();
+        if st.shutting_down {
+            return Err(Error::ShuttingDown);
+        }
+        match &st.fault {
+            None => Ok(()),
+            Some(Fault::DiskFull) => Err(Error::DiskFull {
+                dir: self.dir.clone(),
+            }),
+            Some(Fault::Poisoned(cause)) => Err(Error::Poisoned {
+                cause: cause.clone(),
+            }),
+        }
+    }
+
+    /// Append one record; the returned ticket becomes durable later (`durable(ticket)`).
+    pub fn append(&self, kind: Kind, version: Version, key: &[u8], value: &[u8]) -> Ticket {
+        let len = record::encoded_len(key, value) as u64;
+        let mut st = self.state.borrow_mut();
+        if st.append_segment_bytes + len > WAL_SEGMENT_BYTES_MAX {
+            st.append_segment += self.id_step;
+            st.append_seq = 0;
+            st.append_segment_bytes = 0;
+        }
+        let (segment, seq) = (st.append_segment, st.append_seq);
+        st.append_seq += 1;
+        st.append_segment_bytes += len;
+        st.appended += 1;
+        st.wal_bytes += len;
+        let ticket = st.appended;
+        let reuse = matches!(st.pending.last(), Some(c) if c.segment == segment
+            && c.bytes.len() < WAL_GROUP_BYTES_MAX);
+        if !reuse {
+            st.pending.push(Chunk {
+                segment,
+                bytes: Vec::with_capacity(4096),
+                last_ticket: 0,
+            });
+        }
+        if let Some(chunk) = st.pending.last_mut() {
+            record::encode(&mut chunk.bytes, segment, seq, kind, version, key, value);
+            chunk.last_ticket = ticket;
+        }
+        drop(st);
+        if let Some(w) = self.flusher.take() {
+            w.wake();
+        }
+        ticket
+    }
+
+    /// The highest ticket issued so far.
+    pub fn last_ticket(&self) -> Ticket {
+        self.state.borrow().appended
+    }
+
+    /// Resolves once `ticket` is durable under the configured mode, or failed.
+    pub fn durable(self: &Rc<Self>, ticket: Ticket) -> Durable {
+        Durable {
+            wal: self.clone(),
+            ticket,
+            need_sync: false,
+        }
+    }
+
+    /// Resolves once `ticket` is written *and* fdatasync'ed, whatever the mode.
+    pub fn synced(self: &Rc<Self>, ticket: Ticket) -> Durable {
+        {
+            let mut st = self.state.borrow_mut();
+            st.sync_wanted = st.sync_wanted.max(ticket);
+        }
+        if let Some(w) = self.flusher.take() {
+            w.wake();
+        }
+        Durable {
+            wal: self.clone(),
+            ticket,
+            need_sync: true,
+        }
+    }
+
+    pub fn stats(&self) -> WalStats {
+        let st = self.state.borrow();
+        WalStats {
+            wal_bytes: st.wal_bytes,
+            syncs: st.syncs,
+            writes: st.writes,
+        }
+    }
+
+    /// Stop accepting records; the flusher writes what is pending, syncs and returns.
+    pub fn shut_down(&self) {
+        self.state.borrow_mut().shutting_down = true;
+        if let Some(w) = self.flusher.take() {
+            w.wake();
+        }
+    }
+
+    fn wake_waiters(&self) {
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    fn fail_pending(&self, fault: Fault) {
+        let mut st = self.state.borrow_mut();
+        st.failed_through = st.appended;
+        st.fault = Some(fault);
+        drop(st);
+        self.wake_waiters();
+    }
+
+    /// The flusher task: run it once per core, until `shut_down`.
+    pub async fn run_flusher(self: Rc<Self>) -> Result<(), Error> {
+        let mut out = SegmentWriter::default();
+        let mut last_sync = Instant::now();
+        loop {
+            let unsynced = {
+                let st = self.state.borrow();
+                st.written > st.synced
+            };
+            self.wait_for_work(self.mode == FsyncMode::Interval && unsynced, last_sync)
+                .await;
+            let (chunks, shutting_down, sync_wanted) = {
+                let mut st = self.state.borrow_mut();
+                let wanted = st.sync_wanted > st.synced;
+                (std::mem::take(&mut st.pending), st.shutting_down, wanted)
+            };
+            if chunks.is_empty() {
+                let interval_due = self.mode == FsyncMode::Interval
+                    && last_sync.elapsed() >= Duration::from_millis(WAL_SYNC_INTERVAL_MS);
+                if unsynced && (shutting_down || sync_wanted || interval_due) {
+                    self.sync(&mut out).await?;
+                    last_sync = Instant::now();
+                }
+                if shutting_down {
+                    if let Some(f) = out.file.take() {
+                        let _ = f.close().await;
+                    }
+                    return Ok(());
+                }
+                continue;
+            }
+            match self.write_chunks(&mut out, chunks).await {
+                Ok(last) => {
+                    {
+                        let mut st = self.state.borrow_mut();
+                        st.written = st.written.max(last);
+                    }
+                    let wanted = self.state.borrow().sync_wanted > self.state.borrow().synced;
+                    if self.mode == FsyncMode::Batch || wanted {
+                        self.sync(&mut out).await?;
+                        last_sync = Instant::now();
+                    }
+                    let mut st = self.state.borrow_mut();
+                    if matches!(st.fault, Some(Fault::DiskFull)) {
+                        log::info!("wal {}: disk space available again", self.dir.display());
+                        st.fault = None;
+                    }
+                    drop(st);
+                    self.wake_waiters();
+                }
+                Err((e, unwritten)) => {
+                    if matches!(e, Error::DiskFull { .. }) {
+                        log::error!("{e}");
+                        {
+                            let mut st = self.state.borrow_mut();
+                            let mut rest = unwritten;
+                            rest.append(&mut st.pending);
+                            st.pending = rest;
+                        }
+                        self.fail_pending(Fault::DiskFull);
+                        glommio::timer::sleep(Duration::from_millis(WAL_DISK_FULL_RETRY_MS)).await;
+                    } else {
+                        log::error!("wal {} poisoned: {e}", self.dir.display());
+                        self.fail_pending(Fault::Poisoned(e.to_string()));
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// fdatasync everything written so far; a failure poisons this WAL (never retried).
+    async fn sync(&self, out: &mut SegmentWriter) -> Result<(), Error> {
+        let written = self.state.borrow().written;
+        if let Err(e) = out.sync(self).await {
+            log::error!("wal {} poisoned: {e}", self.dir.display());
+            self.fail_pending(Fault::Poisoned(e.to_string()));
+            return Err(e);
+        }
+        self.state.borrow_mut().synced = written;
+        self.wake_waiters();
+        Ok(())
+    }
+
+    /// Wait until records are pending, shutdown began, or (interval mode) a sync is due.
+    async fn wait_for_work(&self, sync_due: bool, last_sync: Instant) {
+        let interval = Duration::from_millis(WAL_SYNC_INTERVAL_MS);
+        let work = WorkReady { wal: self };
+        if sync_due {
+            let left = interval.saturating_sub(last_sync.elapsed());
+            futures_lite::future::or(work, glommio::timer::sleep(left)).await;
+        } else {
+            work.await;
+        }
+    }
+
+    /// Write `chunks` in order; on failure return the chunks not yet written.
+    async fn write_chunks(
+        &self,
+        out: &mut SegmentWriter,
+        chunks: Vec<Chunk>,
+    ) -> Result<Ticket, (Error, Vec<Chunk>)> {
+        let mut last = 0;
+        let mut iter = chunks.into_iter();
+        while let Some(chunk) = iter.next() {
+            if out.segment != Some(chunk.segment) {
+                if let Err(e) = out.roll(&self.dir, chunk.segment).await {
+                    let mut rest = vec![chunk];
+                    rest.extend(iter);
+                    return Err((e, rest));
+                }
+            }
+            if let Err(e) = out.write(&chunk.bytes).await {
+                return Err((e, Vec::new()));
+            }
+            self.state.borrow_mut().writes += 1;
+            last = chunk.last_ticket;
+        }
+        Ok(last)
+    }
+}
+
+/// The file currently written and its partial tail block.
+#[derive(Default)]
+struct SegmentWriter {
+    file: Option<DmaFile>,
+    segment: Option<u64>,
+    path: PathBuf,
+    /// Offset of the first block not yet completely written.
+    block_pos: u64,
+    /// Bytes of that block already written (a prefix of it).
+    tail: Vec<u8>,
+}
+
+impl SegmentWriter {
+    async fn roll(&mut self, dir: &Path, segment: u64) -> Result<(), Error> {
+        if let Some(old) = self.file.take() {
+            old.fdatasync()
+                .await
+                .map_err(|e| Error::io(&self.path, e.into()))?;
+            let _ = old.close().await;
+        }
+        let path = dir.join(segment_file_name(segment));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .dma_open(&path)
+            .await
+            .map_err(|e| Error::io(&path, e.into()))?;
+        if let Err(e) = file.pre_allocate(WAL_SEGMENT_BYTES_MAX, false).await {
+            let e: std::io::Error = e.into();
+            let _ = file.close().await;
+            let _ = std::fs::remove_file(&path);
+            return Err(if e.raw_os_error() == Some(libc::ENOSPC) {
+                Error::DiskFull {
+                    dir: dir.to_path_buf(),
+                }
+            } else {
+                Error::io(&path, e)
+            });
+        }
+        sync_dir(dir)?;
+        log::debug!("wal: opened segment {}", path.display());
+        self.file = Some(file);
+        self.segment = Some(segment);
+        self.path = path;
+        self.block_pos = 0;
+        self.tail.clear();
+        Ok(())
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let Some(file) = self.file.as_ref() else {
+            return Err(Error::io(
+                &self.path,
+                std::io::Error::other("no open segment"),
+            ));
+        };
+        let len = self.tail.len() + bytes.len();
+        let size = file.align_up(len as u64) as usize;
+        let mut buf = file.alloc_dma_buffer(size);
+        let dst = buf.as_bytes_mut();
+        dst[..self.tail.len()].copy_from_slice(&self.tail);
+        dst[self.tail.len()..len].copy_from_slice(bytes);
+        dst[len..].fill(0);
+        let full = file.align_down(len as u64) as usize;
+        let new_tail = dst[full..len].to_vec();
+        let written = file
+            .write_at(buf, self.block_pos)
+            .await
+            .map_err(|e| Error::io(&self.path, e.into()))?;
+        if written < size {
+            return Err(Error::io(
+                &self.path,
+                std::io::Error::other("short O_DIRECT write"),
+            ));
+        }
+        self.block_pos += full as u64;
+        self.tail = new_tail;
+        Ok(())
+    }
+
+    async fn sync(&mut self, wal: &Wal) -> Result<(), Error> {
+        if let Some(file) = self.file.as_ref() {
+            file.fdatasync()
+                .await
+                .map_err(|e| Error::io(&self.path, e.into()))?;
+            wal.state.borrow_mut().syncs += 1;
+        }
+        Ok(())
+    }
+}
+
+struct WorkReady<'a> {
+    wal: &'a Wal,
+}
+
+impl Future for WorkReady<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let st = self.wal.state.borrow();
+        if !st.pending.is_empty() || st.shutting_down || st.sync_wanted > st.synced {
+            return Poll::Ready(());
+        }
+        drop(st);
+        self.wal.flusher.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// Resolves once a ticket is durable (`Ok`) or its write failed (`Err`).
+pub struct Durable {
+    wal: Rc<Wal>,
+    ticket: Ticket,
+    need_sync: bool,
+}
+
+impl Future for Durable {
+    type Output = Result<(), Error>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let st = self.wal.state.borrow();
+        let done = if self.need_sync || self.wal.mode == FsyncMode::Batch {
+            st.synced
+        } else {
+            st.written
+        };
+        if self.ticket <= done {
+            return Poll::Ready(Ok(()));
+        }
+        if self.ticket <= st.failed_through {
+            return Poll::Ready(Err(match &st.fault {
+                Some(Fault::Poisoned(c)) => Error::Poisoned { cause: c.clone() },
+                _ => Error::DiskFull {
+                    dir: self.wal.dir.clone(),
+                },
+            }));
+        }
+        drop(st);
+        self.wal.waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}

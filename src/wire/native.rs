@@ -1,0 +1,483 @@
+//! The native binary protocol.
+//!
+//! Owns: frame layout, encoding and decoding, and the size checks every frame passes *before*
+//! anything is allocated for it. Never performs I/O.
+//!
+//! Frame = magic byte `0xA7`, a 32-byte little-endian header, then key and value bytes.
+//!
+//! Request header:  request_id u64 | hlc u64 | writer u32 | key_len u32 | value_len u32 |
+//!                  opcode u8 | flags u8 | reserved [u8; 2]
+//! Response header: request_id u64 | hlc u64 | writer u32 | value_len u32 | status u8 |
+//!                  flags u8 | reserved [u8; 6]
+//!
+//! A response's value is the stored value (GET), the error message (error statuses) or JSON
+//! (INFO). Requests on one connection may be pipelined; each answer carries its request id.
+//! Headers are read with `bytemuck::pod_read_unaligned`: a peer decides the alignment.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::core::version::Version;
+use crate::limits::{
+    ERROR_MESSAGE_BYTES_MAX, KEY_BYTES_MAX, KEY_BYTES_MIN, NATIVE_HEADER_BYTES, VALUE_BYTES_CEILING,
+};
+use crate::wire::NATIVE_MAGIC;
+
+const HEADER_BYTES: usize = NATIVE_HEADER_BYTES - 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct RequestHeader {
+    request_id: u64,
+    hlc: u64,
+    writer: u32,
+    key_len: u32,
+    value_len: u32,
+    opcode: u8,
+    flags: u8,
+    reserved: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct ResponseHeader {
+    request_id: u64,
+    hlc: u64,
+    writer: u32,
+    value_len: u32,
+    status: u8,
+    flags: u8,
+    reserved: [u8; 6],
+}
+
+const _: () = assert!(std::mem::size_of::<RequestHeader>() == HEADER_BYTES);
+const _: () = assert!(std::mem::size_of::<ResponseHeader>() == HEADER_BYTES);
+
+/// Request opcodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Opcode {
+    Get = 1,
+    Put = 2,
+    Delete = 3,
+    Ping = 4,
+    Info = 5,
+    /// Read only the contacted node's own store (no quorum, no repair).
+    LocalGet = 6,
+}
+
+impl Opcode {
+    pub fn from_u8(b: u8) -> Option<Opcode> {
+        Some(match b {
+            1 => Opcode::Get,
+            2 => Opcode::Put,
+            3 => Opcode::Delete,
+            4 => Opcode::Ping,
+            5 => Opcode::Info,
+            6 => Opcode::LocalGet,
+            _ => return None,
+        })
+    }
+
+    /// Whether the opcode names a key (and so needs `KEY_BYTES_MIN..=KEY_BYTES_MAX` of it).
+    pub fn is_keyed(self) -> bool {
+        matches!(
+            self,
+            Opcode::Get | Opcode::Put | Opcode::Delete | Opcode::LocalGet
+        )
+    }
+}
+
+/// Response statuses. `Ok`..`Stale` are outcomes; the rest are errors with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    Ok = 0,
+    NotFound = 1,
+    /// A replica refused a write older than the version it stores (carried in the reply).
+    Stale = 2,
+    BadRequest = 10,
+    TooLarge = 11,
+    UnknownOpcode = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DiskFull = 15,
+    ShuttingDown = 16,
+    BadMagic = 17,
+}
+
+impl Status {
+    pub fn from_u8(b: u8) -> Status {
+        match b {
+            0 => Status::Ok,
+            1 => Status::NotFound,
+            2 => Status::Stale,
+            10 => Status::BadRequest,
+            11 => Status::TooLarge,
+            12 => Status::UnknownOpcode,
+            14 => Status::Unavailable,
+            15 => Status::DiskFull,
+            16 => Status::ShuttingDown,
+            17 => Status::BadMagic,
+            _ => Status::Internal,
+        }
+    }
+
+    pub fn is_error(self) -> bool {
+        (self as u8) >= 10
+    }
+}
+
+/// Response flag: the key held a live (non-tombstone) value before this PUT/DELETE.
+pub const FLAG_WAS_LIVE: u8 = 1;
+
+/// A decoded request borrowing key and value from the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub request_id: u64,
+    pub opcode: u8,
+    pub version: Version,
+    pub flags: u8,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// Why a frame could not be decoded. `Fatal` ones end the connection after the error reply.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("bad magic byte {found:#04x}, expected {NATIVE_MAGIC:#04x}")]
+    BadMagic { found: u8 },
+    #[error("key length {len} outside {KEY_BYTES_MIN}..={KEY_BYTES_MAX}")]
+    KeyLength { request_id: u64, len: u32 },
+    #[error("value length {len} exceeds limit {limit}")]
+    ValueTooLarge {
+        request_id: u64,
+        len: u32,
+        limit: usize,
+    },
+    #[error("response value length {len} exceeds limit {limit}")]
+    ResponseTooLarge { len: u32, limit: usize },
+}
+
+impl DecodeError {
+    pub fn request_id(&self) -> u64 {
+        match self {
+            DecodeError::KeyLength { request_id, .. }
+            | DecodeError::ValueTooLarge { request_id, .. } => *request_id,
+            _ => 0,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match self {
+            DecodeError::BadMagic { .. } => Status::BadMagic,
+            _ => Status::TooLarge,
+        }
+    }
+}
+
+/// Decode one request from the front of `buf`.
+///
+/// `Ok(None)`: incomplete, read more. `Ok(Some((req, used)))`: one frame of `used` bytes.
+/// Lengths are checked against the limits before the body is awaited, so an oversized frame
+/// is refused without buffering it. A non-keyed opcode may carry no key; unknown opcodes decode
+/// (the caller answers `UnknownOpcode` and keeps the connection).
+pub fn decode_request(
+    buf: &[u8],
+    value_limit: usize,
+) -> Result<Option<(Request<'_>, usize)>, DecodeError> {
+    let Some(&magic) = buf.first() else {
+        return Ok(None);
+    };
+    if magic != NATIVE_MAGIC {
+        return Err(DecodeError::BadMagic { found: magic });
+    }
+    if buf.len() < NATIVE_HEADER_BYTES {
+        return Ok(None);
+    }
+    let h: RequestHeader = bytemuck::pod_read_unaligned(&buf[1..NATIVE_HEADER_BYTES]);
+    let request_id = u64::from_le(h.request_id);
+    let key_len = u32::from_le(h.key_len);
+    let value_len = u32::from_le(h.value_len);
+    if key_len as usize > KEY_BYTES_MAX {
+        return Err(DecodeError::KeyLength {
+            request_id,
+            len: key_len,
+        });
+    }
+    if value_len as usize > value_limit.min(VALUE_BYTES_CEILING) {
+        return Err(DecodeError::ValueTooLarge {
+            request_id,
+            len: value_len,
+            limit: value_limit,
+        });
+    }
+    let total = NATIVE_HEADER_BYTES + key_len as usize + value_len as usize;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let key_end = NATIVE_HEADER_BYTES + key_len as usize;
+    let req = Request {
+        request_id,
+        opcode: h.opcode,
+        version: Version {
+            hlc: u64::from_le(h.hlc),
+            writer: u32::from_le(h.writer),
+        },
+        flags: h.flags,
+        key: &buf[NATIVE_HEADER_BYTES..key_end],
+        value: &buf[key_end..total],
+    };
+    Ok(Some((req, total)))
+}
+
+/// Bytes a request frame will need (for sizing buffers before reading the body).
+pub fn request_frame_len(key_len: usize, value_len: usize) -> usize {
+    NATIVE_HEADER_BYTES + key_len + value_len
+}
+
+/// Append an encoded request to `out`.
+pub fn encode_request(out: &mut Vec<u8>, req: &Request<'_>) {
+    let h = RequestHeader {
+        request_id: req.request_id.to_le(),
+        hlc: req.version.hlc.to_le(),
+        writer: req.version.writer.to_le(),
+        key_len: (req.key.len() as u32).to_le(),
+        value_len: (req.value.len() as u32).to_le(),
+        opcode: req.opcode,
+        flags: req.flags,
+        reserved: [0; 2],
+    };
+    out.push(NATIVE_MAGIC);
+    out.extend_from_slice(bytemuck::bytes_of(&h));
+    out.extend_from_slice(req.key);
+    out.extend_from_slice(req.value);
+}
+
+/// A decoded response borrowing its value from the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Response<'a> {
+    pub request_id: u64,
+    pub status: Status,
+    pub flags: u8,
+    pub version: Version,
+    pub value: &'a [u8],
+}
+
+/// Append an encoded response to `out`.
+pub fn encode_response(out: &mut Vec<u8>, resp: &Response<'_>) {
+    let h = ResponseHeader {
+        request_id: resp.request_id.to_le(),
+        hlc: resp.version.hlc.to_le(),
+        writer: resp.version.writer.to_le(),
+        value_len: (resp.value.len() as u32).to_le(),
+        status: resp.status as u8,
+        flags: resp.flags,
+        reserved: [0; 6],
+    };
+    out.push(NATIVE_MAGIC);
+    out.extend_from_slice(bytemuck::bytes_of(&h));
+    out.extend_from_slice(resp.value);
+}
+
+/// Append an error response whose message is cut to `ERROR_MESSAGE_BYTES_MAX`.
+pub fn encode_error(out: &mut Vec<u8>, request_id: u64, status: Status, message: &str) {
+    let mut end = message.len().min(ERROR_MESSAGE_BYTES_MAX);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    encode_response(
+        out,
+        &Response {
+            request_id,
+            status,
+            flags: 0,
+            version: Version::ZERO,
+            value: &message.as_bytes()[..end],
+        },
+    );
+}
+
+/// Decode one response from the front of `buf` (client side); same contract as requests.
+pub fn decode_response(
+    buf: &[u8],
+    value_limit: usize,
+) -> Result<Option<(Response<'_>, usize)>, DecodeError> {
+    let Some(&magic) = buf.first() else {
+        return Ok(None);
+    };
+    if magic != NATIVE_MAGIC {
+        return Err(DecodeError::BadMagic { found: magic });
+    }
+    if buf.len() < NATIVE_HEADER_BYTES {
+        return Ok(None);
+    }
+    let h: ResponseHeader = bytemuck::pod_read_unaligned(&buf[1..NATIVE_HEADER_BYTES]);
+    let value_len = u32::from_le(h.value_len);
+    if value_len as usize > value_limit {
+        return Err(DecodeError::ResponseTooLarge {
+            len: value_len,
+            limit: value_limit,
+        });
+    }
+    let total = NATIVE_HEADER_BYTES + value_len as usize;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let resp = Response {
+        request_id: u64::from_le(h.request_id),
+        status: Status::from_u8(h.status),
+        flags: h.flags,
+        version: Version {
+            hlc: u64::from_le(h.hlc),
+            writer: u32::from_le(h.writer),
+        },
+        value: &buf[NATIVE_HEADER_BYTES..total],
+    };
+    Ok(Some((resp, total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::VALUE_BYTES_MAX_DEFAULT;
+    use proptest::prelude::*;
+
+    fn put<'a>(key: &'a [u8], value: &'a [u8]) -> Request<'a> {
+        Request {
+            request_id: 42,
+            opcode: Opcode::Put as u8,
+            version: Version { hlc: 5, writer: 6 },
+            flags: 0,
+            key,
+            value,
+        }
+    }
+
+    #[test]
+    fn request_round_trip() {
+        let mut buf = Vec::new();
+        encode_request(&mut buf, &put(b"k", b"v"));
+        let (req, used) = decode_request(&buf, VALUE_BYTES_MAX_DEFAULT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(used, buf.len());
+        assert_eq!(req, put(b"k", b"v"));
+    }
+
+    #[test]
+    fn every_prefix_of_a_frame_is_incomplete() {
+        let mut buf = Vec::new();
+        encode_request(&mut buf, &put(b"key", b"value"));
+        for cut in 0..buf.len() {
+            assert_eq!(
+                decode_request(&buf[..cut], VALUE_BYTES_MAX_DEFAULT),
+                Ok(None),
+                "{cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn misaligned_input_decodes() {
+        let mut buf = vec![0u8];
+        encode_request(&mut buf, &put(b"k", b"v"));
+        let (req, _) = decode_request(&buf[1..], VALUE_BYTES_MAX_DEFAULT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(req, put(b"k", b"v"));
+    }
+
+    #[test]
+    fn bad_magic_is_an_error() {
+        assert_eq!(
+            decode_request(b"GET x\r\n", VALUE_BYTES_MAX_DEFAULT),
+            Err(DecodeError::BadMagic { found: b'G' })
+        );
+    }
+
+    fn header_only(key_len: u32, value_len: u32) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_request(&mut buf, &put(b"", b""));
+        buf[1 + 20..1 + 24].copy_from_slice(&key_len.to_le_bytes());
+        buf[1 + 24..1 + 28].copy_from_slice(&value_len.to_le_bytes());
+        buf
+    }
+
+    #[test]
+    fn key_limit_at_and_past_the_boundary() {
+        let at = header_only(KEY_BYTES_MAX as u32, 0);
+        assert_eq!(decode_request(&at, VALUE_BYTES_MAX_DEFAULT), Ok(None));
+        let past = header_only(KEY_BYTES_MAX as u32 + 1, 0);
+        assert!(matches!(
+            decode_request(&past, VALUE_BYTES_MAX_DEFAULT),
+            Err(DecodeError::KeyLength { request_id: 42, .. })
+        ));
+        let key = vec![b'k'; KEY_BYTES_MAX];
+        let mut full = Vec::new();
+        encode_request(&mut full, &put(&key, b""));
+        assert!(decode_request(&full, VALUE_BYTES_MAX_DEFAULT)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn value_limit_at_and_past_the_boundary() {
+        let limit = 1000;
+        let at = header_only(1, limit as u32);
+        assert_eq!(
+            decode_request(&at, limit),
+            Ok(None),
+            "at the limit: wait for the body"
+        );
+        let past = header_only(1, limit as u32 + 1);
+        assert!(matches!(
+            decode_request(&past, limit),
+            Err(DecodeError::ValueTooLarge { .. })
+        ));
+        let ceiling = header_only(1, VALUE_BYTES_CEILING as u32 + 1);
+        assert!(
+            decode_request(&ceiling, usize::MAX).is_err(),
+            "ceiling holds for any config"
+        );
+    }
+
+    #[test]
+    fn response_round_trip_and_error_message_cut() {
+        let mut buf = Vec::new();
+        let long = "x".repeat(ERROR_MESSAGE_BYTES_MAX + 10);
+        encode_error(&mut buf, 9, Status::BadRequest, &long);
+        let (resp, used) = decode_response(&buf, VALUE_BYTES_MAX_DEFAULT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(used, buf.len());
+        assert_eq!(resp.request_id, 9);
+        assert_eq!(resp.status, Status::BadRequest);
+        assert_eq!(resp.value.len(), ERROR_MESSAGE_BYTES_MAX);
+    }
+
+    proptest! {
+        #[test]
+        fn any_request_round_trips(
+            id in any::<u64>(), op in any::<u8>(), hlc in any::<u64>(), writer in any::<u32>(),
+            key in proptest::collection::vec(any::<u8>(), 0..64),
+            value in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let req = Request {
+                request_id: id, opcode: op, version: Version { hlc, writer }, flags: 1,
+                key: &key, value: &value,
+            };
+            let mut buf = Vec::new();
+            encode_request(&mut buf, &req);
+            buf.extend_from_slice(b"trailing");
+            let (got, used) = decode_request(&buf, VALUE_BYTES_MAX_DEFAULT).unwrap().unwrap();
+            prop_assert_eq!(used, buf.len() - 8);
+            prop_assert_eq!(got, req);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = decode_request(&bytes, VALUE_BYTES_MAX_DEFAULT);
+            let _ = decode_response(&bytes, VALUE_BYTES_MAX_DEFAULT);
+        }
+    }
+}
