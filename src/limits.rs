@@ -50,6 +50,8 @@ pub const WAL_SYNC_INTERVAL_MS: u64 = 1_000;
 /// When the disk is full, writes are retried this often.
 pub const WAL_DISK_FULL_RETRY_MS: u64 = 1_000;
 
+/// At start, how long to wait for a dead process's closing sockets to free the port.
+pub const BIND_RETRY_MS: u64 = 10_000;
 /// io_uring registered memory per executor (must fit `ulimit -l` times cores).
 pub const IO_MEMORY_BYTES_PER_CORE: usize = 512 * 1024;
 /// Client library: default connect / request timeout.

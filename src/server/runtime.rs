@@ -22,7 +22,9 @@ use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 use crate::config::Config;
 use crate::core::ring::LocalRing;
 use crate::core::version::{writer_id, Clock};
-use crate::limits::{CORE_CHANNEL_CAPACITY, IO_MEMORY_BYTES_PER_CORE, WAL_GROUP_BYTES_MAX};
+use crate::limits::{
+    BIND_RETRY_MS, CORE_CHANNEL_CAPACITY, IO_MEMORY_BYTES_PER_CORE, WAL_GROUP_BYTES_MAX,
+};
 use crate::server::messages::{CoreMsg, OpResult};
 use crate::server::notify::{Latch, Notify};
 use crate::server::shard::{storage_failure, OpRef, Shard};
@@ -367,11 +369,29 @@ fn execute_remote(
 }
 
 /// Bind the listening socket without SO_REUSEPORT, so a taken port is an error.
+///
+/// EADDRINUSE has two causes: a live node or other program (refuse), or a process that just
+/// died: its io_uring is torn down asynchronously and keeps the listening socket open for a
+/// moment after the process is gone. A live node answers PING, so refuse at once when one does;
+/// otherwise retry for up to `BIND_RETRY_MS` before refusing.
 fn bind_exclusive(addr: std::net::SocketAddr) -> Result<RawFd, Error> {
-    match std::net::TcpListener::bind(addr) {
-        Ok(l) => Ok(l.into_raw_fd()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::PortInUse { addr }),
-        Err(source) => Err(Error::Listen { addr, source }),
+    let deadline = Instant::now() + std::time::Duration::from_millis(BIND_RETRY_MS);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => return Ok(l.into_raw_fd()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let probe = std::time::Duration::from_millis(300);
+                let live_node = crate::client::Client::connect(&addr.to_string(), probe)
+                    .and_then(|mut c| c.ping())
+                    .is_ok();
+                if live_node || Instant::now() >= deadline {
+                    return Err(Error::PortInUse { addr });
+                }
+                log::info!("port {addr} still held (a process that just exited?); retrying");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(source) => return Err(Error::Listen { addr, source }),
+        }
     }
 }
 

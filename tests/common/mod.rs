@@ -1,0 +1,165 @@
+//! Shared helpers for integration tests: free ports, data dirs under `target/`, a node process
+//! guard that kills on drop, the `kv` binary, and polling with deadlines (never blind sleeps).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kvstore::client::Client;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Generous: the CI machine has 2 loaded cores.
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
+    l.local_addr().expect("addr").port()
+}
+
+/// A fresh data dir under target/ (a tmpfs /tmp would silently lose O_DIRECT).
+pub fn data_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("it").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+/// Poll `f` until it returns `Some`, or fail after `deadline`.
+pub fn poll<T>(
+    what: &str,
+    deadline: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let end = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() >= end {
+            return Err(format!("timed out after {deadline:?} waiting for {what}"));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+pub struct Node {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub id: String,
+    pub child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl Node {
+    /// Start a node and wait until it answers PING.
+    pub fn start(id: &str, dir: &Path, extra: &[&str]) -> Result<Node, String> {
+        let mut node = Node {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            id: id.to_string(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
+    pub fn spawn(&mut self) -> Result<(), String> {
+        let child = Command::new(env!("CARGO_BIN_EXE_kvstore-node"))
+            .args(["--node-id", &self.id, "--port", &self.port.to_string()])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn kvstore-node: {e}"))?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Poll until the node answers PING; fail early if the process exits.
+    pub fn wait_ready(&mut self) -> Result<(), String> {
+        let addr = self.addr();
+        let end = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return Err(format!("node exited during start: {status}"));
+                }
+            }
+            if let Ok(mut c) = Client::connect(&addr, Duration::from_secs(2)) {
+                if c.ping().is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= end {
+                return Err(format!("node on {addr} not ready after {START_DEADLINE:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addr(), CLIENT_TIMEOUT).expect("connect")
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> Result<ExitStatus, String> {
+        let mut c = self.child.take().ok_or("not running")?;
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let status = poll("node to exit after SIGTERM", START_DEADLINE, || {
+            c.try_wait().ok().flatten()
+        });
+        if status.is_err() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        status
+    }
+
+    pub fn kv(&self, args: &[&str]) -> Output {
+        kv(&self.port.to_string(), args)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Run the `kv` binary against `port`.
+pub fn kv(port: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kv"))
+        .args(["--port", port, "--timeout-ms", "20000"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kv")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
