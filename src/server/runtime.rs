@@ -261,12 +261,12 @@ fn core_err(core: usize, e: impl std::fmt::Display) -> Error {
 /// Write the whole map into this core's fresh segment and wait until it is synced.
 async fn snapshot(map: &Map, wal: &Rc<Wal>) -> Result<(), Error> {
     let mut since_wait = 0usize;
-    for (key, entry) in map.iter() {
-        let (kind, value) = match &entry.value {
-            Some(v) => (Kind::Put, &v[..]),
+    for (key, value, version) in map.iter() {
+        let (kind, value) = match value {
+            Some(v) => (Kind::Put, v),
             None => (Kind::Tombstone, &[][..]),
         };
-        wal.append(kind, entry.version, key, value);
+        wal.append(kind, version, key, value);
         since_wait += key.len() + value.len();
         if since_wait >= WAL_GROUP_BYTES_MAX {
             since_wait = 0;

@@ -63,7 +63,7 @@ impl Shard {
             return (storage_failure(&e), None);
         }
         let mut map = self.map.borrow_mut();
-        let stored = map.entry(key).map(|e| e.version).unwrap_or_default();
+        let stored = map.version_of(key).unwrap_or_default();
         let version = self.clock.borrow_mut().tick_past(wall_clock_ms(), stored);
         match map.apply(key, value, version) {
             Applied::New { was_live } => {

@@ -5,16 +5,56 @@
 //! an older write is refused as stale and told the stored version; an equal version is the same
 //! write seen again and changes nothing. Deletes store a versioned tombstone, so an older write
 //! arriving later (a retry, read repair, replay) cannot bring the key back.
+//!
+//! Memory: one 32-byte table slot plus one allocation holding key and value together.
 
-use std::collections::HashMap;
+use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 
 use crate::core::version::Version;
+use crate::limits::KEY_BYTES_MAX;
 
-/// A stored value or tombstone (`value == None`) with its version.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub version: Version,
-    pub value: Option<Box<[u8]>>,
+/// One key's slot: key and value share one allocation (`blob = key ++ value`), so a 16-byte
+/// key with a 100-byte value costs one 128-byte malloc chunk plus this 32-byte slot.
+struct Slot {
+    blob: Box<[u8]>,
+    hlc: u64,
+    writer: u32,
+    key_len: u16,
+    live: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 32);
+const _: () = assert!(KEY_BYTES_MAX <= u16::MAX as usize);
+
+impl Slot {
+    fn new(key: &[u8], value: Option<&[u8]>, version: Version) -> Slot {
+        let v = value.unwrap_or_default();
+        let mut blob = Vec::with_capacity(key.len() + v.len());
+        blob.extend_from_slice(key);
+        blob.extend_from_slice(v);
+        Slot {
+            blob: blob.into_boxed_slice(),
+            hlc: version.hlc,
+            writer: version.writer,
+            key_len: key.len() as u16,
+            live: value.is_some(),
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.blob[..self.key_len as usize]
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.live.then(|| &self.blob[self.key_len as usize..])
+    }
+
+    fn version(&self) -> Version {
+        Version {
+            hlc: self.hlc,
+            writer: self.writer,
+        }
+    }
 }
 
 /// The result of applying a write.
@@ -30,7 +70,8 @@ pub enum Applied {
 
 #[derive(Default)]
 pub struct Map {
-    entries: HashMap<Box<[u8]>, Entry, ahash::RandomState>,
+    table: HashTable<Slot>,
+    hasher: ahash::RandomState,
     live: usize,
 }
 
@@ -39,41 +80,46 @@ impl Map {
         Map::default()
     }
 
-    /// The entry for `key`, tombstones included.
-    pub fn entry(&self, key: &[u8]) -> Option<&Entry> {
-        self.entries.get(key)
+    fn find(&self, key: &[u8]) -> Option<&Slot> {
+        self.table
+            .find(self.hasher.hash_one(key), |s| s.key() == key)
+    }
+
+    /// The stored version of `key`, tombstones included.
+    pub fn version_of(&self, key: &[u8]) -> Option<Version> {
+        self.find(key).map(Slot::version)
     }
 
     /// The live value for `key` and its version.
     pub fn get(&self, key: &[u8]) -> Option<(&[u8], Version)> {
-        let e = self.entries.get(key)?;
-        e.value.as_deref().map(|v| (v, e.version))
+        let s = self.find(key)?;
+        s.value().map(|v| (v, s.version()))
     }
 
     /// Apply a put (`Some`) or delete (`None`) at `version`.
     pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) -> Applied {
-        match self.entries.get_mut(key) {
-            Some(e) => {
-                let was_live = e.value.is_some();
-                if version < e.version {
-                    return Applied::Stale { stored: e.version };
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(key);
+        match self
+            .table
+            .entry(hash, |s| s.key() == key, |s| hasher.hash_one(s.key()))
+        {
+            TableEntry::Occupied(mut e) => {
+                let slot = e.get_mut();
+                let was_live = slot.live;
+                let stored = slot.version();
+                if version < stored {
+                    return Applied::Stale { stored };
                 }
-                if version == e.version {
+                if version == stored {
                     return Applied::Same { was_live };
                 }
-                e.version = version;
-                e.value = value.map(Box::from);
+                *slot = Slot::new(key, value, version);
                 self.live = self.live - usize::from(was_live) + usize::from(value.is_some());
                 Applied::New { was_live }
             }
-            None => {
-                self.entries.insert(
-                    Box::from(key),
-                    Entry {
-                        version,
-                        value: value.map(Box::from),
-                    },
-                );
+            TableEntry::Vacant(e) => {
+                e.insert(Slot::new(key, value, version));
                 self.live += usize::from(value.is_some());
                 Applied::New { was_live: false }
             }
@@ -87,22 +133,23 @@ impl Map {
 
     /// Keys including tombstones.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.table.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
-        self.entries.iter().map(|(k, e)| (&**k, e))
+    /// Every key with its value (`None` for a tombstone) and version.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>, Version)> {
+        self.table.iter().map(|s| (s.key(), s.value(), s.version()))
     }
 
     /// The newest version stored (seeds the core's clock after replay).
     pub fn max_version(&self) -> Version {
-        self.entries
-            .values()
-            .map(|e| e.version)
+        self.table
+            .iter()
+            .map(Slot::version)
             .max()
             .unwrap_or(Version::ZERO)
     }
