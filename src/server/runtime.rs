@@ -194,7 +194,8 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         s.first_segment,
         cores as u64,
     )?);
-    let flusher = glommio::spawn_local(wal.clone().run_flusher());
+    let segment = wal.open().await?;
+    let flusher = glommio::spawn_local(wal.clone().run_flusher(segment));
     snapshot(&s.map, &wal).await?;
     s.snap_tx
         .send_async(s.core)

@@ -265,9 +265,17 @@ impl Wal {
         self.wake_waiters();
     }
 
-    /// The flusher task: run it once per core, until `shut_down`.
-    pub async fn run_flusher(self: Rc<Self>) -> Result<(), Error> {
+    /// Create and preallocate the first segment, so a full disk or a bad data dir fails the
+    /// start, not the first write. Hand the result to `run_flusher`.
+    pub async fn open(&self) -> Result<SegmentWriter, Error> {
         let mut out = SegmentWriter::default();
+        let first = self.state.borrow().append_segment;
+        out.roll(&self.dir, first, self.segment_bytes_max).await?;
+        Ok(out)
+    }
+
+    /// The flusher task: run it once per core, until `shut_down`.
+    pub async fn run_flusher(self: Rc<Self>, mut out: SegmentWriter) -> Result<(), Error> {
         let mut last_sync = Instant::now();
         loop {
             let unsynced = {
@@ -390,9 +398,9 @@ impl Wal {
     }
 }
 
-/// The file currently written and its partial tail block.
+/// The file currently written and its partial tail block (owned by the flusher).
 #[derive(Default)]
-struct SegmentWriter {
+pub struct SegmentWriter {
     file: Option<DmaFile>,
     segment: Option<u64>,
     path: PathBuf,
@@ -421,7 +429,9 @@ impl SegmentWriter {
             let e: std::io::Error = e.into();
             let _ = file.close().await;
             let _ = std::fs::remove_file(&path);
-            return Err(if e.raw_os_error() == Some(libc::ENOSPC) {
+            let full = e.raw_os_error() == Some(libc::ENOSPC)
+                || e.kind() == std::io::ErrorKind::StorageFull;
+            return Err(if full {
                 Error::DiskFull {
                     dir: dir.to_path_buf(),
                 }
@@ -565,7 +575,8 @@ mod tests {
             let cd = core_dir.clone();
             run(move || async move {
                 let wal = Rc::new(Wal::with_segment_size(&cd, mode, 1, 1, 8192).expect("wal"));
-                let flusher = glommio::spawn_local(wal.clone().run_flusher());
+                let out = wal.open().await.expect("open");
+                let flusher = glommio::spawn_local(wal.clone().run_flusher(out));
                 let mut last = 0;
                 for i in 0..500u64 {
                     let key = format!("key-{}", i % 300);
@@ -607,7 +618,8 @@ mod tests {
         let cd = dir.join(crate::storage::core_dir_name(0));
         run(move || async move {
             let wal = Rc::new(Wal::new(&cd, FsyncMode::None, 1, 1).expect("wal"));
-            let flusher = glommio::spawn_local(wal.clone().run_flusher()).detach();
+            let out = wal.open().await.expect("open");
+            let flusher = glommio::spawn_local(wal.clone().run_flusher(out)).detach();
             for i in 0..100u64 {
                 let t = wal.append(Kind::Put, v(i + 1), format!("k{i}").as_bytes(), b"v");
                 wal.durable(t).await.expect("durable");

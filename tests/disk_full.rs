@@ -1,0 +1,135 @@
+//! A full disk: writes are refused with a clear error, reads keep working, nothing acknowledged
+//! is lost, and writes resume once space is freed. Needs root and loop devices (to mount a
+//! small ext4 image); prints why and passes vacuously where the machine cannot.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use kvstore::client::Error as ClientError;
+use kvstore::wire::native::Status;
+
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn mount_small_ext4(dir: &Path, mib: u64) -> Option<Mount> {
+    let img = dir.join("fs.img");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).ok()?;
+    let ok = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok(Command::new("truncate")
+        .arg("-s")
+        .arg(format!("{mib}M"))
+        .arg(&img))
+        || !ok(Command::new("mkfs.ext4").arg("-q").arg("-F").arg(&img))
+        || !ok(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&img)
+            .arg(&mnt))
+    {
+        return None;
+    }
+    Some(Mount(mnt))
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: statvfs with a valid C string and a zeroed out-struct.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
+            return 0;
+        }
+        s.f_bavail * s.f_frsize
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_and_recovers_without_loss() -> TestResult {
+    let dir = data_dir("disk-full");
+    let Some(mount) = mount_small_ext4(&dir, 300) else {
+        eprintln!("skipped: cannot mount a loop ext4 image here (needs root and /dev/loop*)");
+        return Ok(());
+    };
+    let data = mount.0.join("data");
+    let mut node = Node::start("n1", &data, &["--cores", "1", "--fsync", "batch"])?;
+    let filler = mount.0.join("filler");
+    let leave = 1024 * 1024;
+    let fill = free_bytes(&mount.0).saturating_sub(leave);
+    let f = std::fs::File::create(&filler)?;
+    f.set_len(0)?;
+    // SAFETY: fallocate on a file we own.
+    let rc = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, fill as i64) };
+    assert_eq!(rc, 0, "fallocate filler");
+    drop(f);
+
+    let mut c = node.client();
+    let value = vec![b'v'; 512 * 1024];
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..400 {
+        let key = format!("key-{i}");
+        match c.put(key.as_bytes(), &value) {
+            Ok(_) => acked.push(key),
+            Err(ClientError::Server { status, message }) => {
+                refused = Some((status, message, i));
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (status, message, at) = refused.ok_or("the disk never filled up")?;
+    assert_eq!(status, Status::DiskFull, "{message}");
+    assert!(message.contains("disk full"), "{message}");
+    assert!(
+        acked.len() > 50,
+        "the first segment was usable: {}",
+        acked.len()
+    );
+    // while full: further writes refused at once, reads fine
+    assert!(matches!(
+        c.put(b"more", b"x"),
+        Err(ClientError::Server {
+            status: Status::DiskFull,
+            ..
+        })
+    ));
+    assert_eq!(c.get(acked[0].as_bytes())?.as_deref(), Some(&value[..]));
+
+    std::fs::remove_file(&filler)?;
+    poll(
+        "writes to resume after space is freed",
+        START_DEADLINE,
+        || c.put(b"after", b"space").ok(),
+    )?;
+    for key in &acked {
+        assert_eq!(c.get(key.as_bytes())?.as_deref(), Some(&value[..]), "{key}");
+    }
+    drop(c);
+    assert!(node.terminate()?.success());
+    node.spawn()?;
+    let mut c = node.client();
+    for key in &acked {
+        assert_eq!(
+            c.get(key.as_bytes())?.as_deref(),
+            Some(&value[..]),
+            "{key} after restart"
+        );
+    }
+    assert_eq!(c.get(b"after")?, Some(b"space".to_vec()));
+    eprintln!(
+        "disk full after {at} writes of 512 KiB; {} acknowledged, none lost",
+        acked.len()
+    );
+    drop(c);
+    node.kill9();
+    Ok(())
+}
