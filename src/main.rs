@@ -22,6 +22,7 @@ fn main() {
     };
     if let Err(e) = kvstore::server::runtime::run(config) {
         eprintln!("kvstore-node: {e}");
+        // Other cores may still be running: exit the process, not just this thread.
         std::process::exit(1);
     }
 }

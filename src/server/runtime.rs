@@ -138,28 +138,31 @@ pub fn run(config: Config) -> Result<(), Error> {
             })?;
         handles.push((core, handle));
     }
-    let mut result = Ok(());
+    // Join every core from its own thread, so a core that fails (e.g. io_uring cannot start)
+    // ends the node at once instead of leaving the others waiting for it.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
     for (core, h) in handles {
-        match h.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                log::error!("core {core}: {e}");
-                result = Err(e);
-            }
-            Err(e) => {
-                let e = Error::Core {
+        let tx = done_tx.clone();
+        std::thread::spawn(move || {
+            let r = match h.join() {
+                Ok(r) => r,
+                Err(e) => Err(Error::Executor {
                     core,
                     cause: e.to_string(),
-                };
-                log::error!("{e}");
-                result = Err(e);
-            }
+                }),
+            };
+            let _ = tx.send(r);
+        });
+    }
+    drop(done_tx);
+    for r in done_rx {
+        if let Err(e) = r {
+            log::error!("{e}");
+            return Err(e);
         }
     }
-    if result.is_ok() {
-        log::info!("node {}: shut down cleanly", config.node_id);
-    }
-    result
+    log::info!("node {}: shut down cleanly", config.node_id);
+    Ok(())
 }
 
 fn unbound_placement() -> Placement {
