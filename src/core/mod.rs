@@ -3,5 +3,7 @@
 //! Time and randomness come in as arguments; effects go out as return values. The I/O shells
 //! in `server` and `storage::wal_file` carry them out.
 
+pub mod cluster_ring;
+pub mod quorum;
 pub mod ring;
 pub mod version;
