@@ -4,6 +4,7 @@
 //! in `server` and `storage::wal_file` carry them out.
 
 pub mod cluster_ring;
+pub mod membership;
 pub mod quorum;
 pub mod ring;
 pub mod version;
