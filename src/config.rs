@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::limits::{
-    CONNECTIONS_MAX, CORES_MAX, IDLE_TIMEOUT_MS_DEFAULT, NODE_ID_BYTES_MAX, VALUE_BYTES_CEILING,
-    VALUE_BYTES_MAX_DEFAULT,
+    CONNECTIONS_MAX, CORES_MAX, IDLE_TIMEOUT_MS_DEFAULT, NODE_ID_BYTES_MAX,
+    SUSPECT_TIMEOUT_MS_DEFAULT, VALUE_BYTES_CEILING, VALUE_BYTES_MAX_DEFAULT,
 };
 use crate::storage::wal_file::FsyncMode;
 
@@ -50,6 +50,22 @@ pub struct Args {
     /// Close a client connection idle this long (ms).
     #[arg(long, env = "KVSTORE_IDLE_TIMEOUT_MS", default_value_t = IDLE_TIMEOUT_MS_DEFAULT)]
     pub idle_timeout_ms: u64,
+    /// Replicas per key (N).
+    #[arg(long, env = "KVSTORE_REPLICATION", default_value_t = 3)]
+    pub replication: usize,
+    /// Replicas that must answer a read (R).
+    #[arg(long, env = "KVSTORE_READ_QUORUM", default_value_t = 2)]
+    pub read_quorum: usize,
+    /// Replicas that must acknowledge a write (W).
+    #[arg(long, env = "KVSTORE_WRITE_QUORUM", default_value_t = 2)]
+    pub write_quorum: usize,
+    /// HOST:PORT other nodes use to reach this one (default: --listen:--port unless that is
+    /// 0.0.0.0, then the hostname).
+    #[arg(long, env = "KVSTORE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Time a suspected member has to refute before it is declared dead (ms).
+    #[arg(long, env = "KVSTORE_SUSPECT_TIMEOUT_MS", default_value_t = SUSPECT_TIMEOUT_MS_DEFAULT)]
+    pub suspect_timeout_ms: u64,
     /// Log level (error, warn, info, debug, trace); RUST_LOG wins when set.
     #[arg(long, env = "KVSTORE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -74,6 +90,10 @@ pub enum Error {
         stored: String,
         given: String,
     },
+    #[error("{0}")]
+    Replication(#[from] crate::core::quorum::ConfigError),
+    #[error("--advertise {0:?}: must be HOST:PORT with a routable host (not 0.0.0.0)")]
+    BadAdvertise(String),
     #[error("data dir {dir}: {source}")]
     DataDir {
         dir: PathBuf,
@@ -94,6 +114,9 @@ pub struct Config {
     pub max_value_bytes: usize,
     pub max_connections: usize,
     pub idle_timeout_ms: u64,
+    pub replication: crate::core::quorum::Replication,
+    pub advertise: String,
+    pub suspect_timeout_ms: u64,
 }
 
 pub fn valid_node_id(id: &str) -> bool {
@@ -118,7 +141,23 @@ impl Config {
         if args.max_connections == 0 || args.max_connections > CONNECTIONS_MAX {
             return Err(Error::BadConnections(args.max_connections));
         }
+        let replication = crate::core::quorum::Replication::new(
+            args.replication,
+            args.read_quorum,
+            args.write_quorum,
+        )?;
         let listen = resolve(&args.listen, args.port)?;
+        let advertise = match &args.advertise {
+            Some(a) => a.clone(),
+            None if listen.ip().is_unspecified() => format!("{}:{}", hostname(), args.port),
+            None => listen.to_string(),
+        };
+        let routable = advertise.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && h != "0.0.0.0" && h != "[::]" && p.parse::<u16>().is_ok()
+        });
+        if !routable {
+            return Err(Error::BadAdvertise(advertise));
+        }
         let node_id = resolve_node_id(&args.data_dir, args.node_id.as_deref())?;
         Ok(Config {
             node_id,
@@ -131,6 +170,9 @@ impl Config {
             max_value_bytes: args.max_value_bytes,
             max_connections: args.max_connections,
             idle_timeout_ms: args.idle_timeout_ms,
+            replication,
+            advertise,
+            suspect_timeout_ms: args.suspect_timeout_ms,
         })
     }
 }

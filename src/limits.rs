@@ -54,6 +54,24 @@ pub const WAL_DISK_FULL_RETRY_MS: u64 = 1_000;
 pub const BIND_RETRY_MS: u64 = 10_000;
 /// io_uring registered memory per executor (must fit `ulimit -l` times cores).
 pub const IO_MEMORY_BYTES_PER_CORE: usize = 512 * 1024;
+/// Versions more than this far ahead of a replica's clock are refused and logged.
+pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
+/// A replica RPC (write, read, repair) that has not answered in this time counts as failed.
+pub const REPLICA_TIMEOUT_MS: u64 = 2_000;
+/// Connecting to a peer gives up after this long.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// SWIM: probe one member this often; its direct probe times out after the probe timeout.
+pub const PROBE_INTERVAL_MS: u64 = 1_000;
+pub const PROBE_TIMEOUT_MS: u64 = 500;
+/// SWIM: members asked to probe a silent member on our behalf.
+pub const INDIRECT_PROBES: usize = 3;
+/// Gossip to this many random members every `GOSSIP_INTERVAL_MS`.
+pub const GOSSIP_FANOUT: usize = 3;
+pub const GOSSIP_INTERVAL_MS: u64 = 200;
+/// Default time a SUSPECT member has to refute before it is DEAD.
+pub const SUSPECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Largest gossip payload (JSON of every member).
+pub const GOSSIP_BYTES_MAX: usize = 256 * 1024;
 /// Client library: default connect / request timeout.
 pub const CLIENT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// Node ids: `[A-Za-z0-9._-]{1,64}`.

@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::core::membership::Update;
 use crate::core::version::Version;
 use crate::limits::{FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX, REPLY_BUFFER_BYTES_MAX};
+use crate::server::coordinator;
 use crate::server::messages::{CoreMsg, CoreStats, Op, OpResult};
 use crate::server::runtime::CoreCtx;
 use crate::server::shard::{storage_failure, OpRef};
-use crate::wire::native::{self, Opcode, Request, Response, Status, FLAG_WAS_LIVE};
+use crate::wire::native::{self, Opcode, Request, Response, Status, FLAG_TOMBSTONE, FLAG_WAS_LIVE};
 use crate::wire::{detect_protocol, Protocol};
 
 const READ_BUFFER_BYTES_INITIAL: usize = 16 * 1024;
@@ -171,6 +173,92 @@ enum Slot {
         status: Status,
         message: &'static str,
     },
+    /// Work that needs other nodes (quorum requests, gossip), running concurrently.
+    Task {
+        id: u64,
+        task: glommio::task::JoinHandle<OpResult>,
+    },
+}
+
+/// A client GET/PUT/DELETE through the quorum coordinator.
+fn spawn_coordinated(
+    ctx: &Rc<CoreCtx>,
+    opcode: Opcode,
+    key: &[u8],
+    value: &[u8],
+) -> glommio::task::JoinHandle<OpResult> {
+    let c = ctx.clone();
+    let key: Box<[u8]> = key.into();
+    let value: Option<Box<[u8]>> = (opcode == Opcode::Put).then(|| value.into());
+    glommio::spawn_local(async move {
+        match opcode {
+            Opcode::Get => coordinator::read(c, key).await,
+            _ => coordinator::write(c, key, value).await,
+        }
+    })
+    .detach()
+}
+
+/// Gossip from a peer: merged by the gossip core, answered with its view.
+fn spawn_gossip(ctx: &Rc<CoreCtx>, body: &[u8]) -> glommio::task::JoinHandle<OpResult> {
+    let c = ctx.clone();
+    let updates: Result<Vec<Update>, _> = serde_json::from_slice(body);
+    glommio::spawn_local(async move {
+        let Ok(updates) = updates else {
+            let message = "gossip body is not a member list".to_string();
+            return OpResult::Failed {
+                status: Status::BadRequest,
+                message,
+            };
+        };
+        let snapshot = match &c.gossip {
+            Some(g) => g.merge(&c, &updates),
+            None => {
+                let (tx, rx) = flume::bounded(1);
+                let _ = c.peers[0]
+                    .send_async(CoreMsg::Gossip { updates, reply: tx })
+                    .await;
+                rx.recv_async().await.unwrap_or_default()
+            }
+        };
+        let json = serde_json::to_vec(&snapshot).unwrap_or_default();
+        OpResult::Value {
+            value: json.into(),
+            version: Version::ZERO,
+        }
+    })
+    .detach()
+}
+
+/// An indirect probe request: the gossip core probes the named member for the asker.
+fn spawn_ping_req(ctx: &Rc<CoreCtx>, target: &[u8]) -> glommio::task::JoinHandle<OpResult> {
+    let c = ctx.clone();
+    let target = String::from_utf8_lossy(target).into_owned();
+    glommio::spawn_local(async move {
+        let reached = match &c.gossip {
+            Some(g) => g.probe_for(&c, &target).await,
+            None => {
+                let (tx, rx) = flume::bounded(1);
+                let _ = c.peers[0]
+                    .send_async(CoreMsg::PingReq { target, reply: tx })
+                    .await;
+                rx.recv_async().await.unwrap_or(false)
+            }
+        };
+        if reached {
+            OpResult::Written {
+                was_live: true,
+                version: Version::ZERO,
+            }
+        } else {
+            let message = "member did not answer".to_string();
+            OpResult::Failed {
+                status: Status::Unavailable,
+                message,
+            }
+        }
+    })
+    .detach()
 }
 
 /// Decode every complete frame in `rbuf`, run them, and encode the answers into `out`.
@@ -233,6 +321,24 @@ async fn process_batch(
         };
         remote_results[core] = got;
     }
+    let mut resolved = Vec::with_capacity(slots.len());
+    for slot in slots {
+        resolved.push(match slot {
+            Slot::Task { id, task } => {
+                let result = task.await.unwrap_or_else(|| OpResult::Failed {
+                    status: Status::Internal,
+                    message: "request task cancelled".into(),
+                });
+                Slot::Done {
+                    id,
+                    result,
+                    local_write: false,
+                }
+            }
+            other => other,
+        });
+    }
+    let slots = resolved;
     let needs_info = slots.iter().any(|s| matches!(s, Slot::Info { .. }));
     let info = if needs_info {
         Some(info_json(ctx).await)
@@ -256,7 +362,7 @@ async fn process_batch(
 }
 
 fn dispatch(
-    ctx: &CoreCtx,
+    ctx: &Rc<CoreCtx>,
     req: &Request<'_>,
     remote: &mut [Vec<Op>],
     last_ticket: &mut Option<u64>,
@@ -272,6 +378,18 @@ fn dispatch(
     let op = match opcode {
         Opcode::Ping => return Slot::Pong { id },
         Opcode::Info => return Slot::Info { id },
+        Opcode::Gossip => {
+            return Slot::Task {
+                id,
+                task: spawn_gossip(ctx, req.value),
+            }
+        }
+        Opcode::PingReq => {
+            return Slot::Task {
+                id,
+                task: spawn_ping_req(ctx, req.key),
+            }
+        }
         _ if req.key.is_empty() => {
             return Slot::Refused {
                 id,
@@ -279,9 +397,20 @@ fn dispatch(
                 message: "empty key",
             }
         }
+        Opcode::Get | Opcode::Put | Opcode::Delete if !ctx.view().is_solo() => {
+            return Slot::Task {
+                id,
+                task: spawn_coordinated(ctx, opcode, req.key, req.value),
+            };
+        }
         Opcode::Get | Opcode::LocalGet => OpRef::Get(req.key),
         Opcode::Put => OpRef::Put(req.key, req.value),
         Opcode::Delete => OpRef::Delete(req.key),
+        Opcode::ReplicaPut => {
+            let value = (req.flags & FLAG_TOMBSTONE == 0).then_some(req.value);
+            OpRef::ReplicaPut(req.key, value, req.version)
+        }
+        Opcode::ReplicaGet => OpRef::ReplicaGet(req.key),
     };
     let core = ctx.ring.core_for_key(req.key);
     if core == ctx.core {
@@ -295,14 +424,7 @@ fn dispatch(
             local_write: ticket.is_some(),
         };
     }
-    let owned = match op {
-        OpRef::Get(k) => Op::Get { key: k.into() },
-        OpRef::Put(k, v) => Op::Put {
-            key: k.into(),
-            value: v.into(),
-        },
-        OpRef::Delete(k) => Op::Delete { key: k.into() },
-    };
+    let owned = Op::from_ref(op);
     remote[core].push(owned);
     Slot::Remote {
         id,
@@ -327,6 +449,13 @@ fn encode_slot(
             (true, Some(f)) => (id, f.clone()),
             _ => (id, result),
         },
+        Slot::Task { id, .. } => (
+            id,
+            OpResult::Failed {
+                status: Status::Internal,
+                message: "unresolved task".into(),
+            },
+        ),
         Slot::Remote { id, core, index } => {
             let r = remote[core]
                 .as_mut()
@@ -376,6 +505,7 @@ pub fn encode_result(out: &mut Vec<u8>, request_id: u64, result: &OpResult) {
     let (status, flags, version, value): (Status, u8, Version, &[u8]) = match result {
         OpResult::Value { value, version } => (Status::Ok, 0, *version, value),
         OpResult::NotFound => (Status::NotFound, 0, Version::ZERO, &[]),
+        OpResult::Tombstone { version } => (Status::NotFound, 0, *version, &[]),
         OpResult::Written { was_live, version } => (
             Status::Ok,
             if *was_live { FLAG_WAS_LIVE } else { 0 },
@@ -416,7 +546,25 @@ async fn info_json(ctx: &Rc<CoreCtx>) -> String {
         }
     }
     let node = &ctx.node;
+    let view = ctx.view();
+    let members: Vec<serde_json::Value> = view
+        .ring
+        .members()
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            serde_json::json!({
+                "id": id,
+                "addr": view.addrs[i],
+                "status": view.statuses[i].as_str(),
+                "incarnation": view.incarnations[i],
+            })
+        })
+        .collect();
+    let rep = view.replication;
     serde_json::json!({
+        "members": members,
+        "replication": {"n": rep.n, "r": rep.r, "w": rep.w},
         "node_id": node.node_id,
         "addr": node.addr.to_string(),
         "cores": node.cores,

@@ -12,19 +12,86 @@ use crate::wire::native::Status;
 /// An operation on a key, owned so it can cross threads.
 #[derive(Debug)]
 pub enum Op {
-    Get { key: Box<[u8]> },
-    Put { key: Box<[u8]>, value: Box<[u8]> },
-    Delete { key: Box<[u8]> },
+    Get {
+        key: Box<[u8]>,
+    },
+    Put {
+        key: Box<[u8]>,
+        value: Box<[u8]>,
+    },
+    Delete {
+        key: Box<[u8]>,
+    },
+    /// Store exactly this version (a replica write; `value: None` is a tombstone).
+    ReplicaPut {
+        key: Box<[u8]>,
+        value: Option<Box<[u8]>>,
+        version: Version,
+    },
+    /// The stored value or tombstone with its version.
+    ReplicaGet {
+        key: Box<[u8]>,
+    },
+}
+
+impl Op {
+    pub fn as_ref(&self) -> crate::server::shard::OpRef<'_> {
+        use crate::server::shard::OpRef;
+        match self {
+            Op::Get { key } => OpRef::Get(key),
+            Op::Put { key, value } => OpRef::Put(key, value),
+            Op::Delete { key } => OpRef::Delete(key),
+            Op::ReplicaPut {
+                key,
+                value,
+                version,
+            } => OpRef::ReplicaPut(key, value.as_deref(), *version),
+            Op::ReplicaGet { key } => OpRef::ReplicaGet(key),
+        }
+    }
+
+    pub fn from_ref(op: crate::server::shard::OpRef<'_>) -> Op {
+        use crate::server::shard::OpRef;
+        match op {
+            OpRef::Get(k) => Op::Get { key: k.into() },
+            OpRef::Put(k, v) => Op::Put {
+                key: k.into(),
+                value: v.into(),
+            },
+            OpRef::Delete(k) => Op::Delete { key: k.into() },
+            OpRef::ReplicaPut(k, v, version) => Op::ReplicaPut {
+                key: k.into(),
+                value: v.map(Box::from),
+                version,
+            },
+            OpRef::ReplicaGet(k) => Op::ReplicaGet { key: k.into() },
+        }
+    }
 }
 
 /// The outcome of one operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpResult {
-    Value { value: Box<[u8]>, version: Version },
+    Value {
+        value: Box<[u8]>,
+        version: Version,
+    },
     NotFound,
-    Written { was_live: bool, version: Version },
-    Stale { stored: Version },
-    Failed { status: Status, message: String },
+    /// A replica read found a tombstone of this version.
+    Tombstone {
+        version: Version,
+    },
+    Written {
+        was_live: bool,
+        version: Version,
+    },
+    Stale {
+        stored: Version,
+    },
+    Failed {
+        status: Status,
+        message: String,
+    },
 }
 
 /// One core's counters, for `kv info`.
@@ -54,5 +121,17 @@ pub enum CoreMsg {
     /// Core `from` has no client connections left.
     Drained {
         from: usize,
+    },
+    /// Membership changed: the ring every core routes by (sent by the gossip core).
+    Ring(std::sync::Arc<crate::server::view::RingView>),
+    /// Gossip received by another core, for the gossip core to merge; answered with its view.
+    Gossip {
+        updates: Vec<crate::core::membership::Update>,
+        reply: flume::Sender<Vec<crate::core::membership::Update>>,
+    },
+    /// An indirect probe request received by another core, for the gossip core.
+    PingReq {
+        target: String,
+        reply: flume::Sender<bool>,
     },
 }

@@ -7,11 +7,15 @@
 //! decides who owns a key or which version wins.
 
 pub mod connection;
+pub mod coordinator;
+pub mod gossip;
 pub mod listener;
 pub mod messages;
 pub mod notify;
+pub mod peer;
 pub mod runtime;
 pub mod shard;
+pub mod view;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -28,6 +32,8 @@ pub struct NodeInfo {
     pub idle_timeout_ms: u64,
     /// Open client connections across all cores (touched on open and close only).
     pub connections: Arc<AtomicUsize>,
+    /// The address other nodes reach us at.
+    pub advertise: String,
 }
 
 /// Runtime errors of the node daemon.

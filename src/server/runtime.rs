@@ -9,7 +9,8 @@
 //! and close; each core announces it is drained and keeps answering other cores until all are;
 //! then each WAL writes what is pending, syncs and closes. Exit status 0.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -20,14 +21,19 @@ use std::time::Instant;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
+use crate::core::membership::Timing;
+use crate::core::quorum::Replication;
 use crate::core::ring::LocalRing;
 use crate::core::version::{writer_id, Clock};
 use crate::limits::{
     BIND_RETRY_MS, CORE_CHANNEL_CAPACITY, IO_MEMORY_BYTES_PER_CORE, WAL_GROUP_BYTES_MAX,
 };
+use crate::server::gossip::Gossip;
 use crate::server::messages::{CoreMsg, OpResult};
 use crate::server::notify::{Latch, Notify};
-use crate::server::shard::{storage_failure, OpRef, Shard};
+use crate::server::peer::Peer;
+use crate::server::shard::{storage_failure, Shard};
+use crate::server::view::RingView;
 use crate::server::{listener, Error, NodeInfo};
 use crate::storage::core_dir_name;
 use crate::storage::map::Map;
@@ -48,11 +54,30 @@ pub struct CoreCtx {
     pub connections_changed: Notify,
     drained: Cell<usize>,
     drained_changed: Notify,
+    /// The ring this core routes by (replaced by `CoreMsg::Ring` from the gossip core).
+    view: RefCell<Arc<RingView>>,
+    /// This core's own connections to peer nodes, by address.
+    peer_conns: RefCell<HashMap<String, Rc<Peer>>>,
+    /// The membership shell (core 0 only).
+    pub gossip: Option<Rc<Gossip>>,
 }
 
 impl CoreCtx {
     pub fn connection_opened(&self) {
         self.connections.set(self.connections.get() + 1);
+    }
+
+    pub fn view(&self) -> Arc<RingView> {
+        self.view.borrow().clone()
+    }
+
+    /// This core's connection to the peer at `addr` (created on first use).
+    pub fn peer(&self, addr: &str) -> Rc<Peer> {
+        self.peer_conns
+            .borrow_mut()
+            .entry(addr.to_string())
+            .or_insert_with(|| Rc::new(Peer::new(addr)))
+            .clone()
     }
 
     pub fn connection_closed(&self) {
@@ -88,6 +113,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         max_connections: config.max_connections,
         idle_timeout_ms: config.idle_timeout_ms,
         connections: Arc::new(AtomicUsize::new(0)),
+        advertise: config.advertise.clone(),
     });
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
         .map(|_| flume::bounded(CORE_CHANNEL_CAPACITY))
@@ -127,6 +153,9 @@ pub fn run(config: Config) -> Result<(), Error> {
                 Vec::new()
             },
             data_dir: config.data_dir.clone(),
+            seeds: config.seeds.clone(),
+            replication: config.replication,
+            suspect_timeout_ms: config.suspect_timeout_ms,
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("kv-core-{core}"))
@@ -187,6 +216,9 @@ struct CoreStart {
     snap_rx: Option<flume::Receiver<usize>>,
     old_segments: Vec<SegmentFile>,
     data_dir: PathBuf,
+    seeds: Vec<String>,
+    replication: Replication,
+    suspect_timeout_ms: u64,
 }
 
 async fn core_main(s: CoreStart) -> Result<(), Error> {
@@ -219,6 +251,20 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
     }
     let mut clock = Clock::new(writer_id(&s.node.node_id, s.core));
     clock.observe(s.map.max_version());
+    let solo = RingView::solo(&s.node.node_id, &s.node.advertise, s.replication);
+    let gossip = (s.core == 0).then(|| {
+        let timing = Timing {
+            suspect_timeout_ms: s.suspect_timeout_ms,
+        };
+        Rc::new(Gossip::new(
+            &s.node.node_id,
+            &s.node.advertise,
+            &s.data_dir,
+            s.seeds.clone(),
+            s.replication,
+            timing,
+        ))
+    });
     let ctx = Rc::new(CoreCtx {
         core: s.core,
         ring: s.ring,
@@ -230,6 +276,9 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         connections_changed: Notify::default(),
         drained: Cell::new(0),
         drained_changed: Notify::default(),
+        view: RefCell::new(Arc::new(solo)),
+        peer_conns: RefCell::new(HashMap::new()),
+        gossip,
     });
     let mailbox = glommio::spawn_local(mailbox(ctx.clone(), s.rx));
     let acceptor = s.listener_fd.map(|fd| {
@@ -238,9 +287,16 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         let l = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
         glommio::spawn_local(listener::accept_loop(ctx.clone(), l))
     });
+    let membership = ctx
+        .gossip
+        .clone()
+        .map(|g| glommio::spawn_local(crate::server::gossip::run(ctx.clone(), g)));
     ctx.shutdown.wait().await;
     if let Some(a) = acceptor {
         a.await;
+    }
+    if let Some(m) = membership {
+        m.await;
     }
     ctx.connections_changed
         .wait_until(|| ctx.connections.get() == 0)
@@ -326,6 +382,23 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
                 let _ = reply.try_send(ctx.shard.stats(ctx.connections.get()));
             }
             CoreMsg::Shutdown => ctx.shutdown.set(),
+            CoreMsg::Ring(view) => *ctx.view.borrow_mut() = view,
+            CoreMsg::Gossip { updates, reply } => {
+                let snapshot = match &ctx.gossip {
+                    Some(g) => g.merge(&ctx, &updates),
+                    None => Vec::new(),
+                };
+                let _ = reply.try_send(snapshot);
+            }
+            CoreMsg::PingReq { target, reply } => {
+                if let Some(g) = ctx.gossip.clone() {
+                    let c = ctx.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.try_send(g.probe_for(&c, &target).await);
+                    })
+                    .detach();
+                }
+            }
             CoreMsg::Drained { from } => {
                 log::debug!("core {}: core {from} drained", ctx.core);
                 ctx.drained.set(ctx.drained.get() + 1);
@@ -341,16 +414,10 @@ fn execute_remote(
     ops: Vec<crate::server::messages::Op>,
     reply: flume::Sender<Vec<OpResult>>,
 ) {
-    use crate::server::messages::Op;
     let mut results = Vec::with_capacity(ops.len());
     let mut last_ticket = None;
     for op in &ops {
-        let r = match op {
-            Op::Get { key } => OpRef::Get(key),
-            Op::Put { key, value } => OpRef::Put(key, value),
-            Op::Delete { key } => OpRef::Delete(key),
-        };
-        let (result, ticket) = ctx.shard.execute(r);
+        let (result, ticket) = ctx.shard.execute(op.as_ref());
         results.push(result);
         last_ticket = ticket.or(last_ticket);
     }

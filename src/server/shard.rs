@@ -6,7 +6,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::core::version::{wall_clock_ms, Clock};
+use crate::core::version::{wall_clock_ms, Clock, Version};
+use crate::limits::MAX_CLOCK_SKEW_MS;
 use crate::server::messages::{CoreStats, OpResult};
 use crate::storage::map::{Applied, Map};
 use crate::storage::record::Kind;
@@ -20,6 +21,8 @@ pub enum OpRef<'a> {
     Get(&'a [u8]),
     Put(&'a [u8], &'a [u8]),
     Delete(&'a [u8]),
+    ReplicaPut(&'a [u8], Option<&'a [u8]>, Version),
+    ReplicaGet(&'a [u8]),
 }
 
 pub struct Shard {
@@ -45,6 +48,75 @@ impl Shard {
             OpRef::Get(key) => (self.get(key), None),
             OpRef::Put(key, value) => self.write(key, Some(value)),
             OpRef::Delete(key) => self.write(key, None),
+            OpRef::ReplicaPut(key, value, version) => self.replica_write(key, value, version),
+            OpRef::ReplicaGet(key) => (self.replica_get(key), None),
+        }
+    }
+
+    /// Issue a new version from this core's clock (the coordinator's write version).
+    pub fn tick(&self) -> Version {
+        self.clock.borrow_mut().tick(wall_clock_ms())
+    }
+
+    /// Move this core's clock past `seen` (replica answers, stale replies).
+    pub fn observe(&self, seen: Version) {
+        self.clock.borrow_mut().observe(seen);
+    }
+
+    fn replica_get(&self, key: &[u8]) -> OpResult {
+        let map = self.map.borrow();
+        match (map.get(key), map.version_of(key)) {
+            (Some((value, version)), _) => OpResult::Value {
+                value: Box::from(value),
+                version,
+            },
+            (None, Some(version)) => OpResult::Tombstone { version },
+            (None, None) => OpResult::NotFound,
+        }
+    }
+
+    /// Store exactly `version` (a replica write from a coordinator or a read repair).
+    fn replica_write(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+    ) -> (OpResult, Option<Ticket>) {
+        let now = wall_clock_ms();
+        if version.physical_ms() > now + MAX_CLOCK_SKEW_MS {
+            log::warn!(
+                "core {}: refused a version {} ms ahead of our clock (writer {:#x})",
+                self.core,
+                version.physical_ms() - now,
+                version.writer
+            );
+            let message = format!("version more than {MAX_CLOCK_SKEW_MS} ms ahead of this node");
+            return (
+                OpResult::Failed {
+                    status: Status::BadRequest,
+                    message,
+                },
+                None,
+            );
+        }
+        if let Err(e) = self.wal.check_writable() {
+            return (storage_failure(&e), None);
+        }
+        self.clock.borrow_mut().observe(version);
+        match self.map.borrow_mut().apply(key, value, version) {
+            Applied::New { was_live } => {
+                let kind = if value.is_some() {
+                    Kind::Put
+                } else {
+                    Kind::Tombstone
+                };
+                let ticket = self
+                    .wal
+                    .append(kind, version, key, value.unwrap_or_default());
+                (OpResult::Written { was_live, version }, Some(ticket))
+            }
+            Applied::Same { was_live } => (OpResult::Written { was_live, version }, None),
+            Applied::Stale { stored } => (OpResult::Stale { stored }, None),
         }
     }
 

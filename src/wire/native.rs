@@ -63,6 +63,14 @@ pub enum Opcode {
     Info = 5,
     /// Read only the contacted node's own store (no quorum, no repair).
     LocalGet = 6,
+    /// Node to node: store this exact version (flag `FLAG_TOMBSTONE`: a delete).
+    ReplicaPut = 16,
+    /// Node to node: this replica's value or tombstone and its version.
+    ReplicaGet = 17,
+    /// Node to node: membership gossip; value = JSON updates; the answer carries the peer's.
+    Gossip = 18,
+    /// Node to node: probe the member named by the key on my behalf (SWIM indirect probe).
+    PingReq = 19,
 }
 
 impl Opcode {
@@ -74,6 +82,10 @@ impl Opcode {
             4 => Opcode::Ping,
             5 => Opcode::Info,
             6 => Opcode::LocalGet,
+            16 => Opcode::ReplicaPut,
+            17 => Opcode::ReplicaGet,
+            18 => Opcode::Gossip,
+            19 => Opcode::PingReq,
             _ => return None,
         })
     }
@@ -129,6 +141,8 @@ impl Status {
 
 /// Response flag: the key held a live (non-tombstone) value before this PUT/DELETE.
 pub const FLAG_WAS_LIVE: u8 = 1;
+/// Request flag of REPLICA_PUT: the version is a tombstone (the value is empty).
+pub const FLAG_TOMBSTONE: u8 = 1;
 
 /// A decoded request borrowing key and value from the read buffer.
 #[derive(Debug, PartialEq, Eq)]

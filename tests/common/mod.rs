@@ -70,6 +70,19 @@ impl Node {
         Ok(node)
     }
 
+    /// Start a node on a given port (a restart at the same address).
+    pub fn start_on(id: &str, dir: &Path, port: u16, extra: &[&str]) -> Result<Node, String> {
+        let mut node = Node {
+            port,
+            dir: dir.to_path_buf(),
+            id: id.to_string(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
     pub fn spawn(&mut self) -> Result<(), String> {
         let child = Command::new(env!("CARGO_BIN_EXE_kvstore-node"))
             .args(["--node-id", &self.id, "--port", &self.port.to_string()])

@@ -155,5 +155,16 @@ pub fn format_info(info: &serde_json::Value) -> String {
             ));
         }
     }
+    if let Some(members) = info["members"].as_array() {
+        for m in members {
+            s.push_str(&format!(
+                "member {} {} {} inc={}\n",
+                m["id"].as_str().unwrap_or("?"),
+                m["addr"].as_str().unwrap_or("?"),
+                m["status"].as_str().unwrap_or("?"),
+                m["incarnation"]
+            ));
+        }
+    }
     s
 }

@@ -1,0 +1,267 @@
+//! The membership shell: runs on core 0 only. SWIM probing, gossip dissemination, seeds, and
+//! publishing the ring to every core. All decisions are `core::membership`'s; this file sends,
+//! times out, persists and logs.
+//!
+//! Gossip travels as native frames on the main TCP port (opcodes GOSSIP and PING_REQ), so no
+//! second port can collide with a neighbour's. Every probe round (`PROBE_INTERVAL_MS`) one
+//! random member — DEAD ones included, so a healed partition or restarted node reunites — gets
+//! a direct probe (`PROBE_TIMEOUT_MS`); if it stays silent, `INDIRECT_PROBES` other members are
+//! asked to probe it; only if none reaches it is it SUSPECT. Every `GOSSIP_INTERVAL_MS` our
+//! full view goes to `GOSSIP_FANOUT` random members. The view and our incarnation are saved
+//! in `data-dir/membership.json`; a restart comes back with incarnation + 1.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::core::membership::{Change, Membership, Status, Timing, Update};
+use crate::core::quorum::Replication;
+use crate::core::version::{wall_clock_ms, Version};
+use crate::limits::{
+    GOSSIP_BYTES_MAX, GOSSIP_FANOUT, GOSSIP_INTERVAL_MS, INDIRECT_PROBES, PROBE_INTERVAL_MS,
+    PROBE_TIMEOUT_MS,
+};
+use crate::server::messages::CoreMsg;
+use crate::server::runtime::CoreCtx;
+use crate::server::view::RingView;
+use crate::wire::native::{Opcode, Status as WireStatus};
+
+const MEMBERSHIP_FILE: &str = "membership.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    incarnation: u64,
+    members: Vec<Update>,
+}
+
+pub struct Gossip {
+    membership: RefCell<Membership>,
+    rng: RefCell<fastrand::Rng>,
+    replication: Replication,
+    data_dir: PathBuf,
+    seeds: Vec<String>,
+    started: Instant,
+}
+
+impl Gossip {
+    /// Load the saved view (if any) and start at the saved incarnation + 1.
+    pub fn new(
+        me: &str,
+        advertise: &str,
+        data_dir: &std::path::Path,
+        seeds: Vec<String>,
+        replication: Replication,
+        timing: Timing,
+    ) -> Gossip {
+        let saved: Option<Saved> = std::fs::read(data_dir.join(MEMBERSHIP_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let inc = saved.as_ref().map(|s| s.incarnation + 1).unwrap_or(1);
+        let mut m = Membership::new(me, advertise, inc, timing, 0);
+        for u in saved.iter().flat_map(|s| &s.members) {
+            if u.id != me {
+                m.apply(u, 0);
+            }
+        }
+        let seed = crate::core::ring::hash(me.as_bytes()) as u64 ^ wall_clock_ms();
+        Gossip {
+            membership: RefCell::new(m),
+            rng: RefCell::new(fastrand::Rng::with_seed(seed)),
+            replication,
+            data_dir: data_dir.to_path_buf(),
+            seeds,
+            started: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn view(&self) -> RingView {
+        RingView::from_membership(&self.membership.borrow(), self.replication)
+    }
+
+    fn snapshot_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.membership.borrow().snapshot()).unwrap_or_default()
+    }
+
+    /// Merge gossip; publish if anything changed. Returns our view.
+    pub fn merge(&self, ctx: &CoreCtx, updates: &[Update]) -> Vec<Update> {
+        let now = self.now_ms();
+        let changes: Vec<Change> = {
+            let mut m = self.membership.borrow_mut();
+            updates.iter().filter_map(|u| m.apply(u, now)).collect()
+        };
+        self.publish(ctx, &changes);
+        self.membership.borrow().snapshot()
+    }
+
+    fn publish(&self, ctx: &CoreCtx, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        for c in changes {
+            log::info!(
+                "member {}: {:?} -> {}",
+                c.id,
+                c.from.map(|s| s.as_str()),
+                c.to.as_str()
+            );
+        }
+        let view = Arc::new(self.view());
+        for p in &ctx.peers {
+            let _ = p.try_send(CoreMsg::Ring(view.clone()));
+        }
+        let m = self.membership.borrow();
+        let saved = Saved {
+            incarnation: m.incarnation(),
+            members: m.snapshot(),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&saved) {
+            let tmp = self.data_dir.join("membership.json.tmp");
+            let ok = std::fs::write(&tmp, bytes)
+                .and_then(|_| std::fs::rename(&tmp, self.data_dir.join(MEMBERSHIP_FILE)));
+            if let Err(e) = ok {
+                log::warn!("cannot save membership: {e}");
+            }
+        }
+    }
+
+    /// Exchange views with `addr`; true if it answered in time.
+    async fn exchange(&self, ctx: &Rc<CoreCtx>, addr: &str, timeout: Duration) -> bool {
+        let body = self.snapshot_json();
+        let peer = ctx.peer(addr);
+        let reply = peer
+            .request(Opcode::Gossip, &[], &body, Version::ZERO, 0, timeout)
+            .await;
+        match reply {
+            Ok(r) if r.status == WireStatus::Ok && r.value.len() <= GOSSIP_BYTES_MAX => {
+                if let Ok(updates) = serde_json::from_slice::<Vec<Update>>(&r.value) {
+                    self.merge(ctx, &updates);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Probe `target` for another member (PING_REQ).
+    pub async fn probe_for(&self, ctx: &Rc<CoreCtx>, target: &str) -> bool {
+        let addr = self
+            .membership
+            .borrow()
+            .get(target)
+            .map(|m| m.state.addr.clone());
+        match addr {
+            Some(a) => {
+                self.exchange(ctx, &a, Duration::from_millis(PROBE_TIMEOUT_MS))
+                    .await
+            }
+            None => false,
+        }
+    }
+
+    async fn probe_round(&self, ctx: &Rc<CoreCtx>) {
+        let target = {
+            let m = self.membership.borrow();
+            let mut rng = self.rng.borrow_mut();
+            m.probe_target(&mut rng)
+                .and_then(|t| m.get(&t).map(|x| x.state.clone()))
+        };
+        let Some(target) = target else { return };
+        let probe = Duration::from_millis(PROBE_TIMEOUT_MS);
+        if self.exchange(ctx, &target.addr, probe).await {
+            return;
+        }
+        if target.status != Status::Alive {
+            return;
+        }
+        let helpers: Vec<String> = {
+            let m = self.membership.borrow();
+            let mut rng = self.rng.borrow_mut();
+            m.indirect_helpers(&mut rng, &target.id, INDIRECT_PROBES)
+                .into_iter()
+                .filter_map(|h| m.get(&h).map(|x| x.state.addr.clone()))
+                .collect()
+        };
+        let wait = Duration::from_millis(PROBE_INTERVAL_MS);
+        let mut reached = false;
+        for h in helpers {
+            let peer = ctx.peer(&h);
+            let r = peer
+                .request(
+                    Opcode::PingReq,
+                    target.id.as_bytes(),
+                    &[],
+                    Version::ZERO,
+                    0,
+                    wait,
+                )
+                .await;
+            if matches!(r, Ok(ref r) if r.status == WireStatus::Ok) {
+                reached = true;
+                break;
+            }
+        }
+        if !reached {
+            let now = self.now_ms();
+            let change = self.membership.borrow_mut().suspect(&target.id, now);
+            self.publish(ctx, &change.into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    async fn gossip_round(&self, ctx: &Rc<CoreCtx>) {
+        let targets: Vec<String> = {
+            let m = self.membership.borrow();
+            let mut rng = self.rng.borrow_mut();
+            let mut c: Vec<String> = m
+                .members()
+                .filter(|x| x.state.id != m.me() && x.state.status == Status::Alive)
+                .map(|x| x.state.addr.clone())
+                .collect();
+            rng.shuffle(&mut c);
+            c.truncate(GOSSIP_FANOUT);
+            c
+        };
+        let alone = targets.is_empty();
+        for t in targets {
+            self.exchange(ctx, &t, Duration::from_millis(PROBE_TIMEOUT_MS))
+                .await;
+        }
+        if alone {
+            for s in &self.seeds {
+                self.exchange(ctx, s, Duration::from_millis(PROBE_TIMEOUT_MS))
+                    .await;
+            }
+        }
+    }
+}
+
+/// Core 0's membership loops; they end at shutdown.
+pub async fn run(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
+    let initial = Arc::new(g.view());
+    for p in &ctx.peers {
+        let _ = p.send_async(CoreMsg::Ring(initial.clone())).await;
+    }
+    let (c1, g1) = (ctx.clone(), g.clone());
+    let probes = glommio::spawn_local(async move {
+        while !c1.shutdown.is_set() {
+            g1.probe_round(&c1).await;
+            let changes = g1.membership.borrow_mut().tick(g1.now_ms());
+            g1.publish(&c1, &changes);
+            sleep_or_shutdown(&c1, Duration::from_millis(PROBE_INTERVAL_MS)).await;
+        }
+    });
+    while !ctx.shutdown.is_set() {
+        g.gossip_round(&ctx).await;
+        sleep_or_shutdown(&ctx, Duration::from_millis(GOSSIP_INTERVAL_MS)).await;
+    }
+    probes.await;
+}
+
+async fn sleep_or_shutdown(ctx: &CoreCtx, d: Duration) {
+    futures_lite::future::or(glommio::timer::sleep(d), ctx.shutdown.wait()).await
+}

@@ -1,0 +1,214 @@
+//! Integration tests of a real 3-node cluster on loopback: replication, `kv get --local`,
+//! failure detection, read repair after a restart, and quorum errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kvstore::client::{Client, Error as ClientError};
+use kvstore::wire::native::Status;
+
+const SUSPECT_MS: &str = "1500";
+
+/// Start `n` nodes seeded from the first; wait until every node sees all of them ALIVE.
+fn cluster(name: &str, n: usize, extra: &[&str]) -> Result<Vec<Node>, String> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 1..=n {
+        let dir = data_dir(&format!("{name}-n{i}"));
+        let seed = nodes.first().map(|s| s.addr());
+        let mut args = vec!["--cores", "1", "--suspect-timeout-ms", SUSPECT_MS];
+        args.extend_from_slice(extra);
+        if let Some(s) = &seed {
+            args.push("--seed");
+            args.push(s);
+        }
+        nodes.push(Node::start(&format!("node{i}"), &dir, &args)?);
+    }
+    for node in &nodes {
+        wait_members(node, n, "ALIVE")?;
+    }
+    Ok(nodes)
+}
+
+fn member_lines(node: &Node) -> Vec<String> {
+    stdout(&node.kv(&["info"]))
+        .lines()
+        .filter(|l| l.starts_with("member "))
+        .map(String::from)
+        .collect()
+}
+
+fn wait_members(node: &Node, count: usize, status: &str) -> Result<(), String> {
+    poll(
+        &format!("{count} {status} members on {}", node.id),
+        START_DEADLINE,
+        || {
+            let lines = member_lines(node);
+            (lines
+                .iter()
+                .filter(|l| l.split_whitespace().nth(3) == Some(status))
+                .count()
+                == count)
+                .then_some(())
+        },
+    )
+}
+
+fn member_status(node: &Node, id: &str) -> Option<String> {
+    member_lines(node)
+        .into_iter()
+        .find(|l| l.split_whitespace().nth(1) == Some(id))
+        .and_then(|l| l.split_whitespace().nth(3).map(String::from))
+}
+
+fn local(node: &Node, key: &str) -> Option<String> {
+    let o = node.kv(&["get", "--local", key]);
+    (o.status.code() == Some(0)).then(|| stdout(&o).trim_end().to_string())
+}
+
+#[test]
+fn writes_replicate_and_survive_a_node_failure_with_read_repair() -> TestResult {
+    let mut nodes = cluster("repl", 3, &[])?;
+    let mut c1 = nodes[0].client();
+    for i in 0..100 {
+        c1.put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes())?;
+    }
+    for node in &nodes[1..] {
+        let mut c = node.client();
+        for i in 0..100 {
+            assert_eq!(
+                c.get(format!("k{i}").as_bytes())?,
+                Some(format!("v{i}").into_bytes())
+            );
+        }
+    }
+    for i in (0..100).step_by(10) {
+        let copies = nodes
+            .iter()
+            .filter(|n| local(n, &format!("k{i}")).is_some())
+            .count();
+        assert_eq!(copies, 3, "k{i} on N=3 nodes");
+    }
+    // node3 dies: W=2/R=2 still succeed through the others
+    nodes[2].kill9();
+    let killed = std::time::Instant::now();
+    let mut c2 = nodes[1].client();
+    for i in 0..50 {
+        c1.put(format!("down{i}").as_bytes(), b"written-while-down")?;
+        assert_eq!(
+            c2.get(format!("down{i}").as_bytes())?,
+            Some(b"written-while-down".to_vec())
+        );
+    }
+    c1.delete(b"k0")?;
+    poll("node3 DEAD in node1's view", START_DEADLINE, || {
+        (member_status(&nodes[0], "node3").as_deref() == Some("DEAD")).then_some(())
+    })?;
+    eprintln!(
+        "kill -9 to DEAD: {:?} (suspect timeout {SUSPECT_MS} ms)",
+        killed.elapsed()
+    );
+    // restart without --seed: it remembers its membership
+    let dir = nodes[2].dir.clone();
+    let port = nodes[2].port;
+    nodes[2] = Node::start_on(
+        "node3",
+        &dir,
+        port,
+        &["--cores", "1", "--suspect-timeout-ms", SUSPECT_MS],
+    )?;
+    wait_members(&nodes[0], 3, "ALIVE")?;
+    assert_eq!(local(&nodes[2], "down7"), None, "missed while down");
+    assert_eq!(
+        local(&nodes[2], "k0").as_deref(),
+        Some("v0"),
+        "missed the delete"
+    );
+    let mut c3 = nodes[2].client();
+    assert_eq!(c3.get(b"down7")?, Some(b"written-while-down".to_vec()));
+    assert_eq!(c3.get(b"k0")?, None, "the tombstone wins");
+    poll("read repair of node3's copy", START_DEADLINE, || {
+        (local(&nodes[2], "down7").as_deref() == Some("written-while-down")).then_some(())
+    })?;
+    poll("read repair of the delete", START_DEADLINE, || {
+        local(&nodes[2], "k0").is_none().then_some(())
+    })?;
+    Ok(())
+}
+
+#[test]
+fn each_key_lands_on_exactly_n_nodes() -> TestResult {
+    let nodes = cluster(
+        "n2",
+        3,
+        &[
+            "--replication",
+            "2",
+            "--read-quorum",
+            "1",
+            "--write-quorum",
+            "2",
+        ],
+    )?;
+    let mut c = nodes[0].client();
+    for i in 0..30 {
+        c.put(format!("key{i}").as_bytes(), b"x")?;
+    }
+    let mut held = vec![0usize; 3];
+    for i in 0..30 {
+        let on: Vec<usize> = (0..3)
+            .filter(|&n| local(&nodes[n], &format!("key{i}")).is_some())
+            .collect();
+        assert_eq!(on.len(), 2, "key{i} on {on:?}");
+        for n in on {
+            held[n] += 1;
+        }
+    }
+    assert!(
+        held.iter().all(|&h| h > 0),
+        "every node holds a share: {held:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn two_of_three_down_is_a_clear_quorum_error() -> TestResult {
+    let mut nodes = cluster("quorum", 3, &[])?;
+    let mut c = nodes[0].client();
+    c.put(b"before", b"x")?;
+    nodes[1].kill9();
+    nodes[2].kill9();
+    let mut c = Client::connect(&nodes[0].addr(), Duration::from_secs(30))?;
+    match c.put(b"after", b"y") {
+        Err(ClientError::Server {
+            status: Status::Unavailable,
+            message,
+        }) => {
+            assert!(
+                message.contains("1 of 3 replicas acknowledged"),
+                "{message}"
+            );
+            assert!(message.contains("2 needed"), "{message}");
+        }
+        other => panic!("expected a quorum error, got {other:?}"),
+    }
+    match c.get(b"before") {
+        Err(ClientError::Server {
+            status: Status::Unavailable,
+            message,
+        }) => {
+            assert!(message.contains("1 of 3 replicas answered"), "{message}");
+        }
+        other => panic!("expected a quorum error, got {other:?}"),
+    }
+    c.ping()?;
+    assert_eq!(
+        local(&nodes[0], "before").as_deref(),
+        Some("x"),
+        "local reads keep working"
+    );
+    let o = nodes[0].kv(&["put", "k", "v"]);
+    assert_eq!(o.status.code(), Some(3), "kv exits 3 on an error reply");
+    Ok(())
+}
