@@ -60,6 +60,8 @@ pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
 pub const REPLICA_TIMEOUT_MS: u64 = 2_000;
 /// Connecting to a peer gives up after this long.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// After a failed connect to a peer, requests to it fail at once for this long.
+pub const PEER_RECONNECT_BACKOFF_MS: u64 = 200;
 /// SWIM: probe one member this often; its direct probe times out after the probe timeout.
 pub const PROBE_INTERVAL_MS: u64 = 1_000;
 pub const PROBE_TIMEOUT_MS: u64 = 500;

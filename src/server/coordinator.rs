@@ -219,6 +219,18 @@ fn spawn_replica_call(
     let ctx = ctx.clone();
     let addr = view.addrs[m as usize].clone();
     let local = m == view.me;
+    if !local && view.statuses[m as usize] == crate::core::membership::Status::Dead {
+        // A DEAD member does not answer: count it as failed at once (strict quorum).
+        let message = format!("member {} is DEAD", view.ring.member(m));
+        let _ = tx.try_send((
+            m,
+            OpResult::Failed {
+                status: Status::Unavailable,
+                message,
+            },
+        ));
+        return;
+    }
     glommio::spawn_local(async move {
         let r = if local {
             local_call(&ctx, op).await

@@ -36,10 +36,9 @@ impl<F: Fn() -> bool> Future for WaitUntil<'_, F> {
         if (self.cond)() {
             return Poll::Ready(());
         }
-        let mut wakers = self.notify.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
-        }
+        // No duplicate scan: every waker is drained by `notify_all`, and a waiting future is
+        // only polled again after a wake, so the list stays as long as the waiters.
+        self.notify.wakers.borrow_mut().push(cx.waker().clone());
         Poll::Pending
     }
 }

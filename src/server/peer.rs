@@ -16,7 +16,7 @@ use glommio::net::TcpStream;
 
 use crate::client::Reply;
 use crate::core::version::Version;
-use crate::limits::{PEER_CONNECT_TIMEOUT_MS, VALUE_BYTES_CEILING};
+use crate::limits::{PEER_CONNECT_TIMEOUT_MS, PEER_RECONNECT_BACKOFF_MS, VALUE_BYTES_CEILING};
 use crate::server::notify::Notify;
 use crate::wire::native::{self, Opcode, Request};
 
@@ -46,6 +46,8 @@ pub struct Peer {
     conn: RefCell<Option<Rc<Conn>>>,
     connecting: Cell<bool>,
     connected: Notify,
+    /// After a failed connect, requests fail at once until this instant (no reconnect storm).
+    retry_after: Cell<Option<std::time::Instant>>,
 }
 
 impl Peer {
@@ -55,6 +57,7 @@ impl Peer {
             conn: RefCell::new(None),
             connecting: Cell::new(false),
             connected: Notify::default(),
+            retry_after: Cell::new(None),
         }
     }
 
@@ -105,10 +108,21 @@ impl Peer {
             }
             self.connected.wait_until(|| !self.connecting.get()).await;
         }
+        if let Some(t) = self.retry_after.get() {
+            if std::time::Instant::now() < t {
+                return Err(Error::Connect {
+                    addr: self.addr.clone(),
+                    cause: "backing off".into(),
+                });
+            }
+        }
         self.connecting.set(true);
         let r = self.connect().await;
         self.connecting.set(false);
         self.connected.notify_all();
+        let backoff = Duration::from_millis(PEER_RECONNECT_BACKOFF_MS);
+        self.retry_after
+            .set(r.is_err().then(|| std::time::Instant::now() + backoff));
         let conn = r?;
         *self.conn.borrow_mut() = Some(conn.clone());
         Ok(conn)
