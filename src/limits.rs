@@ -22,8 +22,6 @@ pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
 pub const CONNECTIONS_MAX: usize = 10_000;
 /// Requests one connection may have decoded but not yet answered.
 pub const INFLIGHT_REQUESTS_MAX: usize = 1024;
-/// Bytes of replies a connection buffers before it writes them out mid-batch.
-pub const REPLY_BUFFER_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Default idle timeout for a client connection.
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 /// A frame that has started must be complete within this time (slow clients cannot pin memory).

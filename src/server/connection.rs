@@ -19,7 +19,7 @@ use glommio::net::TcpStream;
 
 use crate::core::membership::Update;
 use crate::core::version::Version;
-use crate::limits::{FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX, REPLY_BUFFER_BYTES_MAX};
+use crate::limits::{FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX};
 use crate::server::coordinator;
 use crate::server::messages::{CoreMsg, CoreStats, Op, OpResult};
 use crate::server::runtime::CoreCtx;
@@ -357,7 +357,6 @@ async fn process_batch(
     if let Some(e) = &fatal {
         native::encode_error(out, e.request_id(), e.status(), &e.to_string());
     }
-    debug_assert!(out.len() <= REPLY_BUFFER_BYTES_MAX * 64);
     fatal
 }
 
@@ -397,7 +396,7 @@ fn dispatch(
                 message: "empty key",
             }
         }
-        Opcode::Get | Opcode::Put | Opcode::Delete if !ctx.view().is_solo() => {
+        Opcode::Get | Opcode::Put | Opcode::Delete if !ctx.is_solo() => {
             return Slot::Task {
                 id,
                 task: spawn_coordinated(ctx, opcode, req.key, req.value),

@@ -71,6 +71,11 @@ impl CoreCtx {
         self.view.borrow().clone()
     }
 
+    /// Whether this node is alone in its ring (requests then stay on this node).
+    pub fn is_solo(&self) -> bool {
+        self.view.borrow().is_solo()
+    }
+
     /// This core's connection to the peer at `addr` (created on first use).
     pub fn peer(&self, addr: &str) -> Rc<Peer> {
         self.peer_conns
