@@ -22,6 +22,9 @@ pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
 pub const CONNECTIONS_MAX: usize = 10_000;
 /// Requests one connection may have decoded but not yet answered.
 pub const INFLIGHT_REQUESTS_MAX: usize = 1024;
+/// Replies one connection's batch may hold: a batch stops taking reads once that many reads of
+/// the largest allowed value could exceed it (64 reads of 1 MiB, 1024 of up to 64 KiB).
+pub const REPLY_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Default idle timeout for a client connection.
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 /// A frame that has started must be complete within this time (slow clients cannot pin memory).

@@ -391,3 +391,47 @@ fn idle_and_slow_connections_are_closed() -> TestResult {
     assert!(expect_closed(&mut c));
     Ok(())
 }
+
+/// Pipelined reads of large values beyond one batch's reply budget are all answered, in order.
+#[test]
+fn pipelined_large_reads_span_batches_in_order() -> TestResult {
+    let node = Node::start("n1", &data_dir("big-reads"), &["--cores", "2"])?;
+    let mut c = node.client();
+    let big = |i: usize| vec![b'a' + (i % 26) as u8; 1024 * 1024];
+    for i in 0..4 {
+        c.put(format!("big{i}").as_bytes(), &big(i))?;
+    }
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(c.queue(Opcode::Get, format!("big{}", i % 4).as_bytes(), &[]));
+    }
+    c.flush()?;
+    for (i, id) in ids.into_iter().enumerate() {
+        let r = c.recv()?;
+        assert_eq!((r.request_id, r.status), (id, Status::Ok));
+        assert_eq!(r.value, big(i % 4));
+    }
+    Ok(())
+}
+
+/// More pipelined requests than one batch takes (`INFLIGHT_REQUESTS_MAX`): all answered in order.
+#[test]
+fn a_pipeline_deeper_than_one_batch_is_answered_in_order() -> TestResult {
+    let node = Node::start("n1", &data_dir("deep-pipeline"), &["--cores", "2"])?;
+    let mut c = node.client();
+    let depth = kvstore::limits::INFLIGHT_REQUESTS_MAX * 3 + 7;
+    let mut ids = Vec::new();
+    for i in 0..depth {
+        ids.push(c.queue(Opcode::Put, format!("p{i}").as_bytes(), b"v"));
+    }
+    c.flush()?;
+    for id in ids {
+        let r = c.recv()?;
+        assert_eq!((r.request_id, r.status), (id, Status::Ok));
+    }
+    assert_eq!(
+        c.get(format!("p{}", depth - 1).as_bytes())?,
+        Some(b"v".to_vec())
+    );
+    Ok(())
+}

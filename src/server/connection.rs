@@ -19,7 +19,7 @@ use glommio::net::TcpStream;
 
 use crate::core::membership::Update;
 use crate::core::version::Version;
-use crate::limits::{FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX};
+use crate::limits::{FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX, REPLY_BUFFER_BYTES_MAX};
 use crate::server::coordinator;
 use crate::server::messages::{CoreMsg, CoreStats, Op, OpResult};
 use crate::server::runtime::CoreCtx;
@@ -134,13 +134,21 @@ async fn run(ctx: &Rc<CoreCtx>, stream: &mut TcpStream) -> Result<(), Error> {
                 .await?;
             return Err(Error::Protocol(first));
         }
-        let fatal = process_batch(ctx, &mut rbuf, &mut out).await;
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
-        }
-        if let Some(e) = fatal {
-            return Err(e.into());
+        // A batch is capped (requests, reply budget): keep going while whole frames remain,
+        // never wait on the socket with answerable requests already buffered.
+        loop {
+            let fatal = process_batch(ctx, &mut rbuf, &mut out).await;
+            if !out.is_empty() {
+                stream.write_all(&out).await?;
+                out.clear();
+            }
+            if let Some(e) = fatal {
+                return Err(e.into());
+            }
+            let more = native::decode_request(rbuf.pending(), ctx.node.max_value_bytes);
+            if matches!(more, Ok(None)) {
+                break;
+            }
         }
         partial_since = match (rbuf.is_empty(), partial_since) {
             (true, _) => None,
@@ -148,6 +156,11 @@ async fn run(ctx: &Rc<CoreCtx>, stream: &mut TcpStream) -> Result<(), Error> {
             (false, None) => Some(Instant::now()),
         };
     }
+}
+
+/// Reads one batch may take so that their replies fit `REPLY_BUFFER_BYTES_MAX`.
+pub fn reads_per_batch(max_value_bytes: usize) -> usize {
+    (REPLY_BUFFER_BYTES_MAX / max_value_bytes.max(1)).clamp(1, INFLIGHT_REQUESTS_MAX)
 }
 
 /// Where the answer to one decoded request comes from.
@@ -273,9 +286,20 @@ async fn process_batch(
     let mut remote: Vec<Vec<Op>> = (0..cores).map(|_| Vec::new()).collect();
     let mut last_ticket = None;
     let mut fatal = None;
-    while slots.len() < INFLIGHT_REQUESTS_MAX {
+    // Reads answer with up to `max_value_bytes` each: cap them so a batch's replies stay
+    // within REPLY_BUFFER_BYTES_MAX (the rest wait in the socket buffer for the next batch).
+    let reads_max = reads_per_batch(ctx.node.max_value_bytes);
+    let mut reads = 0usize;
+    while slots.len() < INFLIGHT_REQUESTS_MAX && reads < reads_max {
         match native::decode_request(rbuf.pending(), ctx.node.max_value_bytes) {
             Ok(Some((req, used))) => {
+                let is_read = [
+                    Opcode::Get as u8,
+                    Opcode::LocalGet as u8,
+                    Opcode::ReplicaGet as u8,
+                ]
+                .contains(&req.opcode);
+                reads += usize::from(is_read);
                 let slot = dispatch(ctx, &req, &mut remote, &mut last_ticket);
                 slots.push(slot);
                 rbuf.consume(used);
@@ -572,4 +596,28 @@ async fn info_json(ctx: &Rc<CoreCtx>) -> String {
         "core_stats": cores,
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{VALUE_BYTES_CEILING, VALUE_BYTES_MAX_DEFAULT};
+
+    #[test]
+    fn reads_per_batch_keep_replies_within_the_limit() {
+        assert_eq!(reads_per_batch(VALUE_BYTES_MAX_DEFAULT), 64);
+        assert_eq!(
+            reads_per_batch(REPLY_BUFFER_BYTES_MAX / INFLIGHT_REQUESTS_MAX),
+            1024
+        );
+        assert_eq!(
+            reads_per_batch(REPLY_BUFFER_BYTES_MAX / INFLIGHT_REQUESTS_MAX + 1),
+            1023
+        );
+        assert_eq!(reads_per_batch(VALUE_BYTES_CEILING), 4);
+        assert_eq!(reads_per_batch(100), INFLIGHT_REQUESTS_MAX);
+        for v in [1usize, 100, 65_536, 1 << 20, VALUE_BYTES_CEILING] {
+            assert!(reads_per_batch(v) * v <= REPLY_BUFFER_BYTES_MAX.max(v));
+        }
+    }
 }
