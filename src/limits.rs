@@ -71,6 +71,8 @@ pub const INDIRECT_PROBES: usize = 3;
 /// Gossip to this many random members every `GOSSIP_INTERVAL_MS`.
 pub const GOSSIP_FANOUT: usize = 3;
 pub const GOSSIP_INTERVAL_MS: u64 = 200;
+/// CPU shares of the membership task queue (the default queue, serving requests, has 1000).
+pub const MEMBERSHIP_TASK_SHARES: usize = 100;
 /// Default time a SUSPECT member has to refute before it is DEAD.
 pub const SUSPECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// Largest gossip payload (JSON of every member).

@@ -25,6 +25,7 @@ use crate::core::membership::Timing;
 use crate::core::quorum::Replication;
 use crate::core::ring::LocalRing;
 use crate::core::version::{writer_id, Clock};
+use crate::limits::MEMBERSHIP_TASK_SHARES;
 use crate::limits::{
     BIND_RETRY_MS, CORE_CHANNEL_CAPACITY, IO_MEMORY_BYTES_PER_CORE, WAL_GROUP_BYTES_MAX,
 };
@@ -295,7 +296,19 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
     let membership = ctx
         .gossip
         .clone()
-        .map(|g| glommio::spawn_local(crate::server::gossip::run(ctx.clone(), g)));
+        .map(|g| {
+            // Dissemination and bookkeeping run in their own low-share queue: they neither
+            // delay requests nor starve (glommio gives every queue its share of the CPU).
+            // Probes and gossip *answers* are served inline on the connection path.
+            let tq = glommio::executor().create_task_queue(
+                glommio::Shares::Static(MEMBERSHIP_TASK_SHARES),
+                glommio::Latency::NotImportant,
+                "membership",
+            );
+            glommio::spawn_local_into(crate::server::gossip::run(ctx.clone(), g), tq)
+        })
+        .transpose()
+        .map_err(|e| core_err(ctx.core, e))?;
     ctx.shutdown.wait().await;
     if let Some(a) = acceptor {
         a.await;
