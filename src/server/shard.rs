@@ -103,7 +103,20 @@ impl Shard {
             return (storage_failure(&e), None);
         }
         self.clock.borrow_mut().observe(version);
-        match self.map.borrow_mut().apply(key, value, version) {
+        let applied = self.map.borrow_mut().apply(key, value, version);
+        self.log_applied(applied, key, value, version)
+    }
+
+    /// The answer to an applied write; a new version is appended to the WAL (its ticket must
+    /// be durable before the write is acknowledged).
+    fn log_applied(
+        &self,
+        applied: Applied,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+    ) -> (OpResult, Option<Ticket>) {
+        match applied {
             Applied::New { was_live } => {
                 let kind = if value.is_some() {
                     Kind::Put
@@ -137,21 +150,9 @@ impl Shard {
         let mut map = self.map.borrow_mut();
         let stored = map.version_of(key).unwrap_or_default();
         let version = self.clock.borrow_mut().tick_past(wall_clock_ms(), stored);
-        match map.apply(key, value, version) {
-            Applied::New { was_live } => {
-                let kind = if value.is_some() {
-                    Kind::Put
-                } else {
-                    Kind::Tombstone
-                };
-                let ticket = self
-                    .wal
-                    .append(kind, version, key, value.unwrap_or_default());
-                (OpResult::Written { was_live, version }, Some(ticket))
-            }
-            Applied::Same { was_live } => (OpResult::Written { was_live, version }, None),
-            Applied::Stale { stored } => (OpResult::Stale { stored }, None),
-        }
+        let applied = map.apply(key, value, version);
+        drop(map);
+        self.log_applied(applied, key, value, version)
     }
 
     pub fn stats(&self, connections: usize) -> CoreStats {

@@ -59,15 +59,7 @@ pub struct Node {
 impl Node {
     /// Start a node and wait until it answers PING.
     pub fn start(id: &str, dir: &Path, extra: &[&str]) -> Result<Node, String> {
-        let mut node = Node {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            id: id.to_string(),
-            child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        node.spawn()?;
-        Ok(node)
+        Node::start_on(id, dir, free_port(), extra)
     }
 
     /// Start a node on a given port (a restart at the same address).
