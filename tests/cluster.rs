@@ -394,3 +394,20 @@ fn load_with_a_dead_peer_does_not_spin() -> TestResult {
     );
     Ok(())
 }
+
+/// Seeds and peers may be host names (resolved off the executor on every connect).
+#[test]
+fn a_seed_given_by_host_name_is_resolved() -> TestResult {
+    let n1 = Node::start("node1", &data_dir("dns-n1"), &["--cores", "1"])?;
+    let seed = format!("localhost:{}", n1.port);
+    let n2 = Node::start(
+        "node2",
+        &data_dir("dns-n2"),
+        &["--cores", "1", "--seed", &seed],
+    )?;
+    wait_members(&n1, 2, "ALIVE")?;
+    wait_members(&n2, 2, "ALIVE")?;
+    n2.client().put(b"named", b"yes")?;
+    assert_eq!(n1.client().get(b"named")?, Some(b"yes".to_vec()));
+    Ok(())
+}

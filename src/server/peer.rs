@@ -129,12 +129,13 @@ impl Peer {
     }
 
     async fn connect(&self) -> Result<Rc<Conn>, Error> {
-        let sa: SocketAddr = self
-            .addr
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| Error::Resolve(self.addr.clone()))?;
+        // Resolved again on every connect (a restarted container comes back with a new IP), on
+        // glommio's blocking-thread pool: a slow DNS answer must not stall this core.
+        let name = self.addr.clone();
+        let resolved: Option<SocketAddr> = glommio::executor()
+            .spawn_blocking(move || name.to_socket_addrs().ok().and_then(|mut a| a.next()))
+            .await;
+        let sa = resolved.ok_or_else(|| Error::Resolve(self.addr.clone()))?;
         let timeout = Duration::from_millis(PEER_CONNECT_TIMEOUT_MS);
         let stream = TcpStream::connect_timeout(sa, timeout)
             .await
