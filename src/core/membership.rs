@@ -218,19 +218,6 @@ impl Membership {
         self.apply(&u, now_ms)
     }
 
-    /// We leave the cluster: LEFT at our current incarnation.
-    pub fn leave(&mut self, now_ms: u64) -> Option<Change> {
-        let me = self.members.get_mut(&self.me)?;
-        let from = me.state.status;
-        me.state.status = Status::Left;
-        me.since_ms = now_ms;
-        Some(Change {
-            id: self.me.clone(),
-            from: Some(from),
-            to: Status::Left,
-        })
-    }
-
     /// Time passes: unrefuted suspects become DEAD.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Change> {
         let timeout = self.timing.suspect_timeout_ms;

@@ -88,10 +88,6 @@ impl Tally {
         self.ok
     }
 
-    pub fn answered(&self) -> usize {
-        self.ok + self.failed
-    }
-
     pub fn outcome(&self) -> Outcome {
         if self.ok >= self.needed {
             Outcome::Won

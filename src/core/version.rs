@@ -43,15 +43,6 @@ impl Clock {
         Clock { last: 0, writer }
     }
 
-    pub fn writer(&self) -> u32 {
-        self.writer
-    }
-
-    /// The latest HLC this clock issued or observed.
-    pub fn last(&self) -> u64 {
-        self.last
-    }
-
     /// Issue a new version, strictly greater than every version issued or observed before.
     pub fn tick(&mut self, physical_ms: u64) -> Version {
         let wall = physical_ms << COUNTER_BITS;

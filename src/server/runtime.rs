@@ -54,7 +54,6 @@ pub struct CoreCtx {
     pub connections: Cell<usize>,
     pub connections_changed: Notify,
     drained: Cell<usize>,
-    drained_changed: Notify,
     /// The ring this core routes by (replaced by `CoreMsg::Ring` from the gossip core).
     view: RefCell<Arc<RingView>>,
     /// This core's own connections to peer nodes, by address.
@@ -281,7 +280,6 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         connections: Cell::new(0),
         connections_changed: Notify::default(),
         drained: Cell::new(0),
-        drained_changed: Notify::default(),
         view: RefCell::new(Arc::new(solo)),
         peer_conns: RefCell::new(HashMap::new()),
         gossip,
@@ -420,7 +418,6 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
             CoreMsg::Drained { from } => {
                 log::debug!("core {}: core {from} drained", ctx.core);
                 ctx.drained.set(ctx.drained.get() + 1);
-                ctx.drained_changed.notify_all();
             }
         }
     }

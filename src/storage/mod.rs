@@ -11,15 +11,9 @@ pub mod wal_file;
 
 use std::path::PathBuf;
 
-/// Storage errors, with the file and offset where they apply.
+/// Storage errors, with the file (or directory) where they apply.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("wal corrupt in {path}: {reason} at offset {offset}")]
-    WalCorrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: String,
-    },
     #[error("disk full writing the wal in {dir}; writes resume when space is freed")]
     DiskFull { dir: PathBuf },
     #[error("wal write failed earlier ({cause}); this core refuses writes until restart")]

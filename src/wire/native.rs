@@ -89,14 +89,6 @@ impl Opcode {
             _ => return None,
         })
     }
-
-    /// Whether the opcode names a key (and so needs `KEY_BYTES_MIN..=KEY_BYTES_MAX` of it).
-    pub fn is_keyed(self) -> bool {
-        matches!(
-            self,
-            Opcode::Get | Opcode::Put | Opcode::Delete | Opcode::LocalGet
-        )
-    }
 }
 
 /// Response statuses. `Ok`..`Stale` are outcomes; the rest are errors with a message.
@@ -242,11 +234,6 @@ pub fn decode_request(
         value: &buf[key_end..total],
     };
     Ok(Some((req, total)))
-}
-
-/// Bytes a request frame will need (for sizing buffers before reading the body).
-pub fn request_frame_len(key_len: usize, value_len: usize) -> usize {
-    NATIVE_HEADER_BYTES + key_len + value_len
 }
 
 /// Append an encoded request to `out`.
