@@ -15,9 +15,19 @@ pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A free loopback port, never handed out twice in this test process: a test that kills a node
+/// and restarts it on the same port must not find another test's node there.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
-    l.local_addr().expect("addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
+        let port = l.local_addr().expect("addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh data dir under target/ (a tmpfs /tmp would silently lose O_DIRECT).
