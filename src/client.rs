@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::core::version::Version;
-use crate::limits::{FRAME_BYTES_MAX, VALUE_BYTES_CEILING};
+use crate::limits::{FRAME_BYTES_MAX, READ_CHUNK_BYTES, VALUE_BYTES_CEILING};
 use crate::wire::native::{self, Opcode, Request, Status, FLAG_WAS_LIVE};
 
 /// Client errors; `kv` maps them to exit codes.
@@ -165,7 +165,7 @@ impl Client {
                 self.rstart = 0;
             }
             let len = self.rbuf.len();
-            let want = (len + 64 * 1024).min(FRAME_BYTES_MAX + 64 * 1024);
+            let want = (len + READ_CHUNK_BYTES).min(FRAME_BYTES_MAX + READ_CHUNK_BYTES);
             self.rbuf.resize(want, 0);
             let n = match self.stream.read(&mut self.rbuf[len..]) {
                 Ok(n) => n,

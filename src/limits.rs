@@ -53,6 +53,13 @@ pub const WAL_DISK_FULL_RETRY_MS: u64 = 1_000;
 
 /// At start, how long to wait for a dead process's closing sockets to free the port.
 pub const BIND_RETRY_MS: u64 = 10_000;
+/// At start, how long to wait for a PING from whatever holds our port, and between retries.
+pub const BIND_PROBE_TIMEOUT_MS: u64 = 300;
+pub const BIND_RETRY_PAUSE_MS: u64 = 50;
+/// After a failed accept (e.g. EMFILE), pause before accepting again.
+pub const ACCEPT_RETRY_PAUSE_MS: u64 = 10;
+/// Read chunk of the client library and of peer connections.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// io_uring registered memory per executor (must fit `ulimit -l` times cores).
 pub const IO_MEMORY_BYTES_PER_CORE: usize = 512 * 1024;
 /// Versions more than this far ahead of a replica's clock are refused and logged.

@@ -73,14 +73,6 @@ impl Clock {
     }
 }
 
-/// Milliseconds since the Unix epoch, for callers in the I/O shells.
-pub fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

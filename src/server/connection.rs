@@ -472,13 +472,7 @@ fn encode_slot(
             (true, Some(f)) => (id, f.clone()),
             _ => (id, result),
         },
-        Slot::Task { id, .. } => (
-            id,
-            OpResult::Failed {
-                status: Status::Internal,
-                message: "unresolved task".into(),
-            },
-        ),
+        Slot::Task { .. } => unreachable!("tasks are awaited before encoding"),
         Slot::Remote { id, core, index } => {
             let r = remote[core]
                 .as_mut()

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::membership::{Change, Membership, Status, Timing, Update};
 use crate::core::quorum::Replication;
-use crate::core::version::{wall_clock_ms, Version};
+use crate::core::version::Version;
 use crate::limits::{
     GOSSIP_BYTES_MAX, GOSSIP_FANOUT, GOSSIP_INTERVAL_MS, INDIRECT_PROBES, PROBE_INTERVAL_MS,
     PROBE_TIMEOUT_MS,
@@ -26,6 +26,7 @@ use crate::limits::{
 use crate::server::messages::CoreMsg;
 use crate::server::runtime::CoreCtx;
 use crate::server::view::RingView;
+use crate::server::wall_clock_ms;
 use crate::wire::native::{Opcode, Status as WireStatus};
 
 const MEMBERSHIP_FILE: &str = "membership.json";

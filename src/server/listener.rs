@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_lite::future;
 
+use crate::limits::ACCEPT_RETRY_PAUSE_MS;
 use crate::server::messages::CoreMsg;
 use crate::server::runtime::CoreCtx;
 
@@ -26,7 +27,7 @@ pub async fn accept_loop(ctx: Rc<CoreCtx>, listener: glommio::net::TcpListener) 
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 log::warn!("accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                glommio::timer::sleep(Duration::from_millis(ACCEPT_RETRY_PAUSE_MS)).await;
                 continue;
             }
         };

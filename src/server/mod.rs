@@ -21,6 +21,15 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Milliseconds since the Unix epoch: the wall clock the shells pass into `core` (which
+/// never reads a clock itself).
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Facts about the node shared read-only by every core (and the open-connection count).
 pub struct NodeInfo {
     pub node_id: String,

@@ -16,7 +16,9 @@ use glommio::net::TcpStream;
 
 use crate::client::Reply;
 use crate::core::version::Version;
-use crate::limits::{PEER_CONNECT_TIMEOUT_MS, PEER_RECONNECT_BACKOFF_MS, VALUE_BYTES_CEILING};
+use crate::limits::{
+    PEER_CONNECT_TIMEOUT_MS, PEER_RECONNECT_BACKOFF_MS, READ_CHUNK_BYTES, VALUE_BYTES_CEILING,
+};
 use crate::server::notify::Notify;
 use crate::wire::native::{self, Opcode, Request};
 
@@ -177,7 +179,7 @@ async fn write_loop(conn: Rc<Conn>, mut w: futures_lite::io::WriteHalf<TcpStream
 }
 
 async fn read_loop(conn: Rc<Conn>, mut r: futures_lite::io::ReadHalf<TcpStream>, addr: String) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let (mut start, mut end) = (0usize, 0usize);
     loop {
         loop {

@@ -25,7 +25,7 @@ use crate::core::membership::Timing;
 use crate::core::quorum::Replication;
 use crate::core::ring::LocalRing;
 use crate::core::version::{writer_id, Clock};
-use crate::limits::MEMBERSHIP_TASK_SHARES;
+use crate::limits::{BIND_PROBE_TIMEOUT_MS, BIND_RETRY_PAUSE_MS, MEMBERSHIP_TASK_SHARES};
 use crate::limits::{
     BIND_RETRY_MS, CORE_CHANNEL_CAPACITY, IO_MEMORY_BYTES_PER_CORE, WAL_GROUP_BYTES_MAX,
 };
@@ -466,7 +466,7 @@ fn bind_exclusive(addr: std::net::SocketAddr) -> Result<RawFd, Error> {
         match std::net::TcpListener::bind(addr) {
             Ok(l) => return Ok(l.into_raw_fd()),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                let probe = std::time::Duration::from_millis(300);
+                let probe = std::time::Duration::from_millis(BIND_PROBE_TIMEOUT_MS);
                 let live_node = crate::client::Client::connect(&addr.to_string(), probe)
                     .and_then(|mut c| c.ping())
                     .is_ok();
@@ -474,7 +474,7 @@ fn bind_exclusive(addr: std::net::SocketAddr) -> Result<RawFd, Error> {
                     return Err(Error::PortInUse { addr });
                 }
                 log::info!("port {addr} still held (a process that just exited?); retrying");
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::thread::sleep(std::time::Duration::from_millis(BIND_RETRY_PAUSE_MS));
             }
             Err(source) => return Err(Error::Listen { addr, source }),
         }

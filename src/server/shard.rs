@@ -6,9 +6,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::core::version::{wall_clock_ms, Clock, Version};
+use crate::core::version::{Clock, Version};
 use crate::limits::MAX_CLOCK_SKEW_MS;
 use crate::server::messages::{CoreStats, OpResult};
+use crate::server::wall_clock_ms;
 use crate::storage::map::{Applied, Map};
 use crate::storage::record::Kind;
 use crate::storage::wal_file::{Ticket, Wal};
