@@ -15,6 +15,12 @@ pub const VALUE_BYTES_CEILING: usize = 15 * 1024 * 1024;
 pub const NATIVE_HEADER_BYTES: usize = 1 + 32;
 /// Largest native frame: header plus the largest key and value the node can ever accept.
 pub const FRAME_BYTES_MAX: usize = NATIVE_HEADER_BYTES + KEY_BYTES_MAX + VALUE_BYTES_CEILING;
+/// RESP: arguments in one command (so `MGET`/`DEL` of up to 1024 keys, `MSET` of 512 pairs).
+pub const RESP_ARGS_MAX: usize = 1 + 1024;
+/// RESP: an inline command line (Redis uses the same 64 KiB).
+pub const RESP_INLINE_BYTES_MAX: usize = 64 * 1024;
+/// RESP: a `*<n>` or `$<len>` header line, CRLF included.
+pub const RESP_LINE_BYTES_MAX: usize = 32;
 /// Largest error message carried in a reply.
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
 

@@ -22,8 +22,11 @@ use crate::core::version::Version;
 use crate::limits::{FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX, REPLY_BUFFER_BYTES_MAX};
 use crate::server::coordinator;
 use crate::server::messages::{CoreMsg, CoreStats, Op, OpResult};
+use crate::server::original_front::OriginalFront;
+use crate::server::resp_front::RespFront;
 use crate::server::runtime::CoreCtx;
 use crate::server::shard::{storage_failure, OpRef};
+use crate::server::view::RingView;
 use crate::wire::native::{self, Opcode, Request, Response, Status, FLAG_TOMBSTONE, FLAG_WAS_LIVE};
 use crate::wire::{detect_protocol, Protocol};
 
@@ -35,9 +38,7 @@ pub enum Error {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("framing: {0}")]
-    Framing(#[from] native::DecodeError),
-    #[error("unsupported protocol (first byte {0:#04x})")]
-    Protocol(u8),
+    Framing(String),
     #[error("idle or slow client timed out")]
     Timeout,
 }
@@ -98,55 +99,73 @@ async fn run(ctx: &Rc<CoreCtx>, stream: &mut TcpStream) -> Result<(), Error> {
         start: 0,
         end: 0,
     };
-    let mut out = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
-    let idle = Duration::from_millis(ctx.node.idle_timeout_ms);
-    let frame_deadline = Duration::from_millis(FRAME_DEADLINE_MS);
-    let mut partial_since: Option<Instant> = None;
-    let mut protocol = None;
-    loop {
-        let timeout = match partial_since {
-            Some(t) => frame_deadline
-                .saturating_sub(t.elapsed())
-                .max(Duration::from_millis(1)),
-            None => idle,
-        };
-        stream
-            .set_read_timeout(Some(timeout))
-            .map_err(std::io::Error::from)?;
-        let read = future::or(async { Some(stream.read(rbuf.spare()).await) }, async {
-            ctx.shutdown.wait().await;
-            None
-        })
-        .await;
-        let n = match read {
-            None => return Ok(()),
-            Some(Ok(0)) => return Ok(()),
-            Some(Ok(n)) => n,
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Err(Error::Timeout),
-            Some(Err(e)) => return Err(e.into()),
-        };
-        rbuf.end += n;
-        let proto = *protocol.get_or_insert_with(|| detect_protocol(rbuf.pending()[0]));
-        if proto != Protocol::Native {
-            let first = rbuf.pending()[0];
-            stream
-                .write_all(b"-ERR only the native protocol is served on this port\r\n")
-                .await?;
-            return Err(Error::Protocol(first));
+    if read_some(ctx, stream, &mut rbuf, None).await? == 0 {
+        return Ok(());
+    }
+    match detect_protocol(rbuf.pending()[0]) {
+        Protocol::Native => serve_with(ctx, stream, rbuf, NativeFront).await,
+        Protocol::Resp => serve_with(ctx, stream, rbuf, RespFront::default()).await,
+        Protocol::Original => serve_with(ctx, stream, rbuf, OriginalFront).await,
+    }
+}
+
+/// Read once into `rbuf` (0: the peer closed or the node is shutting down). `partial_since`:
+/// when the unfinished frame in `rbuf` began (it gets the frame deadline, not the idle one).
+async fn read_some(
+    ctx: &Rc<CoreCtx>,
+    stream: &mut TcpStream,
+    rbuf: &mut ReadBuf,
+    partial_since: Option<Instant>,
+) -> Result<usize, Error> {
+    let timeout = match partial_since {
+        Some(t) => Duration::from_millis(FRAME_DEADLINE_MS)
+            .saturating_sub(t.elapsed())
+            .max(Duration::from_millis(1)),
+        None => Duration::from_millis(ctx.node.idle_timeout_ms),
+    };
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(std::io::Error::from)?;
+    let read = future::or(async { Some(stream.read(rbuf.spare()).await) }, async {
+        ctx.shutdown.wait().await;
+        None
+    })
+    .await;
+    match read {
+        None | Some(Ok(0)) => Ok(0),
+        Some(Ok(n)) => {
+            rbuf.end += n;
+            Ok(n)
         }
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err(Error::Timeout),
+        Some(Err(e)) => Err(e.into()),
+    }
+}
+
+async fn serve_with<F: Front>(
+    ctx: &Rc<CoreCtx>,
+    stream: &mut TcpStream,
+    mut rbuf: ReadBuf,
+    mut front: F,
+) -> Result<(), Error> {
+    let mut out = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
+    let mut partial_since: Option<Instant> = None;
+    loop {
         // A batch is capped (requests, reply budget): keep going while whole frames remain,
         // never wait on the socket with answerable requests already buffered.
         loop {
-            let fatal = process_batch(ctx, &mut rbuf, &mut out).await;
+            let (fatal, close) = process_batch(ctx, &mut rbuf, &mut out, &mut front).await;
             if !out.is_empty() {
                 stream.write_all(&out).await?;
                 out.clear();
             }
             if let Some(e) = fatal {
-                return Err(e.into());
+                return Err(Error::Framing(e.to_string()));
             }
-            let more = native::decode_request(rbuf.pending(), ctx.node.max_value_bytes);
-            if matches!(more, Ok(None)) {
+            if close {
+                return Ok(());
+            }
+            if !front.complete(rbuf.pending(), ctx.node.max_value_bytes) {
                 break;
             }
         }
@@ -155,6 +174,9 @@ async fn run(ctx: &Rc<CoreCtx>, stream: &mut TcpStream) -> Result<(), Error> {
             (false, Some(t)) => Some(t),
             (false, None) => Some(Instant::now()),
         };
+        if read_some(ctx, stream, &mut rbuf, partial_since).await? == 0 {
+            return Ok(());
+        }
     }
 }
 
@@ -163,34 +185,24 @@ pub fn reads_per_batch(max_value_bytes: usize) -> usize {
     (REPLY_BUFFER_BYTES_MAX / max_value_bytes.max(1)).clamp(1, INFLIGHT_REQUESTS_MAX)
 }
 
-/// Where the answer to one decoded request comes from.
+/// Where the answer to one operation comes from.
 enum Slot {
     Done {
-        id: u64,
         result: OpResult,
         local_write: bool,
     },
     Remote {
-        id: u64,
         core: usize,
         index: usize,
     },
-    Pong {
-        id: u64,
-    },
-    Info {
-        id: u64,
-    },
+    Pong,
+    Info,
     Refused {
-        id: u64,
         status: Status,
         message: &'static str,
     },
     /// Work that needs other nodes (quorum requests, gossip), running concurrently.
-    Task {
-        id: u64,
-        task: glommio::task::JoinHandle<OpResult>,
-    },
+    Task(glommio::task::JoinHandle<OpResult>),
 }
 
 /// A client GET/PUT/DELETE through the quorum coordinator.
@@ -274,15 +286,74 @@ fn spawn_ping_req(ctx: &Rc<CoreCtx>, target: &[u8]) -> glommio::task::JoinHandle
     .detach()
 }
 
-/// Decode every complete frame in `rbuf`, run them, and encode the answers into `out`.
-/// Returns a fatal framing error after its error reply has been encoded.
-async fn process_batch(
+/// A client protocol as the connection loop sees it: bytes to operations, results to bytes.
+///
+/// `decode` frames one command and hands every key operation it needs to `op` (in order); the
+/// connection runs them (locally, on the owning core or through the coordinator) and gives
+/// `encode` that command's results. Everything protocol-specific stays in the front.
+pub trait Front {
+    /// What `encode` needs to know about one command besides its results.
+    type Reply;
+    /// A framing error: answered with `encode_fatal`, then the connection is closed.
+    type Fatal: std::fmt::Display;
+
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        max_value_bytes: usize,
+        op: &mut dyn FnMut(Request<'_>),
+    ) -> Result<Option<(Self::Reply, usize)>, Self::Fatal>;
+
+    /// Whether `buf` starts with a whole command (or a framing error).
+    fn complete(&self, buf: &[u8], max_value_bytes: usize) -> bool;
+
+    /// Whether the reply needs the node report (key counts, members).
+    fn needs_report(reply: &Self::Reply) -> bool;
+
+    /// Encode one reply; `true` closes the connection once it is written.
+    fn encode(
+        &mut self,
+        out: &mut Vec<u8>,
+        reply: Self::Reply,
+        results: &mut [OpResult],
+        cx: &ReplyCtx<'_>,
+    ) -> bool;
+
+    fn encode_fatal(&self, out: &mut Vec<u8>, fatal: &Self::Fatal);
+}
+
+/// What replies may draw on besides their results.
+pub struct ReplyCtx<'a> {
+    pub ctx: &'a CoreCtx,
+    pub view: &'a RingView,
+    /// Present when a reply of the batch asked for it (`Front::needs_report`).
+    pub report: Option<&'a NodeReport>,
+}
+
+/// Every core's counters, gathered once per batch that needs them.
+pub struct NodeReport {
+    pub cores: Vec<CoreStats>,
+}
+
+impl NodeReport {
+    /// Live keys stored on this node (all cores; replicas included).
+    pub fn keys(&self) -> usize {
+        self.cores.iter().map(|c| c.keys).sum()
+    }
+}
+
+/// Decode every complete command in `rbuf`, run them, and encode the answers into `out`.
+/// Returns a fatal framing error (after its error reply has been encoded) and whether a reply
+/// asked to close the connection.
+async fn process_batch<F: Front>(
     ctx: &Rc<CoreCtx>,
     rbuf: &mut ReadBuf,
     out: &mut Vec<u8>,
-) -> Option<native::DecodeError> {
+    front: &mut F,
+) -> (Option<F::Fatal>, bool) {
     let cores = ctx.peers.len();
     let mut slots = Vec::new();
+    let mut replies = Vec::new();
     let mut remote: Vec<Vec<Op>> = (0..cores).map(|_| Vec::new()).collect();
     let mut last_ticket = None;
     let mut fatal = None;
@@ -291,17 +362,20 @@ async fn process_batch(
     let reads_max = reads_per_batch(ctx.node.max_value_bytes);
     let mut reads = 0usize;
     while slots.len() < INFLIGHT_REQUESTS_MAX && reads < reads_max {
-        match native::decode_request(rbuf.pending(), ctx.node.max_value_bytes) {
-            Ok(Some((req, used))) => {
-                let is_read = [
-                    Opcode::Get as u8,
-                    Opcode::LocalGet as u8,
-                    Opcode::ReplicaGet as u8,
-                ]
-                .contains(&req.opcode);
-                reads += usize::from(is_read);
-                let slot = dispatch(ctx, &req, &mut remote, &mut last_ticket);
-                slots.push(slot);
+        let first = slots.len();
+        let mut op = |req: Request<'_>| {
+            let is_read = [
+                Opcode::Get as u8,
+                Opcode::LocalGet as u8,
+                Opcode::ReplicaGet as u8,
+            ]
+            .contains(&req.opcode);
+            reads += usize::from(is_read);
+            slots.push(dispatch(ctx, &req, &mut remote, &mut last_ticket));
+        };
+        match front.decode(rbuf.pending(), ctx.node.max_value_bytes, &mut op) {
+            Ok(Some((reply, used))) => {
+                replies.push((reply, first, slots.len()));
                 rbuf.consume(used);
             }
             Ok(None) => break,
@@ -311,7 +385,7 @@ async fn process_batch(
             }
         }
     }
-    let mut replies = Vec::new();
+    let mut pending = Vec::new();
     for (core, ops) in remote.into_iter().enumerate() {
         if ops.is_empty() {
             continue;
@@ -322,10 +396,10 @@ async fn process_batch(
             .await
             .is_err()
         {
-            replies.push((core, None));
+            pending.push((core, None));
             continue;
         }
-        replies.push((core, Some(rx)));
+        pending.push((core, Some(rx)));
     }
     let local_failure = match last_ticket {
         Some(t) => ctx
@@ -338,50 +412,144 @@ async fn process_batch(
         None => None,
     };
     let mut remote_results: Vec<Option<Vec<OpResult>>> = (0..cores).map(|_| None).collect();
-    for (core, rx) in replies {
+    for (core, rx) in pending {
         let got = match rx {
             Some(rx) => rx.recv_async().await.ok(),
             None => None,
         };
         remote_results[core] = got;
     }
-    let mut resolved = Vec::with_capacity(slots.len());
+    let mut results = Vec::with_capacity(slots.len());
     for slot in slots {
-        resolved.push(match slot {
-            Slot::Task { id, task } => {
-                let result = task.await.unwrap_or_else(|| OpResult::Failed {
-                    status: Status::Internal,
-                    message: "request task cancelled".into(),
-                });
-                Slot::Done {
-                    id,
-                    result,
-                    local_write: false,
-                }
-            }
-            other => other,
-        });
+        results.push(resolve(slot, &local_failure, &mut remote_results).await);
     }
-    let slots = resolved;
-    let needs_info = slots.iter().any(|s| matches!(s, Slot::Info { .. }));
-    let info = if needs_info {
-        Some(info_json(ctx).await)
+    let report = if replies.iter().any(|(r, _, _)| F::needs_report(r)) {
+        Some(node_report(ctx).await)
     } else {
         None
     };
-    for slot in slots {
-        encode_slot(
-            out,
-            slot,
-            &local_failure,
-            &mut remote_results,
-            info.as_deref(),
-        );
+    let view = ctx.view();
+    let cx = ReplyCtx {
+        ctx,
+        view: &view,
+        report: report.as_ref(),
+    };
+    let mut close = false;
+    for (reply, first, end) in replies {
+        close |= front.encode(out, reply, &mut results[first..end], &cx);
+        if close {
+            break;
+        }
     }
     if let Some(e) = &fatal {
+        front.encode_fatal(out, e);
+    }
+    (fatal, close)
+}
+
+/// The native protocol: one operation per frame, answered by request id.
+pub struct NativeFront;
+
+/// A native request's id, and whether it asked for INFO.
+pub struct NativeReply {
+    id: u64,
+    info: bool,
+}
+
+impl Front for NativeFront {
+    type Reply = NativeReply;
+    type Fatal = native::DecodeError;
+
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        max_value_bytes: usize,
+        op: &mut dyn FnMut(Request<'_>),
+    ) -> Result<Option<(NativeReply, usize)>, native::DecodeError> {
+        let Some((req, used)) = native::decode_request(buf, max_value_bytes)? else {
+            return Ok(None);
+        };
+        let reply = NativeReply {
+            id: req.request_id,
+            info: req.opcode == Opcode::Info as u8,
+        };
+        op(req);
+        Ok(Some((reply, used)))
+    }
+
+    fn complete(&self, buf: &[u8], max_value_bytes: usize) -> bool {
+        !matches!(native::decode_request(buf, max_value_bytes), Ok(None))
+    }
+
+    fn needs_report(reply: &NativeReply) -> bool {
+        reply.info
+    }
+
+    fn encode(
+        &mut self,
+        out: &mut Vec<u8>,
+        reply: NativeReply,
+        results: &mut [OpResult],
+        cx: &ReplyCtx<'_>,
+    ) -> bool {
+        let result = match (reply.info, cx.report) {
+            (true, Some(report)) => OpResult::Value {
+                value: info_json(cx.ctx, cx.view, report).into_bytes().into(),
+                version: Version::ZERO,
+            },
+            _ => results
+                .first_mut()
+                .map(|r| std::mem::replace(r, OpResult::NotFound))
+                .unwrap_or(OpResult::NotFound),
+        };
+        encode_result(out, reply.id, &result);
+        false
+    }
+
+    fn encode_fatal(&self, out: &mut Vec<u8>, e: &native::DecodeError) {
         native::encode_error(out, e.request_id(), e.status(), &e.to_string());
     }
-    fatal
+}
+
+/// The result of one slot, once its task, core or WAL sync has answered.
+async fn resolve(
+    slot: Slot,
+    local_failure: &Option<OpResult>,
+    remote: &mut [Option<Vec<OpResult>>],
+) -> OpResult {
+    match slot {
+        Slot::Done {
+            result,
+            local_write,
+        } => match (local_write, local_failure) {
+            (true, Some(f)) => f.clone(),
+            _ => result,
+        },
+        Slot::Task(task) => task.await.unwrap_or_else(|| OpResult::Failed {
+            status: Status::Internal,
+            message: "request task cancelled".into(),
+        }),
+        Slot::Remote { core, index } => {
+            let r = remote[core]
+                .as_mut()
+                .and_then(|v| v.get_mut(index))
+                .map(|r| std::mem::replace(r, OpResult::NotFound));
+            r.unwrap_or_else(|| OpResult::Failed {
+                status: Status::Internal,
+                message: format!("core {core} did not answer"),
+            })
+        }
+        Slot::Pong => OpResult::Written {
+            was_live: false,
+            version: Version::ZERO,
+        },
+        // The INFO text is built by the front from the node report.
+        Slot::Info => OpResult::NotFound,
+        Slot::Refused { status, message } => OpResult::Failed {
+            status,
+            message: message.to_string(),
+        },
+    }
 }
 
 fn dispatch(
@@ -390,41 +558,25 @@ fn dispatch(
     remote: &mut [Vec<Op>],
     last_ticket: &mut Option<u64>,
 ) -> Slot {
-    let id = req.request_id;
     let Some(opcode) = Opcode::from_u8(req.opcode) else {
         return Slot::Refused {
-            id,
             status: Status::UnknownOpcode,
             message: "unknown opcode",
         };
     };
     let op = match opcode {
-        Opcode::Ping => return Slot::Pong { id },
-        Opcode::Info => return Slot::Info { id },
-        Opcode::Gossip => {
-            return Slot::Task {
-                id,
-                task: spawn_gossip(ctx, req.value),
-            }
-        }
-        Opcode::PingReq => {
-            return Slot::Task {
-                id,
-                task: spawn_ping_req(ctx, req.key),
-            }
-        }
+        Opcode::Ping => return Slot::Pong,
+        Opcode::Info => return Slot::Info,
+        Opcode::Gossip => return Slot::Task(spawn_gossip(ctx, req.value)),
+        Opcode::PingReq => return Slot::Task(spawn_ping_req(ctx, req.key)),
         _ if req.key.is_empty() => {
             return Slot::Refused {
-                id,
                 status: Status::BadRequest,
                 message: "empty key",
             }
         }
         Opcode::Get | Opcode::Put | Opcode::Delete if !ctx.is_solo() => {
-            return Slot::Task {
-                id,
-                task: spawn_coordinated(ctx, opcode, req.key, req.value),
-            };
+            return Slot::Task(spawn_coordinated(ctx, opcode, req.key, req.value));
         }
         Opcode::Get | Opcode::LocalGet => OpRef::Get(req.key),
         Opcode::Put => OpRef::Put(req.key, req.value),
@@ -442,7 +594,6 @@ fn dispatch(
             *last_ticket = ticket;
         }
         return Slot::Done {
-            id,
             result,
             local_write: ticket.is_some(),
         };
@@ -450,71 +601,9 @@ fn dispatch(
     let owned = Op::from_ref(op);
     remote[core].push(owned);
     Slot::Remote {
-        id,
         core,
         index: remote[core].len() - 1,
     }
-}
-
-fn encode_slot(
-    out: &mut Vec<u8>,
-    slot: Slot,
-    local_failure: &Option<OpResult>,
-    remote: &mut [Option<Vec<OpResult>>],
-    info: Option<&str>,
-) {
-    let (id, result) = match slot {
-        Slot::Done {
-            id,
-            result,
-            local_write,
-        } => match (local_write, local_failure) {
-            (true, Some(f)) => (id, f.clone()),
-            _ => (id, result),
-        },
-        Slot::Task { .. } => unreachable!("tasks are awaited before encoding"),
-        Slot::Remote { id, core, index } => {
-            let r = remote[core]
-                .as_mut()
-                .and_then(|v| v.get_mut(index))
-                .map(|r| std::mem::replace(r, OpResult::NotFound));
-            let failed = OpResult::Failed {
-                status: Status::Internal,
-                message: format!("core {core} did not answer"),
-            };
-            (id, r.unwrap_or(failed))
-        }
-        Slot::Pong { id } => (
-            id,
-            OpResult::Written {
-                was_live: false,
-                version: Version::ZERO,
-            },
-        ),
-        Slot::Info { id } => {
-            let json = info.unwrap_or("{}");
-            let value = Box::from(json.as_bytes());
-            (
-                id,
-                OpResult::Value {
-                    value,
-                    version: Version::ZERO,
-                },
-            )
-        }
-        Slot::Refused {
-            id,
-            status,
-            message,
-        } => (
-            id,
-            OpResult::Failed {
-                status,
-                message: message.to_string(),
-            },
-        ),
-    };
-    encode_result(out, id, &result);
 }
 
 /// Encode one operation result as a native response.
@@ -547,8 +636,8 @@ pub fn encode_result(out: &mut Vec<u8>, request_id: u64, result: &OpResult) {
     );
 }
 
-/// The node's facts and every core's counters, as JSON (the INFO reply).
-async fn info_json(ctx: &Rc<CoreCtx>) -> String {
+/// Every core's counters (this core's directly, the others' by message).
+async fn node_report(ctx: &Rc<CoreCtx>) -> NodeReport {
     let mut cores: Vec<CoreStats> = Vec::with_capacity(ctx.peers.len());
     for (i, peer) in ctx.peers.iter().enumerate() {
         if i == ctx.core {
@@ -562,8 +651,12 @@ async fn info_json(ctx: &Rc<CoreCtx>) -> String {
             }
         }
     }
+    NodeReport { cores }
+}
+
+/// The node's facts and every core's counters, as JSON (the native INFO reply).
+fn info_json(ctx: &CoreCtx, view: &RingView, report: &NodeReport) -> String {
     let node = &ctx.node;
-    let view = ctx.view();
     let members: Vec<serde_json::Value> = view
         .ring
         .members()
@@ -587,7 +680,7 @@ async fn info_json(ctx: &Rc<CoreCtx>) -> String {
         "cores": node.cores,
         "uptime_s": node.started.elapsed().as_secs(),
         "connections": node.connections.load(std::sync::atomic::Ordering::Relaxed),
-        "core_stats": cores,
+        "core_stats": report.cores,
     })
     .to_string()
 }

@@ -1,7 +1,8 @@
 //! The I/O shells: glommio executors, sockets and cross-core messages around the pure core.
 //!
 //! Layout: `runtime` (start, recover, snapshot, shutdown), `listener` (accept, hand
-//! connections to cores), `connection` (one client connection: read, decode, dispatch, reply),
+//! connections to cores), `connection` (one client connection: read, decode, dispatch, reply; the
+//! `Front` trait), `resp_front` and `original_front` (the Redis and original-design protocols),
 //! `shard` (one core's map, clock and WAL: executes operations), `messages` (what travels
 //! between cores), `notify` (single-threaded wake-ups). Policy lives in `core`; nothing here
 //! decides who owns a key or which version wins.
@@ -12,7 +13,9 @@ pub mod gossip;
 pub mod listener;
 pub mod messages;
 pub mod notify;
+pub mod original_front;
 pub mod peer;
+pub mod resp_front;
 pub mod runtime;
 pub mod shard;
 pub mod view;
@@ -43,6 +46,7 @@ pub struct NodeInfo {
     pub connections: Arc<AtomicUsize>,
     /// The address other nodes reach us at.
     pub advertise: String,
+    pub fsync: crate::storage::wal_file::FsyncMode,
 }
 
 /// Runtime errors of the node daemon.

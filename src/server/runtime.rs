@@ -119,6 +119,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         idle_timeout_ms: config.idle_timeout_ms,
         connections: Arc::new(AtomicUsize::new(0)),
         advertise: config.advertise.clone(),
+        fsync: config.fsync,
     });
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
         .map(|_| flume::bounded(CORE_CHANNEL_CAPACITY))

@@ -4,6 +4,8 @@
 //! `native`), `0x00` the original design's protocol, anything else RESP.
 
 pub mod native;
+pub mod original;
+pub mod resp;
 
 /// First byte of every native frame (and so of a native connection).
 pub const NATIVE_MAGIC: u8 = 0xA7;

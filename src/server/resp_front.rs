@@ -1,0 +1,619 @@
+//! The Redis protocol front: what each Redis command means here and how its reply looks.
+//!
+//! Owns: the command table (names, arity, which operations a command needs) and the RESP2
+//! replies built from their results. Never touches storage or the network itself: keyed
+//! commands become the same GET/PUT/DELETE operations the native protocol uses, so quorum,
+//! versions and read repair apply to them unchanged (see `connection::Front`).
+//!
+//! Served: PING ECHO GET SET DEL EXISTS MGET MSET DBSIZE INFO COMMAND CONFIG CLIENT SELECT HELLO
+//! QUIT. Refused with a clear error: SET's options (no TTLs, no conditional writes), anything
+//! else (`unknown command`).
+
+use crate::core::version::Version;
+use crate::limits::{KEY_BYTES_MAX, KEY_BYTES_MIN};
+use crate::server::connection::{Front, ReplyCtx};
+use crate::server::messages::OpResult;
+use crate::storage::wal_file::FsyncMode;
+use crate::wire::native::{Opcode, Request};
+use crate::wire::resp::{self, Command, DecodeError};
+
+/// The Redis version we answer to (the RESP2 command set of Redis 7.0 that we serve).
+pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
+
+/// Commands we serve: name, Redis arity (negative: at least that many), first key, last key
+/// (-1: all remaining), step — the fields of a COMMAND reply.
+const COMMANDS: &[(&str, i64, i64, i64, i64)] = &[
+    ("ping", -1, 0, 0, 0),
+    ("echo", 2, 0, 0, 0),
+    ("get", 2, 1, 1, 1),
+    ("set", -3, 1, 1, 1),
+    ("del", -2, 1, -1, 1),
+    ("exists", -2, 1, -1, 1),
+    ("mget", -2, 1, -1, 1),
+    ("mset", -3, 1, -1, 2),
+    ("dbsize", 1, 0, 0, 0),
+    ("info", -1, 0, 0, 0),
+    ("command", -1, 0, 0, 0),
+    ("config", -2, 0, 0, 0),
+    ("client", -2, 0, 0, 0),
+    ("select", 2, 0, 0, 0),
+    ("hello", -1, 0, 0, 0),
+    ("quit", -1, 0, 0, 0),
+];
+
+/// How to build one command's reply.
+pub enum RespReply {
+    /// Bytes decided at decode time (PING, ECHO, errors, CONFIG, ...).
+    Ready(Vec<u8>),
+    /// GET: the value or nil.
+    Value,
+    /// SET, MSET: `+OK` once every write succeeded.
+    Written,
+    /// DEL: how many of the keys were live before.
+    Deleted,
+    /// EXISTS: how many of the keys exist.
+    Existing,
+    /// MGET: an array of values or nils.
+    Values,
+    /// CONFIG GET of these (lower-cased) parameters: the node's settings, at encode time.
+    Config(Vec<String>),
+    DbSize,
+    Info,
+    /// `+OK`, then close.
+    Quit,
+}
+
+/// Per-connection state (the client name).
+#[derive(Default)]
+pub struct RespFront {
+    name: Option<Vec<u8>>,
+}
+
+fn err(text: &str) -> RespReply {
+    let mut out = Vec::new();
+    resp::error(&mut out, text);
+    RespReply::Ready(out)
+}
+
+fn simple(text: &str) -> RespReply {
+    let mut out = Vec::new();
+    resp::simple(&mut out, text);
+    RespReply::Ready(out)
+}
+
+fn key_op<'a>(opcode: Opcode, key: &'a [u8], value: &'a [u8]) -> Request<'a> {
+    Request {
+        request_id: 0,
+        opcode: opcode as u8,
+        version: Version::ZERO,
+        flags: 0,
+        key,
+        value,
+    }
+}
+
+/// The first bad key among `keys`, as an error reply.
+fn check_keys<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> Option<RespReply> {
+    keys.find(|k| !(KEY_BYTES_MIN..=KEY_BYTES_MAX).contains(&k.len()))
+        .map(|k| {
+            err(&format!(
+                "ERR key length {} outside {KEY_BYTES_MIN}..={KEY_BYTES_MAX}",
+                k.len()
+            ))
+        })
+}
+
+fn arity_ok(arity: i64, argc: usize) -> bool {
+    if arity >= 0 {
+        argc as i64 == arity
+    } else {
+        argc as i64 >= -arity
+    }
+}
+
+fn first_failure(results: &[OpResult]) -> Option<&str> {
+    results.iter().find_map(|r| match r {
+        OpResult::Failed { message, .. } => Some(message.as_str()),
+        _ => None,
+    })
+}
+
+impl RespFront {
+    /// Plan one command: its reply, after handing every key operation to `op`.
+    fn plan(
+        &mut self,
+        args: &[&[u8]],
+        max_value_bytes: usize,
+        op: &mut dyn FnMut(Request<'_>),
+    ) -> RespReply {
+        let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+        let Some(&(_, arity, ..)) = COMMANDS.iter().find(|c| c.0 == name) else {
+            let mut text = format!(
+                "ERR unknown command '{}', with args beginning with: ",
+                String::from_utf8_lossy(&args[0][..args[0].len().min(128)])
+            );
+            for a in args.iter().skip(1).take(8) {
+                text.push_str(&format!(
+                    "'{}' ",
+                    String::from_utf8_lossy(&a[..a.len().min(64)])
+                ));
+            }
+            return err(&text);
+        };
+        if !arity_ok(arity, args.len()) {
+            return err(&format!(
+                "ERR wrong number of arguments for '{name}' command"
+            ));
+        }
+        let rest = &args[1..];
+        match name.as_str() {
+            "ping" => match rest {
+                [] => simple("PONG"),
+                [msg] => bulk(msg),
+                _ => err("ERR wrong number of arguments for 'ping' command"),
+            },
+            "echo" => bulk(rest[0]),
+            "get" => {
+                if let Some(e) = check_keys(rest.iter().copied()) {
+                    return e;
+                }
+                op(key_op(Opcode::Get, rest[0], &[]));
+                RespReply::Value
+            }
+            "set" => {
+                if rest.len() > 2 {
+                    return err(
+                        "ERR SET options (NX, XX, EX, PX, EXAT, PXAT, KEEPTTL, GET) are not \
+                         supported: kvstore has no expiry and no conditional writes",
+                    );
+                }
+                self.writes(&[rest[0], rest[1]], max_value_bytes, op)
+            }
+            "mset" => {
+                if rest.len() % 2 != 0 {
+                    return err("ERR wrong number of arguments for 'mset' command");
+                }
+                self.writes(rest, max_value_bytes, op)
+            }
+            "del" | "exists" | "mget" => {
+                if let Some(e) = check_keys(rest.iter().copied()) {
+                    return e;
+                }
+                let (opcode, reply) = match name.as_str() {
+                    "del" => (Opcode::Delete, RespReply::Deleted),
+                    "exists" => (Opcode::Get, RespReply::Existing),
+                    _ => (Opcode::Get, RespReply::Values),
+                };
+                for k in rest {
+                    op(key_op(opcode, k, &[]));
+                }
+                reply
+            }
+            "dbsize" => RespReply::DbSize,
+            "info" => RespReply::Info,
+            "command" => command(rest),
+            "config" => config(rest),
+            "client" => self.client(rest),
+            "select" => match rest[0] {
+                b"0" => simple("OK"),
+                _ => err("ERR DB index is out of range"),
+            },
+            "hello" => hello(rest),
+            _ => RespReply::Quit,
+        }
+    }
+
+    fn writes(
+        &mut self,
+        pairs: &[&[u8]],
+        max_value_bytes: usize,
+        op: &mut dyn FnMut(Request<'_>),
+    ) -> RespReply {
+        if let Some(e) = check_keys(pairs.iter().step_by(2).copied()) {
+            return e;
+        }
+        if let Some(v) = pairs
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .find(|v| v.len() > max_value_bytes)
+        {
+            return err(&format!(
+                "ERR value of {} bytes exceeds the limit of {max_value_bytes}",
+                v.len()
+            ));
+        }
+        for kv in pairs.chunks(2) {
+            op(key_op(Opcode::Put, kv[0], kv[1]));
+        }
+        RespReply::Written
+    }
+
+    fn client(&mut self, rest: &[&[u8]]) -> RespReply {
+        let sub = String::from_utf8_lossy(rest[0]).to_ascii_lowercase();
+        match (sub.as_str(), &rest[1..]) {
+            ("setname", [name]) => {
+                if name.iter().any(|b| *b <= b' ' || *b > b'~') {
+                    return err(
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                self.name = (!name.is_empty()).then(|| name.to_vec());
+                simple("OK")
+            }
+            ("getname", []) => match &self.name {
+                Some(n) => bulk(n),
+                None => {
+                    let mut out = Vec::new();
+                    resp::null(&mut out);
+                    RespReply::Ready(out)
+                }
+            },
+            ("setinfo", [_, _]) => simple("OK"),
+            _ => err(&format!(
+                "ERR unknown subcommand or wrong number of arguments for 'client|{sub}'"
+            )),
+        }
+    }
+}
+
+fn bulk(bytes: &[u8]) -> RespReply {
+    let mut out = Vec::new();
+    resp::bulk(&mut out, bytes);
+    RespReply::Ready(out)
+}
+
+/// COMMAND (our table), COMMAND COUNT, COMMAND DOCS (empty: clients fall back to their own).
+fn command(rest: &[&[u8]]) -> RespReply {
+    let sub = rest
+        .first()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+    let mut out = Vec::new();
+    match sub.as_deref() {
+        None => {
+            resp::array(&mut out, COMMANDS.len());
+            for (name, arity, first, last, step) in COMMANDS {
+                resp::array(&mut out, 6);
+                resp::bulk(&mut out, name.as_bytes());
+                resp::integer(&mut out, *arity);
+                resp::array(&mut out, 0);
+                resp::integer(&mut out, *first);
+                resp::integer(&mut out, *last);
+                resp::integer(&mut out, *step);
+            }
+        }
+        Some("count") => resp::integer(&mut out, COMMANDS.len() as i64),
+        Some("docs") => resp::array(&mut out, 0),
+        Some(other) => {
+            return err(&format!(
+                "ERR unknown subcommand '{other}'. Try COMMAND, COMMAND COUNT or COMMAND DOCS."
+            ))
+        }
+    }
+    RespReply::Ready(out)
+}
+
+/// CONFIG GET answers the parameters tools ask for at start; CONFIG SET is refused.
+fn config(rest: &[&[u8]]) -> RespReply {
+    let sub = String::from_utf8_lossy(rest[0]).to_ascii_lowercase();
+    if sub != "get" || rest.len() < 2 {
+        return err("ERR kvstore serves CONFIG GET only (configuration is set by flags at start)");
+    }
+    RespReply::Config(
+        rest[1..]
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).to_ascii_lowercase())
+            .collect(),
+    )
+}
+
+fn hello(rest: &[&[u8]]) -> RespReply {
+    match rest.first().copied() {
+        None | Some(b"2") => {}
+        Some(b"3") => return err("NOPROTO sorry, this protocol version is not supported"),
+        Some(_) => return err("NOPROTO unsupported protocol version"),
+    }
+    if rest.len() > 1 {
+        return err("ERR HELLO options (AUTH, SETNAME) are not supported");
+    }
+    let mut out = Vec::new();
+    resp::array(&mut out, 14);
+    for (k, v) in [("server", "redis"), ("version", REDIS_COMPAT_VERSION)] {
+        resp::bulk(&mut out, k.as_bytes());
+        resp::bulk(&mut out, v.as_bytes());
+    }
+    resp::bulk(&mut out, b"proto");
+    resp::integer(&mut out, 2);
+    resp::bulk(&mut out, b"id");
+    resp::integer(&mut out, 0);
+    for (k, v) in [("mode", "standalone"), ("role", "master")] {
+        resp::bulk(&mut out, k.as_bytes());
+        resp::bulk(&mut out, v.as_bytes());
+    }
+    resp::bulk(&mut out, b"modules");
+    resp::array(&mut out, 0);
+    RespReply::Ready(out)
+}
+
+/// The value of a CONFIG parameter, where tools expect one.
+fn config_value(param: &str, cx: &ReplyCtx<'_>) -> Option<String> {
+    let fsync = cx.ctx.node.fsync;
+    Some(match param {
+        "save" => String::new(),
+        "appendonly" => if fsync == FsyncMode::None {
+            "no"
+        } else {
+            "yes"
+        }
+        .into(),
+        "appendfsync" => match fsync {
+            FsyncMode::None => "no",
+            FsyncMode::Interval => "everysec",
+            FsyncMode::Batch => "always",
+        }
+        .into(),
+        "databases" => "1".into(),
+        "maxmemory" => "0".into(),
+        "proto-max-bulk-len" => cx.ctx.node.max_value_bytes.to_string(),
+        "timeout" => (cx.ctx.node.idle_timeout_ms / 1000).to_string(),
+        _ => return None,
+    })
+}
+
+fn encode_config(out: &mut Vec<u8>, params: &[String], cx: &ReplyCtx<'_>) {
+    let pairs: Vec<(&String, String)> = params
+        .iter()
+        .filter_map(|p| config_value(p, cx).map(|v| (p, v)))
+        .collect();
+    resp::array(out, pairs.len() * 2);
+    for (k, v) in pairs {
+        resp::bulk(out, k.as_bytes());
+        resp::bulk(out, v.as_bytes());
+    }
+}
+
+fn encode_value(out: &mut Vec<u8>, result: &OpResult) {
+    match result {
+        OpResult::Value { value, .. } => resp::bulk(out, value),
+        _ => resp::null(out),
+    }
+}
+
+/// The INFO text: Redis's sections where tools read them, and our own.
+fn info_text(cx: &ReplyCtx<'_>, keys: usize) -> String {
+    let node = &cx.ctx.node;
+    let view = cx.view;
+    let rep = view.effective();
+    let mut s = String::new();
+    s.push_str("# Server\r\n");
+    s.push_str(&format!("redis_version:{REDIS_COMPAT_VERSION}\r\n"));
+    s.push_str(&format!(
+        "kvstore_version:{}\r\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    s.push_str("redis_mode:standalone\r\nos:Linux\r\narch_bits:64\r\n");
+    s.push_str(&format!("process_id:{}\r\n", std::process::id()));
+    s.push_str(&format!("tcp_port:{}\r\n", node.addr.port()));
+    s.push_str(&format!(
+        "uptime_in_seconds:{}\r\n",
+        node.started.elapsed().as_secs()
+    ));
+    s.push_str("\r\n# Clients\r\n");
+    s.push_str(&format!(
+        "connected_clients:{}\r\n",
+        node.connections.load(std::sync::atomic::Ordering::Relaxed)
+    ));
+    s.push_str("\r\n# Persistence\r\n");
+    s.push_str(&format!(
+        "aof_enabled:{}\r\n",
+        u8::from(node.fsync != FsyncMode::None)
+    ));
+    s.push_str("\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\n");
+    s.push_str("\r\n# Cluster\r\ncluster_enabled:0\r\n");
+    s.push_str("\r\n# Keyspace\r\n");
+    if keys > 0 {
+        s.push_str(&format!("db0:keys={keys},expires=0,avg_ttl=0\r\n"));
+    }
+    s.push_str("\r\n# Kvstore\r\n");
+    s.push_str(&format!("node_id:{}\r\n", node.node_id));
+    s.push_str(&format!("cores:{}\r\n", node.cores));
+    s.push_str(&format!(
+        "replication:n={},r={},w={}\r\n",
+        rep.n, rep.r, rep.w
+    ));
+    let members = view.ring.members();
+    s.push_str(&format!("members:{}\r\n", members.len()));
+    for (i, id) in members.iter().enumerate() {
+        s.push_str(&format!(
+            "member:{id},{},{},inc={}\r\n",
+            view.addrs[i],
+            view.statuses[i].as_str(),
+            view.incarnations[i]
+        ));
+    }
+    s
+}
+
+impl Front for RespFront {
+    type Reply = RespReply;
+    type Fatal = DecodeError;
+
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        max_value_bytes: usize,
+        op: &mut dyn FnMut(Request<'_>),
+    ) -> Result<Option<(RespReply, usize)>, DecodeError> {
+        let limit = max_value_bytes.max(KEY_BYTES_MAX);
+        let Some((Command { args }, used)) = resp::decode_command(buf, limit)? else {
+            return Ok(None);
+        };
+        if args.is_empty() {
+            return Ok(Some((RespReply::Ready(Vec::new()), used)));
+        }
+        Ok(Some((self.plan(&args, max_value_bytes, op), used)))
+    }
+
+    fn complete(&self, buf: &[u8], max_value_bytes: usize) -> bool {
+        let limit = max_value_bytes.max(KEY_BYTES_MAX);
+        !matches!(resp::decode_command(buf, limit), Ok(None))
+    }
+
+    fn needs_report(reply: &RespReply) -> bool {
+        matches!(reply, RespReply::DbSize | RespReply::Info)
+    }
+
+    fn encode(
+        &mut self,
+        out: &mut Vec<u8>,
+        reply: RespReply,
+        results: &mut [OpResult],
+        cx: &ReplyCtx<'_>,
+    ) -> bool {
+        let failure = first_failure(results);
+        match reply {
+            RespReply::Ready(bytes) => out.extend_from_slice(&bytes),
+            RespReply::Config(params) => encode_config(out, &params, cx),
+            _ if failure.is_some() => resp::error(out, &format!("ERR {}", failure.unwrap_or(""))),
+            RespReply::Value => encode_value(out, &results[0]),
+            RespReply::Written => resp::simple(out, "OK"),
+            RespReply::Deleted => {
+                let n = results
+                    .iter()
+                    .filter(|r| matches!(r, OpResult::Written { was_live: true, .. }))
+                    .count();
+                resp::integer(out, n as i64);
+            }
+            RespReply::Existing => {
+                let n = results
+                    .iter()
+                    .filter(|r| matches!(r, OpResult::Value { .. }))
+                    .count();
+                resp::integer(out, n as i64);
+            }
+            RespReply::Values => {
+                resp::array(out, results.len());
+                for r in results.iter() {
+                    encode_value(out, r);
+                }
+            }
+            RespReply::DbSize => {
+                let keys = cx.report.map(|r| r.keys()).unwrap_or(0);
+                resp::integer(out, keys as i64);
+            }
+            RespReply::Info => {
+                let keys = cx.report.map(|r| r.keys()).unwrap_or(0);
+                resp::bulk(out, info_text(cx, keys).as_bytes());
+            }
+            RespReply::Quit => {
+                resp::simple(out, "OK");
+                return true;
+            }
+        }
+        false
+    }
+
+    fn encode_fatal(&self, out: &mut Vec<u8>, e: &DecodeError) {
+        resp::error(out, &format!("ERR Protocol error: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An operation as planned: opcode, key, value.
+    type PlannedOp = (u8, Vec<u8>, Vec<u8>);
+
+    fn plan(args: &[&[u8]]) -> (Vec<u8>, Vec<PlannedOp>) {
+        let mut front = RespFront::default();
+        let mut ops = Vec::new();
+        let reply = front.plan(args, 100, &mut |r: Request<'_>| {
+            ops.push((r.opcode, r.key.to_vec(), r.value.to_vec()))
+        });
+        let bytes = match reply {
+            RespReply::Ready(b) => b,
+            _ => Vec::new(),
+        };
+        (bytes, ops)
+    }
+
+    #[test]
+    fn keyed_commands_become_operations() {
+        let (_, ops) = plan(&[b"SET", b"k", b"v"]);
+        assert_eq!(ops, vec![(Opcode::Put as u8, b"k".to_vec(), b"v".to_vec())]);
+        let (_, ops) = plan(&[b"mset", b"a", b"1", b"b", b"2"]);
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[1], (Opcode::Put as u8, b"b".to_vec(), b"2".to_vec()));
+        let (_, ops) = plan(&[b"DEL", b"a", b"b", b"c"]);
+        assert!(ops.iter().all(|o| o.0 == Opcode::Delete as u8));
+        assert_eq!(ops.len(), 3);
+        let (_, ops) = plan(&[b"MGET", b"a", b"b"]);
+        assert!(ops.iter().all(|o| o.0 == Opcode::Get as u8));
+    }
+
+    #[test]
+    fn errors_are_clear_and_plan_nothing() {
+        let cases: &[(&[&[u8]], &str)] = &[
+            (&[b"FLUSHALL"], "-ERR unknown command 'FLUSHALL'"),
+            (
+                &[b"GET"],
+                "-ERR wrong number of arguments for 'get' command",
+            ),
+            (&[b"GET", b"a", b"b"], "-ERR wrong number of arguments"),
+            (&[b"SET", b"k", b"v", b"EX", b"10"], "-ERR SET options"),
+            (
+                &[b"MSET", b"a", b"1", b"b"],
+                "-ERR wrong number of arguments",
+            ),
+            (&[b"SET", b"", b"v"], "-ERR key length 0"),
+            (&[b"SELECT", b"1"], "-ERR DB index is out of range"),
+            (&[b"HELLO", b"3"], "-NOPROTO"),
+            (
+                &[b"CONFIG", b"SET", b"x", b"y"],
+                "-ERR kvstore serves CONFIG GET only",
+            ),
+        ];
+        for (args, want) in cases {
+            let (bytes, ops) = plan(args);
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(text.starts_with(want), "{args:?}: {text}");
+            assert!(ops.is_empty());
+        }
+    }
+
+    #[test]
+    fn key_and_value_limits_at_and_past_the_boundary() {
+        let key_at = vec![b'k'; KEY_BYTES_MAX];
+        let key_past = vec![b'k'; KEY_BYTES_MAX + 1];
+        assert_eq!(plan(&[b"GET", &key_at]).1.len(), 1);
+        assert!(plan(&[b"GET", &key_past]).1.is_empty());
+        assert!(plan(&[b"DEL", b"a", &key_past]).1.is_empty());
+        let value_at = vec![b'v'; 100];
+        let value_past = vec![b'v'; 101];
+        assert_eq!(plan(&[b"SET", b"k", &value_at]).1.len(), 1);
+        let (bytes, ops) = plan(&[b"SET", b"k", &value_past]);
+        assert!(ops.is_empty());
+        assert!(String::from_utf8_lossy(&bytes).contains("exceeds the limit of 100"));
+    }
+
+    #[test]
+    fn client_name_round_trips() {
+        let mut front = RespFront::default();
+        let mut none = |_: Request<'_>| {};
+        front.plan(&[b"CLIENT", b"SETNAME", b"bench"], 100, &mut none);
+        match front.plan(&[b"client", b"getname"], 100, &mut none) {
+            RespReply::Ready(b) => assert_eq!(b, b"$5\r\nbench\r\n"),
+            _ => panic!("getname"),
+        }
+    }
+
+    #[test]
+    fn arity_follows_redis_rules() {
+        assert!(arity_ok(2, 2));
+        assert!(!arity_ok(2, 3));
+        assert!(arity_ok(-2, 2));
+        assert!(arity_ok(-2, 5));
+        assert!(!arity_ok(-2, 1));
+    }
+}
