@@ -63,10 +63,19 @@ pub enum RespReply {
     Quit,
 }
 
-/// Per-connection state (the client name).
-#[derive(Default)]
+/// Per-connection state: the client name and the protocol version (2 until `HELLO 3`).
 pub struct RespFront {
     name: Option<Vec<u8>>,
+    proto: u8,
+}
+
+impl Default for RespFront {
+    fn default() -> RespFront {
+        RespFront {
+            name: None,
+            proto: 2,
+        }
+    }
 }
 
 fn err(text: &str) -> RespReply {
@@ -198,7 +207,7 @@ impl RespFront {
                 b"0" => simple("OK"),
                 _ => err("ERR DB index is out of range"),
             },
-            "hello" => hello(rest),
+            "hello" => self.hello(rest),
             _ => RespReply::Quit,
         }
     }
@@ -229,6 +238,43 @@ impl RespFront {
         RespReply::Written
     }
 
+    /// HELLO [2|3 [SETNAME name]]: switch protocol version, answer with the server's facts.
+    /// RESP3 is served because current clients (redis-py 8) open with `HELLO 3` and do not
+    /// fall back; our replies differ between the two only in null and map.
+    fn hello(&mut self, rest: &[&[u8]]) -> RespReply {
+        let proto = match rest.first().copied() {
+            None => self.proto,
+            Some(b"2") => 2,
+            Some(b"3") => 3,
+            Some(_) => return err("NOPROTO unsupported protocol version"),
+        };
+        match rest.get(1..).unwrap_or(&[]) {
+            [] => {}
+            [opt, name] if opt.eq_ignore_ascii_case(b"setname") => {
+                self.name = (!name.is_empty()).then(|| name.to_vec());
+            }
+            _ => return err("ERR HELLO supports SETNAME only (kvstore has no AUTH)"),
+        }
+        self.proto = proto;
+        let mut out = Vec::new();
+        resp::map(&mut out, 7, proto);
+        for (k, v) in [("server", "redis"), ("version", REDIS_COMPAT_VERSION)] {
+            resp::bulk(&mut out, k.as_bytes());
+            resp::bulk(&mut out, v.as_bytes());
+        }
+        resp::bulk(&mut out, b"proto");
+        resp::integer(&mut out, i64::from(proto));
+        resp::bulk(&mut out, b"id");
+        resp::integer(&mut out, 0);
+        for (k, v) in [("mode", "standalone"), ("role", "master")] {
+            resp::bulk(&mut out, k.as_bytes());
+            resp::bulk(&mut out, v.as_bytes());
+        }
+        resp::bulk(&mut out, b"modules");
+        resp::array(&mut out, 0);
+        RespReply::Ready(out)
+    }
+
     fn client(&mut self, rest: &[&[u8]]) -> RespReply {
         let sub = String::from_utf8_lossy(rest[0]).to_ascii_lowercase();
         match (sub.as_str(), &rest[1..]) {
@@ -245,7 +291,7 @@ impl RespFront {
                 Some(n) => bulk(n),
                 None => {
                     let mut out = Vec::new();
-                    resp::null(&mut out);
+                    resp::null(&mut out, self.proto);
                     RespReply::Ready(out)
                 }
             },
@@ -307,34 +353,6 @@ fn config(rest: &[&[u8]]) -> RespReply {
     )
 }
 
-fn hello(rest: &[&[u8]]) -> RespReply {
-    match rest.first().copied() {
-        None | Some(b"2") => {}
-        Some(b"3") => return err("NOPROTO sorry, this protocol version is not supported"),
-        Some(_) => return err("NOPROTO unsupported protocol version"),
-    }
-    if rest.len() > 1 {
-        return err("ERR HELLO options (AUTH, SETNAME) are not supported");
-    }
-    let mut out = Vec::new();
-    resp::array(&mut out, 14);
-    for (k, v) in [("server", "redis"), ("version", REDIS_COMPAT_VERSION)] {
-        resp::bulk(&mut out, k.as_bytes());
-        resp::bulk(&mut out, v.as_bytes());
-    }
-    resp::bulk(&mut out, b"proto");
-    resp::integer(&mut out, 2);
-    resp::bulk(&mut out, b"id");
-    resp::integer(&mut out, 0);
-    for (k, v) in [("mode", "standalone"), ("role", "master")] {
-        resp::bulk(&mut out, k.as_bytes());
-        resp::bulk(&mut out, v.as_bytes());
-    }
-    resp::bulk(&mut out, b"modules");
-    resp::array(&mut out, 0);
-    RespReply::Ready(out)
-}
-
 /// The value of a CONFIG parameter, where tools expect one.
 fn config_value(param: &str, cx: &ReplyCtx<'_>) -> Option<String> {
     let fsync = cx.ctx.node.fsync;
@@ -360,22 +378,22 @@ fn config_value(param: &str, cx: &ReplyCtx<'_>) -> Option<String> {
     })
 }
 
-fn encode_config(out: &mut Vec<u8>, params: &[String], cx: &ReplyCtx<'_>) {
+fn encode_config(out: &mut Vec<u8>, params: &[String], cx: &ReplyCtx<'_>, proto: u8) {
     let pairs: Vec<(&String, String)> = params
         .iter()
         .filter_map(|p| config_value(p, cx).map(|v| (p, v)))
         .collect();
-    resp::array(out, pairs.len() * 2);
+    resp::map(out, pairs.len(), proto);
     for (k, v) in pairs {
         resp::bulk(out, k.as_bytes());
         resp::bulk(out, v.as_bytes());
     }
 }
 
-fn encode_value(out: &mut Vec<u8>, result: &OpResult) {
+fn encode_value(out: &mut Vec<u8>, result: &OpResult, proto: u8) {
     match result {
         OpResult::Value { value, .. } => resp::bulk(out, value),
-        _ => resp::null(out),
+        _ => resp::null(out, proto),
     }
 }
 
@@ -473,9 +491,9 @@ impl Front for RespFront {
         let failure = first_failure(results);
         match reply {
             RespReply::Ready(bytes) => out.extend_from_slice(&bytes),
-            RespReply::Config(params) => encode_config(out, &params, cx),
+            RespReply::Config(params) => encode_config(out, &params, cx, self.proto),
             _ if failure.is_some() => resp::error(out, &format!("ERR {}", failure.unwrap_or(""))),
-            RespReply::Value => encode_value(out, &results[0]),
+            RespReply::Value => encode_value(out, &results[0], self.proto),
             RespReply::Written => resp::simple(out, "OK"),
             RespReply::Deleted => {
                 let n = results
@@ -494,7 +512,7 @@ impl Front for RespFront {
             RespReply::Values => {
                 resp::array(out, results.len());
                 for r in results.iter() {
-                    encode_value(out, r);
+                    encode_value(out, r, self.proto);
                 }
             }
             RespReply::DbSize => {
@@ -568,7 +586,11 @@ mod tests {
             ),
             (&[b"SET", b"", b"v"], "-ERR key length 0"),
             (&[b"SELECT", b"1"], "-ERR DB index is out of range"),
-            (&[b"HELLO", b"3"], "-NOPROTO"),
+            (&[b"HELLO", b"4"], "-NOPROTO"),
+            (
+                &[b"HELLO", b"3", b"AUTH", b"u", b"p"],
+                "-ERR HELLO supports SETNAME only",
+            ),
             (
                 &[b"CONFIG", b"SET", b"x", b"y"],
                 "-ERR kvstore serves CONFIG GET only",
@@ -605,6 +627,24 @@ mod tests {
         match front.plan(&[b"client", b"getname"], 100, &mut none) {
             RespReply::Ready(b) => assert_eq!(b, b"$5\r\nbench\r\n"),
             _ => panic!("getname"),
+        }
+    }
+
+    #[test]
+    fn hello_3_switches_null_and_map_to_resp3() {
+        let mut front = RespFront::default();
+        let mut none = |_: Request<'_>| {};
+        match front.plan(&[b"HELLO", b"3"], 100, &mut none) {
+            RespReply::Ready(b) => assert!(b.starts_with(b"%7\r\n$6\r\nserver\r\n")),
+            _ => panic!("hello"),
+        }
+        match front.plan(&[b"CLIENT", b"GETNAME"], 100, &mut none) {
+            RespReply::Ready(b) => assert_eq!(b, b"_\r\n"),
+            _ => panic!("getname"),
+        }
+        match front.plan(&[b"HELLO", b"2"], 100, &mut none) {
+            RespReply::Ready(b) => assert!(b.starts_with(b"*14\r\n")),
+            _ => panic!("hello"),
         }
     }
 

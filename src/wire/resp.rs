@@ -1,4 +1,5 @@
-//! RESP2, the Redis protocol: decoding commands, encoding replies.
+//! RESP, the Redis protocol: decoding commands, encoding RESP2 replies (and the RESP3 forms of
+//! null and map, for clients that switch with `HELLO 3`).
 //!
 //! Owns: the RESP2 request grammar (multibulk `*<n>\r\n$<len>\r\n<bytes>\r\n...` and inline
 //! commands, one line split on spaces) and the reply encoders. Never performs I/O and never
@@ -192,9 +193,22 @@ pub fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// `$-1\r\n`, the null bulk string (a missing key).
-pub fn null(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"$-1\r\n");
+/// The null reply (a missing key): `$-1\r\n` in RESP2, `_\r\n` in RESP3.
+pub fn null(out: &mut Vec<u8>, proto: u8) {
+    if proto >= 3 {
+        out.extend_from_slice(b"_\r\n");
+    } else {
+        out.extend_from_slice(b"$-1\r\n");
+    }
+}
+
+/// The header of a map of `n` key/value pairs: `%n` in RESP3, an array of `2n` in RESP2.
+pub fn map(out: &mut Vec<u8>, n: usize, proto: u8) {
+    if proto >= 3 {
+        number(out, b'%', n as i64);
+    } else {
+        array(out, 2 * n);
+    }
 }
 
 /// `*n\r\n`, the header of an array of `n` replies that follow.

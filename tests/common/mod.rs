@@ -178,3 +178,63 @@ pub fn kv(port: &str, args: &[&str]) -> Output {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+// ---- clusters ----
+
+pub const SUSPECT_MS: &str = "1500";
+
+/// Start `n` nodes seeded from the first; wait until every node sees all of them ALIVE.
+pub fn cluster(name: &str, n: usize, extra: &[&str]) -> Result<Vec<Node>, String> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 1..=n {
+        let dir = data_dir(&format!("{name}-n{i}"));
+        let seed = nodes.first().map(|s| s.addr());
+        let mut args = vec!["--cores", "1", "--suspect-timeout-ms", SUSPECT_MS];
+        args.extend_from_slice(extra);
+        if let Some(s) = &seed {
+            args.push("--seed");
+            args.push(s);
+        }
+        nodes.push(Node::start(&format!("node{i}"), &dir, &args)?);
+    }
+    for node in &nodes {
+        wait_members(node, n, "ALIVE")?;
+    }
+    Ok(nodes)
+}
+
+pub fn member_lines(node: &Node) -> Vec<String> {
+    stdout(&node.kv(&["info"]))
+        .lines()
+        .filter(|l| l.starts_with("member "))
+        .map(String::from)
+        .collect()
+}
+
+pub fn wait_members(node: &Node, count: usize, status: &str) -> Result<(), String> {
+    poll(
+        &format!("{count} {status} members on {}", node.id),
+        START_DEADLINE,
+        || {
+            let lines = member_lines(node);
+            (lines
+                .iter()
+                .filter(|l| l.split_whitespace().nth(3) == Some(status))
+                .count()
+                == count)
+                .then_some(())
+        },
+    )
+}
+
+pub fn member_status(node: &Node, id: &str) -> Option<String> {
+    member_lines(node)
+        .into_iter()
+        .find(|l| l.split_whitespace().nth(1) == Some(id))
+        .and_then(|l| l.split_whitespace().nth(3).map(String::from))
+}
+
+pub fn local(node: &Node, key: &str) -> Option<String> {
+    let o = node.kv(&["get", "--local", key]);
+    (o.status.code() == Some(0)).then(|| stdout(&o).trim_end().to_string())
+}
