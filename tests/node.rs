@@ -307,13 +307,14 @@ fn bad_input_never_disturbs_other_clients() -> TestResult {
     assert!(expect_closed(&mut c));
     check(&mut good)?;
 
-    // garbage as the first bytes (not a known protocol yet): an error line, then closed
+    // garbage that neither the native nor the original protocol starts with is RESP, and
+    // unframeable RESP: a protocol error line, then closed
     let mut raw = std::net::TcpStream::connect(node.addr())?;
     raw.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    std::io::Write::write_all(&mut raw, b"\x01\x02garbage\xff\xfe")?;
+    std::io::Write::write_all(&mut raw, b"*\x01\x02garbage\r\n\xff\xfe")?;
     let mut buf = Vec::new();
     raw.read_to_end(&mut buf)?;
-    assert!(String::from_utf8_lossy(&buf).starts_with("-ERR"));
+    assert!(String::from_utf8_lossy(&buf).starts_with("-ERR Protocol error: invalid multibulk"));
     check(&mut good)?;
 
     // half a frame, then the client vanishes

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use kvstore::client::Client;
-use kvstore::wire::native::Opcode;
+
+use crate::bench_conn::{Conn, Protocol};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// Seed of the key/operation choice (fixed by default, for repeatable runs).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The protocol to load the server with: `resp` works against any Redis as well.
+    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    protocol: Protocol,
 }
 
 struct Totals {
@@ -67,7 +70,7 @@ pub fn run(addr: &str, timeout: Duration, a: &BenchArgs) -> u8 {
     }
     let value = vec![b'x'; a.value_size];
     if a.ratio > 0.0 {
-        if let Err(e) = preload(addr, timeout, a.keys, &value) {
+        if let Err(e) = preload(addr, timeout, a.protocol, a.keys, &value) {
             return crate::report(&e);
         }
     }
@@ -124,16 +127,17 @@ pub fn run(addr: &str, timeout: Duration, a: &BenchArgs) -> u8 {
 fn preload(
     addr: &str,
     timeout: Duration,
+    protocol: Protocol,
     keys: u64,
     value: &[u8],
 ) -> Result<(), kvstore::client::Error> {
-    let mut c = Client::connect(addr, timeout)?;
+    let mut c = Conn::connect(addr, timeout, protocol)?;
     let batch = 256;
     let mut i = 0;
     while i < keys {
         let n = batch.min(keys - i);
         for k in i..i + n {
-            c.queue(Opcode::Put, &key_of(k), value);
+            c.queue_set(&key_of(k), value);
         }
         c.flush()?;
         for _ in 0..n {
@@ -158,7 +162,7 @@ fn worker(
 ) -> Result<Totals, kvstore::client::Error> {
     let mut clients = Vec::with_capacity(conns);
     for _ in 0..conns {
-        clients.push(Client::connect(addr, timeout)?);
+        clients.push(Conn::connect(addr, timeout, a.protocol)?);
     }
     let mut rng = fastrand::Rng::with_seed(a.seed ^ (thread.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     let mut t = Totals {
@@ -186,9 +190,9 @@ fn worker(
                 let read = rng.f64() < a.ratio;
                 let key = key_of(rng.u64(0..a.keys));
                 if read {
-                    client.queue(Opcode::Get, &key, &[]);
+                    client.queue_get(&key);
                 } else {
-                    client.queue(Opcode::Put, &key, value);
+                    client.queue_set(&key, value);
                 }
                 kinds[c].push(read);
             }
@@ -197,9 +201,9 @@ fn worker(
         }
         for (c, client) in clients.iter_mut().enumerate() {
             for &read in &kinds[c] {
-                let reply = client.recv()?;
+                let failed = client.recv()?;
                 let us = sent_at[c].elapsed().as_micros() as u64;
-                if reply.status.is_error() {
+                if failed {
                     t.errors += 1;
                 }
                 let h = if read { &mut t.read } else { &mut t.write };

@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 not found, 2 cannot connect or timed out, 3 error reply, 64 usage.
 
 mod bench;
+mod bench_conn;
 mod repl;
 
 use std::io::IsTerminal;

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Side-by-side: Redis 7 and kvstore under the same clients, in one run, on loopback.
+#
+#   scripts/bench-vs-redis.sh            (BENCH_N=200000 requests per redis-benchmark test)
+#
+# Systems: Redis (appendfsync everysec | appendonly no | appendfsync always), one kvstore node
+# (--fsync interval ≈ everysec, --fsync batch ≈ always) and a 3-node kvstore cluster (N3 R2 W2),
+# each kvstore at --cores 1 and --cores 2. Workloads: redis-benchmark -t set,get -d 100
+# -r 100000 -c 50, without and with -P 16, and `kv bench --protocol resp` (50/50) as a second
+# client. Prints one markdown table: ops/s, p50/p99 (ms) and the ratio to Redis everysec.
+# Installs redis-server/redis-tools when missing. Data under target/bench-vs-redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${BENCH_N:-200000}
+KV_OPS=${BENCH_KV_OPS:-200000}
+DIR=$PWD/target/bench-vs-redis
+BIN=target/release
+REDIS_PORT=7501
+KV_PORT=7511
+CL_PORT=7521
+
+bash scripts/install-test-deps.sh
+cargo build --release --quiet
+rm -rf "$DIR"
+mkdir -p "$DIR"
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_ping() { # port
+  for _ in $(seq 1 300); do
+    if redis-cli -p "$1" ping 2>/dev/null | grep -q PONG; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing answers PING on port $1" >&2
+  return 1
+}
+
+stop_all() {
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+
+rows=()
+# One redis-benchmark run: system label, port, extra args (e.g. -P 16).
+rb() {
+  local label=$1 port=$2 pipe=$3 args=()
+  [ "$pipe" != 1 ] && args=(-P "$pipe")
+  local out
+  out=$(redis-benchmark -p "$port" -t set,get -n "$N" -c 50 -d 100 -r 100000 "${args[@]}" \
+    --csv 2>/dev/null)
+  while IFS=, read -r test rps _avg _min p50 _p95 p99 _max; do
+    test=${test//\"/}
+    [ "$test" = test ] && continue
+    rows+=("$label|redis-benchmark $test -P $pipe|${rps//\"/}|${p50//\"/}|${p99//\"/}")
+  done <<<"$out"
+}
+
+# kv bench --protocol resp, 50/50: system label, port.
+kvb() {
+  local label=$1 port=$2 json rps p50 p99
+  json=$("$BIN/kv" --port "$port" bench --protocol resp --threads 2 --connections 50 \
+    --ops "$KV_OPS" --ratio 0.5 --value-size 100 --keys 100000 --json)
+  rps=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(round(d["ops_per_s"]))' "$json")
+  p50=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(max(d["read"]["p50_us"],d["write"]["p50_us"])/1000)' "$json")
+  p99=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(max(d["read"]["p99_us"],d["write"]["p99_us"])/1000)' "$json")
+  rows+=("$label|kv bench resp 50/50|$rps|$p50|$p99")
+}
+
+workloads() { # label port
+  echo "-- $1" >&2
+  rb "$1" "$2" 1
+  rb "$1" "$2" 16
+  kvb "$1" "$2"
+}
+
+redis_run() { # label, redis args...
+  local label=$1
+  shift
+  mkdir -p "$DIR/$label"
+  redis-server --port "$REDIS_PORT" --dir "$DIR/$label" --save "" --daemonize no \
+    --logfile "$DIR/$label.log" "$@" &
+  pids+=($!)
+  wait_ping "$REDIS_PORT"
+  workloads "$label" "$REDIS_PORT"
+  stop_all
+}
+
+kv_single() { # label cores fsync
+  mkdir -p "$DIR/$1"
+  RUST_LOG=warn "$BIN/kvstore-node" --node-id single --port "$KV_PORT" --data-dir "$DIR/$1" \
+    --cores "$2" --fsync "$3" 2>>"$DIR/$1.log" &
+  pids+=($!)
+  wait_ping "$KV_PORT"
+  workloads "$1" "$KV_PORT"
+  stop_all
+}
+
+kv_cluster() { # label cores
+  local i port seed=()
+  for i in 1 2 3; do
+    port=$((CL_PORT + i - 1))
+    mkdir -p "$DIR/$1-n$i"
+    RUST_LOG=warn "$BIN/kvstore-node" --node-id "node$i" --port "$port" \
+      --data-dir "$DIR/$1-n$i" --cores "$2" "${seed[@]}" 2>>"$DIR/$1-n$i.log" &
+    pids+=($!)
+    wait_ping "$port"
+    seed=(--seed "127.0.0.1:$CL_PORT")
+  done
+  for _ in $(seq 1 300); do
+    [ "$("$BIN/kv" --port "$CL_PORT" info | grep -c ' ALIVE ')" = 3 ] && break
+    sleep 0.1
+  done
+  workloads "$1" "$CL_PORT"
+  stop_all
+}
+
+redis_run "redis everysec" --appendonly yes --appendfsync everysec
+redis_run "redis no-aof" --appendonly no
+redis_run "redis always" --appendonly yes --appendfsync always
+kv_single "kvstore 1 node interval c1" 1 interval
+kv_single "kvstore 1 node interval c2" 2 interval
+kv_single "kvstore 1 node batch c1" 1 batch
+kv_single "kvstore 1 node batch c2" 2 batch
+kv_cluster "kvstore 3 nodes N3R2W2 c1" 1
+kv_cluster "kvstore 3 nodes N3R2W2 c2" 2
+
+echo
+echo "$(nproc) CPUs, $(uname -r), $(redis-server --version | awk '{print $3}'), $(date -u +%F)"
+echo
+printf '%s\n' "${rows[@]}" | python3 -c '
+import sys
+rows = [l.rstrip("\n").split("|") for l in sys.stdin if l.strip()]
+base = {w: float(r) for s, w, r, _, _ in rows if s == "redis everysec"}
+print("| system | workload | ops/s | p50 ms | p99 ms | × Redis everysec |")
+print("|---|---|---:|---:|---:|---:|")
+for s, w, r, p50, p99 in rows:
+    ratio = float(r) / base[w] if base.get(w) else float("nan")
+    print(f"| {s} | {w} | {float(r):,.0f} | {float(p50):.3f} | {float(p99):.3f} | {ratio:.2f} |")
+'
