@@ -53,6 +53,15 @@ case "$cmd" in
     cargo build --release --quiet
     mkdir -p "$DIR"
     for i in $(seq 1 "$NODES"); do start_node "node$i"; done
+    # Wait until node1 sees every node as an ALIVE ring member (a node started with --seed is
+    # "waiting" until it has joined; writes before that would see a smaller ring).
+    for _ in $(seq 1 600); do
+      members=$("$BIN/kv" --port "$BASE_PORT" --timeout-ms 1000 info 2>/dev/null \
+        | grep '^member ' | grep ' ALIVE ' | grep -vc ' role=' || true)
+      [ "$members" = "$NODES" ] && break
+      sleep 0.1
+    done
+    [ "$members" = "$NODES" ] || { echo "only $members of $NODES nodes joined; see $DIR/*.log" >&2; exit 1; }
     echo "cluster of $NODES up: $BIN/kv --port $BASE_PORT put hello world"
     ;;
   stop)

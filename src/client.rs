@@ -229,6 +229,14 @@ impl Client {
         self.call(Opcode::Ping, &[], &[]).map(|_| ())
     }
 
+    /// Ask the node to stream its data to the rest of the cluster, leave it and exit. Waits for
+    /// the node's answer (the number of records streamed); the node's own deadlines bound it,
+    /// so the caller should connect with a timeout of minutes.
+    pub fn leave(&mut self) -> Result<u64, Error> {
+        let r = self.call(Opcode::Leave, &[], &[])?;
+        Ok(String::from_utf8_lossy(&r.value).parse().unwrap_or(0))
+    }
+
     /// The node's INFO document (JSON).
     pub fn info(&mut self) -> Result<serde_json::Value, Error> {
         let r = self.call(Opcode::Info, &[], &[])?;

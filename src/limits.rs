@@ -88,6 +88,13 @@ pub const GOSSIP_INTERVAL_MS: u64 = 200;
 pub const MEMBERSHIP_TASK_SHARES: usize = 100;
 /// Default time a SUSPECT member has to refute before it is DEAD.
 pub const SUSPECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Joins and leaves: records per batch of a range stream (their replica writes are in flight
+/// together), how long one source's stream may take, how long to wait for every live member
+/// to acknowledge a change, and how often to check.
+pub const STREAM_BATCH_KEYS: usize = 256;
+pub const STREAM_TIMEOUT_MS: u64 = 600_000;
+pub const TOPOLOGY_ACK_WAIT_MS: u64 = 30_000;
+pub const TOPOLOGY_POLL_MS: u64 = 200;
 /// Largest gossip payload (JSON of every member).
 pub const GOSSIP_BYTES_MAX: usize = 256 * 1024;
 /// Client library: default connect / request timeout.

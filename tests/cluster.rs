@@ -173,47 +173,118 @@ fn sequential_overwrites_through_different_coordinators_are_never_lost() -> Test
 
 /// A fourth node joins with --seed: every key written before still reads back from every node,
 /// and the new node holds its share once reads have repaired it.
-#[test]
-fn a_fourth_node_joins_with_seed() -> TestResult {
-    let mut nodes = cluster("join", 3, &[])?;
-    let mut c = nodes[0].client();
-    for i in 0..200 {
-        c.put(format!("j{i}").as_bytes(), format!("v{i}").as_bytes())?;
-    }
-    let dir = data_dir("join-n4");
-    let seed = nodes[0].addr();
-    let args = [
-        "--cores",
-        "1",
-        "--suspect-timeout-ms",
-        SUSPECT_MS,
-        "--seed",
-        &seed,
-    ];
-    nodes.push(Node::start("node4", &dir, &args)?);
-    for node in &nodes {
-        wait_members(node, 4, "ALIVE")?;
-    }
-    for node in &nodes {
-        let mut c = node.client();
-        for i in 0..200 {
-            assert_eq!(
-                c.get(format!("j{i}").as_bytes())?,
-                Some(format!("v{i}").into_bytes())
-            );
+/// Every member of each key's preference list in a ring of `members` holds the key in its own
+/// store (checked with LOCAL_GET, so no quorum read or repair put it there).
+fn held_by_owners(nodes: &[&Node], members: &[&str], keys: &[String]) -> Result<(), String> {
+    let ring = kvstore::core::cluster_ring::ClusterRing::new(members);
+    let mut clients: Vec<(String, kvstore::client::Client)> =
+        nodes.iter().map(|n| (n.id.clone(), n.client())).collect();
+    for key in keys {
+        let owners = ring.preference_ids(kvstore::core::ring::hash(key.as_bytes()), 3);
+        for (id, c) in clients.iter_mut() {
+            if owners.contains(&id.as_str()) {
+                let got = c.get_local(key.as_bytes()).map_err(|e| e.to_string())?;
+                if got.is_none() {
+                    return Err(format!("{id} owns {key} but does not hold it"));
+                }
+            }
         }
     }
-    let held = poll(
-        "node4 to hold its share after read repair",
-        START_DEADLINE,
-        || {
-            let n = (0..200)
-                .filter(|i| local(&nodes[3], &format!("j{i}")).is_some())
-                .count();
-            (n > 200 / 4).then_some(n)
-        },
-    )?;
-    eprintln!("node4 holds {held} of 200 keys");
+    Ok(())
+}
+
+/// Two nodes join a cluster that holds data at once (one waits for the other), while a client
+/// keeps writing; then a member leaves with `kv leave`. Each time, every key is on every owner
+/// of the new ring before any read could have repaired it, and every acknowledged write reads
+/// back through every node.
+#[test]
+fn joins_and_a_leave_stream_ranges_to_their_new_owners() -> TestResult {
+    let mut nodes = cluster("join", 3, &[])?;
+    let keys: Vec<String> = (0..300).map(|i| format!("j{i}")).collect();
+    let mut c = nodes[0].client();
+    for k in &keys {
+        c.put(k.as_bytes(), format!("v-{k}").as_bytes())?;
+    }
+    // A writer through node 2 for the whole join.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, addr) = (stop.clone(), nodes[1].addr());
+        std::thread::spawn(move || -> Result<Vec<String>, String> {
+            let mut c = kvstore::client::Client::connect(&addr, CLIENT_TIMEOUT)
+                .map_err(|e| e.to_string())?;
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let k = format!("during{i}");
+                c.put(k.as_bytes(), k.as_bytes())
+                    .map_err(|e| format!("write {k} during the join: {e}"))?;
+                acked.push(k);
+                i += 1;
+            }
+            Ok(acked)
+        })
+    };
+    let seed = nodes[0].addr();
+    for id in ["node4", "node5"] {
+        let args = [
+            "--cores",
+            "1",
+            "--suspect-timeout-ms",
+            SUSPECT_MS,
+            "--seed",
+            &seed,
+        ];
+        let dir = data_dir(&format!("join-{id}"));
+        nodes.push(Node::start(id, &dir, &args)?);
+    }
+    for node in &nodes {
+        wait_members(node, 5, "ALIVE")?;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let during = writer.join().map_err(|_| "writer panicked")??;
+    assert!(!during.is_empty());
+    let all: Vec<&Node> = nodes.iter().collect();
+    let five = ["node1", "node2", "node3", "node4", "node5"];
+    held_by_owners(&all, &five, &keys)?;
+
+    // node2 leaves: its ranges go to their next owners before it exits.
+    let o = nodes[1].kv(&["leave"]);
+    assert_eq!(o.status.code(), Some(0), "kv leave: {o:?}");
+    assert!(stdout(&o).starts_with("LEFT"), "{}", stdout(&o));
+    let exited = poll("node2 to exit after leaving", START_DEADLINE, || {
+        nodes[1].child.as_mut()?.try_wait().ok().flatten()
+    })?;
+    assert!(exited.success(), "{exited:?}");
+    nodes[1].child = None;
+    for (i, node) in nodes.iter().enumerate() {
+        if i != 1 {
+            wait_members(node, 4, "ALIVE")?;
+            poll("node2 LEFT", START_DEADLINE, || {
+                (member_status(node, "node2").as_deref() == Some("LEFT")).then_some(())
+            })?;
+        }
+    }
+    let remaining: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, n)| n)
+        .collect();
+    let four = ["node1", "node3", "node4", "node5"];
+    held_by_owners(&remaining, &four, &keys)?;
+    for node in &remaining {
+        let mut c = node.client();
+        for k in &keys {
+            assert_eq!(
+                c.get(k.as_bytes())?,
+                Some(format!("v-{k}").into_bytes()),
+                "{k}"
+            );
+        }
+        for k in during.iter().step_by(7) {
+            assert_eq!(c.get(k.as_bytes())?, Some(k.clone().into_bytes()), "{k}");
+        }
+    }
     Ok(())
 }
 

@@ -12,6 +12,18 @@
 //! - a SUSPECT not refuted within `suspect_timeout_ms` becomes DEAD;
 //! - DEAD members stay in the ring and keep being probed (a healed partition or a restarted
 //!   node reunites without an operator); only LEFT members leave the ring.
+//!
+//! Ring roles (one topology change at a time; only the member itself changes its role, always
+//! with incarnation + 1, so the newest role travels with the newest incarnation):
+//! - `Member` owns its ranges; `Waiting` is a joiner queued behind another change (owns
+//!   nothing, is not a pending owner); `Joining` is a pending owner: writes to its future
+//!   ranges also go to it and need one more ack each; `Leaving` still owns its ranges while
+//!   it streams them to their next owners, who are pending owners meanwhile.
+//! - the current ring is every non-LEFT `Member` or `Leaving` member; the pending ring is every
+//!   non-LEFT `Member` or `Joining` member. When they differ a change is in progress.
+//! - the turn: a joiner or leaver proceeds only when no other live member is `Joining` or
+//!   `Leaving` with a smaller id (and, for a `Waiting` joiner, no other live `Waiting` one with
+//!   a smaller id); otherwise it waits.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +51,39 @@ impl Status {
     }
 }
 
+/// A member's part in the ring (see the module rules).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub enum Role {
+    #[default]
+    Member,
+    Waiting,
+    Joining,
+    Leaving,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Waiting => "waiting",
+            Role::Joining => "joining",
+            Role::Leaving => "leaving",
+        }
+    }
+}
+
 /// What gossip says about one member.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Update {
@@ -46,6 +91,23 @@ pub struct Update {
     pub addr: String,
     pub incarnation: u64,
     pub status: Status,
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// A fingerprint of the ring roles in `updates` (who is a member, joining or leaving): two
+/// nodes route writes alike when their fingerprints match.
+pub fn topology_digest(updates: &[Update]) -> u64 {
+    let mut parts: Vec<String> = updates
+        .iter()
+        .filter(|u| u.status != Status::Left && u.role != Role::Waiting)
+        .map(|u| format!("{}={}", u.id, u.role.as_str()))
+        .collect();
+    parts.sort();
+    let text = parts.join(",");
+    let lo = crate::core::ring::hash(text.as_bytes()) as u64;
+    let hi = crate::core::ring::hash(format!("{text}#").as_bytes()) as u64;
+    hi << 32 | lo
 }
 
 impl Update {
@@ -75,12 +137,13 @@ impl Default for Timing {
     }
 }
 
-/// A change worth logging and gossiping.
+/// A change worth logging and gossiping (a status or a ring role changed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     pub id: String,
     pub from: Option<Status>,
     pub to: Status,
+    pub role: Role,
 }
 
 #[derive(Clone, Debug)]
@@ -91,14 +154,27 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// A membership holding only ourselves, ALIVE at `incarnation`.
+    /// A membership holding only ourselves, ALIVE at `incarnation`, a ring member.
     pub fn new(me: &str, addr: &str, incarnation: u64, timing: Timing, now_ms: u64) -> Membership {
+        Membership::with_role(me, addr, incarnation, Role::Member, timing, now_ms)
+    }
+
+    /// A membership holding only ourselves, ALIVE at `incarnation`, in `role`.
+    pub fn with_role(
+        me: &str,
+        addr: &str,
+        incarnation: u64,
+        role: Role,
+        timing: Timing,
+        now_ms: u64,
+    ) -> Membership {
         let mut members = BTreeMap::new();
         let state = Update {
             id: me.into(),
             addr: addr.into(),
             incarnation,
             status: Status::Alive,
+            role,
         };
         members.insert(
             me.to_string(),
@@ -133,13 +209,89 @@ impl Membership {
         self.members.values()
     }
 
-    /// Ids of the ring: every member not LEFT.
+    /// Ids of the current ring: every non-LEFT `Member` or `Leaving` member.
     pub fn ring_ids(&self) -> Vec<String> {
+        self.ids_with(|r| matches!(r, Role::Member | Role::Leaving))
+    }
+
+    /// Ids of the ring once the change in progress completes: every non-LEFT `Member` or
+    /// `Joining` member.
+    pub fn pending_ring_ids(&self) -> Vec<String> {
+        self.ids_with(|r| matches!(r, Role::Member | Role::Joining))
+    }
+
+    fn ids_with(&self, keep: impl Fn(Role) -> bool) -> Vec<String> {
         self.members
             .values()
-            .filter(|m| m.state.status != Status::Left)
+            .filter(|m| m.state.status != Status::Left && keep(m.state.role))
             .map(|m| m.state.id.clone())
             .collect()
+    }
+
+    pub fn my_role(&self) -> Role {
+        self.members
+            .get(&self.me)
+            .map(|m| m.state.role)
+            .unwrap_or_default()
+    }
+
+    /// Change our own role (incarnation + 1, so it outranks what others know).
+    pub fn set_my_role(&mut self, role: Role, now_ms: u64) -> Option<Change> {
+        let me = self.members.get_mut(&self.me)?;
+        if me.state.role == role {
+            return None;
+        }
+        me.state.incarnation += 1;
+        me.state.role = role;
+        me.since_ms = now_ms;
+        Some(Change {
+            id: self.me.clone(),
+            from: Some(me.state.status),
+            to: me.state.status,
+            role,
+        })
+    }
+
+    /// We have left: LEFT at incarnation + 1 (terminal; gossip tells the others).
+    pub fn set_me_left(&mut self, now_ms: u64) -> Option<Change> {
+        let me = self.members.get_mut(&self.me)?;
+        let from = me.state.status;
+        me.state.incarnation += 1;
+        me.state.status = Status::Left;
+        me.since_ms = now_ms;
+        Some(Change {
+            id: self.me.clone(),
+            from: Some(from),
+            to: Status::Left,
+            role: me.state.role,
+        })
+    }
+
+    /// Whether another live member is joining or leaving.
+    pub fn others_changing(&self) -> bool {
+        self.members.values().any(|m| {
+            m.state.id != self.me
+                && matches!(m.state.status, Status::Alive | Status::Suspect)
+                && matches!(m.state.role, Role::Joining | Role::Leaving)
+        })
+    }
+
+    /// Whether our pending join or leave may proceed now (see the module rules).
+    pub fn my_turn(&self) -> bool {
+        let mine = self.my_role();
+        let live = |m: &&Member| {
+            m.state.id != self.me && matches!(m.state.status, Status::Alive | Status::Suspect)
+        };
+        let blocked = self.members.values().filter(live).any(|m| {
+            let other = m.state.role;
+            let changing = matches!(other, Role::Joining | Role::Leaving);
+            let smaller = m.state.id < self.me;
+            match mine {
+                Role::Waiting => changing || (other == Role::Waiting && smaller),
+                _ => changing && smaller,
+            }
+        });
+        !blocked
     }
 
     /// Everything we know, to gossip (bounded by `MEMBERS_MAX`).
@@ -157,14 +309,17 @@ impl Membership {
                 if !u.supersedes(&m.state) {
                     return None;
                 }
-                let from = m.state.status;
+                let (from, from_role) = (m.state.status, m.state.role);
                 m.state = u.clone();
                 if from != u.status {
                     m.since_ms = now_ms;
+                }
+                if from != u.status || from_role != u.role {
                     return Some(Change {
                         id: u.id.clone(),
                         from: Some(from),
                         to: u.status,
+                        role: u.role,
                     });
                 }
                 None
@@ -184,6 +339,7 @@ impl Membership {
                     id: u.id.clone(),
                     from: None,
                     to: u.status,
+                    role: u.role,
                 })
             }
         }
@@ -200,6 +356,7 @@ impl Membership {
                 id: self.me.clone(),
                 from: Some(u.status),
                 to: Status::Alive,
+                role: me.state.role,
             });
         }
         None
@@ -230,6 +387,7 @@ impl Membership {
                     id: m.state.id.clone(),
                     from: Some(Status::Suspect),
                     to: Status::Dead,
+                    role: m.state.role,
                 });
             }
         }
@@ -275,7 +433,76 @@ mod tests {
             addr: format!("{id}:7001"),
             incarnation: inc,
             status,
+            role: Role::Member,
         }
+    }
+
+    fn with_role(u: Update, role: Role) -> Update {
+        Update { role, ..u }
+    }
+
+    #[test]
+    fn roles_shape_the_current_and_the_pending_ring() {
+        let mut m = Membership::new("a", "a:7001", 1, Timing::default(), 0);
+        m.apply(&up("b", 1, Status::Alive), 0);
+        m.apply(&with_role(up("c", 1, Status::Alive), Role::Joining), 0);
+        m.apply(&with_role(up("d", 1, Status::Alive), Role::Waiting), 0);
+        assert_eq!(m.ring_ids(), ["a", "b"]);
+        assert_eq!(m.pending_ring_ids(), ["a", "b", "c"]);
+        // b starts leaving (its own update, incarnation + 1): a role change is a change
+        let c = m.apply(&with_role(up("b", 2, Status::Alive), Role::Leaving), 1);
+        assert_eq!(c.map(|c| c.role), Some(Role::Leaving));
+        assert_eq!(m.ring_ids(), ["a", "b"]);
+        assert_eq!(m.pending_ring_ids(), ["a", "c"]);
+        // an accusation at the same incarnation keeps the role
+        m.apply(&with_role(up("b", 2, Status::Suspect), Role::Leaving), 2);
+        assert_eq!(m.get("b").map(|x| x.state.role), Some(Role::Leaving));
+        m.apply(&with_role(up("b", 3, Status::Left), Role::Leaving), 3);
+        assert_eq!(m.ring_ids(), ["a"]);
+    }
+
+    #[test]
+    fn one_topology_change_at_a_time() {
+        let mut d = Membership::with_role("d", "d", 1, Role::Waiting, Timing::default(), 0);
+        d.apply(&up("a", 1, Status::Alive), 0);
+        assert!(d.my_turn(), "nothing else in progress");
+        d.apply(&with_role(up("c", 1, Status::Alive), Role::Waiting), 0);
+        assert!(!d.my_turn(), "c waits with a smaller id: it goes first");
+        d.apply(&with_role(up("c", 2, Status::Alive), Role::Joining), 0);
+        assert!(!d.my_turn(), "c is joining");
+        d.apply(&with_role(up("c", 3, Status::Alive), Role::Member), 0);
+        assert!(d.my_turn(), "c is done");
+        let change = d.set_my_role(Role::Joining, 1).expect("role change");
+        assert_eq!((change.role, d.incarnation()), (Role::Joining, 2));
+        // a smaller id that started at the same time wins; the larger one yields
+        d.apply(&with_role(up("b", 1, Status::Alive), Role::Joining), 2);
+        assert!(!d.my_turn());
+        // a dead joiner does not block the queue forever
+        d.apply(&with_role(up("b", 1, Status::Dead), Role::Joining), 3);
+        assert!(d.my_turn());
+        let mut e = Membership::with_role("e", "e", 1, Role::Joining, Timing::default(), 0);
+        e.apply(&with_role(up("f", 1, Status::Alive), Role::Joining), 0);
+        assert!(e.my_turn(), "a larger id does not block");
+    }
+
+    #[test]
+    fn digest_sees_roles_not_liveness() {
+        let a = vec![up("a", 1, Status::Alive), up("b", 1, Status::Alive)];
+        let mut b = a.clone();
+        b[1].status = Status::Suspect;
+        b[1].incarnation = 7;
+        assert_eq!(topology_digest(&a), topology_digest(&b));
+        b[1].role = Role::Leaving;
+        assert_ne!(topology_digest(&a), topology_digest(&b));
+        let mut c = a.clone();
+        c.push(with_role(up("z", 1, Status::Alive), Role::Waiting));
+        assert_eq!(
+            topology_digest(&a),
+            topology_digest(&c),
+            "waiting owns nothing"
+        );
+        c.push(with_role(up("y", 1, Status::Alive), Role::Joining));
+        assert_ne!(topology_digest(&a), topology_digest(&c));
     }
 
     #[test]
@@ -339,7 +566,8 @@ mod tests {
             vec![Change {
                 id: "b".into(),
                 from: Some(Status::Suspect),
-                to: Status::Dead
+                to: Status::Dead,
+                role: Role::Member,
             }]
         );
         let mut rng = fastrand::Rng::with_seed(1);

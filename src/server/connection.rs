@@ -255,6 +255,41 @@ fn spawn_gossip(ctx: &Rc<CoreCtx>, body: &[u8]) -> glommio::task::JoinHandle<OpR
     .detach()
 }
 
+/// `kv leave` (`stream_to: None`, run by the gossip core) or a stream of our records to a
+/// joining member (`Some(id)`, every core). The answer is the number of records sent.
+fn spawn_topology(
+    ctx: &Rc<CoreCtx>,
+    stream_to: Option<String>,
+) -> glommio::task::JoinHandle<OpResult> {
+    let c = ctx.clone();
+    glommio::spawn_local(async move {
+        let r = match stream_to {
+            Some(target) => crate::server::topology::stream_node(&c, Some(target)).await,
+            None => match &c.gossip {
+                Some(g) => crate::server::topology::leave(&c, g).await,
+                None => {
+                    let (tx, rx) = flume::bounded(1);
+                    let _ = c.peers[0].send_async(CoreMsg::Leave { reply: tx }).await;
+                    rx.recv_async()
+                        .await
+                        .unwrap_or_else(|_| Err("the membership core did not answer".into()))
+                }
+            },
+        };
+        match r {
+            Ok(n) => OpResult::Value {
+                value: n.to_string().into_bytes().into(),
+                version: Version::ZERO,
+            },
+            Err(message) => OpResult::Failed {
+                status: Status::Unavailable,
+                message,
+            },
+        }
+    })
+    .detach()
+}
+
 /// An indirect probe request: the gossip core probes the named member for the asker.
 fn spawn_ping_req(ctx: &Rc<CoreCtx>, target: &[u8]) -> glommio::task::JoinHandle<OpResult> {
     let c = ctx.clone();
@@ -569,6 +604,11 @@ fn dispatch(
         Opcode::Info => return Slot::Info,
         Opcode::Gossip => return Slot::Task(spawn_gossip(ctx, req.value)),
         Opcode::PingReq => return Slot::Task(spawn_ping_req(ctx, req.key)),
+        Opcode::Leave => return Slot::Task(spawn_topology(ctx, None)),
+        Opcode::Stream => {
+            let target = String::from_utf8_lossy(req.key).into_owned();
+            return Slot::Task(spawn_topology(ctx, Some(target)));
+        }
         _ if req.key.is_empty() => {
             return Slot::Refused {
                 status: Status::BadRequest,
@@ -658,16 +698,15 @@ async fn node_report(ctx: &Rc<CoreCtx>) -> NodeReport {
 fn info_json(ctx: &CoreCtx, view: &RingView, report: &NodeReport) -> String {
     let node = &ctx.node;
     let members: Vec<serde_json::Value> = view
-        .ring
-        .members()
+        .listing
         .iter()
-        .enumerate()
-        .map(|(i, id)| {
+        .map(|u| {
             serde_json::json!({
-                "id": id,
-                "addr": view.addrs[i],
-                "status": view.statuses[i].as_str(),
-                "incarnation": view.incarnations[i],
+                "id": u.id,
+                "addr": u.addr,
+                "status": u.status.as_str(),
+                "incarnation": u.incarnation,
+                "role": u.role.as_str(),
             })
         })
         .collect();

@@ -14,15 +14,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::cluster_ring::MemberIx;
 use crate::core::quorum::{Outcome, Tally};
-use crate::core::ring::hash;
 use crate::core::version::Version;
 use crate::limits::REPLICA_TIMEOUT_MS;
 use crate::server::messages::{CoreMsg, Op, OpResult};
 use crate::server::runtime::CoreCtx;
 use crate::server::shard::storage_failure;
-use crate::server::view::RingView;
+use crate::server::view::{RingView, Target};
 use crate::wire::native::{Opcode, Status, FLAG_TOMBSTONE, FLAG_WAS_LIVE};
 
 fn timeout() -> Duration {
@@ -59,18 +57,19 @@ async fn write_once(
     version: Version,
 ) -> (OpResult, Option<Version>) {
     let rep = view.effective();
-    let replicas = view.ring.preference_list(hash(key), rep.n);
+    let (replicas, pending) = view.write_targets(key);
+    let needed = rep.w + pending;
     let (tx, rx) = flume::bounded(replicas.len());
-    for m in &replicas {
+    for (i, t) in replicas.iter().enumerate() {
         let op = Op::ReplicaPut {
             key: key.into(),
             value: value.map(Box::from),
             version,
         };
-        spawn_replica_call(ctx, view, *m, op, tx.clone());
+        spawn_replica_call(ctx, t, i, op, tx.clone());
     }
     drop(tx);
-    let mut tally = Tally::new(replicas.len(), rep.w);
+    let mut tally = Tally::new(replicas.len(), needed);
     let mut was_live = false;
     let mut stale: Option<Version> = None;
     let mut last_error = String::new();
@@ -98,10 +97,15 @@ async fn write_once(
         }
     }
     let message = format!(
-        "quorum not reached: {} of {} replicas acknowledged the write, {} needed{}",
+        "quorum not reached: {} of {} replicas acknowledged the write, {} needed{}{}",
         tally.successes(),
         replicas.len(),
-        rep.w,
+        needed,
+        if pending > 0 {
+            format!(" ({pending} of them pending owners of a range being moved)")
+        } else {
+            String::new()
+        },
         if last_error.is_empty() {
             String::new()
         } else {
@@ -121,21 +125,15 @@ async fn write_once(
 pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     let view = ctx.view();
     let rep = view.effective();
-    let replicas = view.ring.preference_list(hash(&key), rep.n);
-    let (tx, rx) = flume::bounded(replicas.len());
-    for m in &replicas {
-        spawn_replica_call(
-            &ctx,
-            &view,
-            *m,
-            Op::ReplicaGet { key: key.clone() },
-            tx.clone(),
-        );
+    let replicas = view.replicas(&key);
+    let (tx, rx) = flume::bounded(replicas.len().max(1));
+    for (i, t) in replicas.iter().enumerate() {
+        spawn_replica_call(&ctx, t, i, Op::ReplicaGet { key: key.clone() }, tx.clone());
     }
     drop(tx);
     let mut tally = Tally::new(replicas.len(), rep.r);
-    // (member, version it holds: ZERO when it has nothing)
-    let mut seen: Vec<(MemberIx, Version)> = Vec::new();
+    // (replica index, version it holds: ZERO when it has nothing)
+    let mut seen: Vec<(usize, Version)> = Vec::new();
     let mut best: Option<(Version, Option<Box<[u8]>>)> = None;
     let mut outcome = Outcome::Pending;
     while outcome != Outcome::Won {
@@ -178,7 +176,7 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
                         version,
                     };
                     let (tx, _rx) = flume::bounded(1);
-                    spawn_replica_call(&c, &view, m, op, tx);
+                    spawn_replica_call(&c, &replicas[m], m, op, tx);
                     log::debug!("read repair of member {m} to {version:?}");
                 }
             }
@@ -190,9 +188,9 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
 
 fn absorb(
     tally: &mut Tally,
-    seen: &mut Vec<(MemberIx, Version)>,
+    seen: &mut Vec<(usize, Version)>,
     best: &mut Option<(Version, Option<Box<[u8]>>)>,
-    m: MemberIx,
+    m: usize,
     r: OpResult,
 ) -> Outcome {
     let (version, value) = match r {
@@ -208,20 +206,21 @@ fn absorb(
     tally.success()
 }
 
-/// Run `op` on member `m` (locally when it is us) and send `(m, result)` to `tx`.
+/// Run `op` on target `t` (locally when it is us) and send `(m, result)` to `tx`, `m` being
+/// the target's index in the caller's list.
 fn spawn_replica_call(
     ctx: &Rc<CoreCtx>,
-    view: &Arc<RingView>,
-    m: MemberIx,
+    t: &Target,
+    m: usize,
     op: Op,
-    tx: flume::Sender<(MemberIx, OpResult)>,
+    tx: flume::Sender<(usize, OpResult)>,
 ) {
     let ctx = ctx.clone();
-    let addr = view.addrs[m as usize].clone();
-    let local = m == view.me;
-    if !local && view.statuses[m as usize] == crate::core::membership::Status::Dead {
+    let addr = t.addr.clone();
+    let local = t.local;
+    if !local && t.dead {
         // A DEAD member does not answer: count it as failed at once (strict quorum).
-        let message = format!("member {} is DEAD", view.ring.member(m));
+        let message = format!("member {} is DEAD", t.id);
         let _ = tx.try_send((
             m,
             OpResult::Failed {
@@ -281,7 +280,8 @@ pub async fn local_call(ctx: &Rc<CoreCtx>, op: Op) -> OpResult {
     }
 }
 
-async fn remote_call(ctx: &Rc<CoreCtx>, addr: &str, op: Op) -> OpResult {
+/// A replica operation on the peer at `addr`.
+pub async fn remote_call(ctx: &Rc<CoreCtx>, addr: &str, op: Op) -> OpResult {
     let peer = ctx.peer(addr);
     let (opcode, key, value, version, flags) = match &op {
         Op::ReplicaPut {

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::core::membership::{Change, Membership, Status, Timing, Update};
+use crate::core::membership::{topology_digest, Change, Membership, Role, Status, Timing, Update};
 use crate::core::quorum::Replication;
 use crate::core::version::Version;
 use crate::limits::{
@@ -60,7 +60,18 @@ impl Gossip {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let inc = saved.as_ref().map(|s| s.incarnation + 1).unwrap_or(1);
-        let mut m = Membership::new(me, advertise, inc, timing, 0);
+        // A first start with seeds joins (and may have to wait and stream); a restart resumes
+        // its role, except that an interrupted join starts over and an interrupted leave is
+        // abandoned (the node stays a member until `kv leave` is run again).
+        let saved_role = saved
+            .as_ref()
+            .and_then(|s| s.members.iter().find(|u| u.id == me).map(|u| u.role));
+        let role = match (&saved, saved_role) {
+            (None, _) if !seeds.is_empty() => Role::Waiting,
+            (Some(_), Some(Role::Waiting | Role::Joining)) => Role::Waiting,
+            _ => Role::Member,
+        };
+        let mut m = Membership::with_role(me, advertise, inc, role, timing, 0);
         for u in saved.iter().flat_map(|s| &s.members) {
             if u.id != me {
                 m.apply(u, 0);
@@ -85,6 +96,63 @@ impl Gossip {
         RingView::from_membership(&self.membership.borrow(), self.replication)
     }
 
+    pub fn my_role(&self) -> Role {
+        self.membership.borrow().my_role()
+    }
+
+    pub fn my_turn(&self) -> bool {
+        self.membership.borrow().my_turn()
+    }
+
+    pub fn others_changing(&self) -> bool {
+        self.membership.borrow().others_changing()
+    }
+
+    /// Change our ring role and publish it.
+    pub fn set_my_role(&self, ctx: &CoreCtx, role: Role) {
+        let now = self.now_ms();
+        let change = self.membership.borrow_mut().set_my_role(role, now);
+        self.publish(ctx, &change.into_iter().collect::<Vec<_>>());
+    }
+
+    /// We have left: LEFT, published.
+    pub fn set_me_left(&self, ctx: &CoreCtx) {
+        let now = self.now_ms();
+        let change = self.membership.borrow_mut().set_me_left(now);
+        self.publish(ctx, &change.into_iter().collect::<Vec<_>>());
+    }
+
+    /// Our view's ring roles, fingerprinted.
+    pub fn digest(&self) -> u64 {
+        topology_digest(&self.membership.borrow().snapshot())
+    }
+
+    /// Exchange views with `addr`; the fingerprint of its view after it merged ours.
+    pub async fn peer_digest(&self, ctx: &Rc<CoreCtx>, addr: &str) -> Option<u64> {
+        let updates = self
+            .exchange_view(ctx, addr, Duration::from_millis(PROBE_TIMEOUT_MS))
+            .await?;
+        Some(topology_digest(&updates))
+    }
+
+    /// Live members other than us.
+    pub fn live_others(&self) -> Vec<Update> {
+        let m = self.membership.borrow();
+        m.members()
+            .map(|x| &x.state)
+            .filter(|u| crate::server::topology::is_live_other(u, m.me()))
+            .cloned()
+            .collect()
+    }
+
+    /// Live members of the current ring other than us.
+    pub fn live_ring_members(&self) -> Vec<Update> {
+        self.live_others()
+            .into_iter()
+            .filter(|u| matches!(u.role, Role::Member | Role::Leaving))
+            .collect()
+    }
+
     fn snapshot_json(&self) -> Vec<u8> {
         serde_json::to_vec(&self.membership.borrow().snapshot()).unwrap_or_default()
     }
@@ -106,10 +174,11 @@ impl Gossip {
         }
         for c in changes {
             log::info!(
-                "member {}: {:?} -> {}",
+                "member {}: {:?} -> {} ({})",
                 c.id,
                 c.from.map(|s| s.as_str()),
-                c.to.as_str()
+                c.to.as_str(),
+                c.role.as_str()
             );
         }
         let view = Arc::new(self.view());
@@ -133,6 +202,16 @@ impl Gossip {
 
     /// Exchange views with `addr`; true if it answered in time.
     async fn exchange(&self, ctx: &Rc<CoreCtx>, addr: &str, timeout: Duration) -> bool {
+        self.exchange_view(ctx, addr, timeout).await.is_some()
+    }
+
+    /// Exchange views with `addr`: its view (after merging ours), merged into ours.
+    async fn exchange_view(
+        &self,
+        ctx: &Rc<CoreCtx>,
+        addr: &str,
+        timeout: Duration,
+    ) -> Option<Vec<Update>> {
         let body = self.snapshot_json();
         let peer = ctx.peer(addr);
         let reply = peer
@@ -140,12 +219,11 @@ impl Gossip {
             .await;
         match reply {
             Ok(r) if r.status == WireStatus::Ok && r.value.len() <= GOSSIP_BYTES_MAX => {
-                if let Ok(updates) = serde_json::from_slice::<Vec<Update>>(&r.value) {
-                    self.merge(ctx, &updates);
-                }
-                true
+                let updates = serde_json::from_slice::<Vec<Update>>(&r.value).ok()?;
+                self.merge(ctx, &updates);
+                Some(updates)
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -247,6 +325,8 @@ pub async fn run(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
     for p in &ctx.peers {
         let _ = p.send_async(CoreMsg::Ring(initial.clone())).await;
     }
+    let (c2, g2) = (ctx.clone(), g.clone());
+    let joining = glommio::spawn_local(crate::server::topology::join(c2, g2));
     let (c1, g1) = (ctx.clone(), g.clone());
     let probes = glommio::spawn_local(async move {
         while !c1.shutdown.is_set() {
@@ -261,6 +341,7 @@ pub async fn run(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
         sleep_or_shutdown(&ctx, Duration::from_millis(GOSSIP_INTERVAL_MS)).await;
     }
     probes.await;
+    joining.await;
 }
 
 async fn sleep_or_shutdown(ctx: &CoreCtx, d: Duration) {

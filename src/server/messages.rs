@@ -129,6 +129,15 @@ pub enum CoreMsg {
         updates: Vec<crate::core::membership::Update>,
         reply: flume::Sender<Vec<crate::core::membership::Update>>,
     },
+    /// Stream this core's records to their pending owners (`only`: to that member alone).
+    Stream {
+        only: Option<String>,
+        reply: flume::Sender<Result<u64, String>>,
+    },
+    /// `kv leave` received by another core, for the gossip core.
+    Leave {
+        reply: flume::Sender<Result<u64, String>>,
+    },
     /// An indirect probe request received by another core, for the gossip core.
     PingReq {
         target: String,

@@ -18,6 +18,7 @@ pub mod peer;
 pub mod resp_front;
 pub mod runtime;
 pub mod shard;
+pub mod topology;
 pub mod view;
 
 use std::sync::atomic::AtomicUsize;

@@ -43,11 +43,10 @@ fn op<'a>(opcode: Opcode, key: &'a [u8], value: &'a [u8]) -> NativeRequest<'a> {
 /// bits), or the writer id in hex when no current member matches.
 pub fn coordinator_of(view: &RingView, version: Version) -> String {
     let node_bits = version.writer & 0xFFFF_FF00;
-    view.ring
-        .members()
+    view.listing
         .iter()
-        .find(|id| writer_id(id, 0) & 0xFFFF_FF00 == node_bits)
-        .cloned()
+        .find(|u| writer_id(&u.id, 0) & 0xFFFF_FF00 == node_bits)
+        .map(|u| u.id.clone())
         .unwrap_or_else(|| format!("writer-{:08x}", version.writer))
 }
 
@@ -130,16 +129,20 @@ impl Front for OriginalFront {
                 ResponseWriter::new(out, status).finish();
             }
             OriginalReply::ClusterInfo => {
-                let view = cx.view;
-                let members = view.ring.members();
+                let members: Vec<_> = cx
+                    .view
+                    .listing
+                    .iter()
+                    .filter(|u| u.status != MemberStatus::Left)
+                    .collect();
                 let mut w = ResponseWriter::new(out, STATUS_OK);
                 w.u32(members.len() as u32);
-                for (i, id) in members.iter().enumerate() {
-                    let (host, port) = host_port(&view.addrs[i]);
-                    w.string(id.as_bytes())
+                for u in members {
+                    let (host, port) = host_port(&u.addr);
+                    w.string(u.id.as_bytes())
                         .string(host.as_bytes())
                         .u16(port)
-                        .u8(u8::from(view.statuses[i] == MemberStatus::Alive));
+                        .u8(u8::from(u.status == MemberStatus::Alive));
                 }
                 w.u64(cx.report.map(|r| r.keys()).unwrap_or(0) as u64);
                 w.finish();

@@ -439,14 +439,15 @@ fn info_text(cx: &ReplyCtx<'_>, keys: usize) -> String {
         "replication:n={},r={},w={}\r\n",
         rep.n, rep.r, rep.w
     ));
-    let members = view.ring.members();
-    s.push_str(&format!("members:{}\r\n", members.len()));
-    for (i, id) in members.iter().enumerate() {
+    s.push_str(&format!("members:{}\r\n", view.listing.len()));
+    for u in &view.listing {
         s.push_str(&format!(
-            "member:{id},{},{},inc={}\r\n",
-            view.addrs[i],
-            view.statuses[i].as_str(),
-            view.incarnations[i]
+            "member:{},{},{},inc={},role={}\r\n",
+            u.id,
+            u.addr,
+            u.status.as_str(),
+            u.incarnation,
+            u.role.as_str()
         ));
     }
     s

@@ -407,6 +407,23 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
                 };
                 let _ = reply.try_send(snapshot);
             }
+            CoreMsg::Stream { only, reply } => {
+                let c = ctx.clone();
+                glommio::spawn_local(async move {
+                    let r = crate::server::topology::stream_core(&c, only.as_deref()).await;
+                    let _ = reply.try_send(r);
+                })
+                .detach();
+            }
+            CoreMsg::Leave { reply } => {
+                if let Some(g) = ctx.gossip.clone() {
+                    let c = ctx.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.try_send(crate::server::topology::leave(&c, &g).await);
+                    })
+                    .detach();
+                }
+            }
             CoreMsg::PingReq { target, reply } => {
                 if let Some(g) = ctx.gossip.clone() {
                     let c = ctx.clone();

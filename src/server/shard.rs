@@ -156,6 +156,17 @@ impl Shard {
         self.log_applied(applied, key, value, version)
     }
 
+    /// Keys (live or tombstoned) for which `want` holds, copied out (the map may change while
+    /// they are streamed; each is read again when sent).
+    pub fn keys_where(&self, mut want: impl FnMut(&[u8]) -> bool) -> Vec<Box<[u8]>> {
+        self.map
+            .borrow()
+            .iter()
+            .filter(|(k, _, _)| want(k))
+            .map(|(k, _, _)| Box::from(k))
+            .collect()
+    }
+
     pub fn stats(&self, connections: usize) -> CoreStats {
         let wal = self.wal.stats();
         CoreStats {

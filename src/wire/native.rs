@@ -63,6 +63,8 @@ pub enum Opcode {
     Info = 5,
     /// Read only the contacted node's own store (no quorum, no repair).
     LocalGet = 6,
+    /// Stream this node's data to the rest of the cluster, then leave it and exit (`kv leave`).
+    Leave = 7,
     /// Node to node: store this exact version (flag `FLAG_TOMBSTONE`: a delete).
     ReplicaPut = 16,
     /// Node to node: this replica's value or tombstone and its version.
@@ -71,6 +73,9 @@ pub enum Opcode {
     Gossip = 18,
     /// Node to node: probe the member named by the key on my behalf (SWIM indirect probe).
     PingReq = 19,
+    /// Node to node: send the member named by the key every record it will own once the join
+    /// in progress completes (its pending ranges); the answer is the count, in decimal.
+    Stream = 20,
 }
 
 impl Opcode {
@@ -82,10 +87,12 @@ impl Opcode {
             4 => Opcode::Ping,
             5 => Opcode::Info,
             6 => Opcode::LocalGet,
+            7 => Opcode::Leave,
             16 => Opcode::ReplicaPut,
             17 => Opcode::ReplicaGet,
             18 => Opcode::Gossip,
             19 => Opcode::PingReq,
+            20 => Opcode::Stream,
             _ => return None,
         })
     }

@@ -217,9 +217,10 @@ pub fn wait_members(node: &Node, count: usize, status: &str) -> Result<(), Strin
         START_DEADLINE,
         || {
             let lines = member_lines(node);
+            // A member line ends with ` role=...` while it is joining, leaving or waiting.
             (lines
                 .iter()
-                .filter(|l| l.split_whitespace().nth(3) == Some(status))
+                .filter(|l| l.split_whitespace().nth(3) == Some(status) && !l.contains(" role="))
                 .count()
                 == count)
                 .then_some(())

@@ -55,7 +55,12 @@ enum Command {
     },
     /// Closed-loop load generator with latency histograms.
     Bench(bench::BenchArgs),
+    /// Make the node stream its data to the rest of the cluster, leave it and exit.
+    Leave,
 }
+
+/// `kv leave` waits for the whole hand-over (the node bounds each step itself).
+const LEAVE_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -78,6 +83,11 @@ fn main() -> ExitCode {
     if let Command::Bench(args) = command {
         return ExitCode::from(bench::run(&addr, timeout, &args));
     }
+    let timeout = if matches!(command, Command::Leave) {
+        timeout.max(Duration::from_millis(LEAVE_TIMEOUT_MS))
+    } else {
+        timeout
+    };
     let code = match Client::connect(&addr, timeout) {
         Ok(mut client) => run_command(&mut client, command),
         Err(e) => report(&e),
@@ -124,6 +134,10 @@ fn run_command(client: &mut Client, command: Command) -> u8 {
             }
             0
         }),
+        Command::Leave => client.leave().map(|n| {
+            println!("LEFT (streamed {n} records)");
+            0
+        }),
         Command::Bench(_) => Ok(EXIT_USAGE),
     };
     result.unwrap_or_else(|e| report(&e))
@@ -158,8 +172,13 @@ pub fn format_info(info: &serde_json::Value) -> String {
     }
     if let Some(members) = info["members"].as_array() {
         for m in members {
+            // A ring role other than plain membership (joining, leaving, waiting) is appended.
+            let role = match m["role"].as_str() {
+                Some(r) if r != "member" => format!(" role={r}"),
+                _ => String::new(),
+            };
             s.push_str(&format!(
-                "member {} {} {} inc={}\n",
+                "member {} {} {} inc={}{role}\n",
                 m["id"].as_str().unwrap_or("?"),
                 m["addr"].as_str().unwrap_or("?"),
                 m["status"].as_str().unwrap_or("?"),

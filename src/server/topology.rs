@@ -1,0 +1,309 @@
+//! Joins and leaves: moving ranges between nodes, one topology change at a time.
+//!
+//! Owns the shells that drive `core::membership`'s ring roles: the join driver (core 0, from
+//! start until this node is a ring member), `kv leave`, and streaming records to their pending
+//! owners (every core, on request). Never decides who owns what (the ring does) nor which
+//! version wins (replicas apply streamed records as replica writes: last-write-wins, stale ones
+//! refused).
+//!
+//! What moves and when:
+//! 1. A node started for the first time with `--seed` is `Waiting`. If every current member
+//!    holds no keys, it becomes a `Member` at once: nothing to stream (so a whole cluster can
+//!    start together). Otherwise it waits for its turn (no other join or leave in progress).
+//! 2. It becomes `Joining`: its future ranges are pending. Writes to them go to the current
+//!    replicas and to it, and need one more ack per pending owner.
+//! 3. It waits until every live member reports the same ring roles (a gossip exchange each,
+//!    comparing `topology_digest`), then `REPLICA_TIMEOUT_MS` more, so any write coordinated
+//!    with the old ring has finished or failed.
+//! 4. It asks every live current member to stream it the records of its pending ranges (each
+//!    core of the source collects the keys, then sends them in batches of `STREAM_BATCH_KEYS`
+//!    as replica writes). A failed stream is restarted from the beginning: replica writes are
+//!    idempotent.
+//! 5. It becomes a `Member` (incarnation + 1); gossip switches every node's ring.
+//!
+//! Leave mirrors it: `Leaving` (its ranges' next owners are pending), acks, settle, stream
+//! every record to its new owners, then LEFT, gossip it to every live member, and exit.
+//! Former owners keep their copies (they are no longer read; a later compaction may drop them).
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::core::membership::{Role, Status, Update};
+use crate::core::version::Version;
+use crate::limits::{
+    REPLICA_TIMEOUT_MS, STREAM_BATCH_KEYS, STREAM_TIMEOUT_MS, TOPOLOGY_ACK_WAIT_MS,
+    TOPOLOGY_POLL_MS,
+};
+use crate::server::coordinator;
+use crate::server::gossip::Gossip;
+use crate::server::messages::{CoreMsg, Op, OpResult};
+use crate::server::runtime::CoreCtx;
+use crate::server::shard::OpRef;
+use crate::wire::native::{Opcode, Status as WireStatus};
+
+async fn pause(ctx: &CoreCtx, ms: u64) {
+    futures_lite::future::or(
+        glommio::timer::sleep(Duration::from_millis(ms)),
+        ctx.shutdown.wait(),
+    )
+    .await
+}
+
+/// The join driver: runs on core 0 until this node is a ring member (or shuts down).
+pub async fn join(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
+    while !ctx.shutdown.is_set() {
+        match g.my_role() {
+            Role::Member | Role::Leaving => return,
+            Role::Waiting => {
+                let ring = g.live_ring_members();
+                if ring.is_empty() {
+                    pause(&ctx, TOPOLOGY_POLL_MS).await;
+                    continue;
+                }
+                if cluster_keys(&ctx, &ring).await == Some(0) {
+                    log::info!("joining an empty cluster: nothing to stream");
+                    g.set_my_role(&ctx, Role::Member);
+                    return;
+                }
+                if g.my_turn() {
+                    log::info!("join: our turn; our ranges are now pending");
+                    g.set_my_role(&ctx, Role::Joining);
+                } else {
+                    pause(&ctx, TOPOLOGY_POLL_MS).await;
+                }
+            }
+            Role::Joining => {
+                if !g.my_turn() {
+                    log::info!("join: another change goes first; waiting");
+                    g.set_my_role(&ctx, Role::Waiting);
+                    continue;
+                }
+                if let Err(e) = wait_acks(&ctx, &g).await {
+                    log::info!("join: {e}; retrying");
+                    continue;
+                }
+                pause(&ctx, REPLICA_TIMEOUT_MS).await;
+                match stream_to_me(&ctx, &g).await {
+                    Ok(n) => {
+                        log::info!("join: received {n} records; now a member");
+                        g.set_my_role(&ctx, Role::Member);
+                        return;
+                    }
+                    Err(e) => {
+                        log::warn!("join: stream failed ({e}); restarting it");
+                        pause(&ctx, TOPOLOGY_POLL_MS).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Live keys on the given members, or `None` if one did not answer.
+async fn cluster_keys(ctx: &Rc<CoreCtx>, members: &[Update]) -> Option<u64> {
+    let mut total = 0;
+    for m in members {
+        let reply = ctx
+            .peer(&m.addr)
+            .request(
+                Opcode::Info,
+                &[],
+                &[],
+                Version::ZERO,
+                0,
+                Duration::from_millis(REPLICA_TIMEOUT_MS),
+            )
+            .await
+            .ok()?;
+        let info: serde_json::Value = serde_json::from_slice(&reply.value).ok()?;
+        total += info["core_stats"]
+            .as_array()?
+            .iter()
+            .map(|c| c["keys"].as_u64().unwrap_or(0))
+            .sum::<u64>();
+    }
+    Some(total)
+}
+
+/// Wait until every live member routes with the same ring roles as we do.
+async fn wait_acks(ctx: &Rc<CoreCtx>, g: &Gossip) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_millis(TOPOLOGY_ACK_WAIT_MS);
+    loop {
+        let mine = g.digest();
+        let mut behind = Vec::new();
+        for m in g.live_others() {
+            if g.peer_digest(ctx, &m.addr).await != Some(mine) {
+                behind.push(m.id);
+            }
+        }
+        if behind.is_empty() && g.digest() == mine {
+            return Ok(());
+        }
+        if Instant::now() >= deadline || ctx.shutdown.is_set() {
+            return Err(format!(
+                "members {behind:?} did not acknowledge the change within {TOPOLOGY_ACK_WAIT_MS} ms"
+            ));
+        }
+        pause(ctx, TOPOLOGY_POLL_MS).await;
+    }
+}
+
+/// Ask every live current member to stream us our pending ranges.
+async fn stream_to_me(ctx: &Rc<CoreCtx>, g: &Gossip) -> Result<u64, String> {
+    let mut total = 0;
+    for m in g.live_ring_members() {
+        let reply = ctx
+            .peer(&m.addr)
+            .request(
+                Opcode::Stream,
+                ctx.node.node_id.as_bytes(),
+                &[],
+                Version::ZERO,
+                0,
+                Duration::from_millis(STREAM_TIMEOUT_MS),
+            )
+            .await
+            .map_err(|e| format!("{}: {e}", m.id))?;
+        let text = String::from_utf8_lossy(&reply.value).into_owned();
+        if reply.status != WireStatus::Ok {
+            return Err(format!("{}: {text}", m.id));
+        }
+        total += text.parse::<u64>().unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Every core of this node streams its records to their pending owners (`only`: one member).
+pub async fn stream_node(ctx: &Rc<CoreCtx>, only: Option<String>) -> Result<u64, String> {
+    let mut total = 0;
+    for (core, peer) in ctx.peers.iter().enumerate() {
+        total += if core == ctx.core {
+            stream_core(ctx, only.as_deref()).await?
+        } else {
+            let (tx, rx) = flume::bounded(1);
+            peer.send_async(CoreMsg::Stream {
+                only: only.clone(),
+                reply: tx,
+            })
+            .await
+            .map_err(|_| format!("core {core} is gone"))?;
+            rx.recv_async()
+                .await
+                .map_err(|_| format!("core {core} did not answer"))??
+        };
+    }
+    Ok(total)
+}
+
+/// This core's records whose pending owners (all, or `only`) differ from their current
+/// replicas, sent to those owners as replica writes in batches.
+pub async fn stream_core(ctx: &Rc<CoreCtx>, only: Option<&str>) -> Result<u64, String> {
+    let view = ctx.view();
+    if view.pending.is_none() {
+        return Err("no join or leave is in progress".into());
+    }
+    let new_owners = |key: &[u8]| {
+        let (targets, pending) = view.write_targets(key);
+        let first = targets.len() - pending;
+        targets
+            .into_iter()
+            .skip(first)
+            .filter(|t| !t.local && only.is_none_or(|o| o == t.id))
+            .collect::<Vec<_>>()
+    };
+    let keys = ctx.shard.keys_where(|k| !new_owners(k).is_empty());
+    let mut sent = 0u64;
+    for batch in keys.chunks(STREAM_BATCH_KEYS) {
+        let mut calls = Vec::new();
+        for key in batch {
+            let (record, _) = ctx.shard.execute(OpRef::ReplicaGet(key));
+            let (value, version) = match record {
+                OpResult::Value { value, version } => (Some(value), version),
+                OpResult::Tombstone { version } => (None, version),
+                _ => continue,
+            };
+            for t in new_owners(key) {
+                let op = Op::ReplicaPut {
+                    key: key.clone(),
+                    value: value.clone(),
+                    version,
+                };
+                let c = ctx.clone();
+                let task =
+                    glommio::spawn_local(
+                        async move { coordinator::remote_call(&c, &t.addr, op).await },
+                    );
+                calls.push(task);
+            }
+        }
+        for call in calls {
+            match call.await {
+                OpResult::Written { .. } | OpResult::Stale { .. } => sent += 1,
+                OpResult::Failed { message, .. } => return Err(message),
+                other => return Err(format!("unexpected answer {other:?}")),
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// `kv leave`: stream every record to its next owners, become LEFT, tell everyone, exit.
+pub async fn leave(ctx: &Rc<CoreCtx>, g: &Gossip) -> Result<u64, String> {
+    if g.my_role() != Role::Member {
+        return Err(format!(
+            "this node is {}, not a ring member",
+            g.my_role().as_str()
+        ));
+    }
+    if g.live_ring_members().is_empty() {
+        return Err("this node is the only member: there is no one to hand its data to".into());
+    }
+    let deadline = Instant::now() + Duration::from_millis(TOPOLOGY_ACK_WAIT_MS);
+    while g.others_changing() {
+        if Instant::now() >= deadline {
+            return Err("another join or leave is in progress; try again later".into());
+        }
+        pause(ctx, TOPOLOGY_POLL_MS).await;
+    }
+    g.set_my_role(ctx, Role::Leaving);
+    let result = async {
+        while !g.my_turn() {
+            if Instant::now() >= deadline {
+                return Err("another join or leave is in progress; try again later".into());
+            }
+            pause(ctx, TOPOLOGY_POLL_MS).await;
+        }
+        wait_acks(ctx, g).await?;
+        pause(ctx, REPLICA_TIMEOUT_MS).await;
+        stream_node(ctx, None).await
+    }
+    .await;
+    let sent = match result {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("leave abandoned: {e}");
+            g.set_my_role(ctx, Role::Member);
+            return Err(e);
+        }
+    };
+    g.set_me_left(ctx);
+    for m in g.live_others() {
+        g.peer_digest(ctx, &m.addr).await;
+    }
+    log::info!("left the cluster after streaming {sent} records; shutting down");
+    let peers = ctx.peers.clone();
+    glommio::spawn_local(async move {
+        // Let the reply to `kv leave` go out first.
+        glommio::timer::sleep(Duration::from_millis(TOPOLOGY_POLL_MS)).await;
+        for p in &peers {
+            let _ = p.try_send(CoreMsg::Shutdown);
+        }
+    })
+    .detach();
+    Ok(sent)
+}
+
+/// A member that is alive and not us.
+pub fn is_live_other(u: &Update, me: &str) -> bool {
+    u.id != me && u.status == Status::Alive
+}
