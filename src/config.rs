@@ -66,6 +66,9 @@ pub struct Args {
     /// Time a suspected member has to refute before it is declared dead (ms).
     #[arg(long, env = "KVSTORE_SUSPECT_TIMEOUT_MS", default_value_t = SUSPECT_TIMEOUT_MS_DEFAULT)]
     pub suspect_timeout_ms: u64,
+    /// Serve Prometheus metrics at http://LISTEN:PORT/metrics (off when not given).
+    #[arg(long, env = "KVSTORE_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG wins when set.
     #[arg(long, env = "KVSTORE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -117,6 +120,8 @@ pub struct Config {
     pub replication: crate::core::quorum::Replication,
     pub advertise: String,
     pub suspect_timeout_ms: u64,
+    /// Where `/metrics` is served (same host as `listen`).
+    pub metrics: Option<SocketAddr>,
 }
 
 pub fn valid_node_id(id: &str) -> bool {
@@ -173,6 +178,7 @@ impl Config {
             replication,
             advertise,
             suspect_timeout_ms: args.suspect_timeout_ms,
+            metrics: args.metrics_port.map(|p| SocketAddr::new(listen.ip(), p)),
         })
     }
 }

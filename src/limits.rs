@@ -95,6 +95,9 @@ pub const STREAM_BATCH_KEYS: usize = 256;
 pub const STREAM_TIMEOUT_MS: u64 = 600_000;
 pub const TOPOLOGY_ACK_WAIT_MS: u64 = 30_000;
 pub const TOPOLOGY_POLL_MS: u64 = 200;
+/// `--metrics-port`: largest HTTP request head, and how long a scraper may take to send it.
+pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;
+pub const METRICS_TIMEOUT_MS: u64 = 5_000;
 /// Largest gossip payload (JSON of every member).
 pub const GOSSIP_BYTES_MAX: usize = 256 * 1024;
 /// Client library: default connect / request timeout.

@@ -387,7 +387,9 @@ async fn process_batch<F: Front>(
     front: &mut F,
 ) -> (Option<F::Fatal>, bool) {
     let cores = ctx.peers.len();
+    let started = Instant::now();
     let mut slots = Vec::new();
+    let mut opcodes = Vec::new();
     let mut replies = Vec::new();
     let mut remote: Vec<Vec<Op>> = (0..cores).map(|_| Vec::new()).collect();
     let mut last_ticket = None;
@@ -406,6 +408,7 @@ async fn process_batch<F: Front>(
             ]
             .contains(&req.opcode);
             reads += usize::from(is_read);
+            opcodes.push(req.opcode);
             slots.push(dispatch(ctx, &req, &mut remote, &mut last_ticket));
         };
         match front.decode(rbuf.pending(), ctx.node.max_value_bytes, &mut op) {
@@ -457,6 +460,16 @@ async fn process_batch<F: Front>(
     let mut results = Vec::with_capacity(slots.len());
     for slot in slots {
         results.push(resolve(slot, &local_failure, &mut remote_results).await);
+    }
+    let elapsed = started.elapsed();
+    let m = &ctx.metrics;
+    for (opcode, result) in opcodes.iter().zip(&results) {
+        m.count(*opcode, result);
+        match Opcode::from_u8(*opcode) {
+            Some(Opcode::Get | Opcode::LocalGet) => m.read_latency.observe(elapsed),
+            Some(Opcode::Put | Opcode::Delete) => m.write_latency.observe(elapsed),
+            _ => {}
+        }
     }
     let report = if replies.iter().any(|(r, _, _)| F::needs_report(r)) {
         Some(node_report(ctx).await)

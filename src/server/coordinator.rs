@@ -96,6 +96,7 @@ async fn write_once(
             Outcome::Lost | Outcome::Pending => {}
         }
     }
+    ctx.metrics.quorum_failure(false);
     let message = format!(
         "quorum not reached: {} of {} replicas acknowledged the write, {} needed{}{}",
         tally.successes(),
@@ -143,6 +144,7 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
         outcome = absorb(&mut tally, &mut seen, &mut best, m, r);
     }
     if outcome != Outcome::Won {
+        ctx.metrics.quorum_failure(true);
         let message = format!(
             "quorum not reached: {} of {} replicas answered the read, {} needed",
             tally.successes(),
@@ -177,6 +179,7 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
                     };
                     let (tx, _rx) = flume::bounded(1);
                     spawn_replica_call(&c, &replicas[m], m, op, tx);
+                    c.metrics.read_repair();
                     log::debug!("read repair of member {m} to {version:?}");
                 }
             }
@@ -306,10 +309,12 @@ pub async fn remote_call(ctx: &Rc<CoreCtx>, addr: &str, op: Op) -> OpResult {
             }
         }
     };
-    let reply = match peer
+    let sent = std::time::Instant::now();
+    let reply = peer
         .request(opcode, key, value, version, flags, timeout())
-        .await
-    {
+        .await;
+    ctx.metrics.replica_rpc_latency.observe(sent.elapsed());
+    let reply = match reply {
         Ok(r) => r,
         Err(e) => {
             return OpResult::Failed {

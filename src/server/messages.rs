@@ -102,6 +102,9 @@ pub struct CoreStats {
     pub wal_bytes: u64,
     pub wal_syncs: u64,
     pub wal_writes: u64,
+    pub wal_records: u64,
+    /// Records per WAL device write (`wal_file::GROUP_BUCKETS`, then overflow).
+    pub wal_group_sizes: [u64; crate::storage::wal_file::GROUP_BUCKETS.len() + 1],
     pub connections: usize,
 }
 
@@ -115,6 +118,10 @@ pub enum CoreMsg {
     Conn(AcceptedTcpStream),
     Stats {
         reply: flume::Sender<CoreStats>,
+    },
+    /// This core's metrics, for a scrape.
+    Metrics {
+        reply: flume::Sender<crate::server::metrics::MetricsSnapshot>,
     },
     /// Begin a clean shutdown.
     Shutdown,

@@ -12,6 +12,7 @@ pub mod coordinator;
 pub mod gossip;
 pub mod listener;
 pub mod messages;
+pub mod metrics;
 pub mod notify;
 pub mod original_front;
 pub mod peer;

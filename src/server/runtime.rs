@@ -60,6 +60,8 @@ pub struct CoreCtx {
     peer_conns: RefCell<HashMap<String, Rc<Peer>>>,
     /// The membership shell (core 0 only).
     pub gossip: Option<Rc<Gossip>>,
+    /// This core's counters and histograms (read by `/metrics` through a message).
+    pub metrics: crate::server::metrics::CoreMetrics,
 }
 
 impl CoreCtx {
@@ -85,6 +87,11 @@ impl CoreCtx {
             .clone()
     }
 
+    pub fn metrics_snapshot(&self) -> crate::server::metrics::MetricsSnapshot {
+        let stats = self.shard.stats(self.connections.get());
+        self.metrics.snapshot(stats, self.peers[self.core].len())
+    }
+
     pub fn connection_closed(&self) {
         self.connections.set(self.connections.get() - 1);
         self.node
@@ -99,6 +106,14 @@ pub fn run(config: Config) -> Result<(), Error> {
     let started = Instant::now();
     raise_nofile_limit(config.max_connections);
     let listener_fd = bind_exclusive(config.listen)?;
+    let metrics_fd = match config.metrics {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| Error::Listen { addr, source })?
+                .into_raw_fd(),
+        ),
+        None => None,
+    };
     let ring = LocalRing::new(&config.node_id, config.cores);
     let recovered = recovery::recover(&config.data_dir, &ring)?;
     log::info!(
@@ -130,6 +145,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     let mut handles = Vec::new();
     let old_segments = recovered.segments;
     let mut listener_fd = Some(listener_fd);
+    let mut metrics_fd = metrics_fd;
     for (core, (map, rx)) in recovered.maps.into_iter().zip(receivers).enumerate() {
         let placement = if config.pin {
             Placement::Fixed(core)
@@ -147,6 +163,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             fsync: config.fsync,
             first_segment: recovered.next_segment_id + core as u64,
             listener_fd: if core == 0 { listener_fd.take() } else { None },
+            metrics_fd: if core == 0 { metrics_fd.take() } else { None },
             snap_tx: snap_tx.clone(),
             snap_rx: if core == 0 {
                 Some(snap_rx.clone())
@@ -218,6 +235,7 @@ struct CoreStart {
     fsync: FsyncMode,
     first_segment: u64,
     listener_fd: Option<RawFd>,
+    metrics_fd: Option<RawFd>,
     snap_tx: flume::Sender<usize>,
     snap_rx: Option<flume::Receiver<usize>>,
     old_segments: Vec<SegmentFile>,
@@ -284,6 +302,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         view: RefCell::new(Arc::new(solo)),
         peer_conns: RefCell::new(HashMap::new()),
         gossip,
+        metrics: Default::default(),
     });
     let mailbox = glommio::spawn_local(mailbox(ctx.clone(), s.rx));
     let acceptor = s.listener_fd.map(|fd| {
@@ -304,6 +323,15 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
                 glommio::Latency::NotImportant,
                 "membership",
             );
+            if let Some(fd) = s.metrics_fd {
+                // SAFETY: a bound, listening socket made in `run`, owned by nobody else.
+                let l = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
+                let served =
+                    glommio::spawn_local_into(crate::server::metrics::serve(ctx.clone(), l), tq);
+                if let Ok(t) = served {
+                    t.detach();
+                }
+            }
             glommio::spawn_local_into(crate::server::gossip::run(ctx.clone(), g), tq)
         })
         .transpose()
@@ -394,6 +422,9 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
                     c.connection_closed();
                 })
                 .detach();
+            }
+            CoreMsg::Metrics { reply } => {
+                let _ = reply.try_send(ctx.metrics_snapshot());
             }
             CoreMsg::Stats { reply } => {
                 let _ = reply.try_send(ctx.shard.stats(ctx.connections.get()));

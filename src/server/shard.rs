@@ -175,6 +175,8 @@ impl Shard {
             wal_bytes: wal.wal_bytes,
             wal_syncs: wal.syncs,
             wal_writes: wal.writes,
+            wal_records: wal.records,
+            wal_group_sizes: wal.group_sizes,
             connections,
         }
     }

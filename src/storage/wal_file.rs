@@ -82,6 +82,10 @@ struct State {
     wal_bytes: u64,
     syncs: u64,
     writes: u64,
+    /// Records per device write (group commit), counted in `GROUP_BUCKETS` (+ overflow).
+    group_sizes: [u64; GROUP_BUCKETS.len() + 1],
+    /// Ticket of the last record written (to size the next group).
+    written_ticket: Ticket,
 }
 
 /// One core's write-ahead log.
@@ -103,7 +107,14 @@ pub struct WalStats {
     pub wal_bytes: u64,
     pub syncs: u64,
     pub writes: u64,
+    /// Records appended.
+    pub records: u64,
+    /// Records per device write, counted in `GROUP_BUCKETS` (upper bounds) plus overflow.
+    pub group_sizes: [u64; GROUP_BUCKETS.len() + 1],
 }
+
+/// Upper bounds of the group-commit size buckets (records per device write).
+pub const GROUP_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
 impl Wal {
     /// A WAL whose first segment will be `first_segment` in `dir` (created if missing).
@@ -146,6 +157,8 @@ impl Wal {
                 wal_bytes: 0,
                 syncs: 0,
                 writes: 0,
+                group_sizes: [0; GROUP_BUCKETS.len() + 1],
+                written_ticket: 0,
             }),
             flusher: Cell::new(None),
             waiters: RefCell::new(Vec::new()),
@@ -240,6 +253,8 @@ impl Wal {
             wal_bytes: st.wal_bytes,
             syncs: st.syncs,
             writes: st.writes,
+            records: st.appended,
+            group_sizes: st.group_sizes,
         }
     }
 
@@ -391,7 +406,17 @@ impl Wal {
             if let Err(e) = out.write(&chunk.bytes).await {
                 return Err((e, Vec::new()));
             }
-            self.state.borrow_mut().writes += 1;
+            {
+                let mut st = self.state.borrow_mut();
+                st.writes += 1;
+                let records = chunk.last_ticket.saturating_sub(st.written_ticket);
+                st.written_ticket = chunk.last_ticket;
+                let bucket = GROUP_BUCKETS
+                    .iter()
+                    .position(|b| records <= *b)
+                    .unwrap_or(GROUP_BUCKETS.len());
+                st.group_sizes[bucket] += 1;
+            }
             last = chunk.last_ticket;
         }
         Ok(last)

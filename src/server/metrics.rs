@@ -1,0 +1,573 @@
+//! Metrics: per-core counters and latency histograms, and their Prometheus exposition.
+//!
+//! Owns: what is counted (`CoreMetrics`, one per core, plain `Cell`s: no atomics or locks on
+//! the data path), how a scrape gathers every core's snapshot by message, and the text served
+//! at `GET /metrics` on `--metrics-port` (encoded with the `prometheus-client` crate, OpenMetrics
+//! text, which Prometheus scrapes). Never decides anything about requests.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::core::membership::Status as MemberStatus;
+use crate::limits::{METRICS_REQUEST_BYTES_MAX, METRICS_TIMEOUT_MS};
+use crate::server::messages::{CoreMsg, CoreStats, OpResult};
+use crate::server::runtime::CoreCtx;
+use crate::storage::wal_file::GROUP_BUCKETS;
+use crate::wire::native::{Opcode, Status};
+
+/// Upper bounds of the latency buckets, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// Request kinds, by native opcode.
+const KINDS: [(Opcode, &str); 13] = [
+    (Opcode::Get, "get"),
+    (Opcode::Put, "put"),
+    (Opcode::Delete, "delete"),
+    (Opcode::Ping, "ping"),
+    (Opcode::Info, "info"),
+    (Opcode::LocalGet, "local_get"),
+    (Opcode::Leave, "leave"),
+    (Opcode::ReplicaPut, "replica_put"),
+    (Opcode::ReplicaGet, "replica_get"),
+    (Opcode::Gossip, "gossip"),
+    (Opcode::PingReq, "ping_req"),
+    (Opcode::Stream, "stream"),
+    (Opcode::Get, "unknown"),
+];
+const OUTCOMES: [&str; 4] = ["ok", "not_found", "stale", "error"];
+
+/// A latency histogram of one core.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [Cell<u64>; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: Cell<u64>,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.counts[i].set(self.counts[i].get() + 1);
+        self.sum_us.set(self.sum_us.get() + us);
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: self.counts.iter().map(Cell::get).collect(),
+            sum_us: self.sum_us.get(),
+        }
+    }
+}
+
+/// One core's counters (single-threaded; read by the scrape through a message).
+#[derive(Default)]
+pub struct CoreMetrics {
+    requests: [[Cell<u64>; OUTCOMES.len()]; KINDS.len()],
+    pub read_latency: Histogram,
+    pub write_latency: Histogram,
+    pub replica_rpc_latency: Histogram,
+    pub quorum_failures_read: Cell<u64>,
+    pub quorum_failures_write: Cell<u64>,
+    pub read_repairs: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+impl CoreMetrics {
+    /// Count one request of native opcode `opcode` and its result.
+    pub fn count(&self, opcode: u8, result: &OpResult) {
+        let kind = KINDS
+            .iter()
+            .position(|(o, _)| *o as u8 == opcode)
+            .unwrap_or(KINDS.len() - 1);
+        let outcome = match result {
+            OpResult::Value { .. } | OpResult::Written { .. } => 0,
+            OpResult::NotFound | OpResult::Tombstone { .. } => 1,
+            OpResult::Stale { .. } => 2,
+            OpResult::Failed { status, .. } if *status == Status::NotFound => 1,
+            OpResult::Failed { .. } => 3,
+        };
+        bump(&self.requests[kind][outcome]);
+    }
+
+    pub fn quorum_failure(&self, read: bool) {
+        bump(if read {
+            &self.quorum_failures_read
+        } else {
+            &self.quorum_failures_write
+        });
+    }
+
+    pub fn read_repair(&self) {
+        bump(&self.read_repairs);
+    }
+
+    pub fn snapshot(&self, stats: CoreStats, queue_depth: usize) -> MetricsSnapshot {
+        MetricsSnapshot {
+            requests: self
+                .requests
+                .iter()
+                .map(|row| row.iter().map(Cell::get).collect())
+                .collect(),
+            read_latency: self.read_latency.snapshot(),
+            write_latency: self.write_latency.snapshot(),
+            replica_rpc_latency: self.replica_rpc_latency.snapshot(),
+            quorum_failures_read: self.quorum_failures_read.get(),
+            quorum_failures_write: self.quorum_failures_write.get(),
+            read_repairs: self.read_repairs.get(),
+            stats,
+            queue_depth,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct HistogramSnapshot {
+    counts: Vec<u64>,
+    sum_us: u64,
+}
+
+/// One core's metrics at scrape time (sent across cores).
+#[derive(Clone, Debug, Default)]
+pub struct MetricsSnapshot {
+    requests: Vec<Vec<u64>>,
+    read_latency: HistogramSnapshot,
+    write_latency: HistogramSnapshot,
+    replica_rpc_latency: HistogramSnapshot,
+    quorum_failures_read: u64,
+    quorum_failures_write: u64,
+    read_repairs: u64,
+    pub stats: CoreStats,
+    queue_depth: usize,
+}
+
+/// Label pairs of one series.
+type Labels = Vec<(String, String)>;
+
+/// One histogram series: labels, sum, count, (upper bound, count) per bucket.
+type HistogramSeries = (Labels, f64, u64, Vec<(f64, u64)>);
+
+/// Histograms (one per label set) in the exposition, from summed bucket counts.
+#[derive(Debug)]
+struct ConstHistograms {
+    series: Vec<HistogramSeries>,
+}
+
+impl EncodeMetric for ConstHistograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, sum, count, buckets) in &self.series {
+            if labels.is_empty() {
+                encoder.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+            } else {
+                encoder
+                    .encode_family(labels)?
+                    .encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// `counts` per bucket (last: overflow) as (upper bound, count) pairs and their total (the
+/// encoder makes them cumulative).
+fn buckets(bounds: &[f64], counts: &[u64]) -> (u64, Vec<(f64, u64)>) {
+    let out = counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (bounds.get(i).copied().unwrap_or(f64::INFINITY), *c))
+        .collect();
+    (counts.iter().sum(), out)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, v: u64) {
+    registry.register(name, help, ConstCounter::new(v));
+}
+
+/// The exposition text for every core's snapshot and the membership view.
+pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> String {
+    let mut r = Registry::with_prefix("kvstore");
+    let mut req_counts = vec![vec![0u64; OUTCOMES.len()]; KINDS.len()];
+    for c in cores {
+        for (k, row) in c.requests.iter().enumerate() {
+            for (o, v) in row.iter().enumerate() {
+                req_counts[k][o] += v;
+            }
+        }
+    }
+    let mut request_series = Vec::new();
+    for (k, row) in req_counts.iter().enumerate() {
+        for (o, v) in row.iter().enumerate() {
+            if *v > 0 {
+                request_series.push((
+                    labels(&[("kind", KINDS[k].1), ("outcome", OUTCOMES[o])]),
+                    *v,
+                ));
+            }
+        }
+    }
+    r.register(
+        "requests",
+        "Requests by kind and outcome (a counter: only grows)",
+        RequestCounters(request_series),
+    );
+    let us_bounds: Vec<f64> = LATENCY_BUCKETS_US.iter().map(|b| *b as f64 / 1e6).collect();
+    let latency = |pick: fn(&MetricsSnapshot) -> &HistogramSnapshot, kind: &str| {
+        let mut counts = vec![0u64; LATENCY_BUCKETS_US.len() + 1];
+        let mut sum_us = 0;
+        for c in cores {
+            let h = pick(c);
+            for (i, v) in h.counts.iter().enumerate() {
+                counts[i] += v;
+            }
+            sum_us += h.sum_us;
+        }
+        let (count, buckets) = buckets(&us_bounds, &counts);
+        (
+            labels(&[("kind", kind)]),
+            sum_us as f64 / 1e6,
+            count,
+            buckets,
+        )
+    };
+    r.register(
+        "request_duration_seconds",
+        "Time from decoding a request to its answer, by kind (read, write)",
+        ConstHistograms {
+            series: vec![
+                latency(|c| &c.read_latency, "read"),
+                latency(|c| &c.write_latency, "write"),
+            ],
+        },
+    );
+    r.register(
+        "replica_rpc_duration_seconds",
+        "Round trip of a replica operation to another node",
+        ConstHistograms {
+            series: vec![latency(|c| &c.replica_rpc_latency, "replica")],
+        },
+    );
+    let sum = |f: fn(&MetricsSnapshot) -> u64| cores.iter().map(f).sum::<u64>();
+    counter(
+        &mut r,
+        "quorum_failures_read",
+        "Reads that did not reach R answers",
+        sum(|c| c.quorum_failures_read),
+    );
+    counter(
+        &mut r,
+        "quorum_failures_write",
+        "Writes that did not reach W acknowledgements",
+        sum(|c| c.quorum_failures_write),
+    );
+    counter(
+        &mut r,
+        "read_repairs",
+        "Replica writes sent by read repair",
+        sum(|c| c.read_repairs),
+    );
+    counter(
+        &mut r,
+        "wal_bytes",
+        "Bytes appended to the WAL",
+        sum(|c| c.stats.wal_bytes),
+    );
+    counter(
+        &mut r,
+        "wal_records",
+        "Records appended to the WAL",
+        sum(|c| c.stats.wal_records),
+    );
+    counter(
+        &mut r,
+        "wal_writes",
+        "Device writes of the WAL",
+        sum(|c| c.stats.wal_writes),
+    );
+    counter(
+        &mut r,
+        "wal_syncs",
+        "fdatasync calls of the WAL",
+        sum(|c| c.stats.wal_syncs),
+    );
+    let group_bounds: Vec<f64> = GROUP_BUCKETS.iter().map(|b| *b as f64).collect();
+    let mut group = vec![0u64; GROUP_BUCKETS.len() + 1];
+    for c in cores {
+        for (i, v) in c.stats.wal_group_sizes.iter().enumerate() {
+            group[i] += v;
+        }
+    }
+    let (count, group_buckets) = buckets(&group_bounds, &group);
+    let records: u64 = sum(|c| c.stats.wal_records);
+    r.register(
+        "wal_group_commit_records",
+        "Records per WAL device write (group commit)",
+        ConstHistograms {
+            series: vec![(Vec::new(), records as f64, count, group_buckets)],
+        },
+    );
+    let per_core = |name: &str, help: &str, f: fn(&MetricsSnapshot) -> i64, r: &mut Registry| {
+        let fam = Family::<Vec<(String, String)>, Gauge>::default();
+        for c in cores {
+            fam.get_or_create(&labels(&[("core", &c.stats.core.to_string())]))
+                .set(f(c));
+        }
+        r.register(name, help, fam);
+    };
+    per_core(
+        "core_queue_depth",
+        "Messages waiting in the core's inbox",
+        |c| c.queue_depth as i64,
+        &mut r,
+    );
+    per_core(
+        "core_keys",
+        "Live keys on the core",
+        |c| c.stats.keys as i64,
+        &mut r,
+    );
+    per_core(
+        "core_connections",
+        "Client connections served by the core",
+        |c| c.stats.connections as i64,
+        &mut r,
+    );
+    let states = Family::<Vec<(String, String)>, Gauge>::default();
+    for st in [
+        MemberStatus::Alive,
+        MemberStatus::Suspect,
+        MemberStatus::Dead,
+        MemberStatus::Left,
+    ] {
+        let n = members.iter().filter(|(s, _)| *s == st).count();
+        states
+            .get_or_create(&labels(&[("status", &st.as_str().to_ascii_lowercase())]))
+            .set(n as i64);
+    }
+    r.register(
+        "members",
+        "Members by gossip status, as this node sees them",
+        states,
+    );
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &r).is_err() {
+        text = "# encoding failed\n".into();
+    }
+    text
+}
+
+/// Request counters by kind and outcome.
+#[derive(Debug)]
+struct RequestCounters(Vec<(Vec<(String, String)>, u64)>);
+
+impl EncodeMetric for RequestCounters {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, v) in &self.0 {
+            encoder
+                .encode_family(labels)?
+                .encode_counter::<NoLabelSet, _, u64>(v, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+/// Every core's snapshot (this core's directly, the others' by message).
+pub async fn gather(ctx: &Rc<CoreCtx>) -> Vec<MetricsSnapshot> {
+    let mut out = Vec::with_capacity(ctx.peers.len());
+    for (i, peer) in ctx.peers.iter().enumerate() {
+        if i == ctx.core {
+            out.push(ctx.metrics_snapshot());
+            continue;
+        }
+        let (tx, rx) = flume::bounded(1);
+        if peer
+            .send_async(CoreMsg::Metrics { reply: tx })
+            .await
+            .is_ok()
+        {
+            if let Ok(s) = rx.recv_async().await {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// Serve `GET /metrics` on `listener` until shutdown (core 0, low-share queue).
+pub async fn serve(ctx: Rc<CoreCtx>, listener: glommio::net::TcpListener) {
+    while !ctx.shutdown.is_set() {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            ctx.shutdown.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                log::warn!("metrics: accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(crate::limits::ACCEPT_RETRY_PAUSE_MS))
+                    .await;
+                continue;
+            }
+        };
+        let c = ctx.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = answer(&c, stream).await {
+                log::debug!("metrics: {e}");
+            }
+        })
+        .detach();
+    }
+}
+
+/// One HTTP/1.x exchange: read the request head (bounded), answer, close.
+async fn answer(ctx: &Rc<CoreCtx>, mut s: glommio::net::TcpStream) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_millis(METRICS_TIMEOUT_MS)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > METRICS_REQUEST_BYTES_MAX {
+            return respond(
+                &mut s,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            )
+            .await;
+        }
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    if method != b"GET" {
+        return respond(&mut s, "405 Method Not Allowed", "text/plain", "GET only\n").await;
+    }
+    if path != b"/metrics" {
+        return respond(&mut s, "404 Not Found", "text/plain", "try /metrics\n").await;
+    }
+    let cores = gather(ctx).await;
+    let members: Vec<(MemberStatus, u64)> = ctx
+        .view()
+        .listing
+        .iter()
+        .map(|u| (u.status, u.incarnation))
+        .collect();
+    let body = render(&cores, &members);
+    respond(
+        &mut s,
+        "200 OK",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        &body,
+    )
+    .await
+}
+
+async fn respond(
+    s: &mut glommio::net::TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body.as_bytes()).await?;
+    s.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_bucket_and_accumulate() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_micros(101));
+        h.observe(Duration::from_secs(10));
+        let s = h.snapshot();
+        assert_eq!(s.counts[0], 2, "at the bound counts in the bucket");
+        assert_eq!(s.counts[1], 1);
+        assert_eq!(s.counts[LATENCY_BUCKETS_US.len()], 1, "overflow");
+        let (total, b) = buckets(&[1.0, 2.0], &[1, 2, 3]);
+        assert_eq!(total, 6);
+        assert_eq!(b, vec![(1.0, 1), (2.0, 2), (f64::INFINITY, 3)]);
+    }
+
+    #[test]
+    fn the_exposition_has_every_family() {
+        let m = CoreMetrics::default();
+        m.count(Opcode::Put as u8, &OpResult::NotFound);
+        m.count(
+            Opcode::Get as u8,
+            &OpResult::Failed {
+                status: Status::Unavailable,
+                message: String::new(),
+            },
+        );
+        m.read_latency.observe(Duration::from_micros(300));
+        m.quorum_failure(true);
+        let snap = m.snapshot(CoreStats::default(), 3);
+        let text = render(
+            &[snap],
+            &[(MemberStatus::Alive, 1), (MemberStatus::Dead, 2)],
+        );
+        for want in [
+            "kvstore_requests_total{kind=\"put\",outcome=\"not_found\"} 1",
+            "kvstore_requests_total{kind=\"get\",outcome=\"error\"} 1",
+            "kvstore_request_duration_seconds_bucket{le=\"0.00025\",kind=\"read\"} 0",
+            "kvstore_request_duration_seconds_bucket{le=\"0.0005\",kind=\"read\"} 1",
+            "kvstore_request_duration_seconds_bucket{le=\"inf\",kind=\"read\"} 1",
+            "kvstore_quorum_failures_read_total 1",
+            "kvstore_core_queue_depth{core=\"0\"} 3",
+            "kvstore_members{status=\"dead\"} 1",
+            "kvstore_wal_group_commit_records_count 0",
+            "# EOF",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}
