@@ -592,7 +592,10 @@ async fn resolve(
             version: Version::ZERO,
         },
         // The INFO text is built by the front from the node report.
-        Slot::Info => OpResult::NotFound,
+        Slot::Info => OpResult::Value {
+            value: Box::default(),
+            version: Version::ZERO,
+        },
         Slot::Refused { status, message } => OpResult::Failed {
             status,
             message: message.to_string(),

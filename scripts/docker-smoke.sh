@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# End-to-end check of the Docker cluster: up; 1,000 keys through node1, read through node3;
+# stop node2; writes and reads still succeed; node1 sees node2 DEAD within the suspect timeout
+# plus a margin; start node2; keys written while it was down reach its own store (`kv get
+# --local`) once quorum reads have repaired them; down with volumes. Exits non-zero on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KV=./target/release/kv
+DEAD_WITHIN_S=20   # 5 s suspect timeout + probing + margin on a loaded machine
+
+compose() {
+  if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
+}
+fail() { echo "docker-smoke: FAIL: $*" >&2; compose logs --tail 20 >&2 || true; exit 1; }
+cleanup() { compose down --volumes --remove-orphans >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+bash scripts/docker-up.sh --fresh
+
+command -v redis-cli >/dev/null 2>&1 || bash scripts/install-test-deps.sh
+# Commands through the nodes' Redis front, one reply per line.
+resp_batch() { # port, file of commands -> replies on stdout
+  redis-cli -p "$1" <"$2"
+}
+tmp=$(mktemp -d)
+trap 'cleanup; rm -rf "$tmp"' EXIT
+
+for i in $(seq 1 1000); do echo "SET smoke:$i value-$i"; done >"$tmp/set"
+ok=$(resp_batch 7001 "$tmp/set" | grep -c '^OK$' || true)
+[ "$ok" = 1000 ] || fail "only $ok of 1000 SETs through node1 answered OK"
+for i in $(seq 1 1000); do echo "GET smoke:$i"; done >"$tmp/get"
+good=$(resp_batch 7003 "$tmp/get" | grep -c '^value-' || true)
+[ "$good" = 1000 ] || fail "only $good of 1000 keys read back through node3"
+echo "1000 keys written through node1, read through node3"
+
+compose stop node2 >/dev/null
+for i in $(seq 1 200); do echo "SET down:$i while-down-$i"; done >"$tmp/set-down"
+ok=$(resp_batch 7001 "$tmp/set-down" | grep -c '^OK$' || true)
+[ "$ok" = 200 ] || fail "with node2 stopped, only $ok of 200 writes succeeded"
+for i in $(seq 1 200); do echo "GET down:$i"; done >"$tmp/get-down"
+good=$(resp_batch 7003 "$tmp/get-down" | grep -c '^while-down-' || true)
+[ "$good" = 200 ] || fail "with node2 stopped, only $good of 200 reads succeeded"
+echo "node2 stopped: writes and reads succeed"
+
+start=$(date +%s)
+until $KV --port 7001 info | grep -q '^member node2 .* DEAD'; do
+  [ $(( $(date +%s) - start )) -le $DEAD_WITHIN_S ] || fail "node2 not DEAD on node1 within ${DEAD_WITHIN_S}s"
+  sleep 0.5
+done
+echo "node1 sees node2 DEAD after $(( $(date +%s) - start ))s"
+
+compose start node2 >/dev/null
+start=$(date +%s)
+until $KV --port 7001 info | grep -q '^member node2 .* ALIVE'; do
+  [ $(( $(date +%s) - start )) -le 60 ] || fail "node2 not ALIVE again within 60s"
+  sleep 0.5
+done
+missing=$(for i in $(seq 1 200); do $KV --port 7002 get --local "down:$i" >/dev/null 2>&1 || echo x; done | wc -l)
+echo "node2 is back; $missing of 200 keys written while it was down are missing from its store"
+[ "$missing" -gt 0 ] || fail "node2 already had the keys written while it was stopped?"
+start=$(date +%s)
+while :; do
+  resp_batch 7001 "$tmp/get-down" >/dev/null   # quorum reads repair node2
+  missing=$(for i in $(seq 1 200); do $KV --port 7002 get --local "down:$i" >/dev/null 2>&1 || echo x; done | wc -l)
+  [ "$missing" = 0 ] && break
+  [ $(( $(date +%s) - start )) -le 60 ] || fail "$missing keys still missing on node2 after read repair"
+  sleep 1
+done
+echo "read repair brought node2's copies up to date"
+echo "docker-smoke: OK"
