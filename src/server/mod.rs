@@ -66,7 +66,9 @@ pub enum Error {
     #[error(
         "cannot start io_uring executor {core}: {cause}. io_uring needs locked memory: raise \
          `ulimit -l` (memlock; Docker: --ulimit memlock=-1), make sure io_uring is not disabled \
-         (sysctl kernel.io_uring_disabled=0) and, in containers, allowed by the seccomp profile"
+         (sysctl kernel.io_uring_disabled=0) and, in containers, allowed by the seccomp profile \
+         (Docker 25+ blocks it by default: run with --security-opt \
+         seccomp=docker/seccomp-io-uring.json)"
     )]
     Executor { core: usize, cause: String },
     #[error("storage: {0}")]
