@@ -424,3 +424,39 @@ fn a_seed_given_by_host_name_is_resolved() -> TestResult {
     assert_eq!(n1.client().get(b"named")?, Some(b"yes".to_vec()));
     Ok(())
 }
+
+/// A joiner killed while its ranges are pending comes back, starts its join over and
+/// completes it: every key ends up on every owner of the new ring.
+#[test]
+fn a_joiner_killed_mid_join_starts_over() -> TestResult {
+    let mut nodes = cluster("rejoin", 3, &[])?;
+    let keys: Vec<String> = (0..200).map(|i| format!("r{i}")).collect();
+    let mut c = nodes[0].client();
+    for k in &keys {
+        c.put(k.as_bytes(), format!("v-{k}").as_bytes())?;
+    }
+    let seed = nodes[0].addr();
+    let args = [
+        "--cores",
+        "1",
+        "--suspect-timeout-ms",
+        SUSPECT_MS,
+        "--seed",
+        &seed,
+    ];
+    nodes.push(Node::start("node4", &data_dir("rejoin-node4"), &args)?);
+    poll("node4 to be joining", START_DEADLINE, || {
+        member_lines(&nodes[0])
+            .iter()
+            .any(|l| l.starts_with("member node4 ") && l.ends_with("role=joining"))
+            .then_some(())
+    })?;
+    nodes[3].kill9();
+    nodes[3].spawn()?;
+    for node in &nodes {
+        wait_members(node, 4, "ALIVE")?;
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    held_by_owners(&all, &["node1", "node2", "node3", "node4"], &keys)?;
+    Ok(())
+}
