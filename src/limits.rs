@@ -95,6 +95,8 @@ pub const STREAM_BATCH_KEYS: usize = 256;
 pub const STREAM_TIMEOUT_MS: u64 = 600_000;
 pub const TOPOLOGY_ACK_WAIT_MS: u64 = 30_000;
 pub const TOPOLOGY_POLL_MS: u64 = 200;
+/// How often a node checks whether a finished join or leave left it copies to drop.
+pub const TOPOLOGY_DROP_CHECK_MS: u64 = 1_000;
 /// `--metrics-port`: largest HTTP request head, and how long a scraper may take to send it.
 pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;
 pub const METRICS_TIMEOUT_MS: u64 = 5_000;

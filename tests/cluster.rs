@@ -173,6 +173,24 @@ fn sequential_overwrites_through_different_coordinators_are_never_lost() -> Test
 
 /// A fourth node joins with --seed: every key written before still reads back from every node,
 /// and the new node holds its share once reads have repaired it.
+/// Poll until no node outside each key's preference list (in a ring of `members`) still holds
+/// it: former owners drop their copies once a join or leave is complete everywhere.
+fn dropped_by_non_owners(nodes: &[&Node], members: &[&str], keys: &[String]) -> Result<(), String> {
+    let ring = kvstore::core::cluster_ring::ClusterRing::new(members);
+    poll("former owners to drop moved keys", START_DEADLINE, || {
+        for n in nodes {
+            let mut c = n.client();
+            for key in keys {
+                let owners = ring.preference_ids(kvstore::core::ring::hash(key.as_bytes()), 3);
+                if !owners.contains(&n.id.as_str()) && c.get_local(key.as_bytes()).ok()?.is_some() {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    })
+}
+
 /// Every member of each key's preference list in a ring of `members` holds the key in its own
 /// store (checked with LOCAL_GET, so no quorum read or repair put it there).
 fn held_by_owners(nodes: &[&Node], members: &[&str], keys: &[String]) -> Result<(), String> {
@@ -246,6 +264,8 @@ fn joins_and_a_leave_stream_ranges_to_their_new_owners() -> TestResult {
     let all: Vec<&Node> = nodes.iter().collect();
     let five = ["node1", "node2", "node3", "node4", "node5"];
     held_by_owners(&all, &five, &keys)?;
+    dropped_by_non_owners(&all, &five, &keys)?;
+    held_by_owners(&all, &five, &keys)?;
 
     // node2 leaves: its ranges go to their next owners before it exits.
     let o = nodes[1].kv(&["leave"]);
@@ -272,6 +292,7 @@ fn joins_and_a_leave_stream_ranges_to_their_new_owners() -> TestResult {
         .collect();
     let four = ["node1", "node3", "node4", "node5"];
     held_by_owners(&remaining, &four, &keys)?;
+    dropped_by_non_owners(&remaining, &four, &keys)?;
     for node in &remaining {
         let mut c = node.client();
         for k in &keys {

@@ -327,6 +327,8 @@ pub async fn run(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
     }
     let (c2, g2) = (ctx.clone(), g.clone());
     let joining = glommio::spawn_local(crate::server::topology::join(c2, g2));
+    let (c3, g3) = (ctx.clone(), g.clone());
+    let dropping = glommio::spawn_local(crate::server::topology::drop_moved(c3, g3));
     let (c1, g1) = (ctx.clone(), g.clone());
     let probes = glommio::spawn_local(async move {
         while !c1.shutdown.is_set() {
@@ -342,6 +344,7 @@ pub async fn run(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
     }
     probes.await;
     joining.await;
+    dropping.await;
 }
 
 async fn sleep_or_shutdown(ctx: &CoreCtx, d: Duration) {

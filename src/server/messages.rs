@@ -141,6 +141,10 @@ pub enum CoreMsg {
         only: Option<String>,
         reply: flume::Sender<Result<u64, String>>,
     },
+    /// Drop this core's copies of keys this node no longer replicates.
+    Forget {
+        reply: flume::Sender<Result<u64, String>>,
+    },
     /// `kv leave` received by another core, for the gossip core.
     Leave {
         reply: flume::Sender<Result<u64, String>>,

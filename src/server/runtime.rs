@@ -446,6 +446,13 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
                 })
                 .detach();
             }
+            CoreMsg::Forget { reply } => {
+                let c = ctx.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.try_send(crate::server::topology::forget_core(&c).await);
+                })
+                .detach();
+            }
             CoreMsg::Leave { reply } => {
                 if let Some(g) = ctx.gossip.clone() {
                     let c = ctx.clone();

@@ -156,6 +156,16 @@ impl Shard {
         self.log_applied(applied, key, value, version)
     }
 
+    /// Drop the local copy of `key` (it moved to other nodes): a FORGET record, then the map.
+    /// Returns the WAL ticket, or `None` if the key was not here.
+    pub fn forget(&self, key: &[u8]) -> Option<Ticket> {
+        let mut map = self.map.borrow_mut();
+        let version = map.version_of(key)?;
+        map.forget(key, version);
+        drop(map);
+        Some(self.wal.append(Kind::Forget, version, key, &[]))
+    }
+
     /// Keys (live or tombstoned) for which `want` holds, copied out (the map may change while
     /// they are streamed; each is read again when sent).
     pub fn keys_where(&self, mut want: impl FnMut(&[u8]) -> bool) -> Vec<Box<[u8]>> {

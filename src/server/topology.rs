@@ -23,7 +23,11 @@
 //!
 //! Leave mirrors it: `Leaving` (its ranges' next owners are pending), acks, settle, stream
 //! every record to its new owners, then LEFT, gossip it to every live member, and exit.
-//! Former owners keep their copies (they are no longer read; a later compaction may drop them).
+//!
+//! Former owners drop their copies only once the change is complete everywhere: with no change
+//! pending, every live member reporting the same ring roles, and `REPLICA_TIMEOUT_MS` more for
+//! writes coordinated with the old ring, each core drops the keys this node no longer
+//! replicates (a FORGET record in its WAL, so a restart does not bring them back).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -32,7 +36,7 @@ use crate::core::membership::{Role, Status, Update};
 use crate::core::version::Version;
 use crate::limits::{
     REPLICA_TIMEOUT_MS, STREAM_BATCH_KEYS, STREAM_TIMEOUT_MS, TOPOLOGY_ACK_WAIT_MS,
-    TOPOLOGY_POLL_MS,
+    TOPOLOGY_DROP_CHECK_MS, TOPOLOGY_POLL_MS,
 };
 use crate::server::coordinator;
 use crate::server::gossip::Gossip;
@@ -301,6 +305,82 @@ pub async fn leave(ctx: &Rc<CoreCtx>, g: &Gossip) -> Result<u64, String> {
     })
     .detach();
     Ok(sent)
+}
+
+/// Former owners' clean-up: runs on core 0 for the node's life (see the module doc).
+pub async fn drop_moved(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
+    let mut done_for: Option<u64> = None;
+    while !ctx.shutdown.is_set() {
+        pause(&ctx, TOPOLOGY_DROP_CHECK_MS).await;
+        let settled = |ctx: &CoreCtx| g.my_role() == Role::Member && ctx.view().pending.is_none();
+        let ring = g.digest();
+        if done_for == Some(ring) || !settled(&ctx) {
+            continue;
+        }
+        // Never on our own say-so: a node back from a long absence may hold a stale ring, so
+        // at least one live member must confirm it (unless we are the whole ring).
+        if ctx.view().current.ring.members().len() > 1 && g.live_ring_members().is_empty() {
+            continue;
+        }
+        if wait_acks(&ctx, &g).await.is_err() {
+            continue;
+        }
+        pause(&ctx, REPLICA_TIMEOUT_MS).await;
+        if g.digest() != ring || !settled(&ctx) || ctx.shutdown.is_set() {
+            continue;
+        }
+        match forget_node(&ctx).await {
+            Ok(n) => {
+                if n > 0 {
+                    log::info!("dropped {n} keys this node no longer replicates");
+                }
+                done_for = Some(ring);
+            }
+            Err(e) => log::warn!("dropping moved keys: {e}"),
+        }
+    }
+}
+
+async fn forget_node(ctx: &Rc<CoreCtx>) -> Result<u64, String> {
+    let mut total = 0;
+    for (core, peer) in ctx.peers.iter().enumerate() {
+        total += if core == ctx.core {
+            forget_core(ctx).await?
+        } else {
+            let (tx, rx) = flume::bounded(1);
+            peer.send_async(CoreMsg::Forget { reply: tx })
+                .await
+                .map_err(|_| format!("core {core} is gone"))?;
+            rx.recv_async()
+                .await
+                .map_err(|_| format!("core {core} did not answer"))??
+        };
+    }
+    Ok(total)
+}
+
+/// Drop this core's copies of keys whose current replicas do not include this node.
+pub async fn forget_core(ctx: &Rc<CoreCtx>) -> Result<u64, String> {
+    let view = ctx.view();
+    if view.pending.is_some() || view.current.ring.members().is_empty() {
+        return Err("a join or leave is in progress".into());
+    }
+    let keys = ctx.shard.keys_where(|k| !view.is_replica(k));
+    for batch in keys.chunks(STREAM_BATCH_KEYS) {
+        // Every key is forgotten (a side effect per key): a plain loop, not an iterator chain
+        // that could be consumed from the back.
+        let mut last = None;
+        for k in batch {
+            if let Some(t) = ctx.shard.forget(k) {
+                last = Some(t);
+            }
+        }
+        if let Some(t) = last {
+            ctx.shard.wal.durable(t).await.map_err(|e| e.to_string())?;
+        }
+        glommio::yield_if_needed().await;
+    }
+    Ok(keys.len() as u64)
 }
 
 /// A member that is alive and not us.

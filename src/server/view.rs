@@ -121,6 +121,16 @@ impl RingView {
             .collect()
     }
 
+    /// Whether this node is one of `key`'s current replicas (no allocation per member).
+    pub fn is_replica(&self, key: &[u8]) -> bool {
+        let n = self.effective().n;
+        self.current
+            .ring
+            .preference_list(hash(key), n)
+            .into_iter()
+            .any(|m| self.current.ring.member(m) == self.me)
+    }
+
     /// Where a write goes: the current replicas, then the pending owners (members of the
     /// key's pending preference list that are not current replicas). A write needs W acks plus
     /// one per pending owner, so a later read at R of either ring overlaps it (Cassandra's
@@ -224,6 +234,23 @@ mod tests {
             let (t, pending) = v.write_targets(key.as_bytes());
             let holds_d = t[..3].iter().any(|t| t.id == "d");
             assert_eq!(pending, usize::from(holds_d), "whoever takes over d's copy");
+        }
+    }
+
+    #[test]
+    fn is_replica_agrees_with_replicas() {
+        let v = view(
+            "a",
+            &[
+                ("b", Role::Member),
+                ("c", Role::Member),
+                ("d", Role::Member),
+            ],
+        );
+        for i in 0..100 {
+            let key = format!("key{i}");
+            let listed = v.replicas(key.as_bytes()).iter().any(|t| t.local);
+            assert_eq!(v.is_replica(key.as_bytes()), listed);
         }
     }
 

@@ -126,6 +126,20 @@ impl Map {
         }
     }
 
+    /// Drop `key` if its stored version is `up_to` or older (the key moved to other nodes).
+    /// Returns whether it was dropped.
+    pub fn forget(&mut self, key: &[u8], up_to: Version) -> bool {
+        let hash = self.hasher.hash_one(key);
+        match self.table.find_entry(hash, |s| s.key() == key) {
+            Ok(e) if e.get().version() <= up_to => {
+                let (slot, _) = e.remove();
+                self.live -= usize::from(slot.live);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Live keys (tombstones excluded).
     pub fn live_len(&self) -> usize {
         self.live
@@ -158,6 +172,21 @@ impl Map {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forget_drops_only_the_given_version_or_older() {
+        let v = |hlc| Version { hlc, writer: 1 };
+        let mut m = Map::new();
+        m.apply(b"a", Some(b"1"), v(5));
+        m.apply(b"b", None, v(5));
+        assert!(!m.forget(b"a", v(4)), "a newer write is kept");
+        assert_eq!(m.live_len(), 1);
+        assert!(m.forget(b"a", v(5)));
+        assert!(m.forget(b"b", v(9)), "tombstones too");
+        assert!(!m.forget(b"missing", v(9)));
+        assert_eq!((m.len(), m.live_len()), (0, 0));
+        assert_eq!(m.get(b"a"), None);
+    }
 
     fn v(hlc: u64) -> Version {
         Version { hlc, writer: 1 }

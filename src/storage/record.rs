@@ -45,6 +45,9 @@ const _: () = assert!(std::mem::size_of::<Header>() == WAL_RECORD_HEADER_BYTES);
 pub enum Kind {
     Put = 1,
     Tombstone = 2,
+    /// This node no longer owns the key (a join or leave moved it): drop the local copy of
+    /// this version or older. Not a delete: it never travels to other replicas.
+    Forget = 3,
 }
 
 /// A decoded record borrowing key and value from the segment bytes.
@@ -162,6 +165,7 @@ pub fn decode(buf: &[u8], segment: u64, seq: u64) -> Result<(Record<'_>, usize),
     let kind = match h.kind {
         1 => Kind::Put,
         2 => Kind::Tombstone,
+        3 => Kind::Forget,
         k => return Err(Stop::BadKind(k)),
     };
     let key_end = WAL_RECORD_HEADER_BYTES + key_len;

@@ -73,11 +73,18 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
         let bytes = fs::read(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
         let (recs, end, stop) = record::scan(&bytes, seg.id);
         for r in &recs {
-            let value = match r.kind {
-                Kind::Put => Some(r.value),
-                Kind::Tombstone => None,
-            };
-            maps[ring.core_for_key(r.key)].apply(r.key, value, r.version);
+            let map = &mut maps[ring.core_for_key(r.key)];
+            match r.kind {
+                Kind::Put => {
+                    map.apply(r.key, Some(r.value), r.version);
+                }
+                Kind::Tombstone => {
+                    map.apply(r.key, None, r.version);
+                }
+                Kind::Forget => {
+                    map.forget(r.key, r.version);
+                }
+            }
         }
         records += recs.len() as u64;
         if stop != Stop::End {
@@ -136,12 +143,13 @@ mod tests {
                 hlc: *hlc,
                 writer: 1,
             };
-            let kind = if k.starts_with('-') {
-                Kind::Tombstone
-            } else {
-                Kind::Put
+            // "-k": a tombstone of k; "~k": k forgotten (moved to other nodes).
+            let kind = match k.chars().next() {
+                Some('-') => Kind::Tombstone,
+                Some('~') => Kind::Forget,
+                _ => Kind::Put,
             };
-            let key = k.trim_start_matches('-');
+            let key = k.trim_start_matches(['-', '~']);
             record::encode(&mut buf, id, i as u64, kind, v, key.as_bytes(), b"val");
         }
         buf.resize(buf.len() + 512, 0);
@@ -166,6 +174,18 @@ mod tests {
         let owner = ring.core_for_key(b"c");
         assert!(rec.maps[owner].get(b"c").is_some());
         assert!(rec.cuts.is_empty());
+    }
+
+    #[test]
+    fn forgotten_keys_stay_forgotten_after_replay() {
+        let dir = temp_dir("forget");
+        write_segment(&dir, 0, 1, &[("a", 1), ("b", 2), ("~a", 1), ("~b", 1), ("c", 3)]);
+        write_segment(&dir, 0, 2, &[("c", 4), ("~c", 4), ("c", 5)]);
+        let rec = recover(&dir, &LocalRing::new("n", 1)).expect("recover");
+        assert!(rec.maps[0].get(b"a").is_none(), "forgotten");
+        assert!(rec.maps[0].get(b"b").is_some(), "a forget of an older version keeps b");
+        let (_, v) = rec.maps[0].get(b"c").expect("written again after the forget");
+        assert_eq!(v.hlc, 5);
     }
 
     #[test]
