@@ -2,8 +2,8 @@
 //! memberlist). Pure: time (`now_ms`) and randomness (`fastrand::Rng`, seeded by the caller)
 //! come in as arguments; what to send goes out as values.
 //!
-//! Owns: every known member's (id, address, incarnation, status) and the rules that merge
-//! gossip about them. Never sends, sleeps or reads a clock.
+//! Owns: every known member's (id, address, incarnation, status, ring role) and the rules that
+//! merge gossip about them. Never sends, sleeps or reads a clock.
 //!
 //! Rules (an update about a member replaces what we know when it is *newer*):
 //! - a higher incarnation always wins; at equal incarnation LEFT > DEAD > SUSPECT > ALIVE;

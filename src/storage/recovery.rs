@@ -179,12 +179,22 @@ mod tests {
     #[test]
     fn forgotten_keys_stay_forgotten_after_replay() {
         let dir = temp_dir("forget");
-        write_segment(&dir, 0, 1, &[("a", 1), ("b", 2), ("~a", 1), ("~b", 1), ("c", 3)]);
+        write_segment(
+            &dir,
+            0,
+            1,
+            &[("a", 1), ("b", 2), ("~a", 1), ("~b", 1), ("c", 3)],
+        );
         write_segment(&dir, 0, 2, &[("c", 4), ("~c", 4), ("c", 5)]);
         let rec = recover(&dir, &LocalRing::new("n", 1)).expect("recover");
         assert!(rec.maps[0].get(b"a").is_none(), "forgotten");
-        assert!(rec.maps[0].get(b"b").is_some(), "a forget of an older version keeps b");
-        let (_, v) = rec.maps[0].get(b"c").expect("written again after the forget");
+        assert!(
+            rec.maps[0].get(b"b").is_some(),
+            "a forget of an older version keeps b"
+        );
+        let (_, v) = rec.maps[0]
+            .get(b"c")
+            .expect("written again after the forget");
         assert_eq!(v.hlc, 5);
     }
 
