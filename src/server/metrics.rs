@@ -314,7 +314,7 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
     counter(
         &mut r,
         "wal_syncs",
-        "fdatasync calls of the WAL",
+        "WAL syncs: fdatasync calls, or O_DSYNC writes with --fsync batch",
         sum(|c| c.stats.wal_syncs),
     );
     let group_bounds: Vec<f64> = GROUP_BUCKETS.iter().map(|b| *b as f64).collect();
