@@ -1,15 +1,16 @@
 //! One client connection, served on one core for its whole life.
 //!
-//! Owns: the read buffer, protocol detection from the first byte, decoding a batch of pipelined
-//! requests, dispatching each to the core that owns its key (one message per destination core
-//! per batch), and writing the answers in request order. Never decides ownership (the ring
-//! does) or versions (the shard does).
+//! Owns: the read buffer, protocol detection from the first byte, the batch loop shared by all
+//! protocols (the `Front` trait: the native protocol here, Redis in `resp_front`, the original
+//! design's in `original_front`), dispatching each key operation to the core that owns its key
+//! (one message per destination core per batch) or to the coordinator, and writing the answers
+//! in request order. Never decides ownership (the ring does) or versions (the shard does).
 //!
 //! Limits: a frame that has started must complete within `FRAME_DEADLINE_MS`; an idle
 //! connection is closed after the configured idle timeout; at most `INFLIGHT_REQUESTS_MAX`
-//! requests are decoded per batch. A framing error (bad magic, oversized length) is answered
-//! with an error and the connection is closed; an unknown opcode or empty key is answered with
-//! an error and the connection lives on.
+//! operations are decoded per batch. A framing error (each front names its own) is answered
+//! with an error and the connection is closed; a bad request inside a good frame (unknown
+//! opcode, empty key) is answered with an error and the connection lives on.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
