@@ -121,6 +121,11 @@ fn redis_cli_runs_every_served_command() -> TestResult {
     ] {
         assert!(info.contains(field), "INFO lacks {field}: {info}");
     }
+    let keyspace = cli_out(p, &["INFO", "keyspace"]);
+    assert!(
+        keyspace.contains("db0:keys=2,") && !keyspace.contains("redis_version"),
+        "{keyspace}"
+    );
     // The command table is well-formed enough for redis-cli's own parser.
     assert!(cli_out(p, &["COMMAND"]).contains("mget"));
     // A value written through RESP reads back through the native protocol and vice versa.

@@ -58,7 +58,8 @@ pub enum RespReply {
     /// CONFIG GET of these (lower-cased) parameters: the node's settings, at encode time.
     Config(Vec<String>),
     DbSize,
-    Info,
+    /// INFO of these sections (lower-cased; empty: all).
+    Info(Vec<String>),
     /// `+OK`, then close.
     Quit,
 }
@@ -199,7 +200,12 @@ impl RespFront {
                 reply
             }
             "dbsize" => RespReply::DbSize,
-            "info" => RespReply::Info,
+            "info" => RespReply::Info(
+                rest.iter()
+                    .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+                    .filter(|a| !matches!(a.as_str(), "all" | "everything" | "default"))
+                    .collect(),
+            ),
             "command" => command(rest),
             "config" => config(rest),
             "client" => self.client(rest),
@@ -397,6 +403,24 @@ fn encode_value(out: &mut Vec<u8>, result: &OpResult, proto: u8) {
     }
 }
 
+/// Keep only the named sections (`# Name` blocks) of an INFO text; none named: all of it.
+fn only_sections(text: &str, sections: &[String]) -> String {
+    if sections.is_empty() {
+        return text.to_string();
+    }
+    text.split("\r\n\r\n")
+        .filter(|block| {
+            let name = block
+                .strip_prefix("# ")
+                .and_then(|b| b.split("\r\n").next())
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            sections.contains(&name)
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n\r\n")
+}
+
 /// The INFO text: Redis's sections where tools read them, and our own.
 fn info_text(cx: &ReplyCtx<'_>, keys: usize) -> String {
     let node = &cx.ctx.node;
@@ -479,7 +503,7 @@ impl Front for RespFront {
     }
 
     fn needs_report(reply: &RespReply) -> bool {
-        matches!(reply, RespReply::DbSize | RespReply::Info)
+        matches!(reply, RespReply::DbSize | RespReply::Info(_))
     }
 
     fn encode(
@@ -520,9 +544,10 @@ impl Front for RespFront {
                 let keys = cx.report.map(|r| r.keys()).unwrap_or(0);
                 resp::integer(out, keys as i64);
             }
-            RespReply::Info => {
+            RespReply::Info(sections) => {
                 let keys = cx.report.map(|r| r.keys()).unwrap_or(0);
-                resp::bulk(out, info_text(cx, keys).as_bytes());
+                let text = only_sections(&info_text(cx, keys), &sections);
+                resp::bulk(out, text.as_bytes());
             }
             RespReply::Quit => {
                 resp::simple(out, "OK");
@@ -647,6 +672,20 @@ mod tests {
             RespReply::Ready(b) => assert!(b.starts_with(b"*14\r\n")),
             _ => panic!("hello"),
         }
+    }
+
+    #[test]
+    fn info_sections_filter_by_name() {
+        let text = "# Server\r\nredis_version:7\r\n\r\n# Keyspace\r\ndb0:keys=1\r\n\r\n# Kvstore\r\nx:1\r\n";
+        assert_eq!(only_sections(text, &[]), text);
+        let ks = only_sections(text, &["keyspace".into()]);
+        assert!(
+            ks.starts_with("# Keyspace") && !ks.contains("Server"),
+            "{ks}"
+        );
+        let two = only_sections(text, &["server".into(), "kvstore".into()]);
+        assert!(two.contains("redis_version") && two.contains("x:1") && !two.contains("db0"));
+        assert_eq!(only_sections(text, &["nosuch".into()]), "");
     }
 
     #[test]
