@@ -89,8 +89,18 @@ fn kv_exit_codes() -> TestResult {
 /// write reads back, and nothing that was never written appears.
 #[test]
 fn acknowledged_writes_survive_kill_9() -> TestResult {
-    let dir = data_dir("kill9");
-    let mut node = Node::start("n1", &dir, &["--cores", "2", "--fsync", "none"])?;
+    acknowledged_writes_survive_kill_9_with("none")
+}
+
+/// The same with `--fsync batch` (O_DSYNC segments: no separate fdatasync).
+#[test]
+fn acknowledged_writes_survive_kill_9_with_fsync_batch() -> TestResult {
+    acknowledged_writes_survive_kill_9_with("batch")
+}
+
+fn acknowledged_writes_survive_kill_9_with(fsync: &str) -> TestResult {
+    let dir = data_dir(&format!("kill9-{fsync}"));
+    let mut node = Node::start("n1", &dir, &["--cores", "2", "--fsync", fsync])?;
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let addr = node.addr();
