@@ -334,7 +334,12 @@ impl Wal {
                         let mut st = self.state.borrow_mut();
                         st.synced = st.written;
                         st.syncs += 1;
-                    } else if wanted {
+                    } else if wanted
+                        || (self.mode == FsyncMode::Interval
+                            && last_sync.elapsed() >= Duration::from_millis(WAL_SYNC_INTERVAL_MS))
+                    {
+                        // Under sustained load the flusher is never idle: the interval sync is
+                        // due here too, or `--fsync interval` would not sync while writes flow.
                         self.sync(&mut out).await?;
                         last_sync = Instant::now();
                     }
@@ -599,6 +604,36 @@ mod tests {
 
     fn v(hlc: u64) -> Version {
         Version { hlc, writer: 9 }
+    }
+
+    /// `--fsync interval` syncs every interval even when writes never stop (the flusher is
+    /// never idle then).
+    #[test]
+    fn interval_syncs_happen_under_sustained_load() {
+        let dir = crate::test_dir("wal-interval-load");
+        let cd = dir.join(crate::storage::core_dir_name(0));
+        run(move || async move {
+            let wal = Rc::new(Wal::new(&cd, FsyncMode::Interval, 1, 1).expect("wal"));
+            let out = wal.open().await.expect("open");
+            let flusher = glommio::spawn_local(wal.clone().run_flusher(out));
+            // Appends keep arriving while each write is in flight (as from many connections),
+            // so records are pending whenever a write completes: the flusher is never idle.
+            // Without the fix it never synced; poll for the first sync, with a deadline.
+            let deadline = Instant::now() + Duration::from_millis(WAL_SYNC_INTERVAL_MS * 10);
+            let mut i = 0u64;
+            while wal.stats().syncs == 0 && Instant::now() < deadline {
+                i += 1;
+                wal.append(Kind::Put, v(i), format!("k{}", i % 100).as_bytes(), b"v");
+                futures_lite::future::yield_now().await;
+            }
+            let syncs = wal.stats().syncs;
+            assert!(
+                syncs >= 1,
+                "no sync in 10 intervals of sustained writes ({i} appends)"
+            );
+            wal.shut_down();
+            flusher.await.expect("flusher");
+        });
     }
 
     /// Records of odd sizes cross block boundaries and roll segments; replay returns them all,
