@@ -26,21 +26,22 @@ resp_batch() { # port, file of commands -> replies on stdout
 tmp=$(mktemp -d)
 trap 'cleanup; rm -rf "$tmp"' EXIT
 
-for i in $(seq 1 1000); do echo "SET smoke:$i value-$i"; done >"$tmp/set"
-ok=$(resp_batch 7001 "$tmp/set" | grep -c '^OK$' || true)
-[ "$ok" = 1000 ] || fail "only $ok of 1000 SETs through node1 answered OK"
-for i in $(seq 1 1000); do echo "GET smoke:$i"; done >"$tmp/get"
-good=$(resp_batch 7003 "$tmp/get" | grep -c '^value-' || true)
-[ "$good" = 1000 ] || fail "only $good of 1000 keys read back through node3"
+# write_then_read PREFIX COUNT WHAT: COUNT keys PREFIX:i through node1, read back via node3.
+write_then_read() {
+  local prefix=$1 n=$2 what=$3 ok good
+  for i in $(seq 1 "$n"); do echo "SET $prefix:$i $prefix-value-$i"; done >"$tmp/set-$prefix"
+  ok=$(resp_batch 7001 "$tmp/set-$prefix" | grep -c '^OK$' || true)
+  [ "$ok" = "$n" ] || fail "$what: only $ok of $n SETs through node1 answered OK"
+  for i in $(seq 1 "$n"); do echo "GET $prefix:$i"; done >"$tmp/get-$prefix"
+  good=$(resp_batch 7003 "$tmp/get-$prefix" | grep -c "^$prefix-value-" || true)
+  [ "$good" = "$n" ] || fail "$what: only $good of $n keys read back through node3"
+}
+
+write_then_read smoke 1000 "all up"
 echo "1000 keys written through node1, read through node3"
 
 compose stop node2 >/dev/null
-for i in $(seq 1 200); do echo "SET down:$i while-down-$i"; done >"$tmp/set-down"
-ok=$(resp_batch 7001 "$tmp/set-down" | grep -c '^OK$' || true)
-[ "$ok" = 200 ] || fail "with node2 stopped, only $ok of 200 writes succeeded"
-for i in $(seq 1 200); do echo "GET down:$i"; done >"$tmp/get-down"
-good=$(resp_batch 7003 "$tmp/get-down" | grep -c '^while-down-' || true)
-[ "$good" = 200 ] || fail "with node2 stopped, only $good of 200 reads succeeded"
+write_then_read down 200 "node2 stopped"
 echo "node2 stopped: writes and reads succeed"
 
 start=$(date +%s)
@@ -50,19 +51,24 @@ until $KV --port 7001 info | grep -q '^member node2 .* DEAD'; do
 done
 echo "node1 sees node2 DEAD after $(( $(date +%s) - start ))s"
 
+# Keys written while node2 was down that its own store lacks.
+missing_on_node2() {
+  for i in $(seq 1 200); do $KV --port 7002 get --local "down:$i" >/dev/null 2>&1 || echo x; done | wc -l
+}
+
 compose start node2 >/dev/null
 start=$(date +%s)
 until $KV --port 7001 info | grep -q '^member node2 .* ALIVE'; do
   [ $(( $(date +%s) - start )) -le 60 ] || fail "node2 not ALIVE again within 60s"
   sleep 0.5
 done
-missing=$(for i in $(seq 1 200); do $KV --port 7002 get --local "down:$i" >/dev/null 2>&1 || echo x; done | wc -l)
+missing=$(missing_on_node2)
 echo "node2 is back; $missing of 200 keys written while it was down are missing from its store"
 [ "$missing" -gt 0 ] || fail "node2 already had the keys written while it was stopped?"
 start=$(date +%s)
 while :; do
   resp_batch 7001 "$tmp/get-down" >/dev/null   # quorum reads repair node2
-  missing=$(for i in $(seq 1 200); do $KV --port 7002 get --local "down:$i" >/dev/null 2>&1 || echo x; done | wc -l)
+  missing=$(missing_on_node2)
   [ "$missing" = 0 ] && break
   [ $(( $(date +%s) - start )) -le 60 ] || fail "$missing keys still missing on node2 after read repair"
   sleep 1

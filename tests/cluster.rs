@@ -211,18 +211,28 @@ fn held_by_owners(nodes: &[&Node], members: &[&str], keys: &[String]) -> Result<
     Ok(())
 }
 
+/// A 3-node cluster holding `n` keys `<prefix><i>` with values `v-<key>`, written via node 1.
+fn cluster_holding(
+    name: &str,
+    prefix: &str,
+    n: usize,
+) -> Result<(Vec<Node>, Vec<String>), Box<dyn std::error::Error>> {
+    let nodes = cluster(name, 3, &[])?;
+    let keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let mut c = nodes[0].client();
+    for k in &keys {
+        c.put(k.as_bytes(), format!("v-{k}").as_bytes())?;
+    }
+    Ok((nodes, keys))
+}
+
 /// Two nodes join a cluster that holds data at once (one waits for the other), while a client
 /// keeps writing; then a member leaves with `kv leave`. Each time, every key is on every owner
 /// of the new ring before any read could have repaired it, and every acknowledged write reads
 /// back through every node.
 #[test]
 fn joins_and_a_leave_stream_ranges_to_their_new_owners() -> TestResult {
-    let mut nodes = cluster("join", 3, &[])?;
-    let keys: Vec<String> = (0..300).map(|i| format!("j{i}")).collect();
-    let mut c = nodes[0].client();
-    for k in &keys {
-        c.put(k.as_bytes(), format!("v-{k}").as_bytes())?;
-    }
+    let (mut nodes, keys) = cluster_holding("join", "j", 300)?;
     // A writer through node 2 for the whole join.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -450,12 +460,7 @@ fn a_seed_given_by_host_name_is_resolved() -> TestResult {
 /// completes it: every key ends up on every owner of the new ring.
 #[test]
 fn a_joiner_killed_mid_join_starts_over() -> TestResult {
-    let mut nodes = cluster("rejoin", 3, &[])?;
-    let keys: Vec<String> = (0..200).map(|i| format!("r{i}")).collect();
-    let mut c = nodes[0].client();
-    for k in &keys {
-        c.put(k.as_bytes(), format!("v-{k}").as_bytes())?;
-    }
+    let (mut nodes, keys) = cluster_holding("rejoin", "r", 200)?;
     let seed = nodes[0].addr();
     let args = [
         "--cores",

@@ -180,23 +180,31 @@ async fn stream_to_me(ctx: &Rc<CoreCtx>, g: &Gossip) -> Result<u64, String> {
 /// Every core of this node streams its records to their pending owners (`only`: one member).
 pub async fn stream_node(ctx: &Rc<CoreCtx>, only: Option<String>) -> Result<u64, String> {
     let mut total = 0;
-    for (core, peer) in ctx.peers.iter().enumerate() {
+    for core in 0..ctx.peers.len() {
         total += if core == ctx.core {
             stream_core(ctx, only.as_deref()).await?
         } else {
-            let (tx, rx) = flume::bounded(1);
-            peer.send_async(CoreMsg::Stream {
-                only: only.clone(),
-                reply: tx,
-            })
-            .await
-            .map_err(|_| format!("core {core} is gone"))?;
-            rx.recv_async()
-                .await
-                .map_err(|_| format!("core {core} did not answer"))??
+            let only = only.clone();
+            ask_core(ctx, core, |reply| CoreMsg::Stream { only, reply }).await?
         };
     }
     Ok(total)
+}
+
+/// Send another core the message `msg` builds around a reply channel; wait for its count.
+async fn ask_core(
+    ctx: &CoreCtx,
+    core: usize,
+    msg: impl FnOnce(flume::Sender<Result<u64, String>>) -> CoreMsg,
+) -> Result<u64, String> {
+    let (tx, rx) = flume::bounded(1);
+    ctx.peers[core]
+        .send_async(msg(tx))
+        .await
+        .map_err(|_| format!("core {core} is gone"))?;
+    rx.recv_async()
+        .await
+        .map_err(|_| format!("core {core} did not answer"))?
 }
 
 /// This core's records whose pending owners (all, or `only`) differ from their current
@@ -343,17 +351,11 @@ pub async fn drop_moved(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
 
 async fn forget_node(ctx: &Rc<CoreCtx>) -> Result<u64, String> {
     let mut total = 0;
-    for (core, peer) in ctx.peers.iter().enumerate() {
+    for core in 0..ctx.peers.len() {
         total += if core == ctx.core {
             forget_core(ctx).await?
         } else {
-            let (tx, rx) = flume::bounded(1);
-            peer.send_async(CoreMsg::Forget { reply: tx })
-                .await
-                .map_err(|_| format!("core {core} is gone"))?;
-            rx.recv_async()
-                .await
-                .map_err(|_| format!("core {core} did not answer"))??
+            ask_core(ctx, core, |reply| CoreMsg::Forget { reply }).await?
         };
     }
     Ok(total)
