@@ -226,6 +226,19 @@ fn cluster_holding(
     Ok((nodes, keys))
 }
 
+/// A new node (fresh data dir `dir`) joining through `seed`.
+fn joiner(id: &str, dir: &str, seed: &str) -> Result<Node, String> {
+    let args = [
+        "--cores",
+        "1",
+        "--suspect-timeout-ms",
+        SUSPECT_MS,
+        "--seed",
+        seed,
+    ];
+    Node::start(id, &data_dir(dir), &args)
+}
+
 /// Two nodes join a cluster that holds data at once (one waits for the other), while a client
 /// keeps writing; then a member leaves with `kv leave`. Each time, every key is on every owner
 /// of the new ring before any read could have repaired it, and every acknowledged write reads
@@ -254,16 +267,7 @@ fn joins_and_a_leave_stream_ranges_to_their_new_owners() -> TestResult {
     };
     let seed = nodes[0].addr();
     for id in ["node4", "node5"] {
-        let args = [
-            "--cores",
-            "1",
-            "--suspect-timeout-ms",
-            SUSPECT_MS,
-            "--seed",
-            &seed,
-        ];
-        let dir = data_dir(&format!("join-{id}"));
-        nodes.push(Node::start(id, &dir, &args)?);
+        nodes.push(joiner(id, &format!("join-{id}"), &seed)?);
     }
     for node in &nodes {
         wait_members(node, 5, "ALIVE")?;
@@ -462,15 +466,7 @@ fn a_seed_given_by_host_name_is_resolved() -> TestResult {
 fn a_joiner_killed_mid_join_starts_over() -> TestResult {
     let (mut nodes, keys) = cluster_holding("rejoin", "r", 200)?;
     let seed = nodes[0].addr();
-    let args = [
-        "--cores",
-        "1",
-        "--suspect-timeout-ms",
-        SUSPECT_MS,
-        "--seed",
-        &seed,
-    ];
-    nodes.push(Node::start("node4", &data_dir("rejoin-node4"), &args)?);
+    nodes.push(joiner("node4", "rejoin-node4", &seed)?);
     poll("node4 to be joining", START_DEADLINE, || {
         member_lines(&nodes[0])
             .iter()
