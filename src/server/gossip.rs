@@ -140,7 +140,7 @@ impl Gossip {
         let m = self.membership.borrow();
         m.members()
             .map(|x| &x.state)
-            .filter(|u| crate::server::topology::is_live_other(u, m.me()))
+            .filter(|u| u.id != m.me() && u.status == Status::Alive)
             .cloned()
             .collect()
     }

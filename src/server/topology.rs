@@ -32,7 +32,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::core::membership::{Role, Status, Update};
+use crate::core::membership::{Role, Update};
 use crate::core::version::Version;
 use crate::limits::{
     REPLICA_TIMEOUT_MS, STREAM_BATCH_KEYS, STREAM_TIMEOUT_MS, TOPOLOGY_ACK_WAIT_MS,
@@ -383,9 +383,4 @@ pub async fn forget_core(ctx: &Rc<CoreCtx>) -> Result<u64, String> {
         glommio::yield_if_needed().await;
     }
     Ok(keys.len() as u64)
-}
-
-/// A member that is alive and not us.
-pub fn is_live_other(u: &Update, me: &str) -> bool {
-    u.id != me && u.status == Status::Alive
 }

@@ -5,7 +5,7 @@
 //! progress (who will own it), and every member's listing (for `kv info`).
 
 use crate::core::cluster_ring::{ClusterRing, MemberIx};
-use crate::core::membership::{Membership, Role, Status, Update};
+use crate::core::membership::{Membership, Status, Update};
 use crate::core::quorum::Replication;
 use crate::core::ring::hash;
 
@@ -150,21 +150,12 @@ impl RingView {
         let pending = targets.len() - current;
         (targets, pending)
     }
-
-    /// The role of member `id` in this view.
-    pub fn role_of(&self, id: &str) -> Role {
-        self.listing
-            .iter()
-            .find(|u| u.id == id)
-            .map(|u| u.role)
-            .unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::membership::Timing;
+    use crate::core::membership::{Role, Timing};
 
     fn member(id: &str, role: Role) -> Update {
         Update {

@@ -85,8 +85,6 @@ struct State {
     writes: u64,
     /// Records per device write (group commit), counted in `GROUP_BUCKETS` (+ overflow).
     group_sizes: [u64; GROUP_BUCKETS.len() + 1],
-    /// Ticket of the last record written (to size the next group).
-    written_ticket: Ticket,
 }
 
 /// One core's write-ahead log.
@@ -159,7 +157,6 @@ impl Wal {
                 syncs: 0,
                 writes: 0,
                 group_sizes: [0; GROUP_BUCKETS.len() + 1],
-                written_ticket: 0,
             }),
             flusher: Cell::new(None),
             waiters: RefCell::new(Vec::new()),
@@ -404,6 +401,8 @@ impl Wal {
         chunks: Vec<Chunk>,
     ) -> Result<Ticket, (Error, Vec<Chunk>)> {
         let mut last = 0;
+        // Tickets are consecutive: a chunk's group size is its last ticket minus the previous.
+        let mut prev = self.state.borrow().written;
         let mut iter = chunks.into_iter();
         while let Some(chunk) = iter.next() {
             if out.segment != Some(chunk.segment) {
@@ -422,8 +421,8 @@ impl Wal {
             {
                 let mut st = self.state.borrow_mut();
                 st.writes += 1;
-                let records = chunk.last_ticket.saturating_sub(st.written_ticket);
-                st.written_ticket = chunk.last_ticket;
+                let records = chunk.last_ticket.saturating_sub(prev);
+                prev = chunk.last_ticket;
                 let bucket = GROUP_BUCKETS
                     .iter()
                     .position(|b| records <= *b)
