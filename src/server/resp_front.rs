@@ -17,6 +17,11 @@ use crate::storage::wal_file::FsyncMode;
 use crate::wire::native::{Opcode, Request};
 use crate::wire::resp::{self, Command, DecodeError};
 
+/// An unknown command's error echoes at most this many of its arguments, each cut to this
+/// many bytes (as Redis does; a client cannot make the error reply large).
+const UNKNOWN_COMMAND_ECHO_ARGS_MAX: usize = 8;
+const UNKNOWN_COMMAND_ECHO_BYTES_MAX: usize = 64;
+
 /// The Redis version we answer to (the RESP2 command set of Redis 7.0 that we serve).
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
 
@@ -136,17 +141,21 @@ impl RespFront {
         max_value_bytes: usize,
         op: &mut dyn FnMut(Request<'_>),
     ) -> RespReply {
-        let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
-        let Some(&(_, arity, ..)) = COMMANDS.iter().find(|c| c.0 == name) else {
+        // Matched case-insensitively in place: no allocation per command.
+        let Some(&(name, arity, ..)) = COMMANDS
+            .iter()
+            .find(|c| c.0.as_bytes().eq_ignore_ascii_case(args[0]))
+        else {
+            let echo = |a: &[u8]| {
+                String::from_utf8_lossy(&a[..a.len().min(UNKNOWN_COMMAND_ECHO_BYTES_MAX)])
+                    .into_owned()
+            };
             let mut text = format!(
                 "ERR unknown command '{}', with args beginning with: ",
-                String::from_utf8_lossy(&args[0][..args[0].len().min(128)])
+                echo(args[0])
             );
-            for a in args.iter().skip(1).take(8) {
-                text.push_str(&format!(
-                    "'{}' ",
-                    String::from_utf8_lossy(&a[..a.len().min(64)])
-                ));
+            for a in args.iter().skip(1).take(UNKNOWN_COMMAND_ECHO_ARGS_MAX) {
+                text.push_str(&format!("'{}' ", echo(a)));
             }
             return err(&text);
         };
@@ -156,7 +165,7 @@ impl RespFront {
             ));
         }
         let rest = &args[1..];
-        match name.as_str() {
+        match name {
             "ping" => match rest {
                 [] => simple("PONG"),
                 [msg] => bulk(msg),
@@ -189,7 +198,7 @@ impl RespFront {
                 if let Some(e) = check_keys(rest.iter().copied()) {
                     return e;
                 }
-                let (opcode, reply) = match name.as_str() {
+                let (opcode, reply) = match name {
                     "del" => (Opcode::Delete, RespReply::Deleted),
                     "exists" => (Opcode::Get, RespReply::Existing),
                     _ => (Opcode::Get, RespReply::Values),
@@ -518,7 +527,10 @@ impl Front for RespFront {
             RespReply::Ready(bytes) => out.extend_from_slice(&bytes),
             RespReply::Config(params) => encode_config(out, &params, cx, self.proto),
             _ if failure.is_some() => resp::error(out, &format!("ERR {}", failure.unwrap_or(""))),
-            RespReply::Value => encode_value(out, &results[0], self.proto),
+            RespReply::Value => match results.first() {
+                Some(r) => encode_value(out, r, self.proto),
+                None => resp::null(out, self.proto),
+            },
             RespReply::Written => resp::simple(out, "OK"),
             RespReply::Deleted => {
                 let n = results

@@ -80,11 +80,15 @@ impl CoreCtx {
 
     /// This core's connection to the peer at `addr` (created on first use).
     pub fn peer(&self, addr: &str) -> Rc<Peer> {
+        // Looked up on every replica operation: allocate the key only for a new peer.
+        if let Some(p) = self.peer_conns.borrow().get(addr) {
+            return p.clone();
+        }
+        let p = Rc::new(Peer::new(addr));
         self.peer_conns
             .borrow_mut()
-            .entry(addr.to_string())
-            .or_insert_with(|| Rc::new(Peer::new(addr)))
-            .clone()
+            .insert(addr.to_string(), p.clone());
+        p
     }
 
     pub fn metrics_snapshot(&self) -> crate::server::metrics::MetricsSnapshot {

@@ -220,7 +220,7 @@ pub async fn stream_core(ctx: &Rc<CoreCtx>, only: Option<&str>) -> Result<u64, S
         targets
             .into_iter()
             .skip(first)
-            .filter(|t| !t.local && only.is_none_or(|o| o == t.id))
+            .filter(|t| !t.local && only.is_none_or(|o| o == &*t.id))
             .collect::<Vec<_>>()
     };
     let keys = ctx.shard.keys_where(|k| !new_owners(k).is_empty());

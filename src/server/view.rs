@@ -8,12 +8,15 @@ use crate::core::cluster_ring::{ClusterRing, MemberIx};
 use crate::core::membership::{Membership, Status, Update};
 use crate::core::quorum::Replication;
 use crate::core::ring::hash;
+use std::sync::Arc;
 
-/// A ring with each member's address and status, by member index.
+/// A ring with each member's id, address and status, by member index (ids and addresses as
+/// `Arc<str>`, so routing a request clones pointers, not strings).
 #[derive(Debug)]
 pub struct AddressedRing {
     pub ring: ClusterRing,
-    pub addrs: Vec<String>,
+    ids: Vec<Arc<str>>,
+    pub addrs: Vec<Arc<str>>,
     pub statuses: Vec<Status>,
     pub incarnations: Vec<u64>,
 }
@@ -21,17 +24,25 @@ pub struct AddressedRing {
 impl AddressedRing {
     fn new(m: &Membership, ids: &[String]) -> AddressedRing {
         let ring = ClusterRing::new(ids);
+        let ids = ring
+            .members()
+            .iter()
+            .map(|id| Arc::from(id.as_str()))
+            .collect();
         let mut addrs = Vec::new();
         let mut statuses = Vec::new();
         let mut incarnations = Vec::new();
         for id in ring.members() {
             let st = m.get(id).map(|x| x.state.clone());
-            addrs.push(st.as_ref().map(|s| s.addr.clone()).unwrap_or_default());
+            addrs.push(Arc::from(
+                st.as_ref().map(|s| s.addr.as_str()).unwrap_or_default(),
+            ));
             statuses.push(st.as_ref().map(|s| s.status).unwrap_or(Status::Dead));
             incarnations.push(st.map(|s| s.incarnation).unwrap_or(0));
         }
         AddressedRing {
             ring,
+            ids,
             addrs,
             statuses,
             incarnations,
@@ -42,8 +53,8 @@ impl AddressedRing {
 /// Where one replica operation goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub id: String,
-    pub addr: String,
+    pub id: Arc<str>,
+    pub addr: Arc<str>,
     pub local: bool,
     pub dead: bool,
 }
@@ -101,9 +112,9 @@ impl RingView {
     }
 
     fn target(&self, ring: &AddressedRing, m: MemberIx) -> Target {
-        let id = ring.ring.member(m).to_string();
+        let id = ring.ids[m as usize].clone();
         Target {
-            local: id == self.me,
+            local: *id == *self.me,
             dead: ring.statuses[m as usize] == Status::Dead,
             addr: ring.addrs[m as usize].clone(),
             id,
@@ -193,11 +204,11 @@ mod tests {
         for i in 0..200 {
             let key = format!("key{i}");
             let (t, pending) = v.write_targets(key.as_bytes());
-            let current: Vec<&str> = t[..3].iter().map(|t| t.id.as_str()).collect();
+            let current: Vec<&str> = t[..3].iter().map(|t| &*t.id).collect();
             assert!(!current.contains(&"d"), "a joiner is no current replica");
             assert_eq!(t.len(), 3 + pending);
             if pending == 1 {
-                assert_eq!(t[3].id, "d");
+                assert_eq!(&*t[3].id, "d");
                 with_d += 1;
             }
             assert_eq!(
@@ -223,7 +234,7 @@ mod tests {
         for i in 0..100 {
             let key = format!("key{i}");
             let (t, pending) = v.write_targets(key.as_bytes());
-            let holds_d = t[..3].iter().any(|t| t.id == "d");
+            let holds_d = t[..3].iter().any(|t| &*t.id == "d");
             assert_eq!(pending, usize::from(holds_d), "whoever takes over d's copy");
         }
     }
