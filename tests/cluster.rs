@@ -9,6 +9,13 @@ use common::*;
 use kvstore::client::{Client, Error as ClientError};
 use kvstore::wire::native::Status;
 
+/// Start a stopped cluster node again at its address and data dir, without `--seed` (it
+/// remembers its membership).
+fn restart_without_seed(node: &Node) -> Result<Node, String> {
+    let args = ["--cores", "1", "--suspect-timeout-ms", SUSPECT_MS];
+    Node::start_on(&node.id, &node.dir, node.port, &args)
+}
+
 #[test]
 fn writes_replicate_and_survive_a_node_failure_with_read_repair() -> TestResult {
     let mut nodes = cluster("repl", 3, &[])?;
@@ -52,14 +59,7 @@ fn writes_replicate_and_survive_a_node_failure_with_read_repair() -> TestResult 
         killed.elapsed()
     );
     // restart without --seed: it remembers its membership
-    let dir = nodes[2].dir.clone();
-    let port = nodes[2].port;
-    nodes[2] = Node::start_on(
-        "node3",
-        &dir,
-        port,
-        &["--cores", "1", "--suspect-timeout-ms", SUSPECT_MS],
-    )?;
+    nodes[2] = restart_without_seed(&nodes[2])?;
     wait_members(&nodes[0], 3, "ALIVE")?;
     assert_eq!(local(&nodes[2], "down7"), None, "missed while down");
     assert_eq!(
@@ -363,13 +363,7 @@ fn acknowledged_writes_survive_a_node_restart_mid_run() -> TestResult {
         local(&nodes[0], "w0-100").map(|_| ())
     })?;
     nodes[2].kill9();
-    let (dir, port) = (nodes[2].dir.clone(), nodes[2].port);
-    nodes[2] = Node::start_on(
-        "node3",
-        &dir,
-        port,
-        &["--cores", "1", "--suspect-timeout-ms", SUSPECT_MS],
-    )?;
+    nodes[2] = restart_without_seed(&nodes[2])?;
     let mut acked = Vec::new();
     for w in writers {
         acked.extend(w.join().map_err(|_| "writer panicked")??);

@@ -14,23 +14,35 @@ use crate::limits::ACCEPT_RETRY_PAUSE_MS;
 use crate::server::messages::CoreMsg;
 use crate::server::runtime::CoreCtx;
 
-pub async fn accept_loop(ctx: Rc<CoreCtx>, listener: glommio::net::TcpListener) {
-    let mut next = 0usize;
+/// The next accepted connection, or `None` once the node shuts down. A failed accept (e.g.
+/// EMFILE) is logged and retried after `ACCEPT_RETRY_PAUSE_MS`.
+pub async fn next_accepted<S, F>(
+    ctx: &CoreCtx,
+    what: &str,
+    mut accept: impl FnMut() -> F,
+) -> Option<S>
+where
+    F: std::future::Future<Output = glommio::Result<S, ()>>,
+{
     loop {
-        let accepted = future::or(async { Some(listener.shared_accept().await) }, async {
+        let accepted = future::or(async { Some(accept().await) }, async {
             ctx.shutdown.wait().await;
             None
         })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                log::warn!("accept failed: {e}");
+        .await?;
+        match accepted {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                log::warn!("{what}: accept failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(ACCEPT_RETRY_PAUSE_MS)).await;
-                continue;
             }
-        };
+        }
+    }
+}
+
+pub async fn accept_loop(ctx: Rc<CoreCtx>, listener: glommio::net::TcpListener) {
+    let mut next = 0usize;
+    while let Some(stream) = next_accepted(&ctx, "clients", || listener.shared_accept()).await {
         let open = ctx.node.connections.fetch_add(1, Ordering::Relaxed);
         if open >= ctx.node.max_connections {
             ctx.node.connections.fetch_sub(1, Ordering::Relaxed);

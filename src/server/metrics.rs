@@ -19,10 +19,14 @@ use prometheus_client::registry::Registry;
 
 use crate::core::membership::Status as MemberStatus;
 use crate::limits::{METRICS_REQUEST_BYTES_MAX, METRICS_TIMEOUT_MS};
+use crate::server::listener::next_accepted;
 use crate::server::messages::{CoreMsg, CoreStats, OpResult};
 use crate::server::runtime::CoreCtx;
 use crate::storage::wal_file::GROUP_BUCKETS;
 use crate::wire::native::{Opcode, Status};
+
+/// Bytes read per `read` of a scraper's request head (bounded by `METRICS_REQUEST_BYTES_MAX`).
+const METRICS_READ_CHUNK_BYTES: usize = 1024;
 
 /// Upper bounds of the latency buckets, in microseconds.
 pub const LATENCY_BUCKETS_US: [u64; 14] = [
@@ -426,22 +430,7 @@ pub async fn gather(ctx: &Rc<CoreCtx>) -> Vec<MetricsSnapshot> {
 
 /// Serve `GET /metrics` on `listener` until shutdown (core 0, low-share queue).
 pub async fn serve(ctx: Rc<CoreCtx>, listener: glommio::net::TcpListener) {
-    while !ctx.shutdown.is_set() {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            ctx.shutdown.wait().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                log::warn!("metrics: accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(crate::limits::ACCEPT_RETRY_PAUSE_MS))
-                    .await;
-                continue;
-            }
-        };
+    while let Some(stream) = next_accepted(&ctx, "metrics", || listener.accept()).await {
         let c = ctx.clone();
         glommio::spawn_local(async move {
             if let Err(e) = answer(&c, stream).await {
@@ -456,7 +445,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, listener: glommio::net::TcpListener) {
 async fn answer(ctx: &Rc<CoreCtx>, mut s: glommio::net::TcpStream) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_millis(METRICS_TIMEOUT_MS)))?;
     let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
+    let mut buf = [0u8; METRICS_READ_CHUNK_BYTES];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = s.read(&mut buf).await?;
         if n == 0 {
