@@ -50,6 +50,9 @@ pub const WAL_RECORD_BYTES_MAX: usize =
     WAL_RECORD_HEADER_BYTES + KEY_BYTES_MAX + VALUE_BYTES_CEILING;
 /// A WAL segment is rolled once it would grow past this size (records never span segments).
 pub const WAL_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// A new segment is zero-filled (after fallocate) in writes of this size, so every later WAL
+/// write is a pure overwrite that io_uring issues inline (see `storage::wal_file`).
+pub const WAL_ZERO_FILL_CHUNK_BYTES: usize = 256 * 1024;
 /// Group commit: the writer takes at most this many pending bytes per write.
 pub const WAL_GROUP_BYTES_MAX: usize = 1024 * 1024;
 /// `--fsync interval` syncs this often.
@@ -111,6 +114,7 @@ const _: () =
     assert!(FRAME_BYTES_MAX >= NATIVE_HEADER_BYTES + KEY_BYTES_MAX + VALUE_BYTES_MAX_DEFAULT);
 const _: () = assert!(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_CEILING);
 const _: () = assert!((WAL_RECORD_BYTES_MAX as u64) < WAL_SEGMENT_BYTES_MAX);
+const _: () = assert!(WAL_SEGMENT_BYTES_MAX % (WAL_ZERO_FILL_CHUNK_BYTES as u64) == 0);
 const _: () = assert!(
     FRAME_BYTES_MAX < 16 * 1024 * 1024,
     "original protocol first byte rule"
