@@ -79,6 +79,12 @@ pub const REPLICA_TIMEOUT_MS: u64 = 2_000;
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// After a failed connect to a peer, requests to it fail at once for this long.
 pub const PEER_RECONNECT_BACKOFF_MS: u64 = 200;
+/// Requests one core may have waiting for answers on one peer connection before its
+/// coordinators wait (backpressure from a replica that falls behind).
+pub const PEER_INFLIGHT_MAX: usize = 1024;
+/// Tick of a peer connection's timeout clock: a peer request times out between its timeout and
+/// its timeout plus two ticks (no timer per request).
+pub const PEER_TIMEOUT_TICK_MS: u64 = 100;
 /// SWIM: probe one member this often; its direct probe times out after the probe timeout.
 pub const PROBE_INTERVAL_MS: u64 = 1_000;
 pub const PROBE_TIMEOUT_MS: u64 = 500;

@@ -18,6 +18,7 @@ use crate::core::quorum::{Outcome, Tally};
 use crate::core::version::Version;
 use crate::limits::REPLICA_TIMEOUT_MS;
 use crate::server::messages::{CoreMsg, Op, OpResult};
+use crate::server::notify::{channel, Sender};
 use crate::server::runtime::CoreCtx;
 use crate::server::shard::storage_failure;
 use crate::server::view::{RingView, Target};
@@ -59,7 +60,8 @@ async fn write_once(
     let rep = view.effective();
     let (replicas, pending) = view.write_targets(key);
     let needed = rep.w + pending;
-    let (tx, rx) = flume::bounded(replicas.len());
+    wait_for_replicas(ctx, &replicas).await;
+    let (tx, rx) = channel();
     for (i, t) in replicas.iter().enumerate() {
         let op = Op::ReplicaPut {
             key: key.into(),
@@ -73,7 +75,7 @@ async fn write_once(
     let mut was_live = false;
     let mut stale: Option<Version> = None;
     let mut last_error = String::new();
-    while let Ok((_, r)) = rx.recv_async().await {
+    while let Some((_, r)) = rx.recv().await {
         let outcome = match r {
             OpResult::Written { was_live: live, .. } => {
                 was_live |= live;
@@ -127,7 +129,8 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     let view = ctx.view();
     let rep = view.effective();
     let replicas = view.replicas(&key);
-    let (tx, rx) = flume::bounded(replicas.len().max(1));
+    wait_for_replicas(&ctx, &replicas).await;
+    let (tx, rx) = channel();
     for (i, t) in replicas.iter().enumerate() {
         spawn_replica_call(&ctx, t, i, Op::ReplicaGet { key: key.clone() }, tx.clone());
     }
@@ -138,7 +141,7 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     let mut best: Option<(Version, Option<Box<[u8]>>)> = None;
     let mut outcome = Outcome::Pending;
     while outcome != Outcome::Won {
-        let Ok((m, r)) = rx.recv_async().await else {
+        let Some((m, r)) = rx.recv().await else {
             break;
         };
         outcome = absorb(&mut tally, &mut seen, &mut best, m, r);
@@ -166,7 +169,7 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     // Repair in the background: late answers included.
     let c = ctx.clone();
     glommio::spawn_local(async move {
-        while let Ok((m, r)) = rx.recv_async().await {
+        while let Some((m, r)) = rx.recv().await {
             absorb(&mut tally, &mut seen, &mut best, m, r);
         }
         if let Some((version, value)) = best {
@@ -177,7 +180,7 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
                         value: value.clone(),
                         version,
                     };
-                    let (tx, _rx) = flume::bounded(1);
+                    let (tx, _rx) = channel();
                     spawn_replica_call(&c, &replicas[m], m, op, tx);
                     c.metrics.read_repair();
                     log::debug!("read repair of member {m} to {version:?}");
@@ -209,6 +212,13 @@ fn absorb(
     tally.success()
 }
 
+/// Backpressure: wait until every live remote replica's connection has room for a request.
+async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target]) {
+    for t in replicas.iter().filter(|t| !t.local && !t.dead) {
+        ctx.peer(&t.addr).wait_for_space().await;
+    }
+}
+
 /// Run `op` on target `t` (locally when it is us) and send `(m, result)` to `tx`, `m` being
 /// the target's index in the caller's list.
 fn spawn_replica_call(
@@ -216,7 +226,7 @@ fn spawn_replica_call(
     t: &Target,
     m: usize,
     op: Op,
-    tx: flume::Sender<(usize, OpResult)>,
+    tx: Sender<(usize, OpResult)>,
 ) {
     let ctx = ctx.clone();
     let addr = t.addr.clone();
@@ -224,7 +234,7 @@ fn spawn_replica_call(
     if !local && t.dead {
         // A DEAD member does not answer: count it as failed at once (strict quorum).
         let message = format!("member {} is DEAD", t.id);
-        let _ = tx.try_send((
+        let _ = tx.send((
             m,
             OpResult::Failed {
                 status: Status::Unavailable,
@@ -239,7 +249,7 @@ fn spawn_replica_call(
         } else {
             remote_call(&ctx, &addr, op).await
         };
-        let _ = tx.try_send((m, r));
+        let _ = tx.send((m, r));
     })
     .detach();
 }

@@ -215,7 +215,7 @@ impl Gossip {
         let body = self.snapshot_json();
         let peer = ctx.peer(addr);
         let reply = peer
-            .request(Opcode::Gossip, &[], &body, Version::ZERO, 0, timeout)
+            .request_exact(Opcode::Gossip, &[], &body, Version::ZERO, 0, timeout)
             .await;
         match reply {
             Ok(r) if r.status == WireStatus::Ok && r.value.len() <= GOSSIP_BYTES_MAX => {
@@ -271,7 +271,7 @@ impl Gossip {
         for h in helpers {
             let peer = ctx.peer(&h);
             let r = peer
-                .request(
+                .request_exact(
                     Opcode::PingReq,
                     target.id.as_bytes(),
                     &[],

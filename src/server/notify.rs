@@ -1,8 +1,10 @@
 //! Single-threaded wake-ups for tasks of one executor (never shared across cores).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 /// Wakes every task waiting on a condition it guards.
@@ -62,5 +64,137 @@ impl Latch {
 
     pub async fn wait(&self) {
         self.notify.wait_until(|| self.set.get()).await
+    }
+}
+
+/// A single-executor channel: any number of senders, one receiver, unbounded (the callers bound
+/// it: one message per replica or per request). For the per-request hot path, where a
+/// cross-thread channel's atomics, locks and allocations are pure overhead.
+pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let inner = Rc::new(Chan {
+        queue: RefCell::new(VecDeque::new()),
+        waker: Cell::new(None),
+        senders: Cell::new(1),
+        receiving: Cell::new(true),
+    });
+    (Sender(inner.clone()), Receiver(inner))
+}
+
+struct Chan<T> {
+    queue: RefCell<VecDeque<T>>,
+    waker: Cell<Option<Waker>>,
+    senders: Cell<usize>,
+    receiving: Cell<bool>,
+}
+
+impl<T> Chan<T> {
+    fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+pub struct Sender<T>(Rc<Chan<T>>);
+
+impl<T> Sender<T> {
+    /// Queue `v` for the receiver; gives it back when the receiver is gone.
+    pub fn send(&self, v: T) -> Result<(), T> {
+        if !self.0.receiving.get() {
+            return Err(v);
+        }
+        self.0.queue.borrow_mut().push_back(v);
+        self.0.wake();
+        Ok(())
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.0.senders.set(self.0.senders.get() + 1);
+        Sender(self.0.clone())
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.0.senders.set(self.0.senders.get() - 1);
+        if self.0.senders.get() == 0 {
+            self.0.wake();
+        }
+    }
+}
+
+pub struct Receiver<T>(Rc<Chan<T>>);
+
+impl<T> Receiver<T> {
+    /// The next message, or `None` once every sender is gone and the queue is empty.
+    pub fn recv(&self) -> Recv<'_, T> {
+        Recv(self)
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.0.receiving.set(false);
+        self.0.queue.borrow_mut().clear();
+    }
+}
+
+pub struct Recv<'a, T>(&'a Receiver<T>);
+
+impl<T> Future for Recv<'_, T> {
+    type Output = Option<T>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let chan = &(self.0).0;
+        if let Some(v) = chan.queue.borrow_mut().pop_front() {
+            return Poll::Ready(Some(v));
+        }
+        if chan.senders.get() == 0 {
+            return Poll::Ready(None);
+        }
+        chan.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        futures_lite::future::block_on(f)
+    }
+
+    #[test]
+    fn channel_delivers_in_order_then_ends_when_senders_are_gone() {
+        let (tx, rx) = channel();
+        let tx2 = tx.clone();
+        tx.send(1).expect("send");
+        tx2.send(2).expect("send");
+        drop(tx);
+        assert_eq!(block_on(rx.recv()), Some(1));
+        assert_eq!(block_on(rx.recv()), Some(2));
+        assert!(
+            futures_lite::future::block_on(futures_lite::future::poll_once(rx.recv())).is_none()
+        );
+        drop(tx2);
+        assert_eq!(block_on(rx.recv()), None);
+    }
+
+    #[test]
+    fn a_waiting_receiver_is_woken_and_a_gone_receiver_refuses() {
+        let (tx, rx) = channel::<u8>();
+        let mut recv = Box::pin(rx.recv());
+        let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
+            Poll::Ready(cx.waker().clone())
+        }));
+        let mut cx = Context::from_waker(&waker);
+        assert!(recv.as_mut().poll(&mut cx).is_pending());
+        tx.send(7).expect("send");
+        assert_eq!(recv.as_mut().poll(&mut cx), Poll::Ready(Some(7)));
+        drop(recv);
+        drop(rx);
+        assert_eq!(tx.send(8), Err(8));
     }
 }

@@ -2,7 +2,13 @@
 //!
 //! Shared-nothing: each core keeps its own connection to each peer and never borrows another
 //! core's. Requests queued in the same turn of the event loop leave in one write (batching);
-//! answers are matched by request id. A broken connection fails its pending requests and is
+//! answers are matched by request id. Timeouts cost no timer per request: each request expires
+//! at a tick of its connection's sweep clock (`PEER_TIMEOUT_TICK_MS`, running only while
+//! requests are pending), so a request times out between `timeout` and `timeout` + two ticks.
+//! Flow control: at most `PEER_INFLIGHT_MAX` requests wait for answers on a connection;
+//! coordinators call `wait_for_space` before sending, so a replica that falls behind slows the
+//! clients of its coordinators instead of growing queues (and then timing out) without bound.
+//! A broken connection fails its pending requests and is
 //! re-established (the peer's name resolved again) on the next request.
 
 use std::cell::{Cell, RefCell};
@@ -17,9 +23,10 @@ use glommio::net::TcpStream;
 use crate::client::Reply;
 use crate::core::version::Version;
 use crate::limits::{
-    PEER_CONNECT_TIMEOUT_MS, PEER_RECONNECT_BACKOFF_MS, READ_CHUNK_BYTES, VALUE_BYTES_CEILING,
+    PEER_CONNECT_TIMEOUT_MS, PEER_INFLIGHT_MAX, PEER_RECONNECT_BACKOFF_MS, PEER_TIMEOUT_TICK_MS,
+    READ_CHUNK_BYTES, VALUE_BYTES_CEILING,
 };
-use crate::server::notify::Notify;
+use crate::server::notify::{channel, Notify, Sender};
 use crate::wire::native::{self, Opcode, Request};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,9 +44,26 @@ pub enum Error {
 struct Conn {
     out: RefCell<Vec<u8>>,
     out_ready: Notify,
-    pending: RefCell<HashMap<u64, flume::Sender<Reply>>>,
+    pending: RefCell<HashMap<u64, Pending>>,
+    /// Wakes coordinators waiting for fewer than `PEER_INFLIGHT_MAX` pending requests.
+    space: Notify,
+    /// Wakes the sweeper when the first request is pending or the connection broke.
+    sweep_ready: Notify,
+    /// Ticks of the sweep clock so far.
+    epoch: Cell<u64>,
     next_id: Cell<u64>,
     broken: Cell<bool>,
+}
+
+struct Pending {
+    reply: Sender<Result<Reply, Error>>,
+    /// The request has timed out once the sweep clock reaches this tick.
+    expires: u64,
+}
+
+/// Sweep-clock ticks a request may wait: it expires after at least `timeout`.
+fn ticks(timeout: Duration) -> u64 {
+    (timeout.as_millis() as u64).div_ceil(PEER_TIMEOUT_TICK_MS) + 1
 }
 
 /// A peer node as seen from one core.
@@ -63,6 +87,17 @@ impl Peer {
         }
     }
 
+    /// Wait until this peer's connection has room for another request (or is gone: then the
+    /// request itself fails or reconnects).
+    pub async fn wait_for_space(&self) {
+        let conn = self.conn.borrow().clone();
+        if let Some(c) = conn {
+            c.space
+                .wait_until(|| c.broken.get() || c.pending.borrow().len() < PEER_INFLIGHT_MAX)
+                .await;
+        }
+    }
+
     /// Send one request and wait up to `timeout` for its answer.
     pub async fn request(
         &self,
@@ -76,8 +111,12 @@ impl Peer {
         let conn = self.connection().await?;
         let id = conn.next_id.get();
         conn.next_id.set(id + 1);
-        let (tx, rx) = flume::bounded(1);
-        conn.pending.borrow_mut().insert(id, tx);
+        let (tx, rx) = channel();
+        let expires = conn.epoch.get() + ticks(timeout);
+        conn.pending
+            .borrow_mut()
+            .insert(id, Pending { reply: tx, expires });
+        conn.sweep_ready.notify_all();
         let req = Request {
             request_id: id,
             opcode: opcode as u8,
@@ -88,13 +127,27 @@ impl Peer {
         };
         native::encode_request(&mut conn.out.borrow_mut(), &req);
         conn.out_ready.notify_all();
-        match glommio::timer::timeout(timeout, async { Ok(rx.recv_async().await) }).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(Error::Broken(self.addr.clone())),
-            Err(_) => {
-                conn.pending.borrow_mut().remove(&id);
-                Err(Error::Timeout(self.addr.clone()))
-            }
+        match rx.recv().await {
+            Some(answer) => answer,
+            None => Err(Error::Broken(self.addr.clone())),
+        }
+    }
+
+    /// `request` with a timer of its own, for callers whose timing is part of a protocol
+    /// (gossip probes): it gives up at `timeout`, not up to two sweep ticks later.
+    pub async fn request_exact(
+        &self,
+        opcode: Opcode,
+        key: &[u8],
+        value: &[u8],
+        version: Version,
+        flags: u8,
+        timeout: Duration,
+    ) -> Result<Reply, Error> {
+        let call = self.request(opcode, key, value, version, flags, timeout);
+        match glommio::timer::timeout(timeout, async { Ok(call.await) }).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Error::Timeout(self.addr.clone())),
         }
     }
 
@@ -150,12 +203,16 @@ impl Peer {
             out: RefCell::new(Vec::with_capacity(4096)),
             out_ready: Notify::default(),
             pending: RefCell::new(HashMap::new()),
+            space: Notify::default(),
+            sweep_ready: Notify::default(),
+            epoch: Cell::new(0),
             next_id: Cell::new(1),
             broken: Cell::new(false),
         });
         let (reader, writer) = futures_lite::io::split(stream);
         glommio::spawn_local(write_loop(conn.clone(), writer)).detach();
         glommio::spawn_local(read_loop(conn.clone(), reader, self.addr.clone())).detach();
+        glommio::spawn_local(sweep_loop(conn.clone(), self.addr.clone())).detach();
         Ok(conn)
     }
 }
@@ -182,18 +239,20 @@ async fn read_loop(conn: Rc<Conn>, mut r: futures_lite::io::ReadHalf<TcpStream>,
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let (mut start, mut end) = (0usize, 0usize);
     loop {
+        let mut answered = false;
         loop {
             match native::decode_response(&buf[start..end], VALUE_BYTES_CEILING) {
                 Ok(Some((resp, used))) => {
-                    let tx = conn.pending.borrow_mut().remove(&resp.request_id);
-                    if let Some(tx) = tx {
-                        let _ = tx.try_send(Reply {
+                    let pending = conn.pending.borrow_mut().remove(&resp.request_id);
+                    if let Some(p) = pending {
+                        answered = true;
+                        let _ = p.reply.send(Ok(Reply {
                             request_id: resp.request_id,
                             status: resp.status,
                             flags: resp.flags,
                             version: resp.version,
                             value: resp.value.to_vec(),
-                        });
+                        }));
                     }
                     start += used;
                 }
@@ -204,6 +263,9 @@ async fn read_loop(conn: Rc<Conn>, mut r: futures_lite::io::ReadHalf<TcpStream>,
                     return;
                 }
             }
+        }
+        if answered {
+            conn.space.notify_all();
         }
         if start == end {
             start = 0;
@@ -226,8 +288,182 @@ async fn read_loop(conn: Rc<Conn>, mut r: futures_lite::io::ReadHalf<TcpStream>,
     }
 }
 
+/// While requests are pending, advance the sweep clock every tick and time out the requests
+/// that expired (also those whose caller went away). Parked while nothing is pending.
+async fn sweep_loop(conn: Rc<Conn>, addr: String) {
+    let tick = Duration::from_millis(PEER_TIMEOUT_TICK_MS);
+    loop {
+        conn.sweep_ready
+            .wait_until(|| conn.broken.get() || !conn.pending.borrow().is_empty())
+            .await;
+        if conn.broken.get() {
+            return;
+        }
+        glommio::timer::sleep(tick).await;
+        let epoch = conn.epoch.get() + 1;
+        conn.epoch.set(epoch);
+        let expired: Vec<u64> = conn
+            .pending
+            .borrow()
+            .iter()
+            .filter(|(_, p)| p.expires <= epoch)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let pending = conn.pending.borrow_mut().remove(&id);
+            if let Some(p) = pending {
+                let _ = p.reply.send(Err(Error::Timeout(addr.clone())));
+            }
+        }
+        conn.space.notify_all();
+    }
+}
+
 fn fail(conn: &Conn) {
     conn.broken.set(true);
     conn.pending.borrow_mut().clear();
     conn.out_ready.notify_all();
+    conn.space.notify_all();
+    conn.sweep_ready.notify_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::notify::Receiver;
+    use crate::wire::native::{Response, Status};
+    use std::time::Instant;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(f)
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
+    /// A peer that records the ids of the requests it reads and answers (OK) only the ids it
+    /// is told to, when it is told to.
+    async fn start_server(answer: Receiver<u64>) -> (String, Rc<RefCell<Vec<u64>>>) {
+        let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let s = seen.clone();
+        glommio::spawn_local(async move {
+            let stream = listener.accept().await.expect("accept");
+            let (mut r, mut w) = futures_lite::io::split(stream);
+            glommio::spawn_local(async move {
+                while let Some(id) = answer.recv().await {
+                    let mut out = Vec::new();
+                    let resp = Response {
+                        request_id: id,
+                        status: Status::Ok,
+                        flags: 0,
+                        version: Version::ZERO,
+                        value: b"",
+                    };
+                    native::encode_response(&mut out, &resp);
+                    if w.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .detach();
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 4096];
+            loop {
+                let n = match r.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                let mut used = 0;
+                while let Ok(Some((req, len))) = native::decode_request(&buf[used..], 0) {
+                    s.borrow_mut().push(req.request_id);
+                    used += len;
+                }
+                buf.drain(..used);
+            }
+        })
+        .detach();
+        (addr, seen)
+    }
+
+    async fn poll_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn a_silent_peer_times_out_on_the_sweep_clock() {
+        run(|| async {
+            let (_answer, answers) = channel();
+            let (addr, seen) = start_server(answers).await;
+            let peer = Peer::new(&addr);
+            let timeout = Duration::from_millis(300);
+            let started = Instant::now();
+            let r = peer
+                .request(Opcode::Ping, &[], &[], Version::ZERO, 0, timeout)
+                .await;
+            let waited = started.elapsed();
+            assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+            assert_eq!(seen.borrow().len(), 1);
+            assert!(waited >= timeout, "gave up after {waited:?}");
+            // Two ticks is the bound; the rest is room for a loaded machine.
+            let bound = timeout + Duration::from_millis(2 * PEER_TIMEOUT_TICK_MS + 2_000);
+            assert!(waited < bound, "gave up only after {waited:?}");
+            // request_exact keeps its own timer.
+            let started = Instant::now();
+            let r = peer
+                .request_exact(Opcode::Ping, &[], &[], Version::ZERO, 0, timeout)
+                .await;
+            assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+            assert!(started.elapsed() >= timeout);
+        });
+    }
+
+    #[test]
+    fn a_full_connection_holds_callers_until_an_answer_frees_room() {
+        run(|| async {
+            let (answer, answers) = channel();
+            let (addr, seen) = start_server(answers).await;
+            let peer = Rc::new(Peer::new(&addr));
+            let long = Duration::from_secs(60);
+            let mut calls = Vec::new();
+            for _ in 0..PEER_INFLIGHT_MAX {
+                let p = peer.clone();
+                calls.push(glommio::spawn_local(async move {
+                    p.request(Opcode::Ping, &[], &[], Version::ZERO, 0, long)
+                        .await
+                }));
+            }
+            poll_until("every request to reach the peer", || {
+                seen.borrow().len() == PEER_INFLIGHT_MAX
+            })
+            .await;
+            let mut room = Box::pin(peer.wait_for_space());
+            assert!(
+                futures_lite::future::poll_once(room.as_mut())
+                    .await
+                    .is_none(),
+                "room reported with {PEER_INFLIGHT_MAX} requests pending"
+            );
+            let first = seen.borrow()[0];
+            answer.send(first).expect("answer");
+            let deadline = Duration::from_secs(30);
+            glommio::timer::timeout(deadline, async { Ok(room.await) })
+                .await
+                .expect("room after one answer");
+            for id in seen.borrow().iter().skip(1) {
+                answer.send(*id).expect("answer");
+            }
+            for c in calls {
+                let r = c.await;
+                assert!(matches!(r, Ok(ref r) if r.status == Status::Ok), "{r:?}");
+            }
+        });
+    }
 }
