@@ -404,6 +404,27 @@ fn idle_and_slow_connections_are_closed() -> TestResult {
 }
 
 /// Pipelined reads of large values beyond one batch's reply budget are all answered, in order.
+/// glommio counts a task's wakers in 16 bits: a connection that leaked one waker per read
+/// (the shutdown wait lost by every read) broke after this many requests.
+const GLOMMIO_TASK_REFS_MAX: usize = 32_767;
+
+/// One long-lived connection serves request after request, each waiting for its answer (so
+/// every read of the node waits for data), well past `GLOMMIO_TASK_REFS_MAX`.
+#[test]
+fn a_long_lived_connection_outlasts_the_task_reference_limit() -> TestResult {
+    let node = Node::start("n1", &data_dir("long-lived"), &["--cores", "1"])?;
+    let mut c = node.client();
+    for i in 0..GLOMMIO_TASK_REFS_MAX + 2_000 {
+        if i % 1_000 == 0 {
+            c.put(format!("k{i}").as_bytes(), b"v")?;
+        } else {
+            c.ping()?;
+        }
+    }
+    assert_eq!(c.get(b"k32000")?, Some(b"v".to_vec()));
+    Ok(())
+}
+
 #[test]
 fn pipelined_large_reads_span_batches_in_order() -> TestResult {
     let node = Node::start("n1", &data_dir("big-reads"), &["--cores", "2"])?;

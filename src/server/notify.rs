@@ -8,40 +8,113 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 /// Wakes every task waiting on a condition it guards.
+///
+/// Each waiting future holds one slot: polled again before a wake-up (as the losing side of a
+/// `future::or` is, on every wake of its task) it replaces its waker instead of adding one,
+/// and dropped it frees its slot. (Adding a waker per poll grew the list without bound on
+/// long-lived connections until glommio's 16-bit task reference count overflowed.)
 #[derive(Default)]
 pub struct Notify {
-    wakers: RefCell<Vec<Waker>>,
+    waiters: RefCell<Waiters>,
+    /// Bumped by every `notify_all`: a slot taken in an earlier generation is gone.
+    generation: Cell<u64>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl Notify {
     pub fn notify_all(&self) {
-        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        for w in wakers {
+        let slots = {
+            let mut w = self.waiters.borrow_mut();
+            if w.slots.is_empty() {
+                return;
+            }
+            w.free.clear();
+            std::mem::take(&mut w.slots)
+        };
+        self.generation.set(self.generation.get() + 1);
+        for w in slots.into_iter().flatten() {
             w.wake();
         }
     }
 
     /// Resolves once `cond()` holds; re-checked on every `notify_all`.
     pub fn wait_until<F: Fn() -> bool>(&self, cond: F) -> WaitUntil<'_, F> {
-        WaitUntil { notify: self, cond }
+        WaitUntil {
+            notify: self,
+            cond,
+            slot: Cell::new(None),
+        }
+    }
+
+    /// Wakers registered (one per waiting future).
+    #[cfg(test)]
+    fn registered(&self) -> usize {
+        self.waiters.borrow().slots.iter().flatten().count()
     }
 }
 
 pub struct WaitUntil<'a, F> {
     notify: &'a Notify,
     cond: F,
+    /// (generation, index) of this future's slot, while it has one.
+    slot: Cell<Option<(u64, usize)>>,
+}
+
+impl<F> WaitUntil<'_, F> {
+    fn release(&self) {
+        if let Some((generation, i)) = self.slot.take() {
+            if generation == self.notify.generation.get() {
+                let mut w = self.notify.waiters.borrow_mut();
+                w.slots[i] = None;
+                w.free.push(i);
+            }
+        }
+    }
 }
 
 impl<F: Fn() -> bool> Future for WaitUntil<'_, F> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if (self.cond)() {
+            self.release();
             return Poll::Ready(());
         }
-        // No duplicate scan: every waker is drained by `notify_all`, and a waiting future is
-        // only polled again after a wake, so the list stays as long as the waiters.
-        self.notify.wakers.borrow_mut().push(cx.waker().clone());
+        let generation = self.notify.generation.get();
+        let mut w = self.notify.waiters.borrow_mut();
+        match self.slot.get() {
+            Some((g, i)) if g == generation => {
+                let slot = &mut w.slots[i];
+                if !slot.as_ref().is_some_and(|old| old.will_wake(cx.waker())) {
+                    *slot = Some(cx.waker().clone());
+                }
+            }
+            _ => {
+                let waker = Some(cx.waker().clone());
+                let i = match w.free.pop() {
+                    Some(i) => {
+                        w.slots[i] = waker;
+                        i
+                    }
+                    None => {
+                        w.slots.push(waker);
+                        w.slots.len() - 1
+                    }
+                };
+                self.slot.set(Some((generation, i)));
+            }
+        }
         Poll::Pending
+    }
+}
+
+impl<F> Drop for WaitUntil<'_, F> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -164,6 +237,44 @@ mod tests {
 
     fn block_on<F: Future>(f: F) -> F::Output {
         futures_lite::future::block_on(f)
+    }
+
+    fn noop_context_poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
+            Poll::Ready(cx.waker().clone())
+        }));
+        Pin::new(f).poll(&mut Context::from_waker(&waker))
+    }
+
+    /// A waiter polled over and over without a wake-up (the losing side of `future::or`)
+    /// holds one slot, and gives it back when dropped.
+    #[test]
+    fn a_waiter_polled_again_and_again_holds_one_slot() {
+        let notify = Notify::default();
+        let flag = Cell::new(false);
+        let mut a = Box::pin(notify.wait_until(|| flag.get()));
+        let mut b = Box::pin(notify.wait_until(|| flag.get()));
+        for _ in 0..100_000 {
+            assert!(noop_context_poll(&mut a).is_pending());
+        }
+        assert!(noop_context_poll(&mut b).is_pending());
+        assert_eq!(notify.registered(), 2);
+        drop(b);
+        assert_eq!(notify.registered(), 1);
+        // A new waiter reuses the freed slot.
+        let mut c = Box::pin(notify.wait_until(|| flag.get()));
+        assert!(noop_context_poll(&mut c).is_pending());
+        assert_eq!(notify.waiters.borrow().slots.len(), 2);
+        // notify_all wakes and forgets everyone; a waiter that is still waiting registers anew.
+        notify.notify_all();
+        assert_eq!(notify.registered(), 0);
+        assert!(noop_context_poll(&mut a).is_pending());
+        assert_eq!(notify.registered(), 1);
+        drop(c); // its slot belonged to the previous generation: nothing to free
+        assert_eq!(notify.registered(), 1);
+        flag.set(true);
+        assert!(noop_context_poll(&mut a).is_ready());
+        assert_eq!(notify.registered(), 0);
     }
 
     #[test]
