@@ -10,18 +10,25 @@
 //!
 //! The counting itself is `core::quorum::Tally` (pure); this file only moves messages.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
+use crate::client::Reply;
 use crate::core::quorum::{Outcome, Tally};
 use crate::core::version::Version;
 use crate::limits::REPLICA_TIMEOUT_MS;
 use crate::server::messages::{CoreMsg, Op, OpResult};
-use crate::server::notify::{channel, Sender};
+use crate::server::notify::{channel, Receiver, Sender};
+use crate::server::peer::Error as PeerError;
 use crate::server::runtime::CoreCtx;
 use crate::server::shard::storage_failure;
+use crate::server::shard::OpRef;
 use crate::server::view::{RingView, Target};
+use crate::storage::wal_file::Durable;
 use crate::wire::native::{Opcode, Status, FLAG_TOMBSTONE, FLAG_WAS_LIVE};
 
 fn timeout() -> Duration {
@@ -61,21 +68,12 @@ async fn write_once(
     let (replicas, pending) = view.write_targets(key);
     let needed = rep.w + pending;
     wait_for_replicas(ctx, &replicas).await;
-    let (tx, rx) = channel();
-    for (i, t) in replicas.iter().enumerate() {
-        let op = Op::ReplicaPut {
-            key: key.into(),
-            value: value.map(Box::from),
-            version,
-        };
-        spawn_replica_call(ctx, t, i, op, tx.clone());
-    }
-    drop(tx);
+    let mut answers = start(ctx, &replicas, OpRef::ReplicaPut(key, value, version));
     let mut tally = Tally::new(replicas.len(), needed);
     let mut was_live = false;
     let mut stale: Option<Version> = None;
     let mut last_error = String::new();
-    while let Some((_, r)) = rx.recv().await {
+    while let Some((_, r)) = answers.next(ctx).await {
         let outcome = match r {
             OpResult::Written { was_live: live, .. } => {
                 was_live |= live;
@@ -130,18 +128,14 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     let rep = view.effective();
     let replicas = view.replicas(&key);
     wait_for_replicas(&ctx, &replicas).await;
-    let (tx, rx) = channel();
-    for (i, t) in replicas.iter().enumerate() {
-        spawn_replica_call(&ctx, t, i, Op::ReplicaGet { key: key.clone() }, tx.clone());
-    }
-    drop(tx);
+    let mut answers = start(&ctx, &replicas, OpRef::ReplicaGet(&key));
     let mut tally = Tally::new(replicas.len(), rep.r);
     // (replica index, version it holds: ZERO when it has nothing)
     let mut seen: Vec<(usize, Version)> = Vec::new();
     let mut best: Option<(Version, Option<Box<[u8]>>)> = None;
     let mut outcome = Outcome::Pending;
     while outcome != Outcome::Won {
-        let Some((m, r)) = rx.recv().await else {
+        let Some((m, r)) = answers.next(&ctx).await else {
             break;
         };
         outcome = absorb(&mut tally, &mut seen, &mut best, m, r);
@@ -169,7 +163,7 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     // Repair in the background: late answers included.
     let c = ctx.clone();
     glommio::spawn_local(async move {
-        while let Some((m, r)) = rx.recv().await {
+        while let Some((m, r)) = answers.next(&ctx).await {
             absorb(&mut tally, &mut seen, &mut best, m, r);
         }
         if let Some((version, value)) = best {
@@ -210,6 +204,132 @@ fn absorb(
         *best = Some((version, value));
     }
     tally.success()
+}
+
+/// The replica on this core: executed at once; a write's answer waits for its WAL record.
+struct Here {
+    m: usize,
+    result: OpResult,
+    durable: Option<Durable>,
+}
+
+impl Here {
+    fn run(ctx: &Rc<CoreCtx>, m: usize, op: OpRef<'_>) -> Here {
+        let (result, ticket) = ctx.shard.execute(op);
+        let durable = ticket.map(|t| ctx.shard.wal.durable(t));
+        Here { m, result, durable }
+    }
+}
+
+/// A replica request queued on an open peer connection.
+struct Remote {
+    m: usize,
+    opcode: Opcode,
+    answer: Receiver<Result<Reply, PeerError>>,
+    addr: Arc<str>,
+    sent: Instant,
+}
+
+/// Start `op` on every target: inline when the replica is this core, queued on the peer's
+/// connection when it is open, else (another core of this node, a peer not yet connected) in
+/// a task of its own. No task, timer or cross-thread channel on the common path.
+fn start(ctx: &Rc<CoreCtx>, replicas: &[Target], op: OpRef<'_>) -> Answers {
+    let (tx, rx) = channel();
+    let mut answers = Answers {
+        rx,
+        here: None,
+        remote: Vec::with_capacity(replicas.len()),
+    };
+    let key = op_key(op);
+    for (m, t) in replicas.iter().enumerate() {
+        if t.local && ctx.ring.core_for_key(key) == ctx.core {
+            answers.here = Some(Here::run(ctx, m, op));
+            continue;
+        }
+        if !t.local && !t.dead {
+            if let Some(w) = wire_of(op) {
+                let queued = ctx.peer(&t.addr).send_now(
+                    w.opcode,
+                    w.key,
+                    w.value,
+                    w.version,
+                    w.flags,
+                    timeout(),
+                );
+                if let Some(answer) = queued {
+                    answers.remote.push(Remote {
+                        m,
+                        opcode: w.opcode,
+                        answer,
+                        addr: t.addr.clone(),
+                        sent: Instant::now(),
+                    });
+                    continue;
+                }
+            }
+        }
+        spawn_replica_call(ctx, t, m, Op::from_ref(op), tx.clone());
+    }
+    answers
+}
+
+fn op_key<'a>(op: OpRef<'a>) -> &'a [u8] {
+    match op {
+        OpRef::Get(key)
+        | OpRef::Put(key, _)
+        | OpRef::Delete(key)
+        | OpRef::ReplicaPut(key, _, _)
+        | OpRef::ReplicaGet(key) => key,
+    }
+}
+
+/// The answers to one replicated operation, as `(replica index, result)`: the replica on
+/// this core (if any), the requests queued on peer connections, and by message the others.
+/// `None` once every replica answered or gave up.
+struct Answers {
+    rx: Receiver<(usize, OpResult)>,
+    here: Option<Here>,
+    remote: Vec<Remote>,
+}
+
+impl Answers {
+    async fn next(&mut self, ctx: &CoreCtx) -> Option<(usize, OpResult)> {
+        std::future::poll_fn(|cx| {
+            if let Some(h) = self.here.as_mut() {
+                let written = match h.durable.as_mut() {
+                    None => Poll::Ready(Ok(())),
+                    Some(d) => Pin::new(d).poll(cx),
+                };
+                if let Poll::Ready(w) = written {
+                    if let Some(h) = self.here.take() {
+                        let r = match w {
+                            Ok(()) => h.result,
+                            Err(e) => storage_failure(&e),
+                        };
+                        return Poll::Ready(Some((h.m, r)));
+                    }
+                }
+            }
+            for i in 0..self.remote.len() {
+                let r = &self.remote[i];
+                if let Poll::Ready(answer) = Pin::new(&mut r.answer.recv()).poll(cx) {
+                    let r = self.remote.swap_remove(i);
+                    ctx.metrics.replica_rpc_latency.observe(r.sent.elapsed());
+                    let answer =
+                        answer.unwrap_or_else(|| Err(PeerError::Broken(r.addr.to_string())));
+                    return Poll::Ready(Some((r.m, remote_result(ctx, r.opcode, answer))));
+                }
+            }
+            match Pin::new(&mut self.rx.recv()).poll(cx) {
+                // The others answered; ours or a queued request is still out.
+                Poll::Ready(None) if self.here.is_some() || !self.remote.is_empty() => {
+                    Poll::Pending
+                }
+                other => other,
+            }
+        })
+        .await
+    }
 }
 
 /// Backpressure: wait until every live remote replica's connection has room for a request.
@@ -256,11 +376,7 @@ fn spawn_replica_call(
 
 /// A replica operation on this node: on this core, or on the owning core by message.
 pub async fn local_call(ctx: &Rc<CoreCtx>, op: Op) -> OpResult {
-    let key: &[u8] = match &op {
-        Op::Get { key } | Op::Put { key, .. } | Op::Delete { key } => key,
-        Op::ReplicaPut { key, .. } | Op::ReplicaGet { key } => key,
-    };
-    let owner = ctx.ring.core_for_key(key);
+    let owner = ctx.ring.core_for_key(op_key(op.as_ref()));
     if owner == ctx.core {
         let (result, ticket) = ctx.shard.execute(op.as_ref());
         if let Some(t) = ticket {
@@ -293,37 +409,55 @@ pub async fn local_call(ctx: &Rc<CoreCtx>, op: Op) -> OpResult {
     }
 }
 
+/// A replica request as it goes on the wire.
+struct Wire<'a> {
+    opcode: Opcode,
+    key: &'a [u8],
+    value: &'a [u8],
+    version: Version,
+    flags: u8,
+}
+
+/// The wire form of a replica operation (`None` for client operations).
+fn wire_of(op: OpRef<'_>) -> Option<Wire<'_>> {
+    match op {
+        OpRef::ReplicaPut(key, value, version) => Some(Wire {
+            opcode: Opcode::ReplicaPut,
+            key,
+            value: value.unwrap_or_default(),
+            version,
+            flags: if value.is_none() { FLAG_TOMBSTONE } else { 0 },
+        }),
+        OpRef::ReplicaGet(key) => Some(Wire {
+            opcode: Opcode::ReplicaGet,
+            key,
+            value: &[],
+            version: Version::ZERO,
+            flags: 0,
+        }),
+        _ => None,
+    }
+}
+
 /// A replica operation on the peer at `addr`.
 pub async fn remote_call(ctx: &Rc<CoreCtx>, addr: &str, op: Op) -> OpResult {
-    let peer = ctx.peer(addr);
-    let (opcode, key, value, version, flags) = match &op {
-        Op::ReplicaPut {
-            key,
-            value,
-            version,
-        } => {
-            let flags = if value.is_none() { FLAG_TOMBSTONE } else { 0 };
-            (
-                Opcode::ReplicaPut,
-                key,
-                value.as_deref().unwrap_or_default(),
-                *version,
-                flags,
-            )
-        }
-        Op::ReplicaGet { key } => (Opcode::ReplicaGet, key, &[][..], Version::ZERO, 0),
-        _ => {
-            return OpResult::Failed {
-                status: Status::Internal,
-                message: "not a replica op".into(),
-            }
-        }
+    let Some(w) = wire_of(op.as_ref()) else {
+        return OpResult::Failed {
+            status: Status::Internal,
+            message: "not a replica op".into(),
+        };
     };
-    let sent = std::time::Instant::now();
+    let peer = ctx.peer(addr);
+    let sent = Instant::now();
     let reply = peer
-        .request(opcode, key, value, version, flags, timeout())
+        .request(w.opcode, w.key, w.value, w.version, w.flags, timeout())
         .await;
     ctx.metrics.replica_rpc_latency.observe(sent.elapsed());
+    remote_result(ctx, w.opcode, reply)
+}
+
+/// A peer's answer to a replica request, as the result of the operation.
+fn remote_result(ctx: &CoreCtx, opcode: Opcode, reply: Result<Reply, PeerError>) -> OpResult {
     let reply = match reply {
         Ok(r) => r,
         Err(e) => {

@@ -26,7 +26,7 @@ use crate::limits::{
     PEER_CONNECT_TIMEOUT_MS, PEER_INFLIGHT_MAX, PEER_RECONNECT_BACKOFF_MS, PEER_TIMEOUT_TICK_MS,
     READ_CHUNK_BYTES, VALUE_BYTES_CEILING,
 };
-use crate::server::notify::{channel, Notify, Sender};
+use crate::server::notify::{channel, Notify, Receiver, Sender};
 use crate::wire::native::{self, Opcode, Request};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -109,28 +109,32 @@ impl Peer {
         timeout: Duration,
     ) -> Result<Reply, Error> {
         let conn = self.connection().await?;
-        let id = conn.next_id.get();
-        conn.next_id.set(id + 1);
-        let (tx, rx) = channel();
-        let expires = conn.epoch.get() + ticks(timeout);
-        conn.pending
-            .borrow_mut()
-            .insert(id, Pending { reply: tx, expires });
-        conn.sweep_ready.notify_all();
-        let req = Request {
-            request_id: id,
-            opcode: opcode as u8,
-            version,
-            flags,
-            key,
-            value,
-        };
-        native::encode_request(&mut conn.out.borrow_mut(), &req);
-        conn.out_ready.notify_all();
-        match rx.recv().await {
+        let answer = enqueue(&conn, opcode, key, value, version, flags, timeout);
+        match answer.recv().await {
             Some(answer) => answer,
             None => Err(Error::Broken(self.addr.clone())),
         }
+    }
+
+    /// Queue a request on the open connection without waiting, if there is one (else `None`:
+    /// use `request`, which connects). The answer, or the timeout, arrives on the receiver; it
+    /// ends without one if the connection breaks.
+    pub fn send_now(
+        &self,
+        opcode: Opcode,
+        key: &[u8],
+        value: &[u8],
+        version: Version,
+        flags: u8,
+        timeout: Duration,
+    ) -> Option<Receiver<Result<Reply, Error>>> {
+        let conn = self.conn.borrow();
+        let c = conn.as_ref().filter(|c| !c.broken.get())?;
+        Some(enqueue(c, opcode, key, value, version, flags, timeout))
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// `request` with a timer of its own, for callers whose timing is part of a protocol
@@ -215,6 +219,36 @@ impl Peer {
         glommio::spawn_local(sweep_loop(conn.clone(), self.addr.clone())).detach();
         Ok(conn)
     }
+}
+
+fn enqueue(
+    conn: &Conn,
+    opcode: Opcode,
+    key: &[u8],
+    value: &[u8],
+    version: Version,
+    flags: u8,
+    timeout: Duration,
+) -> Receiver<Result<Reply, Error>> {
+    let id = conn.next_id.get();
+    conn.next_id.set(id + 1);
+    let (tx, rx) = channel();
+    let expires = conn.epoch.get() + ticks(timeout);
+    conn.pending
+        .borrow_mut()
+        .insert(id, Pending { reply: tx, expires });
+    conn.sweep_ready.notify_all();
+    let req = Request {
+        request_id: id,
+        opcode: opcode as u8,
+        version,
+        flags,
+        key,
+        value,
+    };
+    native::encode_request(&mut conn.out.borrow_mut(), &req);
+    conn.out_ready.notify_all();
+    rx
 }
 
 async fn write_loop(conn: Rc<Conn>, mut w: futures_lite::io::WriteHalf<TcpStream>) {
@@ -330,7 +364,6 @@ fn fail(conn: &Conn) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::notify::Receiver;
     use crate::wire::native::{Response, Status};
     use std::time::Instant;
 
