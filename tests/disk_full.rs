@@ -55,12 +55,35 @@ fn free_bytes(path: &Path) -> u64 {
 #[test]
 fn a_full_disk_refuses_writes_and_recovers_without_loss() -> TestResult {
     let dir = data_dir("disk-full");
-    let Some(mount) = mount_small_ext4(&dir, 300) else {
+    // Room for the old segments plus the snapshot written at restart: the first segment and
+    // the one made ahead both fill before the disk does, and the snapshot takes three.
+    let Some(mount) = mount_small_ext4(&dir, 500) else {
         eprintln!("skipped: cannot mount a loop ext4 image here (needs root and /dev/loop*)");
         return Ok(());
     };
     let data = mount.0.join("data");
     let mut node = Node::start("n1", &data, &["--cores", "1", "--fsync", "batch"])?;
+    // The WAL makes its next segment ahead, in the background: measure the free space once
+    // both segments have their space (allocated blocks cover their length).
+    let allocated_segments = || {
+        use std::os::unix::fs::MetadataExt;
+        let dir = data.join(kvstore::storage::core_dir_name(0));
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| {
+                        kvstore::storage::parse_segment_file_name(&e.file_name().to_string_lossy())
+                            .is_some()
+                    })
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.len() > 0 && m.blocks() * 512 >= m.len())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    poll("the spare segment to be allocated", START_DEADLINE, || {
+        (allocated_segments() >= 2).then_some(())
+    })?;
     let filler = mount.0.join("filler");
     let leave = 1024 * 1024;
     let fill = free_bytes(&mount.0).saturating_sub(leave);

@@ -69,7 +69,9 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
     let mut maps: Vec<Map> = (0..ring.cores()).map(|_| Map::new()).collect();
     let mut records = 0u64;
     let mut cuts = Vec::new();
-    for seg in &segments {
+    let next_segment_id = segments.last().map(|s| s.id + 1).unwrap_or(1);
+    let mut replayed = Vec::with_capacity(segments.len());
+    for seg in segments {
         let bytes = fs::read(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
         let (recs, end, stop) = record::scan(&bytes, seg.id);
         for r in &recs {
@@ -98,11 +100,18 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
             cut(&seg.path, end)?;
             cuts.push((seg.path.clone(), end, stop.to_string()));
         }
+        if recs.is_empty() {
+            // Holds nothing (a segment made ahead and never used, or one cut to nothing):
+            // give its space back now rather than after the snapshot.
+            log::debug!("wal {}: no records, removed", seg.path.display());
+            fs::remove_file(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
+            continue;
+        }
+        replayed.push(seg);
     }
-    let next_segment_id = segments.last().map(|s| s.id + 1).unwrap_or(1);
     Ok(Recovered {
         maps,
-        segments,
+        segments: replayed,
         next_segment_id,
         records,
         cuts,
@@ -174,6 +183,21 @@ mod tests {
         let owner = ring.core_for_key(b"c");
         assert!(rec.maps[owner].get(b"c").is_some());
         assert!(rec.cuts.is_empty());
+    }
+
+    /// A segment made ahead and never written (all zeros) is removed at once; ids stay unique.
+    #[test]
+    fn an_unused_spare_segment_is_removed_and_its_id_never_reused() {
+        let dir = temp_dir("spare");
+        let used = write_segment(&dir, 0, 1, &[("a", 1)]);
+        let spare = write_segment(&dir, 0, 2, &[]);
+        fs::write(&spare, vec![0u8; 64 * 1024]).expect("zero spare");
+        let rec = recover(&dir, &LocalRing::new("n", 1)).expect("recover");
+        assert!(!spare.exists(), "the empty spare is gone");
+        assert!(used.exists());
+        assert_eq!(rec.segments.len(), 1);
+        assert_eq!(rec.next_segment_id, 3);
+        assert!(rec.maps[0].get(b"a").is_some());
     }
 
     #[test]
