@@ -61,12 +61,30 @@ impl ClusterRing {
     /// The first `n` distinct members clockwise from `key_hash`: O(log V) to find the start,
     /// then a walk that stops as soon as `n` distinct members were seen.
     pub fn preference_list(&self, key_hash: u32, n: usize) -> Vec<MemberIx> {
+        self.preference_list_at(self.token_index(key_hash), n)
+    }
+
+    /// Vnodes (tokens) on the ring.
+    pub fn tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The token that owns `key_hash`: the first clockwise from it (O(log V)). Keys with the
+    /// same token share a preference list (`preference_list_at`).
+    pub fn token_index(&self, key_hash: u32) -> usize {
+        match self.tokens.len() {
+            0 => 0,
+            len => self.tokens.partition_point(|(t, _)| *t < key_hash) % len,
+        }
+    }
+
+    /// The preference list of the keys owned by token `start`.
+    pub fn preference_list_at(&self, start: usize, n: usize) -> Vec<MemberIx> {
         let want = n.min(self.members.len());
         let mut out: Vec<MemberIx> = Vec::with_capacity(want);
         if want == 0 {
             return out;
         }
-        let start = self.tokens.partition_point(|(t, _)| *t < key_hash);
         for i in 0..self.tokens.len() {
             let (_, m) = self.tokens[(start + i) % self.tokens.len()];
             if !out.contains(&m) {

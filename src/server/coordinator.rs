@@ -241,6 +241,7 @@ fn start(ctx: &Rc<CoreCtx>, replicas: &[Target], op: OpRef<'_>) -> Answers {
         remote: Vec::with_capacity(replicas.len()),
     };
     let key = op_key(op);
+    let sent = Instant::now();
     for (m, t) in replicas.iter().enumerate() {
         if t.local && ctx.ring.core_for_key(key) == ctx.core {
             answers.here = Some(Here::run(ctx, m, op));
@@ -262,7 +263,7 @@ fn start(ctx: &Rc<CoreCtx>, replicas: &[Target], op: OpRef<'_>) -> Answers {
                         opcode: w.opcode,
                         answer,
                         addr: t.addr.clone(),
-                        sent: Instant::now(),
+                        sent,
                     });
                     continue;
                 }

@@ -218,9 +218,10 @@ pub async fn stream_core(ctx: &Rc<CoreCtx>, only: Option<&str>) -> Result<u64, S
         let (targets, pending) = view.write_targets(key);
         let first = targets.len() - pending;
         targets
-            .into_iter()
+            .iter()
             .skip(first)
             .filter(|t| !t.local && only.is_none_or(|o| o == &*t.id))
+            .cloned()
             .collect::<Vec<_>>()
     };
     let keys = ctx.shard.keys_where(|k| !new_owners(k).is_empty());
