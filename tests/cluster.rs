@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use kvstore::client::{Client, Error as ClientError};
-use kvstore::wire::native::Status;
+use kvstore::limits::PEER_INFLIGHT_MAX;
+use kvstore::wire::native::{Opcode, Status};
 
 /// Start a stopped cluster node again at its address and data dir, without `--seed` (it
 /// remembers its membership).
@@ -168,6 +169,37 @@ fn sequential_overwrites_through_different_coordinators_are_never_lost() -> Test
         let got = clients[(i + 1) % 3].get(b"hot")?;
         assert_eq!(got.as_deref(), Some(value.as_bytes()), "overwrite {i} lost");
     }
+    Ok(())
+}
+
+/// More concurrent writes to one key through one node than a peer connection may have pending
+/// (`PEER_INFLIGHT_MAX`), so coordinators wait for room: every write is acknowledged (none
+/// reaches a replica behind a newer version from the same node and is refused as stale).
+#[test]
+fn concurrent_writes_to_one_key_beyond_the_peer_window_are_all_acknowledged() -> TestResult {
+    const CONNECTIONS: usize = 32;
+    let per_connection = PEER_INFLIGHT_MAX * 4 / CONNECTIONS;
+    let nodes = cluster("window", 3, &[])?;
+    let mut clients: Vec<Client> = (0..CONNECTIONS).map(|_| nodes[0].client()).collect();
+    for (c, client) in clients.iter_mut().enumerate() {
+        for i in 0..per_connection {
+            client.queue(Opcode::Put, b"hot", format!("c{c}-{i}").as_bytes());
+        }
+        client.flush()?;
+    }
+    for client in &mut clients {
+        for i in 0..per_connection {
+            let r = client.recv()?;
+            assert_eq!(
+                r.status,
+                Status::Ok,
+                "write {i}: {}",
+                String::from_utf8_lossy(&r.value)
+            );
+        }
+    }
+    let last = nodes[1].client().get(b"hot")?.ok_or("no value")?;
+    assert!(last.starts_with(b"c"), "{last:?}");
     Ok(())
 }
 

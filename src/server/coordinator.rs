@@ -38,9 +38,14 @@ fn timeout() -> Duration {
 /// PUT (`Some`) or DELETE (`None`) through the quorum.
 pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -> OpResult {
     let view = ctx.view();
+    let targets = view.write_targets(&key);
+    // Wait for room *before* taking a version: versions leave this core in the order they
+    // are issued, so its own concurrent writes to one key never reach a replica stale.
+    wait_for_replicas(&ctx, &targets.0).await;
     let mut version = ctx.shard.tick();
     for attempt in 0..2 {
-        let (result, stale) = write_once(&ctx, &view, &key, value.as_deref(), version).await;
+        let (result, stale) =
+            write_once(&ctx, &view, &targets, &key, value.as_deref(), version).await;
         match (result, stale) {
             (r @ OpResult::Written { .. }, _) => return r,
             (_, Some(stored)) if attempt == 0 => {
@@ -60,14 +65,14 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
 async fn write_once(
     ctx: &Rc<CoreCtx>,
     view: &Arc<RingView>,
+    (replicas, pending): &(Arc<[Target]>, usize),
     key: &[u8],
     value: Option<&[u8]>,
     version: Version,
 ) -> (OpResult, Option<Version>) {
     let rep = view.effective();
-    let (replicas, pending) = view.write_targets(key);
+    let (replicas, pending) = (replicas, *pending);
     let needed = rep.w + pending;
-    wait_for_replicas(ctx, &replicas).await;
     let mut answers = start(ctx, &replicas, OpRef::ReplicaPut(key, value, version));
     let mut tally = Tally::new(replicas.len(), needed);
     let mut was_live = false;

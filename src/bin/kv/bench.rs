@@ -203,7 +203,10 @@ fn worker(
             for &read in &kinds[c] {
                 let failed = client.recv()?;
                 let us = sent_at[c].elapsed().as_micros() as u64;
-                if failed {
+                if let Some(message) = failed {
+                    if t.errors == 0 {
+                        eprintln!("first error reply: {message}");
+                    }
                     t.errors += 1;
                 }
                 let h = if read { &mut t.read } else { &mut t.write };

@@ -54,10 +54,15 @@ impl Conn {
         }
     }
 
-    /// One answer, in order: `Ok(true)` if it was an error reply.
-    pub fn recv(&mut self) -> Result<bool, Error> {
+    /// One answer, in order: `Ok(Some(message))` if it was an error reply.
+    pub fn recv(&mut self) -> Result<Option<String>, Error> {
         match self {
-            Conn::Native(c) => Ok(c.recv()?.status.is_error()),
+            Conn::Native(c) => {
+                let r = c.recv()?;
+                Ok(r.status
+                    .is_error()
+                    .then(|| String::from_utf8_lossy(&r.value).into_owned()))
+            }
             Conn::Resp(c) => c.recv(),
         }
     }
@@ -125,7 +130,7 @@ impl RespConn {
     }
 
     /// Read one reply (GET/SET answers: simple string, error, integer or bulk string).
-    pub fn recv(&mut self) -> Result<bool, Error> {
+    pub fn recv(&mut self) -> Result<Option<String>, Error> {
         self.line.clear();
         let n = self
             .reader
@@ -135,8 +140,12 @@ impl RespConn {
             return Err(self.io(std::io::ErrorKind::UnexpectedEof.into()));
         }
         match self.line.first() {
-            Some(b'-') => Ok(true),
-            Some(b'+' | b':' | b'_') => Ok(false),
+            Some(b'-') => Ok(Some(
+                String::from_utf8_lossy(&self.line[1..])
+                    .trim_end()
+                    .to_string(),
+            )),
+            Some(b'+' | b':' | b'_') => Ok(None),
             Some(b'$') => {
                 let text = String::from_utf8_lossy(&self.line[1..]);
                 let len: i64 = text.trim_end().parse().map_err(|_| self.bad_reply())?;
@@ -144,7 +153,7 @@ impl RespConn {
                     let mut body = vec![0; len as usize + 2];
                     self.reader.read_exact(&mut body).map_err(|e| self.io(e))?;
                 }
-                Ok(false)
+                Ok(None)
             }
             _ => Err(self.bad_reply()),
         }
