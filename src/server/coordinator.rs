@@ -73,7 +73,7 @@ async fn write_once(
     let rep = view.effective();
     let (replicas, pending) = (replicas, *pending);
     let needed = rep.w + pending;
-    let mut answers = start(ctx, &replicas, OpRef::ReplicaPut(key, value, version));
+    let mut answers = start(ctx, replicas, OpRef::ReplicaPut(key, value, version));
     let mut tally = Tally::new(replicas.len(), needed);
     let mut was_live = false;
     let mut stale: Option<Version> = None;
