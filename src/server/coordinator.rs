@@ -8,6 +8,13 @@
 //! different coordinators land in order. Fewer than W (R) answers within the timeout is an
 //! explicit error naming how many replicas answered.
 //!
+//! Hot path (`start`, `Answers`): the replica on this core runs inline, requests to peers with
+//! an open connection are queued on it directly, and one poll loop gathers the answers — no
+//! task, timer or cross-thread channel per replica operation. Only a replica on another core of
+//! this node or a peer not yet connected gets a task of its own. Before taking a write's
+//! version the coordinator waits for room on its peers' connections (backpressure), so its own
+//! writes leave in version order.
+//!
 //! The counting itself is `core::quorum::Tally` (pure); this file only moves messages.
 
 use std::future::Future;

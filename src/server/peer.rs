@@ -8,8 +8,8 @@
 //! Flow control: at most `PEER_INFLIGHT_MAX` requests wait for answers on a connection;
 //! coordinators call `wait_for_space` before sending, so a replica that falls behind slows the
 //! clients of its coordinators instead of growing queues (and then timing out) without bound.
-//! A broken connection fails its pending requests and is
-//! re-established (the peer's name resolved again) on the next request.
+//! A broken connection fails its pending requests and is re-established (the peer's name
+//! resolved again) on the next request.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
