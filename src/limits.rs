@@ -82,6 +82,10 @@ pub const PEER_RECONNECT_BACKOFF_MS: u64 = 200;
 /// Requests one core may have waiting for answers on one peer connection before its
 /// coordinators wait (backpressure from a replica that falls behind).
 pub const PEER_INFLIGHT_MAX: usize = 1024;
+/// A coordinator waits at most this long for room on a replica's connection; then it leaves
+/// that replica out of the operation (counted as a failed replica, brought up to date later by
+/// read repair), so a replica that hangs without dying costs this much latency, not a stall.
+pub const PEER_ROOM_WAIT_MS: u64 = 100;
 /// Tick of a peer connection's timeout clock: a peer request times out between its timeout and
 /// its timeout plus two ticks (no timer per request).
 pub const PEER_TIMEOUT_TICK_MS: u64 = 100;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::client::Reply;
 use crate::core::quorum::{Outcome, Tally};
 use crate::core::version::Version;
-use crate::limits::REPLICA_TIMEOUT_MS;
+use crate::limits::{PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, REPLICA_TIMEOUT_MS};
 use crate::server::messages::{CoreMsg, Op, OpResult};
 use crate::server::notify::{channel, Receiver, Sender};
 use crate::server::peer::Error as PeerError;
@@ -48,11 +48,19 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
     let targets = view.write_targets(&key);
     // Wait for room *before* taking a version: versions leave this core in the order they
     // are issued, so its own concurrent writes to one key never reach a replica stale.
-    wait_for_replicas(&ctx, &targets.0).await;
+    let skip = wait_for_replicas(&ctx, &targets.0).await;
     let mut version = ctx.shard.tick();
     for attempt in 0..2 {
-        let (result, stale) =
-            write_once(&ctx, &view, &targets, &key, value.as_deref(), version).await;
+        let (result, stale) = write_once(
+            &ctx,
+            &view,
+            &targets,
+            &skip,
+            &key,
+            value.as_deref(),
+            version,
+        )
+        .await;
         match (result, stale) {
             (r @ OpResult::Written { .. }, _) => return r,
             (_, Some(stored)) if attempt == 0 => {
@@ -73,6 +81,7 @@ async fn write_once(
     ctx: &Rc<CoreCtx>,
     view: &Arc<RingView>,
     (replicas, pending): &(Arc<[Target]>, usize),
+    skip: &[usize],
     key: &[u8],
     value: Option<&[u8]>,
     version: Version,
@@ -80,7 +89,7 @@ async fn write_once(
     let rep = view.effective();
     let (replicas, pending) = (replicas, *pending);
     let needed = rep.w + pending;
-    let mut answers = start(ctx, replicas, OpRef::ReplicaPut(key, value, version));
+    let mut answers = start(ctx, replicas, skip, OpRef::ReplicaPut(key, value, version));
     let mut tally = Tally::new(replicas.len(), needed);
     let mut was_live = false;
     let mut stale: Option<Version> = None;
@@ -139,8 +148,8 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     let view = ctx.view();
     let rep = view.effective();
     let replicas = view.replicas(&key);
-    wait_for_replicas(&ctx, &replicas).await;
-    let mut answers = start(&ctx, &replicas, OpRef::ReplicaGet(&key));
+    let skip = wait_for_replicas(&ctx, &replicas).await;
+    let mut answers = start(&ctx, &replicas, &skip, OpRef::ReplicaGet(&key));
     let mut tally = Tally::new(replicas.len(), rep.r);
     // (replica index, version it holds: ZERO when it has nothing)
     let mut seen: Vec<(usize, Version)> = Vec::new();
@@ -245,7 +254,7 @@ struct Remote {
 /// Start `op` on every target: inline when the replica is this core, queued on the peer's
 /// connection when it is open, else (another core of this node, a peer not yet connected) in
 /// a task of its own. No task, timer or cross-thread channel on the common path.
-fn start(ctx: &Rc<CoreCtx>, replicas: &[Target], op: OpRef<'_>) -> Answers {
+fn start(ctx: &Rc<CoreCtx>, replicas: &[Target], skip: &[usize], op: OpRef<'_>) -> Answers {
     let (tx, rx) = channel();
     let mut answers = Answers {
         rx,
@@ -255,6 +264,21 @@ fn start(ctx: &Rc<CoreCtx>, replicas: &[Target], op: OpRef<'_>) -> Answers {
     let key = op_key(op);
     let sent = Instant::now();
     for (m, t) in replicas.iter().enumerate() {
+        if skip.contains(&m) {
+            ctx.metrics.replica_skipped();
+            let message = format!(
+                "member {} left out: {PEER_INFLIGHT_MAX} requests already pending",
+                t.id
+            );
+            let _ = tx.send((
+                m,
+                OpResult::Failed {
+                    status: Status::Unavailable,
+                    message,
+                },
+            ));
+            continue;
+        }
         if t.local && ctx.ring.core_for_key(key) == ctx.core {
             answers.here = Some(Here::run(ctx, m, op));
             continue;
@@ -345,11 +369,30 @@ impl Answers {
     }
 }
 
-/// Backpressure: wait until every live remote replica's connection has room for a request.
-async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target]) {
-    for t in replicas.iter().filter(|t| !t.local && !t.dead) {
-        ctx.peer(&t.addr).wait_for_space().await;
+/// Backpressure: wait until every live remote replica's connection has room for a request,
+/// each for at most `PEER_ROOM_WAIT_MS`. Returns the replicas still without room: they are
+/// left out of this operation.
+async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target]) -> Vec<usize> {
+    let mut full = Vec::new();
+    for (m, t) in replicas.iter().enumerate() {
+        if t.local || t.dead {
+            continue;
+        }
+        let peer = ctx.peer(&t.addr);
+        if peer.has_room() {
+            continue;
+        }
+        let wait = Duration::from_millis(PEER_ROOM_WAIT_MS);
+        let room = glommio::timer::timeout(wait, async {
+            peer.wait_for_space().await;
+            Ok(())
+        })
+        .await;
+        if room.is_err() {
+            full.push(m);
+        }
     }
+    full
 }
 
 /// Run `op` on target `t` (locally when it is us) and send `(m, result)` to `tx`, `m` being

@@ -88,6 +88,7 @@ pub struct CoreMetrics {
     pub quorum_failures_read: Cell<u64>,
     pub quorum_failures_write: Cell<u64>,
     pub read_repairs: Cell<u64>,
+    pub replicas_skipped: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>) {
@@ -123,6 +124,10 @@ impl CoreMetrics {
         bump(&self.read_repairs);
     }
 
+    pub fn replica_skipped(&self) {
+        bump(&self.replicas_skipped);
+    }
+
     pub fn snapshot(&self, stats: CoreStats, queue_depth: usize) -> MetricsSnapshot {
         MetricsSnapshot {
             requests: self
@@ -136,6 +141,7 @@ impl CoreMetrics {
             quorum_failures_read: self.quorum_failures_read.get(),
             quorum_failures_write: self.quorum_failures_write.get(),
             read_repairs: self.read_repairs.get(),
+            replicas_skipped: self.replicas_skipped.get(),
             stats,
             queue_depth,
         }
@@ -158,6 +164,7 @@ pub struct MetricsSnapshot {
     quorum_failures_read: u64,
     quorum_failures_write: u64,
     read_repairs: u64,
+    replicas_skipped: u64,
     pub stats: CoreStats,
     queue_depth: usize,
 }
@@ -296,6 +303,12 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
         "read_repairs",
         "Replica writes sent by read repair",
         sum(|c| c.read_repairs),
+    );
+    counter(
+        &mut r,
+        "replicas_skipped",
+        "Replica operations left out because the replica's connection stayed full",
+        sum(|c| c.replicas_skipped),
     );
     counter(
         &mut r,

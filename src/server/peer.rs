@@ -6,8 +6,9 @@
 //! at a tick of its connection's sweep clock (`PEER_TIMEOUT_TICK_MS`, running only while
 //! requests are pending), so a request times out between `timeout` and `timeout` + two ticks.
 //! Flow control: at most `PEER_INFLIGHT_MAX` requests wait for answers on a connection;
-//! coordinators call `wait_for_space` before sending, so a replica that falls behind slows the
-//! clients of its coordinators instead of growing queues (and then timing out) without bound.
+//! coordinators wait for room (up to `PEER_ROOM_WAIT_MS`) before sending, so a replica that
+//! falls behind slows the clients of its coordinators instead of growing queues (and then
+//! timing out) without bound.
 //! A broken connection fails its pending requests and is re-established (the peer's name
 //! resolved again) on the next request.
 
@@ -84,6 +85,14 @@ impl Peer {
             connecting: Cell::new(false),
             connected: Notify::default(),
             retry_after: Cell::new(None),
+        }
+    }
+
+    /// Whether another request may be queued now without exceeding `PEER_INFLIGHT_MAX`.
+    pub fn has_room(&self) -> bool {
+        match self.conn.borrow().as_ref() {
+            Some(c) => c.broken.get() || c.pending.borrow().len() < PEER_INFLIGHT_MAX,
+            None => true,
         }
     }
 
