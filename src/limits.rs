@@ -53,6 +53,9 @@ pub const WAL_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// A new segment is zero-filled (after fallocate) in writes of this size, so every later WAL
 /// write is a pure overwrite that io_uring issues inline (see `storage::wal_file`).
 pub const WAL_ZERO_FILL_CHUNK_BYTES: usize = 256 * 1024;
+/// Replay reads a segment in chunks starting at this size (doubling), and stops where its
+/// records end: the zero-filled rest of a segment is not read.
+pub const RECOVERY_READ_CHUNK_BYTES: usize = 1024 * 1024;
 /// Group commit: the writer takes at most this many pending bytes per write.
 pub const WAL_GROUP_BYTES_MAX: usize = 1024 * 1024;
 /// `--fsync interval` syncs this often.

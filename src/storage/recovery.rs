@@ -10,6 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::core::ring::LocalRing;
+use crate::limits::RECOVERY_READ_CHUNK_BYTES;
 use crate::storage::map::Map;
 use crate::storage::record::{self, Kind, Stop};
 use crate::storage::{parse_segment_file_name, Error};
@@ -72,7 +73,7 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
     let next_segment_id = segments.last().map(|s| s.id + 1).unwrap_or(1);
     let mut replayed = Vec::with_capacity(segments.len());
     for seg in segments {
-        let bytes = fs::read(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
+        let bytes = read_written(&seg.path, seg.id).map_err(|e| Error::io(&seg.path, e))?;
         let (recs, end, stop) = record::scan(&bytes, seg.id);
         for r in &recs {
             let map = &mut maps[ring.core_for_key(r.key)];
@@ -116,6 +117,29 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
         records,
         cuts,
     })
+}
+
+/// A segment's bytes up to where its records end: read in chunks that double, until the
+/// records stop inside what was read (a clean end or a bad record) or the file ends. The rest
+/// of a segment is zeros (segments are zero-filled when made), not worth reading.
+fn read_written(path: &Path, segment: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = fs::File::open(path)?;
+    let mut buf = Vec::new();
+    let mut chunk = RECOVERY_READ_CHUNK_BYTES;
+    loop {
+        let got = (&mut f).take(chunk as u64).read_to_end(&mut buf)?;
+        if got < chunk {
+            return Ok(buf); // the whole file
+        }
+        let (_, _, stop) = record::scan(&buf, segment);
+        // Truncated: the last record (or header) runs past what was read; anything else is
+        // decided by bytes already read.
+        if stop != Stop::Truncated {
+            return Ok(buf);
+        }
+        chunk = chunk.saturating_mul(2);
+    }
 }
 
 /// Truncate `path` at `offset`, so the bad tail can never be replayed later.
@@ -183,6 +207,48 @@ mod tests {
         let owner = ring.core_for_key(b"c");
         assert!(rec.maps[owner].get(b"c").is_some());
         assert!(rec.cuts.is_empty());
+    }
+
+    /// Segments longer than the first read chunk replay whole; the zero tail ends them; a
+    /// record torn past a chunk boundary is cut.
+    #[test]
+    fn records_past_the_first_read_chunk_replay_and_a_torn_one_is_cut() {
+        let dir = temp_dir("chunks");
+        let cdir = dir.join(core_dir_name(0));
+        fs::create_dir_all(&cdir).expect("mkdir");
+        let value = vec![b'x'; 1000];
+        let n = 3 * RECOVERY_READ_CHUNK_BYTES / 1000;
+        let mut buf = Vec::new();
+        let mut ends = Vec::new();
+        for i in 0..n {
+            let v = Version {
+                hlc: i as u64 + 1,
+                writer: 1,
+            };
+            let key = format!("k{i}");
+            record::encode(&mut buf, 1, i as u64, Kind::Put, v, key.as_bytes(), &value);
+            ends.push(buf.len());
+        }
+        let whole = buf.len();
+        buf.resize(whole + 4 * RECOVERY_READ_CHUNK_BYTES, 0);
+        let path = cdir.join(segment_file_name(1));
+        fs::write(&path, &buf).expect("write");
+        let rec = recover(&dir, &LocalRing::new("n", 1)).expect("recover");
+        assert_eq!(rec.records, n as u64);
+        assert!(rec.cuts.is_empty());
+        // Tear the record that crosses the second chunk boundary.
+        let torn = ends
+            .iter()
+            .position(|e| *e > 2 * RECOVERY_READ_CHUNK_BYTES)
+            .expect("a record past two chunks");
+        fs::write(&path, &buf[..ends[torn] - 10]).expect("write torn");
+        let rec = recover(&dir, &LocalRing::new("n", 1)).expect("recover");
+        assert_eq!(rec.records, torn as u64);
+        assert_eq!(rec.cuts.len(), 1);
+        assert_eq!(
+            fs::metadata(&path).expect("stat").len(),
+            ends[torn - 1] as u64
+        );
     }
 
     /// A segment made ahead and never written (all zeros) is removed at once; ids stay unique.
