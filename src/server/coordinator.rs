@@ -30,7 +30,7 @@ use crate::core::version::Version;
 use crate::limits::{PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, REPLICA_TIMEOUT_MS};
 use crate::server::messages::{CoreMsg, Op, OpResult};
 use crate::server::notify::{channel, Receiver, Sender};
-use crate::server::peer::Error as PeerError;
+use crate::server::peer::{Call, Error as PeerError};
 use crate::server::runtime::CoreCtx;
 use crate::server::shard::storage_failure;
 use crate::server::shard::OpRef;
@@ -285,14 +285,7 @@ fn start(ctx: &Rc<CoreCtx>, replicas: &[Target], skip: &[usize], op: OpRef<'_>) 
         }
         if !t.local && !t.dead {
             if let Some(w) = wire_of(op) {
-                let queued = ctx.peer(&t.addr).send_now(
-                    w.opcode,
-                    w.key,
-                    w.value,
-                    w.version,
-                    w.flags,
-                    timeout(),
-                );
+                let queued = ctx.peer(&t.addr).send_now(w, timeout());
                 if let Some(answer) = queued {
                     answers.remote.push(Remote {
                         m,
@@ -465,26 +458,17 @@ pub async fn local_call(ctx: &Rc<CoreCtx>, op: Op) -> OpResult {
     }
 }
 
-/// A replica request as it goes on the wire.
-struct Wire<'a> {
-    opcode: Opcode,
-    key: &'a [u8],
-    value: &'a [u8],
-    version: Version,
-    flags: u8,
-}
-
 /// The wire form of a replica operation (`None` for client operations).
-fn wire_of(op: OpRef<'_>) -> Option<Wire<'_>> {
+fn wire_of(op: OpRef<'_>) -> Option<Call<'_>> {
     match op {
-        OpRef::ReplicaPut(key, value, version) => Some(Wire {
+        OpRef::ReplicaPut(key, value, version) => Some(Call {
             opcode: Opcode::ReplicaPut,
             key,
             value: value.unwrap_or_default(),
             version,
             flags: if value.is_none() { FLAG_TOMBSTONE } else { 0 },
         }),
-        OpRef::ReplicaGet(key) => Some(Wire {
+        OpRef::ReplicaGet(key) => Some(Call {
             opcode: Opcode::ReplicaGet,
             key,
             value: &[],
@@ -505,9 +489,7 @@ pub async fn remote_call(ctx: &Rc<CoreCtx>, addr: &str, op: Op) -> OpResult {
     };
     let peer = ctx.peer(addr);
     let sent = Instant::now();
-    let reply = peer
-        .request(w.opcode, w.key, w.value, w.version, w.flags, timeout())
-        .await;
+    let reply = peer.request(w, timeout()).await;
     ctx.metrics.replica_rpc_latency.observe(sent.elapsed());
     remote_result(ctx, w.opcode, reply)
 }

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use crate::core::membership::{topology_digest, Change, Membership, Role, Status, Timing, Update};
 use crate::core::quorum::Replication;
-use crate::core::version::Version;
 use crate::limits::{
     GOSSIP_BYTES_MAX, GOSSIP_FANOUT, GOSSIP_INTERVAL_MS, INDIRECT_PROBES, PROBE_INTERVAL_MS,
     PROBE_TIMEOUT_MS,
 };
 use crate::server::messages::CoreMsg;
+use crate::server::peer::Call;
 use crate::server::runtime::CoreCtx;
 use crate::server::view::RingView;
 use crate::server::wall_clock_ms;
@@ -215,7 +215,13 @@ impl Gossip {
         let body = self.snapshot_json();
         let peer = ctx.peer(addr);
         let reply = peer
-            .request_exact(Opcode::Gossip, &[], &body, Version::ZERO, 0, timeout)
+            .request_exact(
+                Call {
+                    value: &body,
+                    ..Call::new(Opcode::Gossip, &[])
+                },
+                timeout,
+            )
             .await;
         match reply {
             Ok(r) if r.status == WireStatus::Ok && r.value.len() <= GOSSIP_BYTES_MAX => {
@@ -271,14 +277,7 @@ impl Gossip {
         for h in helpers {
             let peer = ctx.peer(&h);
             let r = peer
-                .request_exact(
-                    Opcode::PingReq,
-                    target.id.as_bytes(),
-                    &[],
-                    Version::ZERO,
-                    0,
-                    wait,
-                )
+                .request_exact(Call::new(Opcode::PingReq, target.id.as_bytes()), wait)
                 .await;
             if matches!(r, Ok(ref r) if r.status == WireStatus::Ok) {
                 reached = true;

@@ -67,6 +67,29 @@ fn ticks(timeout: Duration) -> u64 {
     (timeout.as_millis() as u64).div_ceil(PEER_TIMEOUT_TICK_MS) + 1
 }
 
+/// One request to a peer: everything on the wire but the request id.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub opcode: Opcode,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub version: Version,
+    pub flags: u8,
+}
+
+impl<'a> Call<'a> {
+    /// A request of `opcode` about `key` (empty when it has none), with no value or version.
+    pub fn new(opcode: Opcode, key: &'a [u8]) -> Call<'a> {
+        Call {
+            opcode,
+            key,
+            value: &[],
+            version: Version::ZERO,
+            flags: 0,
+        }
+    }
+}
+
 /// A peer node as seen from one core.
 pub struct Peer {
     addr: String,
@@ -108,17 +131,9 @@ impl Peer {
     }
 
     /// Send one request and wait up to `timeout` for its answer.
-    pub async fn request(
-        &self,
-        opcode: Opcode,
-        key: &[u8],
-        value: &[u8],
-        version: Version,
-        flags: u8,
-        timeout: Duration,
-    ) -> Result<Reply, Error> {
+    pub async fn request(&self, call: Call<'_>, timeout: Duration) -> Result<Reply, Error> {
         let conn = self.connection().await?;
-        let answer = enqueue(&conn, opcode, key, value, version, flags, timeout);
+        let answer = enqueue(&conn, call, timeout);
         match answer.recv().await {
             Some(answer) => answer,
             None => Err(Error::Broken(self.addr.clone())),
@@ -130,35 +145,19 @@ impl Peer {
     /// ends without one if the connection breaks.
     pub fn send_now(
         &self,
-        opcode: Opcode,
-        key: &[u8],
-        value: &[u8],
-        version: Version,
-        flags: u8,
+        call: Call<'_>,
         timeout: Duration,
     ) -> Option<Receiver<Result<Reply, Error>>> {
         let conn = self.conn.borrow();
         let c = conn.as_ref().filter(|c| !c.broken.get())?;
-        Some(enqueue(c, opcode, key, value, version, flags, timeout))
-    }
-
-    pub fn addr(&self) -> &str {
-        &self.addr
+        Some(enqueue(c, call, timeout))
     }
 
     /// `request` with a timer of its own, for callers whose timing is part of a protocol
     /// (gossip probes): it gives up at `timeout`, not up to two sweep ticks later.
-    pub async fn request_exact(
-        &self,
-        opcode: Opcode,
-        key: &[u8],
-        value: &[u8],
-        version: Version,
-        flags: u8,
-        timeout: Duration,
-    ) -> Result<Reply, Error> {
-        let call = self.request(opcode, key, value, version, flags, timeout);
-        match glommio::timer::timeout(timeout, async { Ok(call.await) }).await {
+    pub async fn request_exact(&self, call: Call<'_>, timeout: Duration) -> Result<Reply, Error> {
+        let answer = self.request(call, timeout);
+        match glommio::timer::timeout(timeout, async { Ok(answer.await) }).await {
             Ok(answer) => answer,
             Err(_) => Err(Error::Timeout(self.addr.clone())),
         }
@@ -230,15 +229,7 @@ impl Peer {
     }
 }
 
-fn enqueue(
-    conn: &Conn,
-    opcode: Opcode,
-    key: &[u8],
-    value: &[u8],
-    version: Version,
-    flags: u8,
-    timeout: Duration,
-) -> Receiver<Result<Reply, Error>> {
+fn enqueue(conn: &Conn, call: Call<'_>, timeout: Duration) -> Receiver<Result<Reply, Error>> {
     let id = conn.next_id.get();
     conn.next_id.set(id + 1);
     let (tx, rx) = channel();
@@ -249,11 +240,11 @@ fn enqueue(
     conn.sweep_ready.notify_all();
     let req = Request {
         request_id: id,
-        opcode: opcode as u8,
-        version,
-        flags,
-        key,
-        value,
+        opcode: call.opcode as u8,
+        version: call.version,
+        flags: call.flags,
+        key: call.key,
+        value: call.value,
     };
     native::encode_request(&mut conn.out.borrow_mut(), &req);
     conn.out_ready.notify_all();
@@ -447,9 +438,7 @@ mod tests {
             let peer = Peer::new(&addr);
             let timeout = Duration::from_millis(300);
             let started = Instant::now();
-            let r = peer
-                .request(Opcode::Ping, &[], &[], Version::ZERO, 0, timeout)
-                .await;
+            let r = peer.request(Call::new(Opcode::Ping, &[]), timeout).await;
             let waited = started.elapsed();
             assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
             assert_eq!(seen.borrow().len(), 1);
@@ -460,7 +449,7 @@ mod tests {
             // request_exact keeps its own timer.
             let started = Instant::now();
             let r = peer
-                .request_exact(Opcode::Ping, &[], &[], Version::ZERO, 0, timeout)
+                .request_exact(Call::new(Opcode::Ping, &[]), timeout)
                 .await;
             assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
             assert!(started.elapsed() >= timeout);
@@ -478,8 +467,7 @@ mod tests {
             for _ in 0..PEER_INFLIGHT_MAX {
                 let p = peer.clone();
                 calls.push(glommio::spawn_local(async move {
-                    p.request(Opcode::Ping, &[], &[], Version::ZERO, 0, long)
-                        .await
+                    p.request(Call::new(Opcode::Ping, &[]), long).await
                 }));
             }
             poll_until("every request to reach the peer", || {

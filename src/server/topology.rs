@@ -33,7 +33,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::core::membership::{Role, Update};
-use crate::core::version::Version;
 use crate::limits::{
     REPLICA_TIMEOUT_MS, STREAM_BATCH_KEYS, STREAM_TIMEOUT_MS, TOPOLOGY_ACK_WAIT_MS,
     TOPOLOGY_DROP_CHECK_MS, TOPOLOGY_POLL_MS,
@@ -41,6 +40,7 @@ use crate::limits::{
 use crate::server::coordinator;
 use crate::server::gossip::Gossip;
 use crate::server::messages::{CoreMsg, Op, OpResult};
+use crate::server::peer::Call;
 use crate::server::runtime::CoreCtx;
 use crate::server::shard::OpRef;
 use crate::wire::native::{Opcode, Status as WireStatus};
@@ -110,11 +110,7 @@ async fn cluster_keys(ctx: &Rc<CoreCtx>, members: &[Update]) -> Option<u64> {
         let reply = ctx
             .peer(&m.addr)
             .request(
-                Opcode::Info,
-                &[],
-                &[],
-                Version::ZERO,
-                0,
+                Call::new(Opcode::Info, &[]),
                 Duration::from_millis(REPLICA_TIMEOUT_MS),
             )
             .await
@@ -159,11 +155,7 @@ async fn stream_to_me(ctx: &Rc<CoreCtx>, g: &Gossip) -> Result<u64, String> {
         let reply = ctx
             .peer(&m.addr)
             .request(
-                Opcode::Stream,
-                ctx.node.node_id.as_bytes(),
-                &[],
-                Version::ZERO,
-                0,
+                Call::new(Opcode::Stream, ctx.node.node_id.as_bytes()),
                 Duration::from_millis(STREAM_TIMEOUT_MS),
             )
             .await
