@@ -12,8 +12,8 @@
 //! A broken connection fails its pending requests and is re-established (the peer's name
 //! resolved again) on the next request.
 
+use hashbrown::HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::Duration;
@@ -45,6 +45,7 @@ pub enum Error {
 struct Conn {
     out: RefCell<Vec<u8>>,
     out_ready: Notify,
+    /// By request id (hashbrown's default hasher: this map is touched twice per request).
     pending: RefCell<HashMap<u64, Pending>>,
     /// Wakes coordinators waiting for fewer than `PEER_INFLIGHT_MAX` pending requests.
     space: Notify,

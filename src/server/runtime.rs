@@ -9,8 +9,8 @@
 //! and close; each core announces it is drained and keeps answering other cores until all are;
 //! then each WAL writes what is pending, syncs and closes. Exit status 0.
 
+use hashbrown::HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -57,6 +57,7 @@ pub struct CoreCtx {
     /// The ring this core routes by (replaced by `CoreMsg::Ring` from the gossip core).
     view: RefCell<Arc<RingView>>,
     /// This core's own connections to peer nodes, by address.
+    /// By address, looked up per replica operation (hashbrown's default hasher, not SipHash).
     peer_conns: RefCell<HashMap<String, Rc<Peer>>>,
     /// The membership shell (core 0 only).
     pub gossip: Option<Rc<Gossip>>,
