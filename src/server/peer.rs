@@ -184,10 +184,12 @@ impl Peer {
                 });
             }
         }
+        // The guard clears `connecting` even if this future is dropped mid-connect (a caller's
+        // timeout, e.g. `request_exact`): otherwise every later request would wait forever.
         self.connecting.set(true);
+        let guard = Connecting(self);
         let r = self.connect().await;
-        self.connecting.set(false);
-        self.connected.notify_all();
+        drop(guard);
         let backoff = Duration::from_millis(PEER_RECONNECT_BACKOFF_MS);
         self.retry_after
             .set(r.is_err().then(|| std::time::Instant::now() + backoff));
@@ -250,6 +252,16 @@ fn enqueue(conn: &Conn, call: Call<'_>, timeout: Duration) -> Receiver<Result<Re
     native::encode_request(&mut conn.out.borrow_mut(), &req);
     conn.out_ready.notify_all();
     rx
+}
+
+/// While alive, a connect to the peer is in progress.
+struct Connecting<'a>(&'a Peer);
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0.connecting.set(false);
+        self.0.connected.notify_all();
+    }
 }
 
 async fn write_loop(conn: Rc<Conn>, mut w: futures_lite::io::WriteHalf<TcpStream>) {
@@ -455,6 +467,62 @@ mod tests {
             assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
             assert!(started.elapsed() >= timeout);
         });
+    }
+
+    /// A loopback listener whose accept queue is full and never drained: a connect to it
+    /// hangs (the SYNs are dropped) until the connect timeout.
+    fn unanswered_listener() -> (String, Vec<std::net::TcpStream>, libc::c_int) {
+        // SAFETY: plain socket calls on a descriptor we own; the address is a valid sockaddr_in.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0, "socket");
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            assert_eq!(
+                libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len),
+                0
+            );
+            assert_eq!(libc::listen(fd, 0), 0);
+            let mut got = len;
+            libc::getsockname(fd, &mut sa as *mut _ as *mut libc::sockaddr, &mut got);
+            let addr = format!("127.0.0.1:{}", u16::from_be(sa.sin_port));
+            let fill = (0..4)
+                .filter_map(|_| {
+                    let to = Duration::from_millis(200);
+                    std::net::TcpStream::connect_timeout(&addr.parse().ok()?, to).ok()
+                })
+                .collect();
+            (addr, fill, fd)
+        }
+    }
+
+    /// A request given up by its caller's timer while the connect is still in progress (as
+    /// gossip probes do) must not leave the peer waiting forever for that connect.
+    #[test]
+    fn a_request_dropped_mid_connect_does_not_wedge_the_peer() {
+        let (addr, _fill, fd) = unanswered_listener();
+        run(move || async move {
+            let peer = Peer::new(&addr);
+            let early = Duration::from_millis(100);
+            let r = peer
+                .request_exact(Call::new(Opcode::Ping, &[]), early)
+                .await;
+            assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+            // The next request connects again (and fails: nobody accepts); it must end.
+            let deadline = Duration::from_secs(30);
+            let next = glommio::timer::timeout(deadline, async {
+                Ok(peer.request(Call::new(Opcode::Ping, &[]), early).await)
+            })
+            .await;
+            assert!(
+                matches!(next, Ok(Err(_))),
+                "the peer stayed wedged: {next:?}"
+            );
+        });
+        // SAFETY: closing the listener we opened.
+        unsafe { libc::close(fd) };
     }
 
     #[test]
