@@ -76,6 +76,9 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub const IO_MEMORY_BYTES_PER_CORE: usize = 512 * 1024;
 /// Versions more than this far ahead of a replica's clock are refused and logged.
 pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
+/// A write refused as stale (a replica holds a newer version) is retried with a newer version
+/// up to this many attempts in all; then the client gets a "stale" error.
+pub const STALE_WRITE_ATTEMPTS_MAX: u32 = 8;
 /// A replica RPC (write, read, repair) that has not answered in this time counts as failed.
 pub const REPLICA_TIMEOUT_MS: u64 = 2_000;
 /// Connecting to a peer gives up after this long.
@@ -97,6 +100,9 @@ pub const PROBE_INTERVAL_MS: u64 = 1_000;
 pub const PROBE_TIMEOUT_MS: u64 = 500;
 /// SWIM: members asked to probe a silent member on our behalf.
 pub const INDIRECT_PROBES: usize = 3;
+/// SWIM: having heard from a member ourselves this recently outweighs another node's
+/// accusation of it (gossip reaches every live member every `GOSSIP_INTERVAL_MS`).
+pub const DIRECT_CONTACT_FRESH_MS: u64 = PROBE_INTERVAL_MS;
 /// Gossip to this many random members every `GOSSIP_INTERVAL_MS`.
 pub const GOSSIP_FANOUT: usize = 3;
 pub const GOSSIP_INTERVAL_MS: u64 = 200;
@@ -111,6 +117,8 @@ pub const STREAM_BATCH_KEYS: usize = 256;
 pub const STREAM_TIMEOUT_MS: u64 = 600_000;
 pub const TOPOLOGY_ACK_WAIT_MS: u64 = 30_000;
 pub const TOPOLOGY_POLL_MS: u64 = 200;
+/// A node that is in no cluster yet logs why this often (and whenever the reason changes).
+pub const WAITING_LOG_INTERVAL_MS: u64 = 10_000;
 /// How often a node checks whether a finished join or leave left it copies to drop.
 pub const TOPOLOGY_DROP_CHECK_MS: u64 = 1_000;
 /// `--metrics-port`: largest HTTP request head, and how long a scraper may take to send it.

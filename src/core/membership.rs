@@ -7,6 +7,11 @@
 //!
 //! Rules (an update about a member replaces what we know when it is *newer*):
 //! - a higher incarnation always wins; at equal incarnation LEFT > DEAD > SUSPECT > ALIVE;
+//! - except that hearsay never beats direct contact: an accusation (SUSPECT or DEAD) about a
+//!   member we heard from ourselves within the last `direct_contact_fresh_ms` is ignored. After
+//!   a partition heals, the isolated side's stale verdicts would otherwise mark members DEAD
+//!   that answer us every gossip round; the accused member sees the same accusation and
+//!   refutes it, which settles it everywhere (SWIM §4.2: only the member refutes);
 //! - only the member itself raises its incarnation: told it is SUSPECT or DEAD, it refutes
 //!   with incarnation + 1 and ALIVE, which then outranks the accusation everywhere;
 //! - a SUSPECT not refuted within `suspect_timeout_ms` becomes DEAD;
@@ -21,6 +26,12 @@
 //!   it streams them to their next owners, who are pending owners meanwhile.
 //! - the current ring is every non-LEFT `Member` or `Leaving` member; the pending ring is every
 //!   non-LEFT `Member` or `Joining` member. When they differ a change is in progress.
+//! - founding: with no live ring member anywhere (every node started at once with the same
+//!   `--seed` list, as etcd's and Cassandra's identical-config starts do), a `Waiting` node
+//!   becomes the first `Member` once every seed has answered (is ALIVE in our view, or is us)
+//!   and no other live `Waiting` node has a smaller id. The others then join it (an empty
+//!   cluster: at once). A node whose seeds have not all answered never founds a cluster of its
+//!   own: a lone node cut off from its seeds waits instead of splitting the cluster.
 //! - the turn: a joiner or leaver proceeds only when no other live member is `Joining` or
 //!   `Leaving` with a smaller id (and, for a `Waiting` joiner, no other live `Waiting` one with
 //!   a smaller id); otherwise it waits.
@@ -122,17 +133,49 @@ pub struct Member {
     pub state: Update,
     /// Local time the status last changed (drives SUSPECT -> DEAD).
     pub since_ms: u64,
+    /// Local time we last heard from the member itself (it answered us or gossiped to us).
+    pub heard_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
     pub suspect_timeout_ms: u64,
+    /// Hearing from a member this recently outweighs another node's accusation of it.
+    pub direct_contact_fresh_ms: u64,
 }
 
 impl Default for Timing {
     fn default() -> Timing {
         Timing {
             suspect_timeout_ms: 5_000,
+            direct_contact_fresh_ms: crate::limits::DIRECT_CONTACT_FRESH_MS,
+        }
+    }
+}
+
+/// Whether a `Waiting` node with no ring to join may found the cluster (module rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Founding {
+    /// A live member is in the ring: join it the usual way.
+    RingExists,
+    /// Found it: become the first `Member`.
+    Found,
+    /// These seeds have not answered yet.
+    AwaitSeeds(Vec<String>),
+    /// This live waiting node has a smaller id: it founds, we join it.
+    Defer(String),
+}
+
+impl std::fmt::Display for Founding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Founding::RingExists => write!(f, "a ring member is reachable: joining it"),
+            Founding::Found => write!(f, "every seed answered and none is in a ring: founding"),
+            Founding::AwaitSeeds(s) if s.is_empty() => write!(f, "no seed given"),
+            Founding::AwaitSeeds(s) => {
+                write!(f, "waiting for seeds {} to answer", s.join(", "))
+            }
+            Founding::Defer(id) => write!(f, "waiting for {id} (smaller id) to found the cluster"),
         }
     }
 }
@@ -181,6 +224,7 @@ impl Membership {
             Member {
                 state,
                 since_ms: now_ms,
+                heard_ms: None,
             },
         );
         Membership {
@@ -267,6 +311,35 @@ impl Membership {
         })
     }
 
+    /// Whether we (a `Waiting` node) may found the cluster, given our `--seed` addresses
+    /// (see the module rules).
+    pub fn founding(&self, seeds: &[String]) -> Founding {
+        let live = |m: &&Member| matches!(m.state.status, Status::Alive | Status::Suspect);
+        let in_ring = |m: &&Member| m.state.role != Role::Waiting && m.state.status != Status::Left;
+        if self.members.values().filter(live).any(|m| in_ring(&m)) {
+            return Founding::RingExists;
+        }
+        let alive_at = |addr: &str| {
+            self.members
+                .values()
+                .any(|m| m.state.addr == addr && m.state.status == Status::Alive)
+        };
+        let missing: Vec<String> = seeds.iter().filter(|s| !alive_at(s)).cloned().collect();
+        if !missing.is_empty() || seeds.is_empty() {
+            return Founding::AwaitSeeds(missing);
+        }
+        let first = self
+            .members
+            .values()
+            .filter(|m| m.state.status == Status::Alive && m.state.role == Role::Waiting)
+            .map(|m| m.state.id.as_str())
+            .min();
+        match first {
+            Some(id) if id != self.me => Founding::Defer(id.to_string()),
+            _ => Founding::Found,
+        }
+    }
+
     /// Whether another live member is joining or leaving.
     pub fn others_changing(&self) -> bool {
         self.members.values().any(|m| {
@@ -299,14 +372,29 @@ impl Membership {
         self.members.values().map(|m| m.state.clone()).collect()
     }
 
-    /// Merge one update; returns the change it made, if any.
+    /// Merge one update from gossip; returns the change it made, if any.
     pub fn apply(&mut self, u: &Update, now_ms: u64) -> Option<Change> {
+        self.merge(u, now_ms, true)
+    }
+
+    /// `apply`, with `hearsay`: the update comes from another node (gossip), not from our own
+    /// failed probe.
+    fn merge(&mut self, u: &Update, now_ms: u64, hearsay: bool) -> Option<Change> {
         if u.id == self.me {
             return self.about_me(u, now_ms);
         }
+        let fresh_ms = self.timing.direct_contact_fresh_ms;
         match self.members.get_mut(&u.id) {
             Some(m) => {
                 if !u.supersedes(&m.state) {
+                    return None;
+                }
+                let accused = matches!(u.status, Status::Suspect | Status::Dead);
+                let heard_recently = m
+                    .heard_ms
+                    .is_some_and(|h| now_ms.saturating_sub(h) < fresh_ms);
+                if hearsay && accused && heard_recently && m.state.status == Status::Alive {
+                    // Hearsay against direct contact: the member will refute it itself.
                     return None;
                 }
                 let (from, from_role) = (m.state.status, m.state.role);
@@ -333,6 +421,7 @@ impl Membership {
                     Member {
                         state: u.clone(),
                         since_ms: now_ms,
+                        heard_ms: None,
                     },
                 );
                 Some(Change {
@@ -343,6 +432,21 @@ impl Membership {
                 })
             }
         }
+    }
+
+    /// We heard from member `id` itself (it answered a probe or gossiped to us).
+    pub fn heard_from(&mut self, id: &str, now_ms: u64) {
+        if let Some(m) = self.members.get_mut(id) {
+            m.heard_ms = Some(now_ms);
+        }
+    }
+
+    /// The id of the member at `addr`, if we know one.
+    pub fn id_at(&self, addr: &str) -> Option<&str> {
+        self.members
+            .values()
+            .find(|m| m.state.addr == addr)
+            .map(|m| m.state.id.as_str())
     }
 
     /// Someone says we are SUSPECT or DEAD: refute with a higher incarnation.
@@ -372,7 +476,7 @@ impl Membership {
             status: Status::Suspect,
             ..m.state.clone()
         };
-        self.apply(&u, now_ms)
+        self.merge(&u, now_ms, false)
     }
 
     /// Time passes: unrefuted suspects become DEAD.
@@ -554,6 +658,7 @@ mod tests {
             1,
             Timing {
                 suspect_timeout_ms: 100,
+                ..Timing::default()
             },
             0,
         );
@@ -580,6 +685,170 @@ mod tests {
         assert_eq!(m.ring_ids().len(), 2, "dead members stay in the ring");
     }
 
+    fn status_at(m: &Membership, id: &str) -> Option<Status> {
+        m.get(id).map(|x| x.state.status)
+    }
+
+    /// `to` merges `from`'s full view, as one gossip message from `from` (direct contact).
+    fn gossip(from: &Membership, to: &mut Membership, now_ms: u64) {
+        to.heard_from(from.me(), now_ms);
+        for u in from.snapshot() {
+            to.apply(&u, now_ms);
+        }
+    }
+
+    /// The interleaving a fault-injection run found: c was cut off, so c holds a and b DEAD and
+    /// they hold c DEAD, all at incarnation 1. When the partition heals, c's stale verdicts
+    /// reach a first. a heard from b a moment ago, so b stays ALIVE at a (it used to go
+    /// ALIVE -> DEAD at once, and writes failed until b's refutation arrived). Each accused
+    /// member refutes; a few exchanges later all three see everyone ALIVE, and no healthy
+    /// node ever saw another healthy node as anything else.
+    #[test]
+    fn stale_verdicts_from_a_healed_partition_do_not_convict_a_member_we_hear_from() {
+        let timing = Timing {
+            suspect_timeout_ms: 100,
+            direct_contact_fresh_ms: 1_000,
+        };
+        let mut a = Membership::new("a", "a", 1, timing, 0);
+        let mut b = Membership::new("b", "b", 1, timing, 0);
+        let mut c = Membership::new("c", "c", 1, timing, 0);
+        for (x, others) in [
+            (&mut a, ["b", "c"]),
+            (&mut b, ["a", "c"]),
+            (&mut c, ["a", "b"]),
+        ] {
+            for o in others {
+                x.apply(&up(o, 1, Status::Alive), 0);
+            }
+        }
+        // the cut: a and b suspect c, c suspects both; unrefuted, they all become DEAD
+        a.suspect("c", 1_000);
+        b.suspect("c", 1_000);
+        c.suspect("a", 1_000);
+        c.suspect("b", 1_000);
+        for x in [&mut a, &mut b, &mut c] {
+            x.tick(1_100);
+        }
+        assert_eq!(status_at(&a, "c"), Some(Status::Dead));
+        assert_eq!(status_at(&c, "b"), Some(Status::Dead));
+        // a and b keep gossiping to each other for 20 s
+        let mut now = 1_200;
+        while now < 20_000 {
+            gossip(&a, &mut b, now);
+            gossip(&b, &mut a, now);
+            now += 200;
+        }
+        let healthy = |a: &Membership, b: &Membership| {
+            status_at(a, "b") == Some(Status::Alive) && status_at(b, "a") == Some(Status::Alive)
+        };
+        // the heal: c's view reaches a first, then the exchanges go round
+        let order: [(usize, usize); 8] = [
+            (2, 0),
+            (0, 2),
+            (2, 1),
+            (1, 2),
+            (0, 1),
+            (1, 0),
+            (2, 0),
+            (0, 2),
+        ];
+        let mut nodes = [a, b, c];
+        for (from, to) in order {
+            now += 50;
+            let sender = nodes[from].clone();
+            gossip(&sender, &mut nodes[to], now);
+            assert!(
+                healthy(&nodes[0], &nodes[1]),
+                "a and b never convict each other"
+            );
+        }
+        for n in &nodes {
+            for id in ["a", "b", "c"] {
+                assert_eq!(
+                    status_at(n, id),
+                    Some(Status::Alive),
+                    "{} sees {id}",
+                    n.me()
+                );
+            }
+        }
+        assert_eq!(nodes[2].incarnation(), 2, "c refuted its DEAD verdict once");
+    }
+
+    /// Every node started with the same seed list: the smallest id founds once every seed
+    /// answered; a lone node whose seed never answers waits (no cluster of one by accident).
+    #[test]
+    fn an_all_seeded_start_founds_exactly_one_cluster() {
+        let seeds: Vec<String> = ["a:1", "b:1", "c:1"].map(String::from).to_vec();
+        let waiting = |id: &str| {
+            with_role(
+                Update {
+                    addr: format!("{id}:1"),
+                    ..up(id, 1, Status::Alive)
+                },
+                Role::Waiting,
+            )
+        };
+        let node = |me: &str| {
+            Membership::with_role(
+                me,
+                &format!("{me}:1"),
+                1,
+                Role::Waiting,
+                Timing::default(),
+                0,
+            )
+        };
+        let mut a = node("a");
+        assert_eq!(
+            a.founding(&seeds),
+            Founding::AwaitSeeds(vec!["b:1".into(), "c:1".into()])
+        );
+        a.apply(&waiting("b"), 0);
+        assert_eq!(a.founding(&seeds), Founding::AwaitSeeds(vec!["c:1".into()]));
+        a.apply(&waiting("c"), 0);
+        assert_eq!(a.founding(&seeds), Founding::Found);
+        let mut c = node("c");
+        c.apply(&waiting("a"), 0);
+        c.apply(&waiting("b"), 0);
+        assert_eq!(c.founding(&seeds), Founding::Defer("a".into()));
+        // a founded: everyone else joins its ring the usual way
+        c.apply(&with_role(up("a", 2, Status::Alive), Role::Member), 0);
+        assert_eq!(c.founding(&seeds), Founding::RingExists);
+        // a seed that is DEAD in our view has not answered
+        let mut b = node("b");
+        b.apply(&waiting("a"), 0);
+        b.apply(&with_role(up("c", 1, Status::Dead), Role::Waiting), 0);
+        assert!(matches!(b.founding(&seeds), Founding::AwaitSeeds(_)));
+        // a lone node whose only seed is elsewhere never founds; one seeded by itself does
+        let lone = node("z");
+        assert!(matches!(
+            lone.founding(&seeds[..1]),
+            Founding::AwaitSeeds(_)
+        ));
+        assert_eq!(lone.founding(&["z:1".to_string()]), Founding::Found);
+        assert!(matches!(lone.founding(&[]), Founding::AwaitSeeds(_)));
+    }
+
+    /// The rule is bounded: without recent direct contact, hearsay is believed as before.
+    #[test]
+    fn hearsay_is_believed_once_direct_contact_is_stale() {
+        let timing = Timing {
+            suspect_timeout_ms: 100,
+            direct_contact_fresh_ms: 1_000,
+        };
+        let mut a = Membership::new("a", "a", 1, timing, 0);
+        a.apply(&up("b", 1, Status::Alive), 0);
+        a.heard_from("b", 500);
+        assert!(a.apply(&up("b", 1, Status::Dead), 1_400).is_none(), "fresh");
+        assert!(a.apply(&up("b", 1, Status::Dead), 1_500).is_some(), "stale");
+        // our own failed probe is no hearsay: it suspects even a member heard from just now
+        let mut m = Membership::new("m", "m", 1, timing, 0);
+        m.apply(&up("b", 1, Status::Alive), 0);
+        m.heard_from("b", 10);
+        assert!(m.suspect("b", 20).is_some());
+    }
+
     /// A seeded simulation: 5 members gossiping full state over a network that drops 20% of
     /// messages and delays/reorders the rest. All converge to ALIVE; a member cut off is DEAD
     /// everywhere within the timeout + a margin; back with incarnation + 1, it is ALIVE again.
@@ -591,6 +860,7 @@ mod tests {
             .unwrap_or(7);
         let timing = Timing {
             suspect_timeout_ms: 2_000,
+            ..Timing::default()
         };
         let ids: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
         let mut nodes: Vec<Membership> = ids

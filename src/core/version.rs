@@ -5,7 +5,31 @@
 //!
 //! A version is `hlc = physical_ms << 16 | counter` plus the writer id (node hash | core index),
 //! which breaks ties, so two writers never issue equal versions. A clock never goes backwards and
-//! moves past every version it observes, so one writer's versions strictly increase.
+//! moves past every version it observes, so one writer's versions strictly increase — except a
+//! version more than `MAX_CLOCK_SKEW_MS` ahead of our physical time: that is refused, not
+//! adopted (`Ahead`), so one node with a fast wall clock cannot drag every clock it talks to
+//! into the future (where their own replicas would then refuse their writes).
+
+use crate::limits::MAX_CLOCK_SKEW_MS;
+
+/// A version further ahead of our physical time than `MAX_CLOCK_SKEW_MS` (its writer's clock
+/// is wrong, or ours is): never adopted by a clock nor stored by a replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "version {ahead_ms} ms ahead of this node's clock (at most {MAX_CLOCK_SKEW_MS} ms accepted)"
+)]
+pub struct Ahead {
+    pub ahead_ms: u64,
+}
+
+/// Whether `version` is acceptable at physical time `physical_ms` (not too far ahead).
+pub fn check_skew(version: Version, physical_ms: u64) -> Result<(), Ahead> {
+    let ahead_ms = version.physical_ms().saturating_sub(physical_ms);
+    if ahead_ms > MAX_CLOCK_SKEW_MS {
+        return Err(Ahead { ahead_ms });
+    }
+    Ok(())
+}
 
 /// Bits of the HLC used by the logical counter.
 pub const COUNTER_BITS: u32 = 16;
@@ -57,19 +81,23 @@ impl Clock {
         }
     }
 
-    /// Move the clock past `seen` (a version read from the WAL, a replica or gossip).
-    pub fn observe(&mut self, seen: Version) {
+    /// Move the clock past `seen` (a version read from the WAL or a replica), unless `seen` is
+    /// more than `MAX_CLOCK_SKEW_MS` ahead of `physical_ms`: then the clock stays put.
+    pub fn observe(&mut self, seen: Version, physical_ms: u64) -> Result<(), Ahead> {
+        check_skew(seen, physical_ms)?;
         if seen.hlc > self.last {
             self.last = seen.hlc;
         }
+        Ok(())
     }
 
-    /// Issue a version strictly newer than `floor` (used when a write must supersede it).
-    pub fn tick_past(&mut self, physical_ms: u64, floor: Version) -> Version {
-        self.observe(floor);
+    /// Issue a version strictly newer than `floor` (used when a write must supersede it), or
+    /// `Ahead` when `floor` is too far in the future to pass.
+    pub fn tick_past(&mut self, physical_ms: u64, floor: Version) -> Result<Version, Ahead> {
+        self.observe(floor, physical_ms)?;
         let v = self.tick(physical_ms);
         debug_assert!(v > floor);
-        v
+        Ok(v)
     }
 }
 
@@ -99,19 +127,57 @@ mod tests {
     }
 
     #[test]
-    fn observe_moves_past_foreign_versions() {
+    fn observe_moves_past_foreign_versions() -> Result<(), Ahead> {
         let mut c = Clock::new(1);
-        c.observe(Version {
-            hlc: 9 << COUNTER_BITS,
-            writer: 2,
-        });
+        c.observe(
+            Version {
+                hlc: 9 << COUNTER_BITS,
+                writer: 2,
+            },
+            1,
+        )?;
         let v = c.tick(1);
         assert!(v.hlc > 9 << COUNTER_BITS);
         let floor = Version {
             hlc: v.hlc + 100,
             writer: 3,
         };
-        assert!(c.tick_past(1, floor) > floor);
+        assert!(c.tick_past(1, floor)? > floor);
+        Ok(())
+    }
+
+    fn at_ms(ms: u64) -> Version {
+        Version {
+            hlc: ms << COUNTER_BITS,
+            writer: 9,
+        }
+    }
+
+    /// One node 70 s fast must not drag our clock along (it used to, and then our own replicas
+    /// refused our writes as too far ahead). Tested at and just past the bound.
+    #[test]
+    fn a_version_beyond_the_skew_bound_is_refused_not_adopted() {
+        let now = 1_000_000;
+        let mut c = Clock::new(1);
+        assert_eq!(c.observe(at_ms(now + MAX_CLOCK_SKEW_MS), now), Ok(()));
+        let mut d = Clock::new(1);
+        let far = at_ms(now + MAX_CLOCK_SKEW_MS + 1);
+        assert_eq!(
+            d.observe(far, now),
+            Err(Ahead {
+                ahead_ms: MAX_CLOCK_SKEW_MS + 1
+            })
+        );
+        assert_eq!(
+            d.tick(now).physical_ms(),
+            now,
+            "the clock stayed at our time"
+        );
+        assert!(d.tick_past(now, at_ms(now + 70_000)).is_err());
+        assert!(
+            check_skew(d.tick(now), now).is_ok(),
+            "our own versions pass our check"
+        );
     }
 
     #[test]

@@ -225,9 +225,15 @@ fn spawn_coordinated(
     .detach()
 }
 
-/// Gossip from a peer: merged by the gossip core, answered with its view.
-fn spawn_gossip(ctx: &Rc<CoreCtx>, body: &[u8]) -> glommio::task::JoinHandle<OpResult> {
+/// Gossip from a peer (its node id in the key): merged by the gossip core, answered with its
+/// view.
+fn spawn_gossip(
+    ctx: &Rc<CoreCtx>,
+    from: &[u8],
+    body: &[u8],
+) -> glommio::task::JoinHandle<OpResult> {
     let c = ctx.clone();
+    let from = String::from_utf8_lossy(from).into_owned();
     let updates: Result<Vec<Update>, _> = serde_json::from_slice(body);
     glommio::spawn_local(async move {
         let Ok(updates) = updates else {
@@ -238,11 +244,15 @@ fn spawn_gossip(ctx: &Rc<CoreCtx>, body: &[u8]) -> glommio::task::JoinHandle<OpR
             };
         };
         let snapshot = match &c.gossip {
-            Some(g) => g.merge(&c, &updates),
+            Some(g) => g.merge(&c, &updates, Some(&from)),
             None => {
                 let (tx, rx) = flume::bounded(1);
                 let _ = c.peers[0]
-                    .send_async(CoreMsg::Gossip { updates, reply: tx })
+                    .send_async(CoreMsg::Gossip {
+                        from,
+                        updates,
+                        reply: tx,
+                    })
                     .await;
                 rx.recv_async().await.unwrap_or_default()
             }
@@ -619,7 +629,7 @@ fn dispatch(
     let op = match opcode {
         Opcode::Ping => return Slot::Pong,
         Opcode::Info => return Slot::Info,
-        Opcode::Gossip => return Slot::Task(spawn_gossip(ctx, req.value)),
+        Opcode::Gossip => return Slot::Task(spawn_gossip(ctx, req.key, req.value)),
         Opcode::PingReq => return Slot::Task(spawn_ping_req(ctx, req.key)),
         Opcode::Leave => return Slot::Task(spawn_topology(ctx, None)),
         Opcode::Stream => {

@@ -4,8 +4,9 @@
 //! at W acknowledgements; reads ask all N, answer with the newest of the first R, and repair
 //! every replica that answered with an older version or none — including replicas that answer
 //! after the client got its reply. A write refused as stale by replicas moves this core's clock
-//! past the stored version and is retried once, so one client's sequential writes through
-//! different coordinators land in order. Fewer than W (R) answers within the timeout is an
+//! past the stored version and is retried (at most `STALE_WRITE_ATTEMPTS_MAX` attempts), so one
+//! client's sequential writes through different coordinators land in order and writers that
+//! collide on a hot key do not fail; one that still fails says "stale". Fewer than W (R) answers within the timeout is an
 //! explicit error naming how many replicas answered.
 //!
 //! Hot path (`start`, `Answers`): the replica on this core runs inline, requests to peers with
@@ -27,7 +28,9 @@ use std::time::{Duration, Instant};
 use crate::client::Reply;
 use crate::core::quorum::{Outcome, Tally};
 use crate::core::version::Version;
-use crate::limits::{PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, REPLICA_TIMEOUT_MS};
+use crate::limits::{
+    PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, REPLICA_TIMEOUT_MS, STALE_WRITE_ATTEMPTS_MAX,
+};
 use crate::server::messages::{CoreMsg, Op, OpResult};
 use crate::server::notify::{channel, Receiver, Sender};
 use crate::server::peer::{Call, Error as PeerError};
@@ -50,7 +53,8 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
     // are issued, so its own concurrent writes to one key never reach a replica stale.
     let skip = wait_for_replicas(&ctx, &targets.0).await;
     let mut version = ctx.shard.tick();
-    for attempt in 0..2 {
+    let mut attempt = 1;
+    loop {
         let (result, stale) = write_once(
             &ctx,
             &view,
@@ -61,19 +65,35 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
             version,
         )
         .await;
-        match (result, stale) {
+        let stored = match (result, stale) {
             (r @ OpResult::Written { .. }, _) => return r,
-            (_, Some(stored)) if attempt == 0 => {
-                ctx.shard.observe(stored);
-                version = ctx.shard.tick();
-                log::debug!("stale write retried past {stored:?}");
-            }
-            (r, _) => return r,
+            (r, None) => return r,
+            (_, Some(stored)) => stored,
+        };
+        // Refused as stale: a replica holds a newer version (a concurrent writer, or this
+        // client's own earlier write through a coordinator whose clock runs ahead of ours).
+        // Move our clock past it and go again, a bounded number of times.
+        ctx.metrics.stale_retry();
+        if let Err(e) = ctx.shard.observe(stored, "a replica's stored version") {
+            return stale_failure(format!("stale: the key holds a {e}"));
         }
+        if attempt >= STALE_WRITE_ATTEMPTS_MAX {
+            return stale_failure(format!(
+                "stale: replicas kept answering with newer versions of this key (newest \
+                 {}.{:#x}), written concurrently; gave up after {attempt} attempts",
+                stored.hlc, stored.writer
+            ));
+        }
+        version = ctx.shard.tick();
+        attempt += 1;
+        log::debug!("stale write retried past {stored:?} (attempt {attempt})");
     }
+}
+
+fn stale_failure(message: String) -> OpResult {
     OpResult::Failed {
-        status: Status::Internal,
-        message: "unreachable retry".into(),
+        status: Status::Stale,
+        message,
     }
 }
 
@@ -89,6 +109,16 @@ async fn write_once(
     let rep = view.effective();
     let (replicas, pending) = (replicas, *pending);
     let needed = rep.w + pending;
+    if replicas.len() < needed {
+        let message = view.no_replicas(replicas.len(), needed);
+        return (
+            OpResult::Failed {
+                status: Status::Unavailable,
+                message,
+            },
+            None,
+        );
+    }
     let mut answers = start(ctx, replicas, skip, OpRef::ReplicaPut(key, value, version));
     let mut tally = Tally::new(replicas.len(), needed);
     let mut was_live = false;
@@ -148,6 +178,12 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     let view = ctx.view();
     let rep = view.effective();
     let replicas = view.replicas(&key);
+    if replicas.len() < rep.r {
+        return OpResult::Failed {
+            status: Status::Unavailable,
+            message: view.no_replicas(replicas.len(), rep.r),
+        };
+    }
     let skip = wait_for_replicas(&ctx, &replicas).await;
     let mut answers = start(&ctx, &replicas, &skip, OpRef::ReplicaGet(&key));
     let mut tally = Tally::new(replicas.len(), rep.r);
@@ -347,7 +383,8 @@ impl Answers {
                     ctx.metrics.replica_rpc_latency.observe(r.sent.elapsed());
                     let answer =
                         answer.unwrap_or_else(|| Err(PeerError::Broken(r.addr.to_string())));
-                    return Poll::Ready(Some((r.m, remote_result(ctx, r.opcode, answer))));
+                    let result = remote_result(ctx, &r.addr, r.opcode, answer);
+                    return Poll::Ready(Some((r.m, result)));
                 }
             }
             match Pin::new(&mut self.rx.recv()).poll(cx) {
@@ -491,11 +528,16 @@ pub async fn remote_call(ctx: &Rc<CoreCtx>, addr: &str, op: Op) -> OpResult {
     let sent = Instant::now();
     let reply = peer.request(w, timeout()).await;
     ctx.metrics.replica_rpc_latency.observe(sent.elapsed());
-    remote_result(ctx, w.opcode, reply)
+    remote_result(ctx, addr, w.opcode, reply)
 }
 
 /// A peer's answer to a replica request, as the result of the operation.
-fn remote_result(ctx: &CoreCtx, opcode: Opcode, reply: Result<Reply, PeerError>) -> OpResult {
+fn remote_result(
+    ctx: &CoreCtx,
+    addr: &str,
+    opcode: Opcode,
+    reply: Result<Reply, PeerError>,
+) -> OpResult {
     let reply = match reply {
         Ok(r) => r,
         Err(e) => {
@@ -505,7 +547,8 @@ fn remote_result(ctx: &CoreCtx, opcode: Opcode, reply: Result<Reply, PeerError>)
             }
         }
     };
-    ctx.shard.observe(reply.version);
+    // A version too far ahead is not adopted (logged by `observe`); the answer still counts.
+    let _ = ctx.shard.observe(reply.version, addr);
     match (opcode, reply.status) {
         (Opcode::ReplicaPut, Status::Ok) => OpResult::Written {
             was_live: reply.flags & FLAG_WAS_LIVE != 0,

@@ -16,7 +16,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::core::membership::{topology_digest, Change, Membership, Role, Status, Timing, Update};
+use crate::core::membership::{
+    topology_digest, Change, Founding, Membership, Role, Status, Timing, Update,
+};
 use crate::core::quorum::Replication;
 use crate::limits::{
     GOSSIP_BYTES_MAX, GOSSIP_FANOUT, GOSSIP_INTERVAL_MS, INDIRECT_PROBES, PROBE_INTERVAL_MS,
@@ -93,7 +95,21 @@ impl Gossip {
     }
 
     pub fn view(&self) -> RingView {
-        RingView::from_membership(&self.membership.borrow(), self.replication)
+        let m = self.membership.borrow();
+        let mut view = RingView::from_membership(&m, self.replication);
+        if view.current.ring.members().is_empty() {
+            view.unjoined = Some(format!(
+                "{}: {}",
+                m.my_role().as_str(),
+                m.founding(&self.seeds)
+            ));
+        }
+        view
+    }
+
+    /// Whether we (waiting, with no ring to join) may found the cluster.
+    pub fn founding(&self) -> Founding {
+        self.membership.borrow().founding(&self.seeds)
     }
 
     pub fn my_role(&self) -> Role {
@@ -157,11 +173,15 @@ impl Gossip {
         serde_json::to_vec(&self.membership.borrow().snapshot()).unwrap_or_default()
     }
 
-    /// Merge gossip; publish if anything changed. Returns our view.
-    pub fn merge(&self, ctx: &CoreCtx, updates: &[Update]) -> Vec<Update> {
+    /// Merge gossip (`from`: the member it came from directly, if known); publish if anything
+    /// changed. Returns our view.
+    pub fn merge(&self, ctx: &CoreCtx, updates: &[Update], from: Option<&str>) -> Vec<Update> {
         let now = self.now_ms();
         let changes: Vec<Change> = {
             let mut m = self.membership.borrow_mut();
+            if let Some(id) = from.filter(|id| !id.is_empty()) {
+                m.heard_from(id, now);
+            }
             updates.iter().filter_map(|u| m.apply(u, now)).collect()
         };
         self.publish(ctx, &changes);
@@ -214,11 +234,12 @@ impl Gossip {
     ) -> Option<Vec<Update>> {
         let body = self.snapshot_json();
         let peer = ctx.peer(addr);
+        let me = ctx.node.node_id.as_bytes();
         let reply = peer
             .request_exact(
                 Call {
                     value: &body,
-                    ..Call::new(Opcode::Gossip, &[])
+                    ..Call::new(Opcode::Gossip, me)
                 },
                 timeout,
             )
@@ -226,7 +247,9 @@ impl Gossip {
         match reply {
             Ok(r) if r.status == WireStatus::Ok && r.value.len() <= GOSSIP_BYTES_MAX => {
                 let updates = serde_json::from_slice::<Vec<Update>>(&r.value).ok()?;
-                self.merge(ctx, &updates);
+                // It answered: direct contact with the member at `addr` (if we know it yet).
+                let id = self.membership.borrow().id_at(addr).map(String::from);
+                self.merge(ctx, &updates, id.as_deref());
                 Some(updates)
             }
             _ => None,

@@ -133,6 +133,8 @@ pub enum CoreMsg {
     Ring(std::sync::Arc<crate::server::view::RingView>),
     /// Gossip received by another core, for the gossip core to merge; answered with its view.
     Gossip {
+        /// The sender's node id (empty from an older node).
+        from: String,
         updates: Vec<crate::core::membership::Update>,
         reply: flume::Sender<Vec<crate::core::membership::Update>>,
     },

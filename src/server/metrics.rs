@@ -89,6 +89,7 @@ pub struct CoreMetrics {
     pub quorum_failures_write: Cell<u64>,
     pub read_repairs: Cell<u64>,
     pub replicas_skipped: Cell<u64>,
+    pub stale_retries: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>) {
@@ -128,6 +129,10 @@ impl CoreMetrics {
         bump(&self.replicas_skipped);
     }
 
+    pub fn stale_retry(&self) {
+        bump(&self.stale_retries);
+    }
+
     pub fn snapshot(&self, stats: CoreStats, queue_depth: usize) -> MetricsSnapshot {
         MetricsSnapshot {
             requests: self
@@ -142,6 +147,7 @@ impl CoreMetrics {
             quorum_failures_write: self.quorum_failures_write.get(),
             read_repairs: self.read_repairs.get(),
             replicas_skipped: self.replicas_skipped.get(),
+            stale_retries: self.stale_retries.get(),
             stats,
             queue_depth,
         }
@@ -165,6 +171,7 @@ pub struct MetricsSnapshot {
     quorum_failures_write: u64,
     read_repairs: u64,
     replicas_skipped: u64,
+    stale_retries: u64,
     pub stats: CoreStats,
     queue_depth: usize,
 }
@@ -309,6 +316,12 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
         "replicas_skipped",
         "Replica operations left out because the replica's connection stayed full",
         sum(|c| c.replicas_skipped),
+    );
+    counter(
+        &mut r,
+        "stale_retries",
+        "Writes refused as stale by a replica and retried with a newer version",
+        sum(|c| c.stale_retries),
     );
     counter(
         &mut r,

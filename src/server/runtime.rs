@@ -203,9 +203,11 @@ pub fn run(config: Config) -> Result<(), Error> {
         std::thread::spawn(move || {
             let r = match h.join() {
                 Ok(r) => r,
-                Err(e) => Err(Error::Executor {
+                // The executor started (that is checked at spawn): its thread died, i.e. a
+                // panic, whose message the panic hook printed above.
+                Err(e) => Err(Error::Core {
                     core,
-                    cause: e.to_string(),
+                    cause: format!("stopped unexpectedly ({e}); the panic message above says why"),
                 }),
             };
             let _ = tx.send(r);
@@ -279,11 +281,17 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         );
     }
     let mut clock = Clock::new(writer_id(&s.node.node_id, s.core));
-    clock.observe(s.map.max_version());
+    if let Err(e) = clock.observe(s.map.max_version(), crate::server::wall_clock_ms()) {
+        log::warn!(
+            "core {}: the WAL holds a {e}; our clock stays at our time",
+            s.core
+        );
+    }
     let solo = RingView::solo(&s.node.node_id, &s.node.advertise, s.replication);
     let gossip = (s.core == 0).then(|| {
         let timing = Timing {
             suspect_timeout_ms: s.suspect_timeout_ms,
+            ..Timing::default()
         };
         Rc::new(Gossip::new(
             &s.node.node_id,
@@ -436,9 +444,13 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
             }
             CoreMsg::Shutdown => ctx.shutdown.set(),
             CoreMsg::Ring(view) => *ctx.view.borrow_mut() = view,
-            CoreMsg::Gossip { updates, reply } => {
+            CoreMsg::Gossip {
+                from,
+                updates,
+                reply,
+            } => {
                 let snapshot = match &ctx.gossip {
-                    Some(g) => g.merge(&ctx, &updates),
+                    Some(g) => g.merge(&ctx, &updates, Some(&from)),
                     None => Vec::new(),
                 };
                 let _ = reply.try_send(snapshot);

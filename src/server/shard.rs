@@ -6,8 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::core::version::{Clock, Version};
-use crate::limits::MAX_CLOCK_SKEW_MS;
+use crate::core::version::{Ahead, Clock, Version};
 use crate::server::messages::{CoreStats, OpResult};
 use crate::server::wall_clock_ms;
 use crate::storage::map::{Applied, Map};
@@ -59,9 +58,20 @@ impl Shard {
         self.clock.borrow_mut().tick(wall_clock_ms())
     }
 
-    /// Move this core's clock past `seen` (replica answers, stale replies).
-    pub fn observe(&self, seen: Version) {
-        self.clock.borrow_mut().observe(seen);
+    /// Move this core's clock past `seen` (replica answers, stale replies), unless it is too
+    /// far ahead of our wall clock: then the clock stays put and the offender (`from`, the
+    /// peer that sent it) is logged.
+    pub fn observe(&self, seen: Version, from: &str) -> Result<(), Ahead> {
+        let r = self.clock.borrow_mut().observe(seen, wall_clock_ms());
+        if let Err(e) = &r {
+            log::warn!(
+                "core {}: not adopting a {e} from {from} (writer {:#x}): check that peer's \
+                 wall clock (NTP)",
+                self.core,
+                seen.writer
+            );
+        }
+        r
     }
 
     fn replica_get(&self, key: &[u8]) -> OpResult {
@@ -83,15 +93,13 @@ impl Shard {
         value: Option<&[u8]>,
         version: Version,
     ) -> (OpResult, Option<Ticket>) {
-        let now = wall_clock_ms();
-        if version.physical_ms() > now + MAX_CLOCK_SKEW_MS {
+        if let Err(e) = self.clock.borrow_mut().observe(version, wall_clock_ms()) {
             log::warn!(
-                "core {}: refused a version {} ms ahead of our clock (writer {:#x})",
+                "core {}: refused a {e} (writer {:#x}): check the writer's wall clock (NTP)",
                 self.core,
-                version.physical_ms() - now,
                 version.writer
             );
-            let message = format!("version more than {MAX_CLOCK_SKEW_MS} ms ahead of this node");
+            let message = e.to_string();
             return (
                 OpResult::Failed {
                     status: Status::BadRequest,
@@ -103,7 +111,6 @@ impl Shard {
         if let Err(e) = self.wal.check_writable() {
             return (storage_failure(&e), None);
         }
-        self.clock.borrow_mut().observe(version);
         let applied = self.map.borrow_mut().apply(key, value, version);
         self.log_applied(applied, key, value, version)
     }
@@ -150,7 +157,17 @@ impl Shard {
         }
         let mut map = self.map.borrow_mut();
         let stored = map.version_of(key).unwrap_or_default();
-        let version = self.clock.borrow_mut().tick_past(wall_clock_ms(), stored);
+        let version = match self.clock.borrow_mut().tick_past(wall_clock_ms(), stored) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = format!("stale: key holds a {e}");
+                let failed = OpResult::Failed {
+                    status: Status::Stale,
+                    message,
+                };
+                return (failed, None);
+            }
+        };
         let applied = map.apply(key, value, version);
         drop(map);
         self.log_applied(applied, key, value, version)

@@ -32,10 +32,10 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::core::membership::{Role, Update};
+use crate::core::membership::{Founding, Role, Update};
 use crate::limits::{
     REPLICA_TIMEOUT_MS, STREAM_BATCH_KEYS, STREAM_TIMEOUT_MS, TOPOLOGY_ACK_WAIT_MS,
-    TOPOLOGY_DROP_CHECK_MS, TOPOLOGY_POLL_MS,
+    TOPOLOGY_DROP_CHECK_MS, TOPOLOGY_POLL_MS, WAITING_LOG_INTERVAL_MS,
 };
 use crate::server::coordinator;
 use crate::server::gossip::Gossip;
@@ -55,12 +55,20 @@ async fn pause(ctx: &CoreCtx, ms: u64) {
 
 /// The join driver: runs on core 0 until this node is a ring member (or shuts down).
 pub async fn join(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
+    let mut waiting_log = Repeated::default();
     while !ctx.shutdown.is_set() {
         match g.my_role() {
             Role::Member | Role::Leaving => return,
             Role::Waiting => {
                 let ring = g.live_ring_members();
                 if ring.is_empty() {
+                    let founding = g.founding();
+                    if founding == Founding::Found {
+                        log::info!("founding the cluster: {founding}");
+                        g.set_my_role(&ctx, Role::Member);
+                        return;
+                    }
+                    waiting_log.say(&founding.to_string());
                     pause(&ctx, TOPOLOGY_POLL_MS).await;
                     continue;
                 }
@@ -99,6 +107,27 @@ pub async fn join(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A log line said when it changes, and again every `WAITING_LOG_INTERVAL_MS` while it holds
+/// (a node waiting to join says why, without flooding the log).
+#[derive(Default)]
+struct Repeated {
+    last: Option<(String, Instant)>,
+}
+
+impl Repeated {
+    fn say(&mut self, line: &str) {
+        let every = Duration::from_millis(WAITING_LOG_INTERVAL_MS);
+        let due = match &self.last {
+            Some((said, at)) => said != line || at.elapsed() >= every,
+            None => true,
+        };
+        if due {
+            log::info!("not in a cluster yet: {line}");
+            self.last = Some((line.to_string(), Instant::now()));
         }
     }
 }

@@ -102,6 +102,8 @@ pub struct RingView {
     /// Every known member, LEFT ones included, in id order (for `kv info`).
     pub listing: Vec<Update>,
     pub replication: Replication,
+    /// While this node is in no ring yet: why (what it waits for), for error replies.
+    pub unjoined: Option<String>,
 }
 
 impl RingView {
@@ -122,6 +124,7 @@ impl RingView {
             me: m.me().to_string(),
             listing: m.snapshot(),
             replication,
+            unjoined: None,
         }
     }
 
@@ -130,6 +133,23 @@ impl RingView {
         self.pending.is_none()
             && self.current.ring.members().len() == 1
             && self.current.ring.members()[0] == self.me
+    }
+
+    /// The error for an operation that found fewer than `needed` replicas for its key (only
+    /// possible while this node is in no ring: every ring lists min(N, members) replicas).
+    pub fn no_replicas(&self, found: usize, needed: usize) -> String {
+        let why = self.unjoined.as_deref().unwrap_or("the ring is empty");
+        let known: Vec<String> = self
+            .listing
+            .iter()
+            .filter(|u| u.id != self.me)
+            .map(|u| format!("{} {} {}", u.id, u.status.as_str(), u.role.as_str()))
+            .collect();
+        format!(
+            "no replicas yet ({found} of {needed} needed): this node has not joined a cluster \
+             ({why}); members it knows: [{}]",
+            known.join(", ")
+        )
     }
 
     /// N, R, W capped by the current ring's size (a 1-node ring runs N=R=W=1).
