@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the integration tests drive besides our own binaries: Debian's redis-tools
-# (redis-cli, redis-benchmark) and redis-server (for scripts/bench-vs-redis.sh), and the
-# `redis` package from PyPI. Idempotent; skips what is already there.
+# (redis-cli, redis-benchmark) and redis-server (for scripts/bench-vs-redis.sh), faketime
+# (libfaketime: one node with a wrong wall clock), iproute2 and nftables (network namespaces
+# and partitions for the fault tests), and the `redis` package from PyPI. Idempotent; skips
+# what is already there.
 set -euo pipefail
 
 need_apt=()
@@ -9,6 +11,9 @@ command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v redis-benchmark >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || need_apt+=(faketime)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   echo "installing ${need_apt[*]} with apt"

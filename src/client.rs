@@ -169,6 +169,11 @@ impl Client {
             self.rbuf.resize(want, 0);
             let n = match self.stream.read(&mut self.rbuf[len..]) {
                 Ok(n) => n,
+                // A signal interrupted the read (EINTR): nothing was read, read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    self.rbuf.truncate(len);
+                    continue;
+                }
                 Err(e) => {
                     self.rbuf.truncate(len);
                     return Err(self.io_err(e));

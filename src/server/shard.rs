@@ -3,10 +3,12 @@
 //! Never awaits while holding a borrow of the map or clock: `execute` is synchronous and hands
 //! back the WAL ticket the caller must await before acknowledging a write.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use crate::core::version::{Ahead, Clock, Version};
+use crate::limits::SKEW_LOG_INTERVAL_MS;
 use crate::server::messages::{CoreStats, OpResult};
 use crate::server::wall_clock_ms;
 use crate::storage::map::{Applied, Map};
@@ -30,6 +32,33 @@ pub struct Shard {
     map: RefCell<Map>,
     clock: RefCell<Clock>,
     pub wal: Rc<Wal>,
+    skew_log: Throttle,
+}
+
+/// Loud but bounded: a warning repeated on every request from a peer with a wrong clock is
+/// said at most once per `SKEW_LOG_INTERVAL_MS`, with a count of what was held back.
+#[derive(Default)]
+struct Throttle {
+    last: Cell<Option<Instant>>,
+    held: Cell<u64>,
+}
+
+impl Throttle {
+    /// `Some(suffix)` when a line is due (the suffix counts the lines held back since).
+    fn due(&self) -> Option<String> {
+        let every = Duration::from_millis(SKEW_LOG_INTERVAL_MS);
+        if self.last.get().is_some_and(|t| t.elapsed() < every) {
+            self.held.set(self.held.get() + 1);
+            return None;
+        }
+        self.last.set(Some(Instant::now()));
+        let held = self.held.replace(0);
+        Some(if held > 0 {
+            format!(" ({held} more since the last warning)")
+        } else {
+            String::new()
+        })
+    }
 }
 
 impl Shard {
@@ -39,6 +68,7 @@ impl Shard {
             map: RefCell::new(map),
             clock: RefCell::new(clock),
             wal,
+            skew_log: Throttle::default(),
         }
     }
 
@@ -64,12 +94,14 @@ impl Shard {
     pub fn observe(&self, seen: Version, from: &str) -> Result<(), Ahead> {
         let r = self.clock.borrow_mut().observe(seen, wall_clock_ms());
         if let Err(e) = &r {
-            log::warn!(
-                "core {}: not adopting a {e} from {from} (writer {:#x}): check that peer's \
-                 wall clock (NTP)",
-                self.core,
-                seen.writer
-            );
+            if let Some(more) = self.skew_log.due() {
+                log::warn!(
+                    "core {}: not adopting a {e} from {from} (writer {:#x}): check that peer's \
+                     wall clock (NTP){more}",
+                    self.core,
+                    seen.writer
+                );
+            }
         }
         r
     }
@@ -94,11 +126,14 @@ impl Shard {
         version: Version,
     ) -> (OpResult, Option<Ticket>) {
         if let Err(e) = self.clock.borrow_mut().observe(version, wall_clock_ms()) {
-            log::warn!(
-                "core {}: refused a {e} (writer {:#x}): check the writer's wall clock (NTP)",
-                self.core,
-                version.writer
-            );
+            if let Some(more) = self.skew_log.due() {
+                log::warn!(
+                    "core {}: refused a {e} (writer {:#x}): check the writer's wall clock \
+                     (NTP){more}",
+                    self.core,
+                    version.writer
+                );
+            }
             let message = e.to_string();
             return (
                 OpResult::Failed {

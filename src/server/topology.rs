@@ -10,6 +10,8 @@
 //! 1. A node started for the first time with `--seed` is `Waiting`. If every current member
 //!    holds no keys, it becomes a `Member` at once: nothing to stream (so a whole cluster can
 //!    start together). Otherwise it waits for its turn (no other join or leave in progress).
+//!    With no ring member anywhere, `Membership::founding` decides whether it founds the ring
+//!    (every seed answered, smallest waiting id); while it waits it logs why.
 //! 2. It becomes `Joining`: its future ranges are pending. Writes to them go to the current
 //!    replicas and to it, and need one more ack per pending owner.
 //! 3. It waits until every live member reports the same ring roles (a gossip exchange each,

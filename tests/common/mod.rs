@@ -64,6 +64,8 @@ pub struct Node {
     pub id: String,
     pub child: Option<Child>,
     extra: Vec<String>,
+    /// Extra environment for the process (e.g. libfaketime's).
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -74,12 +76,27 @@ impl Node {
 
     /// Start a node on a given port (a restart at the same address).
     pub fn start_on(id: &str, dir: &Path, port: u16, extra: &[&str]) -> Result<Node, String> {
+        Node::start_with_env(id, dir, port, extra, &[])
+    }
+
+    /// `start_on` with extra environment variables for the node process.
+    pub fn start_with_env(
+        id: &str,
+        dir: &Path,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Node, String> {
         let mut node = Node {
             port,
             dir: dir.to_path_buf(),
             id: id.to_string(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         node.spawn()?;
         Ok(node)
@@ -92,6 +109,7 @@ impl Node {
             .arg(&self.dir)
             .args(&self.extra)
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
