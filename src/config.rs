@@ -3,6 +3,7 @@
 //! Owns: parsing and validating flags, resolving addresses (off the executor: glommio's own
 //! `bind` would panic on a bad name), and the node id kept in the data dir.
 
+use crate::storage::dir_lock::DirLock;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
@@ -102,6 +103,8 @@ pub enum Error {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Locked(#[from] crate::storage::dir_lock::LockError),
 }
 
 /// Validated settings the runtime starts from.
@@ -122,6 +125,8 @@ pub struct Config {
     pub suspect_timeout_ms: u64,
     /// Where `/metrics` is served (same host as `listen`).
     pub metrics: Option<SocketAddr>,
+    /// The data-dir lock, held as long as the settings (the node's life).
+    pub dir_lock: std::sync::Arc<crate::storage::dir_lock::DirLock>,
 }
 
 pub fn valid_node_id(id: &str) -> bool {
@@ -163,8 +168,11 @@ impl Config {
         if !routable {
             return Err(Error::BadAdvertise(advertise));
         }
+        // Before anything in the data dir is read or written.
+        let dir_lock = std::sync::Arc::new(DirLock::acquire(&args.data_dir)?);
         let node_id = resolve_node_id(&args.data_dir, args.node_id.as_deref())?;
         Ok(Config {
+            dir_lock,
             node_id,
             listen,
             data_dir: args.data_dir.clone(),

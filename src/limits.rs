@@ -94,6 +94,10 @@ pub const PEER_INFLIGHT_MAX: usize = 1024;
 /// that replica out of the operation (counted as a failed replica, brought up to date later by
 /// read repair), so a replica that hangs without dying costs this much latency, not a stall.
 pub const PEER_ROOM_WAIT_MS: u64 = 100;
+/// A peer with requests pending that has answered none of them for this long is stalled
+/// (silent, stopped, cut off): coordinators leave it out at once rather than wait
+/// `PEER_ROOM_WAIT_MS` for room on its connection. A busy peer answers every few ms.
+pub const PEER_STALL_MS: u64 = 50;
 /// Tick of a peer connection's timeout clock: a peer request times out between its timeout and
 /// its timeout plus two ticks (no timer per request).
 pub const PEER_TIMEOUT_TICK_MS: u64 = 100;

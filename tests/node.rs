@@ -467,3 +467,55 @@ fn a_pipeline_deeper_than_one_batch_is_answered_in_order() -> TestResult {
     );
     Ok(())
 }
+
+/// Two processes on one data dir used to lose acknowledged writes (the second replayed,
+/// snapshotted and deleted the first one's live segment). The second now refuses to start,
+/// naming the dir and the holder's pid, and everything the first acknowledged survives kill -9.
+#[test]
+fn a_second_process_on_a_data_dir_refuses_and_nothing_is_lost() -> TestResult {
+    let dir = data_dir("dir-lock");
+    let mut first = Node::start("d1", &dir, &["--cores", "1", "--fsync", "batch"])?;
+    let mut c = first.client();
+    for i in 1..=50 {
+        c.put(format!("k{i}").as_bytes(), b"v")?;
+    }
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_kvstore-node"))
+        .args(["--node-id", "d1", "--port", &free_port().to_string()])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "the second process started: {stderr}"
+    );
+    let pid = first
+        .child
+        .as_ref()
+        .map(|c| c.id())
+        .ok_or("first not running")?;
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {pid}")),
+        "names the holder: {stderr}"
+    );
+    assert!(
+        stderr.contains(&dir.display().to_string()),
+        "names the dir: {stderr}"
+    );
+    for i in 51..=100 {
+        c.put(format!("k{i}").as_bytes(), b"v")?;
+    }
+    first.kill9();
+    let node = Node::start("d1", &dir, &["--cores", "1"])?;
+    let mut c = node.client();
+    for i in 1..=100 {
+        assert_eq!(
+            c.get(format!("k{i}").as_bytes())?,
+            Some(b"v".to_vec()),
+            "k{i}"
+        );
+    }
+    Ok(())
+}

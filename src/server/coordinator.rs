@@ -14,7 +14,9 @@
 //! task, timer or cross-thread channel per replica operation. Only a replica on another core of
 //! this node or a peer not yet connected gets a task of its own. Before taking a write's
 //! version the coordinator waits for room on its peers' connections (backpressure), so its own
-//! writes leave in version order.
+//! writes leave in version order — but only on a peer that is making progress: a stalled one
+//! (requests pending, no answer for `PEER_STALL_MS`: silent, stopped or cut off) is left out at
+//! once, so a silent replica costs no latency while W (R) others answer.
 //!
 //! The counting itself is `core::quorum::Tally` (pure); this file only moves messages.
 
@@ -29,11 +31,12 @@ use crate::client::Reply;
 use crate::core::quorum::{Outcome, Tally};
 use crate::core::version::Version;
 use crate::limits::{
-    PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, REPLICA_TIMEOUT_MS, STALE_WRITE_ATTEMPTS_MAX,
+    PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, PEER_STALL_MS, REPLICA_TIMEOUT_MS,
+    STALE_WRITE_ATTEMPTS_MAX,
 };
 use crate::server::messages::{CoreMsg, Op, OpResult};
 use crate::server::notify::{channel, Receiver, Sender};
-use crate::server::peer::{Call, Error as PeerError};
+use crate::server::peer::{Call, Error as PeerError, Peer};
 use crate::server::runtime::CoreCtx;
 use crate::server::shard::storage_failure;
 use crate::server::shard::OpRef;
@@ -409,20 +412,32 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target]) -> Vec<usize>
             continue;
         }
         let peer = ctx.peer(&t.addr);
-        if peer.has_room() {
-            continue;
-        }
-        let wait = Duration::from_millis(PEER_ROOM_WAIT_MS);
-        let room = glommio::timer::timeout(wait, async {
-            peer.wait_for_space().await;
-            Ok(())
-        })
-        .await;
-        if room.is_err() {
+        if !wait_for_room(&peer).await {
             full.push(m);
         }
     }
     full
+}
+
+/// Wait for room on a busy peer's connection, at most `PEER_ROOM_WAIT_MS`, in slices of
+/// `PEER_STALL_MS`: a peer that stops answering meanwhile (silent, not slow) is given up at
+/// once, since waiting for it would only add latency to every request. Whether there is room.
+async fn wait_for_room(peer: &Peer) -> bool {
+    let slice = Duration::from_millis(PEER_STALL_MS);
+    let deadline = Instant::now() + Duration::from_millis(PEER_ROOM_WAIT_MS);
+    loop {
+        if peer.has_room() {
+            return true;
+        }
+        if peer.stalled() || Instant::now() >= deadline {
+            return false;
+        }
+        let _ = glommio::timer::timeout(slice, async {
+            peer.wait_for_space().await;
+            Ok(())
+        })
+        .await;
+    }
 }
 
 /// Run `op` on target `t` (locally when it is us) and send `(m, result)` to `tx`, `m` being

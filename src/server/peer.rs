@@ -20,7 +20,7 @@ use hashbrown::HashMap;
 use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -28,8 +28,8 @@ use glommio::net::TcpStream;
 use crate::client::Reply;
 use crate::core::version::Version;
 use crate::limits::{
-    PEER_CONNECT_TIMEOUT_MS, PEER_INFLIGHT_MAX, PEER_RECONNECT_BACKOFF_MS, PEER_TIMEOUT_TICK_MS,
-    READ_CHUNK_BYTES, VALUE_BYTES_CEILING,
+    PEER_CONNECT_TIMEOUT_MS, PEER_INFLIGHT_MAX, PEER_RECONNECT_BACKOFF_MS, PEER_STALL_MS,
+    PEER_TIMEOUT_TICK_MS, READ_CHUNK_BYTES, VALUE_BYTES_CEILING,
 };
 use crate::server::notify::{channel, Notify, Receiver, Sender};
 use crate::wire::native::{self, Opcode, Request};
@@ -64,6 +64,9 @@ struct Conn {
     /// Answers read so far (a request that expires with this unchanged since it was sent
     /// found the peer silent).
     answers: Cell<u64>,
+    /// When the peer last made progress: an answer read, or the first request queued on an
+    /// idle connection (so an idle connection is never stalled).
+    progress: Cell<Instant>,
 }
 
 struct Pending {
@@ -128,6 +131,21 @@ impl Peer {
         match self.conn.borrow().as_ref() {
             Some(c) => c.broken.get() || c.pending.borrow().len() < PEER_INFLIGHT_MAX,
             None => true,
+        }
+    }
+
+    /// Whether requests are pending on this peer's connection and it has answered none of them
+    /// for `PEER_STALL_MS`: a silent or stopped peer, not a merely busy one. Coordinators leave
+    /// a stalled peer out at once instead of waiting for room on its full connection.
+    pub fn stalled(&self) -> bool {
+        let stall = Duration::from_millis(PEER_STALL_MS);
+        match self.conn.borrow().as_ref() {
+            Some(c) => {
+                !c.broken.get()
+                    && !c.pending.borrow().is_empty()
+                    && c.progress.get().elapsed() >= stall
+            }
+            None => false,
         }
     }
 
@@ -218,11 +236,20 @@ impl Peer {
             .await;
         let sa = resolved.ok_or_else(|| Error::Resolve(self.addr.clone()))?;
         let timeout = Duration::from_millis(PEER_CONNECT_TIMEOUT_MS);
-        let stream = TcpStream::connect_timeout(sa, timeout)
+        // Our own timer around io_uring's linked timeout: a connect whose SYNs are dropped
+        // (a partition) was seen to outlive that timeout until a SYN retransmission got
+        // through, tens of seconds after the heal, and every request to the peer waited on it.
+        let connect = async {
+            TcpStream::connect_timeout(sa, timeout)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let stream = glommio::timer::timeout(timeout, async { Ok(connect.await) })
             .await
-            .map_err(|e| Error::Connect {
+            .unwrap_or_else(|_| Err("connection timed out".to_string()))
+            .map_err(|cause| Error::Connect {
                 addr: self.addr.clone(),
-                cause: e.to_string(),
+                cause,
             })?;
         let _ = stream.set_nodelay(true);
         let conn = Rc::new(Conn {
@@ -236,6 +263,7 @@ impl Peer {
             broken: Cell::new(false),
             closed: Notify::default(),
             answers: Cell::new(0),
+            progress: Cell::new(Instant::now()),
         });
         let (reader, writer) = futures_lite::io::split(stream);
         glommio::spawn_local(write_loop(conn.clone(), writer)).detach();
@@ -250,6 +278,9 @@ fn enqueue(conn: &Conn, call: Call<'_>, timeout: Duration) -> Receiver<Result<Re
     conn.next_id.set(id + 1);
     let (tx, rx) = channel();
     let expires = conn.epoch.get() + ticks(timeout);
+    if conn.pending.borrow().is_empty() {
+        conn.progress.set(Instant::now());
+    }
     let pending = Pending {
         reply: tx,
         expires,
@@ -314,6 +345,7 @@ async fn read_loop(conn: Rc<Conn>, mut r: futures_lite::io::ReadHalf<TcpStream>,
                 Ok(Some((resp, used))) => {
                     let pending = conn.pending.borrow_mut().remove(&resp.request_id);
                     conn.answers.set(conn.answers.get() + 1);
+                    conn.progress.set(Instant::now());
                     if let Some(p) = pending {
                         answered = true;
                         let _ = p.reply.send(Ok(Reply {

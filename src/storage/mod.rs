@@ -1,9 +1,10 @@
 //! Storage: each core's in-memory map and its write-ahead log.
 //!
-//! Layout: `record` (the WAL record format, pure), `map` (versioned map, pure), `recovery`
+//! Layout: `dir_lock` (one process per data dir), `record` (the WAL record format, pure), `map` (versioned map, pure), `recovery`
 //! (replay of segment files at start, std I/O before executors run), `wal_file` (the O_DIRECT
 //! group-commit writer on glommio).
 
+pub mod dir_lock;
 pub mod map;
 pub mod record;
 pub mod recovery;
