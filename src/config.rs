@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::limits::{
-    CONNECTIONS_MAX, CORES_MAX, IDLE_TIMEOUT_MS_DEFAULT, NODE_ID_BYTES_MAX,
-    SUSPECT_TIMEOUT_MS_DEFAULT, VALUE_BYTES_CEILING, VALUE_BYTES_MAX_DEFAULT,
+    CONNECTIONS_MAX, CORES_MAX, IDLE_TIMEOUT_MS_DEFAULT, KEY_BYTES_MAX, NODE_ID_BYTES_MAX,
+    SUSPECT_TIMEOUT_MS_DEFAULT, TOMBSTONE_GRACE_MS_DEFAULT, VALUE_BYTES_CEILING,
+    VALUE_BYTES_MAX_DEFAULT, WAL_RECORD_HEADER_BYTES, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
+    WAL_ZERO_FILL_CHUNK_BYTES,
 };
 use crate::storage::wal_file::FsyncMode;
 
@@ -70,6 +72,15 @@ pub struct Args {
     /// Serve Prometheus metrics at http://LISTEN:PORT/metrics (off when not given).
     #[arg(long, env = "KVSTORE_METRICS_PORT")]
     pub metrics_port: Option<u16>,
+    /// WAL segment size in bytes: a segment is rolled before it would grow past this, and a
+    /// core compacts once its WAL passes max(2 x its live data, one segment). A multiple of
+    /// 256 KiB, at least 1 MiB and one largest record.
+    #[arg(long, env = "KVSTORE_WAL_SEGMENT_BYTES", default_value_t = WAL_SEGMENT_BYTES_MAX)]
+    pub wal_segment_bytes: u64,
+    /// Tombstones older than this are purged at compaction (ms; Cassandra's gc_grace). A
+    /// replica that missed a delete must be repaired within it, or the value can come back.
+    #[arg(long, env = "KVSTORE_TOMBSTONE_GRACE_MS", default_value_t = TOMBSTONE_GRACE_MS_DEFAULT)]
+    pub tombstone_grace_ms: u64,
     /// Log level (error, warn, info, debug, trace); RUST_LOG wins when set.
     #[arg(long, env = "KVSTORE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -105,6 +116,12 @@ pub enum Error {
     },
     #[error("{0}")]
     Locked(#[from] crate::storage::dir_lock::LockError),
+    #[error(
+        "--wal-segment-bytes {given}: must be a multiple of {WAL_ZERO_FILL_CHUNK_BYTES} between \
+         {min} (one largest record at this --max-value-bytes, and {WAL_SEGMENT_BYTES_MIN}) and \
+         {WAL_SEGMENT_BYTES_MAX}"
+    )]
+    BadSegmentSize { given: u64, min: u64 },
 }
 
 /// Validated settings the runtime starts from.
@@ -125,6 +142,8 @@ pub struct Config {
     pub suspect_timeout_ms: u64,
     /// Where `/metrics` is served (same host as `listen`).
     pub metrics: Option<SocketAddr>,
+    pub wal_segment_bytes: u64,
+    pub tombstone_grace_ms: u64,
     /// The data-dir lock, held as long as the settings (the node's life).
     pub dir_lock: std::sync::Arc<crate::storage::dir_lock::DirLock>,
 }
@@ -168,11 +187,25 @@ impl Config {
         if !routable {
             return Err(Error::BadAdvertise(advertise));
         }
+        let min_segment = ((WAL_RECORD_HEADER_BYTES + KEY_BYTES_MAX + args.max_value_bytes) as u64)
+            .max(WAL_SEGMENT_BYTES_MIN);
+        let seg = args.wal_segment_bytes;
+        if seg < min_segment
+            || seg > WAL_SEGMENT_BYTES_MAX
+            || seg % WAL_ZERO_FILL_CHUNK_BYTES as u64 != 0
+        {
+            return Err(Error::BadSegmentSize {
+                given: seg,
+                min: min_segment,
+            });
+        }
         // Before anything in the data dir is read or written.
         let dir_lock = std::sync::Arc::new(DirLock::acquire(&args.data_dir)?);
         let node_id = resolve_node_id(&args.data_dir, args.node_id.as_deref())?;
         Ok(Config {
             dir_lock,
+            wal_segment_bytes: seg,
+            tombstone_grace_ms: args.tombstone_grace_ms,
             node_id,
             listen,
             data_dir: args.data_dir.clone(),

@@ -8,10 +8,12 @@
 //! - `server`: the glommio shells: runtime, listener, connections, cross-core messages.
 //! - `client`: the blocking Rust client used by `kv` and the tests.
 //! - `config`: the node's command line.
+//! - `failpoint`: crash points for crash tests (`KVSTORE_FAILPOINT`).
 
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod failpoint;
 pub mod limits;
 pub mod server;
 pub mod storage;

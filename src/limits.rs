@@ -50,6 +50,18 @@ pub const WAL_RECORD_BYTES_MAX: usize =
     WAL_RECORD_HEADER_BYTES + KEY_BYTES_MAX + VALUE_BYTES_CEILING;
 /// A WAL segment is rolled once it would grow past this size (records never span segments).
 pub const WAL_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Smallest `--wal-segment-bytes` (tests use it to roll and compact often).
+pub const WAL_SEGMENT_BYTES_MIN: u64 = 1024 * 1024;
+/// Compaction: a core compacts once its WAL holds more than this many times the bytes of a
+/// snapshot of its map (and more than one segment); checked this often; a snapshot is written
+/// in slices of this many keys, each awaited before the next (requests run in between).
+pub const COMPACTION_RATIO: u64 = 2;
+pub const COMPACTION_CHECK_MS: u64 = 1_000;
+pub const COMPACTION_SLICE_KEYS: usize = 1024;
+/// CPU shares of the compaction task queue (requests have 1000).
+pub const COMPACTION_TASK_SHARES: usize = 200;
+/// Default `--tombstone-grace-ms`: 10 days, Cassandra's `gc_grace_seconds` default.
+pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = 10 * 24 * 3600 * 1000;
 /// A new segment is zero-filled (after fallocate) in writes of this size, so every later WAL
 /// write is a pure overwrite that io_uring issues inline (see `storage::wal_file`).
 pub const WAL_ZERO_FILL_CHUNK_BYTES: usize = 256 * 1024;
@@ -142,6 +154,8 @@ const _: () =
 const _: () = assert!(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_CEILING);
 const _: () = assert!((WAL_RECORD_BYTES_MAX as u64) < WAL_SEGMENT_BYTES_MAX);
 const _: () = assert!(WAL_SEGMENT_BYTES_MAX % (WAL_ZERO_FILL_CHUNK_BYTES as u64) == 0);
+const _: () = assert!(WAL_SEGMENT_BYTES_MIN % (WAL_ZERO_FILL_CHUNK_BYTES as u64) == 0);
+const _: () = assert!(COMPACTION_RATIO >= 2);
 const _: () = assert!(
     FRAME_BYTES_MAX < 16 * 1024 * 1024,
     "original protocol first byte rule"

@@ -90,6 +90,8 @@ pub struct CoreMetrics {
     pub read_repairs: Cell<u64>,
     pub replicas_skipped: Cell<u64>,
     pub stale_retries: Cell<u64>,
+    pub compactions: Cell<u64>,
+    pub tombstones_purged: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>) {
@@ -133,6 +135,12 @@ impl CoreMetrics {
         bump(&self.stale_retries);
     }
 
+    pub fn compacted(&self, purged: u64) {
+        bump(&self.compactions);
+        self.tombstones_purged
+            .set(self.tombstones_purged.get() + purged);
+    }
+
     pub fn snapshot(&self, stats: CoreStats, queue_depth: usize) -> MetricsSnapshot {
         MetricsSnapshot {
             requests: self
@@ -148,6 +156,8 @@ impl CoreMetrics {
             read_repairs: self.read_repairs.get(),
             replicas_skipped: self.replicas_skipped.get(),
             stale_retries: self.stale_retries.get(),
+            compactions: self.compactions.get(),
+            tombstones_purged: self.tombstones_purged.get(),
             stats,
             queue_depth,
         }
@@ -172,6 +182,8 @@ pub struct MetricsSnapshot {
     read_repairs: u64,
     replicas_skipped: u64,
     stale_retries: u64,
+    compactions: u64,
+    tombstones_purged: u64,
     pub stats: CoreStats,
     queue_depth: usize,
 }
@@ -325,9 +337,15 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
     );
     counter(
         &mut r,
-        "wal_bytes",
-        "Bytes appended to the WAL",
-        sum(|c| c.stats.wal_bytes),
+        "compactions",
+        "Online WAL compactions completed",
+        sum(|c| c.compactions),
+    );
+    counter(
+        &mut r,
+        "tombstones_purged",
+        "Tombstones past --tombstone-grace-ms dropped at compaction",
+        sum(|c| c.tombstones_purged),
     );
     counter(
         &mut r,
@@ -381,6 +399,12 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
         "core_keys",
         "Live keys on the core",
         |c| c.stats.keys as i64,
+        &mut r,
+    );
+    per_core(
+        "core_wal_bytes",
+        "Record bytes in the core's live WAL segments (falls when it compacts)",
+        |c| c.stats.wal_bytes as i64,
         &mut r,
     );
     per_core(

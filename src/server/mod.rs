@@ -3,10 +3,12 @@
 //! Layout: `runtime` (start, recover, snapshot, shutdown), `listener` (accept, hand
 //! connections to cores), `connection` (one client connection: read, decode, dispatch, reply; the
 //! `Front` trait), `resp_front` and `original_front` (the Redis and original-design protocols),
-//! `shard` (one core's map, clock and WAL: executes operations), `messages` (what travels
+//! `shard` (one core's map, clock and WAL: executes operations), `compactor` (one core's
+//! online WAL compaction), `messages` (what travels
 //! between cores), `notify` (single-threaded wake-ups). Policy lives in `core`; nothing here
 //! decides who owns a key or which version wins.
 
+pub mod compactor;
 pub mod connection;
 pub mod coordinator;
 pub mod gossip;
@@ -49,6 +51,9 @@ pub struct NodeInfo {
     /// The address other nodes reach us at.
     pub advertise: String,
     pub fsync: crate::storage::wal_file::FsyncMode,
+    /// `--wal-segment-bytes` and `--tombstone-grace-ms`.
+    pub wal_segment_bytes: u64,
+    pub tombstone_grace_ms: u64,
 }
 
 /// Runtime errors of the node daemon.

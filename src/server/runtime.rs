@@ -25,7 +25,9 @@ use crate::core::membership::Timing;
 use crate::core::quorum::Replication;
 use crate::core::ring::LocalRing;
 use crate::core::version::{writer_id, Clock};
-use crate::limits::{BIND_PROBE_TIMEOUT_MS, BIND_RETRY_PAUSE_MS, MEMBERSHIP_TASK_SHARES};
+use crate::limits::{
+    BIND_PROBE_TIMEOUT_MS, BIND_RETRY_PAUSE_MS, COMPACTION_TASK_SHARES, MEMBERSHIP_TASK_SHARES,
+};
 use crate::limits::{
     BIND_RETRY_MS, CORE_CHANNEL_CAPACITY, IO_MEMORY_BYTES_PER_CORE, WAL_GROUP_BYTES_MAX,
 };
@@ -35,7 +37,7 @@ use crate::server::notify::{Latch, Notify};
 use crate::server::peer::Peer;
 use crate::server::shard::{storage_failure, Shard};
 use crate::server::view::RingView;
-use crate::server::{listener, Error, NodeInfo};
+use crate::server::{compactor, listener, Error, NodeInfo};
 use crate::storage::core_dir_name;
 use crate::storage::map::Map;
 use crate::storage::record::Kind;
@@ -140,6 +142,8 @@ pub fn run(config: Config) -> Result<(), Error> {
         connections: Arc::new(AtomicUsize::new(0)),
         advertise: config.advertise.clone(),
         fsync: config.fsync,
+        wal_segment_bytes: config.wal_segment_bytes,
+        tombstone_grace_ms: config.tombstone_grace_ms,
     });
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
         .map(|_| flume::bounded(CORE_CHANNEL_CAPACITY))
@@ -254,11 +258,12 @@ struct CoreStart {
 
 async fn core_main(s: CoreStart) -> Result<(), Error> {
     let cores = s.node.cores;
-    let wal = Rc::new(Wal::new(
+    let wal = Rc::new(Wal::with_segment_size(
         &s.wal_dir,
         s.fsync,
         s.first_segment,
         cores as u64,
+        s.node.wal_segment_bytes,
     )?);
     let segment = wal.open().await?;
     let flusher = glommio::spawn_local(wal.clone().run_flusher(segment));
@@ -349,7 +354,15 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         })
         .transpose()
         .map_err(|e| core_err(ctx.core, e))?;
+    let compaction = glommio::executor().create_task_queue(
+        glommio::Shares::Static(COMPACTION_TASK_SHARES),
+        glommio::Latency::NotImportant,
+        "compaction",
+    );
+    let compactor = glommio::spawn_local_into(compactor::run(ctx.clone()), compaction)
+        .map_err(|e| core_err(ctx.core, e))?;
     ctx.shutdown.wait().await;
+    compactor.await;
     if let Some(a) = acceptor {
         a.await;
     }

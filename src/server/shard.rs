@@ -11,6 +11,7 @@ use crate::core::version::{Ahead, Clock, Version};
 use crate::limits::SKEW_LOG_INTERVAL_MS;
 use crate::server::messages::{CoreStats, OpResult};
 use crate::server::wall_clock_ms;
+use crate::storage::compaction;
 use crate::storage::map::{Applied, Map};
 use crate::storage::record::Kind;
 use crate::storage::wal_file::{Ticket, Wal};
@@ -216,6 +217,39 @@ impl Shard {
         map.forget(key, version);
         drop(map);
         Some(self.wal.append(Kind::Forget, version, key, &[]))
+    }
+
+    /// Bytes a snapshot of this core's map takes in the WAL (compaction's trigger).
+    pub fn record_bytes(&self) -> u64 {
+        self.map.borrow().record_bytes()
+    }
+
+    /// Compaction: append the current record of each of `keys` still in the map (a key
+    /// written since was appended anyway; one forgotten since is skipped), except tombstones
+    /// past the grace period, which are dropped from the map instead. Returns the last ticket
+    /// appended and how many tombstones were purged.
+    pub fn snapshot_slice(
+        &self,
+        keys: &[Box<[u8]>],
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> (Option<Ticket>, u64) {
+        let mut map = self.map.borrow_mut();
+        let (mut last, mut purged) = (None, 0);
+        for key in keys {
+            let Some(version) = map.version_of(key) else {
+                continue;
+            };
+            if let Some((value, _)) = map.get(key) {
+                last = Some(self.wal.append(Kind::Put, version, key, value));
+            } else if compaction::purgeable(version.physical_ms(), now_ms, grace_ms) {
+                map.forget(key, version);
+                purged += 1;
+            } else {
+                last = Some(self.wal.append(Kind::Tombstone, version, key, &[]));
+            }
+        }
+        (last, purged)
     }
 
     /// Keys (live or tombstoned) for which `want` holds, copied out (the map may change while

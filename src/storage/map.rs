@@ -11,7 +11,7 @@
 use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 
 use crate::core::version::Version;
-use crate::limits::KEY_BYTES_MAX;
+use crate::limits::{KEY_BYTES_MAX, WAL_RECORD_HEADER_BYTES};
 
 /// One key's slot: key and value share one allocation (`blob = key ++ value`), so a 16-byte
 /// key with a 100-byte value costs one 128-byte malloc chunk plus this 32-byte slot.
@@ -73,6 +73,13 @@ pub struct Map {
     table: HashTable<Slot>,
     hasher: ahash::RandomState,
     live: usize,
+    /// Bytes a snapshot of this map takes in the WAL (every slot as one record).
+    record_bytes: u64,
+}
+
+/// WAL bytes of one slot's record.
+fn slot_record_bytes(s: &Slot) -> u64 {
+    (WAL_RECORD_HEADER_BYTES + s.blob.len()) as u64
 }
 
 impl Map {
@@ -114,12 +121,16 @@ impl Map {
                 if version == stored {
                     return Applied::Same { was_live };
                 }
+                let old_bytes = slot_record_bytes(slot);
                 *slot = Slot::new(key, value, version);
+                self.record_bytes = self.record_bytes - old_bytes + slot_record_bytes(slot);
                 self.live = self.live - usize::from(was_live) + usize::from(value.is_some());
                 Applied::New { was_live }
             }
             TableEntry::Vacant(e) => {
-                e.insert(Slot::new(key, value, version));
+                let slot = Slot::new(key, value, version);
+                self.record_bytes += slot_record_bytes(&slot);
+                e.insert(slot);
                 self.live += usize::from(value.is_some());
                 Applied::New { was_live: false }
             }
@@ -134,6 +145,7 @@ impl Map {
             Ok(e) if e.get().version() <= up_to => {
                 let (slot, _) = e.remove();
                 self.live -= usize::from(slot.live);
+                self.record_bytes -= slot_record_bytes(&slot);
                 true
             }
             _ => false,
@@ -143,6 +155,11 @@ impl Map {
     /// Live keys (tombstones excluded).
     pub fn live_len(&self) -> usize {
         self.live
+    }
+
+    /// Bytes a snapshot of this map takes in the WAL (live values and tombstones).
+    pub fn record_bytes(&self) -> u64 {
+        self.record_bytes
     }
 
     /// Keys including tombstones.
@@ -190,6 +207,29 @@ mod tests {
 
     fn v(hlc: u64) -> Version {
         Version { hlc, writer: 1 }
+    }
+
+    /// The snapshot size the compaction trigger compares the WAL with.
+    #[test]
+    fn record_bytes_follow_every_change() {
+        let h = WAL_RECORD_HEADER_BYTES as u64;
+        let mut m = Map::new();
+        m.apply(b"k", Some(b"abc"), v(1));
+        assert_eq!(m.record_bytes(), h + 4);
+        m.apply(b"k", Some(b"abcdef"), v(2));
+        assert_eq!(m.record_bytes(), h + 7, "an overwrite replaces, not adds");
+        m.apply(b"k", Some(b"x"), v(1));
+        assert_eq!(m.record_bytes(), h + 7, "a stale write changes nothing");
+        m.apply(b"k", None, v(3));
+        assert_eq!(m.record_bytes(), h + 1, "a tombstone keeps its key");
+        m.apply(b"j", Some(b"12"), v(1));
+        assert!(m.forget(b"k", v(3)));
+        assert_eq!(m.record_bytes(), h + 3);
+        let total: u64 = m
+            .iter()
+            .map(|(k, v, _)| h + (k.len() + v.map_or(0, <[u8]>::len)) as u64)
+            .sum();
+        assert_eq!(m.record_bytes(), total);
     }
 
     #[test]

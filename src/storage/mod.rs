@@ -1,9 +1,11 @@
 //! Storage: each core's in-memory map and its write-ahead log.
 //!
-//! Layout: `dir_lock` (one process per data dir), `record` (the WAL record format, pure), `map` (versioned map, pure), `recovery`
+//! Layout: `dir_lock` (one process per data dir), `compaction` (when to compact and what it
+//! may drop, pure), `record` (the WAL record format, pure), `map` (versioned map, pure), `recovery`
 //! (replay of segment files at start, std I/O before executors run), `wal_file` (the O_DIRECT
 //! group-commit writer on glommio).
 
+pub mod compaction;
 pub mod dir_lock;
 pub mod map;
 pub mod record;

@@ -42,7 +42,7 @@ use glommio::io::{DmaFile, OpenOptions};
 
 use crate::core::version::Version;
 use crate::limits::{
-    WAL_DISK_FULL_RETRY_MS, WAL_GROUP_BYTES_MAX, WAL_RECORD_BYTES_MAX, WAL_SEGMENT_BYTES_MAX,
+    WAL_DISK_FULL_RETRY_MS, WAL_GROUP_BYTES_MAX, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
     WAL_SYNC_INTERVAL_MS, WAL_ZERO_FILL_CHUNK_BYTES,
 };
 use crate::storage::record::{self, Kind};
@@ -90,6 +90,9 @@ struct State {
     shutting_down: bool,
     /// Record bytes in this core's live segments.
     wal_bytes: u64,
+    /// Record bytes per live segment of this core, by segment id (compaction deletes the
+    /// segments before a boundary and subtracts theirs).
+    segments: std::collections::BTreeMap<u64, u64>,
     syncs: u64,
     writes: u64,
     /// Records per device write (group commit), counted in `GROUP_BUCKETS` (+ overflow).
@@ -143,7 +146,8 @@ impl Wal {
         id_step: u64,
         segment_bytes_max: u64,
     ) -> Result<Wal, Error> {
-        assert!(segment_bytes_max >= WAL_RECORD_BYTES_MAX as u64 || cfg!(test));
+        // The config checks that the largest record at its value limit fits a segment.
+        assert!(segment_bytes_max >= WAL_SEGMENT_BYTES_MIN || cfg!(test));
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         Ok(Wal {
             dir: dir.to_path_buf(),
@@ -163,6 +167,7 @@ impl Wal {
                 fault: None,
                 shutting_down: false,
                 wal_bytes: 0,
+                segments: std::collections::BTreeMap::new(),
                 syncs: 0,
                 writes: 0,
                 group_sizes: [0; GROUP_BUCKETS.len() + 1],
@@ -203,6 +208,7 @@ impl Wal {
         st.append_segment_bytes += len;
         st.appended += 1;
         st.wal_bytes += len;
+        *st.segments.entry(segment).or_default() += len;
         let ticket = st.appended;
         let reuse = matches!(st.pending.last(), Some(c) if c.segment == segment
             && c.bytes.len() < WAL_GROUP_BYTES_MAX);
@@ -222,6 +228,59 @@ impl Wal {
             w.wake();
         }
         ticket
+    }
+
+    /// Send the next record to a new segment (unless the current one is still empty) and return
+    /// that segment's id: every segment of this WAL before it is complete (compaction's
+    /// boundary).
+    pub fn seal(&self) -> u64 {
+        let mut st = self.state.borrow_mut();
+        if st.append_segment_bytes > 0 {
+            st.append_segment += self.id_step;
+            st.append_seq = 0;
+            st.append_segment_bytes = 0;
+        }
+        st.append_segment
+    }
+
+    /// Delete every segment of this WAL before `boundary` (their records are superseded by a
+    /// synced snapshot after it), on the blocking-thread pool, then sync the directory.
+    /// Returns how many segments and record bytes went.
+    pub async fn remove_before(&self, boundary: u64) -> Result<(usize, u64), Error> {
+        let old: Vec<(u64, u64)> = {
+            let st = self.state.borrow();
+            assert!(
+                boundary <= st.append_segment,
+                "boundary {boundary} not sealed"
+            );
+            st.segments
+                .range(..boundary)
+                .map(|(id, b)| (*id, *b))
+                .collect()
+        };
+        let dir = self.dir.clone();
+        let ids: Vec<u64> = old.iter().map(|(id, _)| *id).collect();
+        glommio::executor()
+            .spawn_blocking(move || -> Result<(), Error> {
+                for id in ids {
+                    let path = dir.join(segment_file_name(id));
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => crate::failpoint::hit("compaction:removing"),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(&path, e)),
+                    }
+                }
+                sync_dir(&dir)
+            })
+            .await?;
+        let mut st = self.state.borrow_mut();
+        let mut bytes = 0;
+        for (id, b) in &old {
+            st.segments.remove(id);
+            bytes += b;
+        }
+        st.wal_bytes -= bytes;
+        Ok((old.len(), bytes))
     }
 
     /// The highest ticket issued so far.
