@@ -81,6 +81,11 @@ pub struct Args {
     /// replica that missed a delete must be repaired within it, or the value can come back.
     #[arg(long, env = "KVSTORE_TOMBSTONE_GRACE_MS", default_value_t = TOMBSTONE_GRACE_MS_DEFAULT)]
     pub tombstone_grace_ms: u64,
+    /// Memory for keys and values (bytes, or with a Redis unit: 100mb, 2gb, 500k); past it,
+    /// writes that would grow memory are refused (reads, deletes and overwrites that do not
+    /// grow still work). 0: no limit.
+    #[arg(long, env = "KVSTORE_MAX_MEMORY", default_value = "0", value_parser = parse_memory)]
+    pub max_memory: u64,
     /// Log level (error, warn, info, debug, trace); RUST_LOG wins when set.
     #[arg(long, env = "KVSTORE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -144,6 +149,7 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     pub wal_segment_bytes: u64,
     pub tombstone_grace_ms: u64,
+    pub max_memory: Option<u64>,
     /// The data-dir lock, held as long as the settings (the node's life).
     pub dir_lock: std::sync::Arc<crate::storage::dir_lock::DirLock>,
 }
@@ -206,6 +212,7 @@ impl Config {
             dir_lock,
             wal_segment_bytes: seg,
             tombstone_grace_ms: args.tombstone_grace_ms,
+            max_memory: (args.max_memory > 0).then_some(args.max_memory),
             node_id,
             listen,
             data_dir: args.data_dir.clone(),
@@ -222,6 +229,33 @@ impl Config {
             metrics: args.metrics_port.map(|p| SocketAddr::new(listen.ip(), p)),
         })
     }
+}
+
+/// A memory size as Redis writes it: plain bytes, or a number with `k`/`m`/`g` (powers of
+/// 1000) or `kb`/`mb`/`gb` (powers of 1024), case-insensitive.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?}: expected bytes, e.g. 1073741824, 1gb or 500mb"))?;
+    let scale: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1_000,
+        "kb" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (k, kb, m, mb, g, gb)"
+            ))
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?}: too large"))
 }
 
 pub fn online_cores() -> usize {
@@ -327,5 +361,19 @@ mod tests {
             resolve_node_id(&dir, Some("n2")),
             Err(Error::NodeIdMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn memory_sizes_parse_as_redis_writes_them() {
+        assert_eq!(parse_memory("0"), Ok(0));
+        assert_eq!(parse_memory("1048576"), Ok(1 << 20));
+        assert_eq!(parse_memory("100mb"), Ok(100 << 20));
+        assert_eq!(parse_memory("2GB"), Ok(2 << 30));
+        assert_eq!(parse_memory("500k"), Ok(500_000));
+        assert!(parse_memory("12tb").is_err());
+        assert!(parse_memory("mb").is_err());
+        assert!(parse_memory("-1").is_err());
+        assert!(parse_memory("18446744073709551615").is_ok());
+        assert!(parse_memory("18446744073709551615kb").is_err(), "overflow");
     }
 }

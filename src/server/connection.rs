@@ -746,6 +746,8 @@ fn info_json(ctx: &CoreCtx, view: &RingView, report: &NodeReport) -> String {
         "cores": node.cores,
         "uptime_s": node.started.elapsed().as_secs(),
         "connections": node.connections.load(std::sync::atomic::Ordering::Relaxed),
+        "used_memory": report.cores.iter().map(|c| c.memory_bytes).sum::<u64>(),
+        "max_memory": node.max_memory.unwrap_or(0),
         "core_stats": report.cores,
     })
     .to_string()

@@ -127,6 +127,7 @@ async fn write_once(
     let mut was_live = false;
     let mut stale: Option<Version> = None;
     let mut last_error = String::new();
+    let mut out_of_memory = false;
     while let Some((_, r)) = answers.next(ctx).await {
         let outcome = match r {
             OpResult::Written { was_live: live, .. } => {
@@ -137,7 +138,8 @@ async fn write_once(
                 stale = stale.max(Some(stored));
                 tally.failure()
             }
-            OpResult::Failed { message, .. } => {
+            OpResult::Failed { message, status } => {
+                out_of_memory |= status == Status::OutOfMemory;
                 last_error = message;
                 tally.failure()
             }
@@ -167,13 +169,13 @@ async fn write_once(
             format!(" (last error: {last_error})")
         }
     );
-    (
-        OpResult::Failed {
-            status: Status::Unavailable,
-            message,
-        },
-        stale,
-    )
+    // A replica at --max-memory is the reason to tell (RESP answers it as Redis's -OOM).
+    let status = if out_of_memory {
+        Status::OutOfMemory
+    } else {
+        Status::Unavailable
+    };
+    (OpResult::Failed { status, message }, stale)
 }
 
 /// GET through the quorum, with read repair.

@@ -99,6 +99,8 @@ pub enum OpResult {
 pub struct CoreStats {
     pub core: usize,
     pub keys: usize,
+    /// Memory of the core's map (keys, values, table): what `--max-memory` limits.
+    pub memory_bytes: u64,
     pub wal_bytes: u64,
     pub wal_syncs: u64,
     pub wal_writes: u64,

@@ -402,6 +402,12 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
         &mut r,
     );
     per_core(
+        "core_memory_bytes",
+        "Memory of the core's keys, values and table (what --max-memory limits)",
+        |c| c.stats.memory_bytes as i64,
+        &mut r,
+    );
+    per_core(
         "core_wal_bytes",
         "Record bytes in the core's live WAL segments (falls when it compacts)",
         |c| c.stats.wal_bytes as i64,

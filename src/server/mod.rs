@@ -54,6 +54,8 @@ pub struct NodeInfo {
     /// `--wal-segment-bytes` and `--tombstone-grace-ms`.
     pub wal_segment_bytes: u64,
     pub tombstone_grace_ms: u64,
+    /// `--max-memory` (`None`: off), split evenly among the cores.
+    pub max_memory: Option<u64>,
 }
 
 /// Runtime errors of the node daemon.

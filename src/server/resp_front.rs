@@ -14,7 +14,7 @@ use crate::limits::{KEY_BYTES_MAX, KEY_BYTES_MIN};
 use crate::server::connection::{Front, ReplyCtx};
 use crate::server::messages::OpResult;
 use crate::storage::wal_file::FsyncMode;
-use crate::wire::native::{Opcode, Request};
+use crate::wire::native::{Opcode, Request, Status};
 use crate::wire::resp::{self, Command, DecodeError};
 
 /// An unknown command's error echoes at most this many of its arguments, each cut to this
@@ -126,12 +126,21 @@ fn arity_ok(arity: i64, argc: usize) -> bool {
     }
 }
 
-fn first_failure(results: &[OpResult]) -> Option<&str> {
+/// The error line of the first failed operation: Redis's own wording where Redis has one
+/// (`-OOM` for a write refused at `--max-memory`), else `-ERR` and our message.
+fn first_failure(results: &[OpResult]) -> Option<String> {
     results.iter().find_map(|r| match r {
-        OpResult::Failed { message, .. } => Some(message.as_str()),
+        OpResult::Failed {
+            status: Status::OutOfMemory,
+            ..
+        } => Some(OOM_ERROR.to_string()),
+        OpResult::Failed { message, .. } => Some(format!("ERR {message}")),
         _ => None,
     })
 }
+
+/// Redis's answer to a write past `maxmemory` (clients match on the `OOM` prefix).
+const OOM_ERROR: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
 impl RespFront {
     /// Plan one command: its reply, after handing every key operation to `op`.
@@ -454,6 +463,14 @@ fn info_text(cx: &ReplyCtx<'_>, keys: usize) -> String {
         "connected_clients:{}\r\n",
         node.connections.load(std::sync::atomic::Ordering::Relaxed)
     ));
+    s.push_str("\r\n# Memory\r\n");
+    let used: u64 = cx
+        .report
+        .map(|r| r.cores.iter().map(|c| c.memory_bytes).sum())
+        .unwrap_or(0);
+    s.push_str(&format!("used_memory:{used}\r\n"));
+    s.push_str(&format!("maxmemory:{}\r\n", node.max_memory.unwrap_or(0)));
+    s.push_str("maxmemory_policy:noeviction\r\n");
     s.push_str("\r\n# Persistence\r\n");
     s.push_str(&format!(
         "aof_enabled:{}\r\n",
@@ -526,7 +543,7 @@ impl Front for RespFront {
         match reply {
             RespReply::Ready(bytes) => out.extend_from_slice(&bytes),
             RespReply::Config(params) => encode_config(out, &params, cx, self.proto),
-            _ if failure.is_some() => resp::error(out, &format!("ERR {}", failure.unwrap_or(""))),
+            _ if failure.is_some() => resp::error(out, &failure.unwrap_or_default()),
             RespReply::Value => match results.first() {
                 Some(r) => encode_value(out, r, self.proto),
                 None => resp::null(out, self.proto),

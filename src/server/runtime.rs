@@ -143,6 +143,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         advertise: config.advertise.clone(),
         fsync: config.fsync,
         wal_segment_bytes: config.wal_segment_bytes,
+        max_memory: config.max_memory,
         tombstone_grace_ms: config.tombstone_grace_ms,
     });
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
@@ -310,7 +311,13 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
     let ctx = Rc::new(CoreCtx {
         core: s.core,
         ring: s.ring,
-        shard: Shard::new(s.core, s.map, clock, wal.clone()),
+        shard: Shard::new(
+            s.core,
+            s.map,
+            clock,
+            wal.clone(),
+            s.node.max_memory.map(|m| m / cores as u64),
+        ),
         peers: s.peers,
         node: s.node,
         shutdown: Latch::default(),

@@ -34,6 +34,8 @@ pub struct Shard {
     clock: RefCell<Clock>,
     pub wal: Rc<Wal>,
     skew_log: Throttle,
+    /// `--max-memory` divided among the cores: this core's share (`None`: no limit).
+    memory_budget: Option<u64>,
 }
 
 /// Loud but bounded: a warning repeated on every request from a peer with a wrong clock is
@@ -63,13 +65,20 @@ impl Throttle {
 }
 
 impl Shard {
-    pub fn new(core: usize, map: Map, clock: Clock, wal: Rc<Wal>) -> Shard {
+    pub fn new(
+        core: usize,
+        map: Map,
+        clock: Clock,
+        wal: Rc<Wal>,
+        memory_budget: Option<u64>,
+    ) -> Shard {
         Shard {
             core,
             map: RefCell::new(map),
             clock: RefCell::new(clock),
             wal,
             skew_log: Throttle::default(),
+            memory_budget,
         }
     }
 
@@ -147,6 +156,16 @@ impl Shard {
         if let Err(e) = self.wal.check_writable() {
             return (storage_failure(&e), None);
         }
+        let newer = self
+            .map
+            .borrow()
+            .version_of(key)
+            .is_none_or(|v| v < version);
+        if newer {
+            if let Some(full) = self.out_of_memory(key, value) {
+                return (full, None);
+            }
+        }
         let applied = self.map.borrow_mut().apply(key, value, version);
         self.log_applied(applied, key, value, version)
     }
@@ -191,6 +210,9 @@ impl Shard {
         if let Err(e) = self.wal.check_writable() {
             return (storage_failure(&e), None);
         }
+        if let Some(full) = self.out_of_memory(key, value) {
+            return (full, None);
+        }
         let mut map = self.map.borrow_mut();
         let stored = map.version_of(key).unwrap_or_default();
         let version = match self.clock.borrow_mut().tick_past(wall_clock_ms(), stored) {
@@ -217,6 +239,32 @@ impl Shard {
         map.forget(key, version);
         drop(map);
         Some(self.wal.append(Kind::Forget, version, key, &[]))
+    }
+
+    /// The refusal of a put that would grow this core past its share of `--max-memory`, if it
+    /// is one. Deletes are never refused (a tombstone is smaller than what it replaces, and a
+    /// replica must be able to record one), nor puts that do not grow the map.
+    fn out_of_memory(&self, key: &[u8], value: Option<&[u8]>) -> Option<OpResult> {
+        let budget = self.memory_budget?;
+        let value = value?;
+        let map = self.map.borrow();
+        let used = map.memory_bytes();
+        if used < budget || !map.would_grow(key, value.len()) {
+            return None;
+        }
+        Some(OpResult::Failed {
+            status: Status::OutOfMemory,
+            message: format!(
+                "out of memory: core {} holds {used} bytes of keys and values, its share of \
+                 --max-memory is {budget}; deletes and writes that do not grow still work",
+                self.core
+            ),
+        })
+    }
+
+    /// Memory held by this core's map (what `--max-memory` limits).
+    pub fn memory_bytes(&self) -> u64 {
+        self.map.borrow().memory_bytes()
     }
 
     /// Bytes a snapshot of this core's map takes in the WAL (compaction's trigger).
@@ -268,6 +316,7 @@ impl Shard {
         CoreStats {
             core: self.core,
             keys: self.map.borrow().live_len(),
+            memory_bytes: self.map.borrow().memory_bytes(),
             wal_bytes: wal.wal_bytes,
             wal_syncs: wal.syncs,
             wal_writes: wal.writes,

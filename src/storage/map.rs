@@ -75,7 +75,17 @@ pub struct Map {
     live: usize,
     /// Bytes a snapshot of this map takes in the WAL (every slot as one record).
     record_bytes: u64,
+    /// Heap bytes of every slot's blob, each rounded up to the allocator's 16-byte granule.
+    blob_heap_bytes: u64,
 }
+
+/// Heap bytes of one blob allocation (mimalloc's small size classes are 16-byte multiples).
+fn blob_heap_bytes(len: usize) -> u64 {
+    len.div_ceil(16) as u64 * 16
+}
+
+/// Table bytes per bucket: the 32-byte slot and hashbrown's control byte.
+const TABLE_BYTES_PER_BUCKET: u64 = 33;
 
 /// WAL bytes of one slot's record.
 fn slot_record_bytes(s: &Slot) -> u64 {
@@ -122,14 +132,18 @@ impl Map {
                     return Applied::Same { was_live };
                 }
                 let old_bytes = slot_record_bytes(slot);
+                let old_heap = blob_heap_bytes(slot.blob.len());
                 *slot = Slot::new(key, value, version);
                 self.record_bytes = self.record_bytes - old_bytes + slot_record_bytes(slot);
+                self.blob_heap_bytes =
+                    self.blob_heap_bytes - old_heap + blob_heap_bytes(slot.blob.len());
                 self.live = self.live - usize::from(was_live) + usize::from(value.is_some());
                 Applied::New { was_live }
             }
             TableEntry::Vacant(e) => {
                 let slot = Slot::new(key, value, version);
                 self.record_bytes += slot_record_bytes(&slot);
+                self.blob_heap_bytes += blob_heap_bytes(slot.blob.len());
                 e.insert(slot);
                 self.live += usize::from(value.is_some());
                 Applied::New { was_live: false }
@@ -146,6 +160,7 @@ impl Map {
                 let (slot, _) = e.remove();
                 self.live -= usize::from(slot.live);
                 self.record_bytes -= slot_record_bytes(&slot);
+                self.blob_heap_bytes -= blob_heap_bytes(slot.blob.len());
                 true
             }
             _ => false,
@@ -160,6 +175,21 @@ impl Map {
     /// Bytes a snapshot of this map takes in the WAL (live values and tombstones).
     pub fn record_bytes(&self) -> u64 {
         self.record_bytes
+    }
+
+    /// Memory this map holds: its table (every bucket, used or not) and every key and value
+    /// allocation. What `--max-memory` limits (connection buffers and code come on top).
+    pub fn memory_bytes(&self) -> u64 {
+        self.table.capacity() as u64 * TABLE_BYTES_PER_BUCKET + self.blob_heap_bytes
+    }
+
+    /// Whether storing `value_len` bytes under `key` would take more memory than it holds
+    /// now: a new key, or a value larger than the stored one.
+    pub fn would_grow(&self, key: &[u8], value_len: usize) -> bool {
+        match self.find(key) {
+            None => true,
+            Some(s) => blob_heap_bytes(key.len() + value_len) > blob_heap_bytes(s.blob.len()),
+        }
     }
 
     /// Keys including tombstones.
@@ -207,6 +237,20 @@ mod tests {
 
     fn v(hlc: u64) -> Version {
         Version { hlc, writer: 1 }
+    }
+
+    #[test]
+    fn memory_follows_the_blobs_and_growth_is_told_apart() {
+        let mut m = Map::new();
+        assert!(m.would_grow(b"k", 10), "a new key grows");
+        m.apply(b"k", Some(&[0u8; 40]), v(1));
+        let one = m.memory_bytes();
+        assert!(one >= TABLE_BYTES_PER_BUCKET + 48, "{one}");
+        assert!(!m.would_grow(b"k", 40), "same size");
+        assert!(!m.would_grow(b"k", 3), "smaller");
+        assert!(m.would_grow(b"k", 100), "larger");
+        m.apply(b"k", None, v(2));
+        assert!(m.memory_bytes() < one, "a tombstone keeps only the key");
     }
 
     /// The snapshot size the compaction trigger compares the WAL with.

@@ -114,6 +114,8 @@ pub enum Status {
     DiskFull = 15,
     ShuttingDown = 16,
     BadMagic = 17,
+    /// The node is at `--max-memory`: a write that would grow it was refused.
+    OutOfMemory = 18,
 }
 
 impl Status {
@@ -129,6 +131,7 @@ impl Status {
             15 => Status::DiskFull,
             16 => Status::ShuttingDown,
             17 => Status::BadMagic,
+            18 => Status::OutOfMemory,
             _ => Status::Internal,
         }
     }

@@ -153,20 +153,23 @@ pub fn report(e: &Error) -> u8 {
     }
 }
 
-/// `kv info` lines: `node <id> <host:port> cores=<n> uptime_s=<n>`, then one per core.
+/// `kv info` lines: `node <id> <host:port> cores=<n> uptime_s=<n> used_memory=<bytes>
+/// max_memory=<bytes, 0: off>`, then one per core.
 pub fn format_info(info: &serde_json::Value) -> String {
     let mut s = format!(
-        "node {} {} cores={} uptime_s={}\n",
+        "node {} {} cores={} uptime_s={} used_memory={} max_memory={}\n",
         info["node_id"].as_str().unwrap_or("?"),
         info["addr"].as_str().unwrap_or("?"),
         info["cores"],
-        info["uptime_s"]
+        info["uptime_s"],
+        info["used_memory"],
+        info["max_memory"]
     );
     if let Some(cores) = info["core_stats"].as_array() {
         for c in cores {
             s.push_str(&format!(
-                "core {} keys={} wal_bytes={}\n",
-                c["core"], c["keys"], c["wal_bytes"]
+                "core {} keys={} memory_bytes={} wal_bytes={}\n",
+                c["core"], c["keys"], c["memory_bytes"], c["wal_bytes"]
             ));
         }
     }
