@@ -404,8 +404,8 @@ fn writes_keep_their_rate_while_one_replica_is_silent() -> TestResult {
     )?;
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    // (seconds since start, key) of every acknowledged write; failures by message
-    let acked = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
+    // (seconds since start, latency in µs, key) of every acknowledged write; failures
+    let acked = Arc::new(Mutex::new(Vec::<(u64, u64, String)>::new()));
     let failed = Arc::new(Mutex::new(Vec::<String>::new()));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
@@ -416,10 +416,12 @@ fn writes_keep_their_rate_while_one_replica_is_silent() -> TestResult {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("w{w}-{i}");
+                    let sent = Instant::now();
                     match c.put(key.as_bytes(), b"v") {
                         Ok(_) => {
+                            let us = sent.elapsed().as_micros() as u64;
                             let at = start.elapsed().as_secs();
-                            acked.lock().map_err(|e| e.to_string())?.push((at, key));
+                            acked.lock().map_err(|e| e.to_string())?.push((at, us, key));
                         }
                         Err(e) => failed
                             .lock()
@@ -462,9 +464,18 @@ fn writes_keep_their_rate_while_one_replica_is_silent() -> TestResult {
     let failed = std::mem::take(&mut *failed.lock().map_err(|e| e.to_string())?);
     // per-second counts of each phase's whole seconds
     let mut per_second = vec![0u64; start.elapsed().as_secs() as usize + 1];
-    for (at, _) in &acked {
+    let mut latencies: Vec<Vec<u64>> = vec![Vec::new(); per_second.len()];
+    for (at, us, _) in &acked {
         per_second[*at as usize] += 1;
+        latencies[*at as usize].push(*us);
     }
+    let p99_ms = |from: Instant, to: Instant| -> f64 {
+        let a = from.duration_since(start).as_secs() as usize + 1;
+        let b = to.duration_since(start).as_secs() as usize;
+        let mut all: Vec<u64> = latencies[a.min(b)..b].concat();
+        all.sort_unstable();
+        all.get(all.len() * 99 / 100).copied().unwrap_or(0) as f64 / 1000.0
+    };
     let seconds = |from: Instant, to: Instant| -> Vec<u64> {
         let a = from.duration_since(start).as_secs() as usize + 1;
         let b = to.duration_since(start).as_secs() as usize;
@@ -474,7 +485,11 @@ fn writes_keep_their_rate_while_one_replica_is_silent() -> TestResult {
     healthy.sort_unstable();
     let median = healthy[healthy.len() / 2];
     for (name, from, to) in &phases {
-        eprintln!("{name:>16}: writes/s {:?}", seconds(*from, *to));
+        let p99 = p99_ms(*from, *to);
+        eprintln!(
+            "{name:>16}: writes/s {:?}, p99 {p99:.1} ms",
+            seconds(*from, *to)
+        );
     }
     assert!(
         failed.is_empty(),
@@ -494,7 +509,7 @@ fn writes_keep_their_rate_while_one_replica_is_silent() -> TestResult {
     // `SAMPLE` (all of them would take longer than the load itself)
     const SAMPLE: usize = 20;
     let mut c2 = Client::connect(&format!("{}:{PORT}", net.ip(2)), CLIENT_TIMEOUT)?;
-    for (_, key) in acked.iter().step_by(SAMPLE) {
+    for (_, _, key) in acked.iter().step_by(SAMPLE) {
         assert_eq!(c2.get(key.as_bytes())?.as_deref(), Some(&b"v"[..]), "{key}");
     }
     Ok(())
