@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::limits::{
-    CONNECTIONS_MAX, CORES_MAX, IDLE_TIMEOUT_MS_DEFAULT, KEY_BYTES_MAX, NODE_ID_BYTES_MAX,
-    SUSPECT_TIMEOUT_MS_DEFAULT, TOMBSTONE_GRACE_MS_DEFAULT, VALUE_BYTES_CEILING,
+    CONNECTIONS_MAX, CORES_MAX, HINT_WINDOW_MS_DEFAULT, IDLE_TIMEOUT_MS_DEFAULT, KEY_BYTES_MAX,
+    NODE_ID_BYTES_MAX, SUSPECT_TIMEOUT_MS_DEFAULT, TOMBSTONE_GRACE_MS_DEFAULT, VALUE_BYTES_CEILING,
     VALUE_BYTES_MAX_DEFAULT, WAL_RECORD_HEADER_BYTES, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
     WAL_ZERO_FILL_CHUNK_BYTES,
 };
@@ -81,6 +81,11 @@ pub struct Args {
     /// replica that missed a delete must be repaired within it, or the value can come back.
     #[arg(long, env = "KVSTORE_TOMBSTONE_GRACE_MS", default_value_t = TOMBSTONE_GRACE_MS_DEFAULT)]
     pub tombstone_grace_ms: u64,
+    /// Hinted handoff: a replica unreachable for longer than this (since its oldest undelivered
+    /// hint) gets no new hints; what it misses is left to read repair (ms; Cassandra's
+    /// max_hint_window).
+    #[arg(long, env = "KVSTORE_HINT_WINDOW_MS", default_value_t = HINT_WINDOW_MS_DEFAULT)]
+    pub hint_window_ms: u64,
     /// Memory for keys and values (bytes, or with a Redis unit: 100mb, 2gb, 500k); past it,
     /// writes that would grow memory are refused (reads, deletes and overwrites that do not
     /// grow still work). 0: no limit.
@@ -150,6 +155,7 @@ pub struct Config {
     pub wal_segment_bytes: u64,
     pub tombstone_grace_ms: u64,
     pub max_memory: Option<u64>,
+    pub hint_window_ms: u64,
     /// The data-dir lock, held as long as the settings (the node's life).
     pub dir_lock: std::sync::Arc<crate::storage::dir_lock::DirLock>,
 }
@@ -213,6 +219,7 @@ impl Config {
             wal_segment_bytes: seg,
             tombstone_grace_ms: args.tombstone_grace_ms,
             max_memory: (args.max_memory > 0).then_some(args.max_memory),
+            hint_window_ms: args.hint_window_ms,
             node_id,
             listen,
             data_dir: args.data_dir.clone(),

@@ -45,9 +45,22 @@ pub const CORE_CHANNEL_CAPACITY: usize = 4096;
 
 /// WAL record header bytes (see `storage::record`).
 pub const WAL_RECORD_HEADER_BYTES: usize = 48;
-/// Largest WAL record: header plus the largest key and value.
+/// Largest key field of a WAL record: a key, or a hint's target id (length byte + id) and key.
+pub const WAL_KEY_FIELD_BYTES_MAX: usize = KEY_BYTES_MAX + 1 + NODE_ID_BYTES_MAX;
+/// Largest WAL record: header plus the largest key field and value.
 pub const WAL_RECORD_BYTES_MAX: usize =
-    WAL_RECORD_HEADER_BYTES + KEY_BYTES_MAX + VALUE_BYTES_CEILING;
+    WAL_RECORD_HEADER_BYTES + WAL_KEY_FIELD_BYTES_MAX + VALUE_BYTES_CEILING;
+/// Hinted handoff, per core: hints held at most (count and key + value bytes), and how long
+/// after a target's first undelivered hint new hints for it are still taken (Cassandra's
+/// `max_hint_window`, default 3 h; `--hint-window-ms`). Past these, the write is left to read
+/// repair and anti-entropy, and counted as dropped.
+pub const HINTS_PER_CORE_MAX: usize = 1_000_000;
+pub const HINT_BYTES_PER_CORE_MAX: u64 = 256 * 1024 * 1024;
+pub const HINT_WINDOW_MS_DEFAULT: u64 = 3 * 3600 * 1000;
+/// Hints are delivered to a target that is ALIVE again every this often, this many at once
+/// (pipelined on the peer connection).
+pub const HINT_DELIVERY_INTERVAL_MS: u64 = 250;
+pub const HINT_DELIVERY_BATCH: usize = 512;
 /// A WAL segment is rolled once it would grow past this size (records never span segments).
 pub const WAL_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Smallest `--wal-segment-bytes` (tests use it to roll and compact often).
@@ -58,7 +71,7 @@ pub const WAL_SEGMENT_BYTES_MIN: u64 = 1024 * 1024;
 pub const COMPACTION_RATIO: u64 = 2;
 pub const COMPACTION_CHECK_MS: u64 = 1_000;
 pub const COMPACTION_SLICE_KEYS: usize = 1024;
-/// CPU shares of the compaction task queue (requests have 1000).
+/// CPU shares of the background task queue: compaction and hint delivery (requests: 1000).
 pub const COMPACTION_TASK_SHARES: usize = 200;
 /// Default `--tombstone-grace-ms`: 10 days, Cassandra's `gc_grace_seconds` default.
 pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = 10 * 24 * 3600 * 1000;

@@ -12,7 +12,8 @@
 //! 2. copy the map's keys (the map changes while slices are written; each key's record is read
 //!    when its slice is written, and anything written meanwhile is in the WAL after the
 //!    boundary anyway: replay is last-write-wins, so order does not matter).
-//! 3. append each key's record (purging tombstones past the grace), slice by slice.
+//! 3. append each key's record (purging tombstones past the grace), slice by slice, then every
+//!    hint held (`storage::hints`).
 //! 4. wait until everything appended is fdatasync'ed — whatever `--fsync` says: the old
 //!    segments are about to go, and the snapshot must survive power loss before they do.
 //! 5. delete the segments before the boundary, then sync the directory.
@@ -99,6 +100,8 @@ pub async fn compact(ctx: &CoreCtx) -> Result<Report, Error> {
         }
         glommio::executor().yield_if_needed().await;
     }
+    // Hints held are logged again too: their old records are about to go.
+    ctx.shard.snapshot_hints();
     wal.synced(wal.last_ticket()).await?;
     failpoint::hit("compaction:synced");
     let (segments_removed, _) = wal.remove_before(boundary).await?;

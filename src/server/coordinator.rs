@@ -41,6 +41,7 @@ use crate::server::runtime::CoreCtx;
 use crate::server::shard::storage_failure;
 use crate::server::shard::OpRef;
 use crate::server::view::{RingView, Target};
+use crate::storage::hints::Added;
 use crate::storage::wal_file::Durable;
 use crate::wire::native::{Opcode, Status, FLAG_TOMBSTONE, FLAG_WAS_LIVE};
 
@@ -93,6 +94,56 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
     }
 }
 
+/// Hinted handoff: if replica `t` missed this write because it could not be reached (down,
+/// cut off, skipped, timed out), keep the write as a hint for it. Hints never count toward W.
+fn hint_if_missed(
+    ctx: &CoreCtx,
+    t: &Target,
+    r: &OpResult,
+    key: &[u8],
+    value: Option<&[u8]>,
+    version: Version,
+) {
+    let missed = matches!(
+        r,
+        OpResult::Failed {
+            status: Status::Unavailable | Status::ShuttingDown,
+            ..
+        }
+    );
+    if !missed || t.local {
+        return;
+    }
+    match ctx.shard.add_hint(&t.id, key, value, version) {
+        Added::Held => ctx.metrics.hint_stored(),
+        Added::Moot => {}
+        Added::Full | Added::WindowPassed => ctx.metrics.hint_dropped(),
+    }
+}
+
+/// After the quorum was won: gather the replicas still out in a task of its own, and hint
+/// the ones that fail.
+fn hint_stragglers(
+    ctx: &Rc<CoreCtx>,
+    mut answers: Answers,
+    replicas: Arc<[Target]>,
+    key: &[u8],
+    value: Option<&[u8]>,
+    version: Version,
+) {
+    let (c, key, value) = (
+        ctx.clone(),
+        Box::<[u8]>::from(key),
+        value.map(Box::<[u8]>::from),
+    );
+    glommio::spawn_local(async move {
+        while let Some((m, r)) = answers.next(&c).await {
+            hint_if_missed(&c, &replicas[m], &r, &key, value.as_deref(), version);
+        }
+    })
+    .detach();
+}
+
 fn stale_failure(message: String) -> OpResult {
     OpResult::Failed {
         status: Status::Stale,
@@ -124,11 +175,15 @@ async fn write_once(
     }
     let mut answers = start(ctx, replicas, skip, OpRef::ReplicaPut(key, value, version));
     let mut tally = Tally::new(replicas.len(), needed);
+    let hint = |ctx: &CoreCtx, m: usize, r: &OpResult| {
+        hint_if_missed(ctx, &replicas[m], r, key, value, version)
+    };
     let mut was_live = false;
     let mut stale: Option<Version> = None;
     let mut last_error = String::new();
     let mut out_of_memory = false;
-    while let Some((_, r)) = answers.next(ctx).await {
+    while let Some((m, r)) = answers.next(ctx).await {
+        hint(ctx, m, &r);
         let outcome = match r {
             OpResult::Written { was_live: live, .. } => {
                 was_live |= live;
@@ -146,7 +201,13 @@ async fn write_once(
             _ => tally.failure(),
         };
         match outcome {
-            Outcome::Won => return (OpResult::Written { was_live, version }, stale),
+            Outcome::Won => {
+                if answers.outstanding() {
+                    // Replicas still to answer: one that fails gets a hint (Dynamo §4.6).
+                    hint_stragglers(ctx, answers, replicas.clone(), key, value, version);
+                }
+                return (OpResult::Written { was_live, version }, stale);
+            }
             // Lost is final, but keep counting until every replica answered or timed out, so
             // the error names how many acknowledged (the write may remain on those).
             Outcome::Lost | Outcome::Pending => {}
@@ -364,6 +425,11 @@ struct Answers {
 }
 
 impl Answers {
+    /// Whether some replica has not answered yet.
+    fn outstanding(&self) -> bool {
+        self.here.is_some() || !self.remote.is_empty() || !self.rx.is_finished()
+    }
+
     async fn next(&mut self, ctx: &CoreCtx) -> Option<(usize, OpResult)> {
         std::future::poll_fn(|cx| {
             if let Some(h) = self.here.as_mut() {

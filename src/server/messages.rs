@@ -101,6 +101,8 @@ pub struct CoreStats {
     pub keys: usize,
     /// Memory of the core's map (keys, values, table): what `--max-memory` limits.
     pub memory_bytes: u64,
+    /// Hints held for other replicas.
+    pub hints: usize,
     pub wal_bytes: u64,
     pub wal_syncs: u64,
     pub wal_writes: u64,

@@ -92,6 +92,9 @@ pub struct CoreMetrics {
     pub stale_retries: Cell<u64>,
     pub compactions: Cell<u64>,
     pub tombstones_purged: Cell<u64>,
+    pub hints_stored: Cell<u64>,
+    pub hints_delivered: Cell<u64>,
+    pub hints_dropped: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>) {
@@ -135,6 +138,18 @@ impl CoreMetrics {
         bump(&self.stale_retries);
     }
 
+    pub fn hint_stored(&self) {
+        bump(&self.hints_stored);
+    }
+
+    pub fn hint_delivered(&self) {
+        bump(&self.hints_delivered);
+    }
+
+    pub fn hint_dropped(&self) {
+        bump(&self.hints_dropped);
+    }
+
     pub fn compacted(&self, purged: u64) {
         bump(&self.compactions);
         self.tombstones_purged
@@ -157,6 +172,9 @@ impl CoreMetrics {
             replicas_skipped: self.replicas_skipped.get(),
             stale_retries: self.stale_retries.get(),
             compactions: self.compactions.get(),
+            hints_stored: self.hints_stored.get(),
+            hints_delivered: self.hints_delivered.get(),
+            hints_dropped: self.hints_dropped.get(),
             tombstones_purged: self.tombstones_purged.get(),
             stats,
             queue_depth,
@@ -184,6 +202,9 @@ pub struct MetricsSnapshot {
     stale_retries: u64,
     compactions: u64,
     tombstones_purged: u64,
+    hints_stored: u64,
+    hints_delivered: u64,
+    hints_dropped: u64,
     pub stats: CoreStats,
     queue_depth: usize,
 }
@@ -343,6 +364,24 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
     );
     counter(
         &mut r,
+        "hints_stored",
+        "Writes a replica missed, kept as hints for it (hinted handoff)",
+        sum(|c| c.hints_stored),
+    );
+    counter(
+        &mut r,
+        "hints_delivered",
+        "Hints delivered to their replica",
+        sum(|c| c.hints_delivered),
+    );
+    counter(
+        &mut r,
+        "hints_dropped",
+        "Missed writes not kept as hints: the hint bounds or the hint window were reached",
+        sum(|c| c.hints_dropped),
+    );
+    counter(
+        &mut r,
         "tombstones_purged",
         "Tombstones past --tombstone-grace-ms dropped at compaction",
         sum(|c| c.tombstones_purged),
@@ -405,6 +444,12 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
         "core_memory_bytes",
         "Memory of the core's keys, values and table (what --max-memory limits)",
         |c| c.stats.memory_bytes as i64,
+        &mut r,
+    );
+    per_core(
+        "core_hints",
+        "Hints held by the core, waiting for their replica",
+        |c| c.stats.hints as i64,
         &mut r,
     );
     per_core(

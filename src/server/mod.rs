@@ -4,7 +4,7 @@
 //! connections to cores), `connection` (one client connection: read, decode, dispatch, reply; the
 //! `Front` trait), `resp_front` and `original_front` (the Redis and original-design protocols),
 //! `shard` (one core's map, clock and WAL: executes operations), `compactor` (one core's
-//! online WAL compaction), `messages` (what travels
+//! online WAL compaction), `handoff` (delivering hints), `messages` (what travels
 //! between cores), `notify` (single-threaded wake-ups). Policy lives in `core`; nothing here
 //! decides who owns a key or which version wins.
 
@@ -12,6 +12,7 @@ pub mod compactor;
 pub mod connection;
 pub mod coordinator;
 pub mod gossip;
+pub mod handoff;
 pub mod listener;
 pub mod messages;
 pub mod metrics;

@@ -205,6 +205,11 @@ impl<T> Receiver<T> {
     pub fn recv(&self) -> Recv<'_, T> {
         Recv(self)
     }
+
+    /// Whether nothing more can arrive: every sender is gone and the queue is empty.
+    pub fn is_finished(&self) -> bool {
+        self.0.senders.get() == 0 && self.0.queue.borrow().is_empty()
+    }
 }
 
 impl<T> Drop for Receiver<T> {

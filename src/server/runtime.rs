@@ -37,8 +37,9 @@ use crate::server::notify::{Latch, Notify};
 use crate::server::peer::Peer;
 use crate::server::shard::{storage_failure, Shard};
 use crate::server::view::RingView;
-use crate::server::{compactor, listener, Error, NodeInfo};
+use crate::server::{compactor, handoff, listener, Error, NodeInfo};
 use crate::storage::core_dir_name;
+use crate::storage::hints::HintStore;
 use crate::storage::map::Map;
 use crate::storage::record::Kind;
 use crate::storage::recovery::{self, SegmentFile};
@@ -156,7 +157,13 @@ pub fn run(config: Config) -> Result<(), Error> {
     let old_segments = recovered.segments;
     let mut listener_fd = Some(listener_fd);
     let mut metrics_fd = metrics_fd;
-    for (core, (map, rx)) in recovered.maps.into_iter().zip(receivers).enumerate() {
+    let cores_input = recovered
+        .maps
+        .into_iter()
+        .zip(recovered.hints)
+        .zip(receivers);
+    for (core, ((map, mut hints), rx)) in cores_input.enumerate() {
+        hints.set_window_ms(config.hint_window_ms);
         let placement = if config.pin {
             Placement::Fixed(core)
         } else {
@@ -165,6 +172,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         let start = CoreStart {
             core,
             map,
+            hints,
             rx,
             peers: senders.clone(),
             node: node.clone(),
@@ -239,6 +247,7 @@ fn unbound_placement() -> Placement {
 struct CoreStart {
     core: usize,
     map: Map,
+    hints: HintStore,
     rx: flume::Receiver<CoreMsg>,
     peers: Vec<flume::Sender<CoreMsg>>,
     node: Arc<NodeInfo>,
@@ -268,7 +277,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
     )?);
     let segment = wal.open().await?;
     let flusher = glommio::spawn_local(wal.clone().run_flusher(segment));
-    snapshot(&s.map, &wal).await?;
+    snapshot(&s.map, &s.hints, &wal).await?;
     s.snap_tx
         .send_async(s.core)
         .await
@@ -317,6 +326,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
             clock,
             wal.clone(),
             s.node.max_memory.map(|m| m / cores as u64),
+            s.hints,
         ),
         peers: s.peers,
         node: s.node,
@@ -361,15 +371,18 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         })
         .transpose()
         .map_err(|e| core_err(ctx.core, e))?;
-    let compaction = glommio::executor().create_task_queue(
+    let background = glommio::executor().create_task_queue(
         glommio::Shares::Static(COMPACTION_TASK_SHARES),
         glommio::Latency::NotImportant,
-        "compaction",
+        "background",
     );
-    let compactor = glommio::spawn_local_into(compactor::run(ctx.clone()), compaction)
+    let compactor = glommio::spawn_local_into(compactor::run(ctx.clone()), background)
+        .map_err(|e| core_err(ctx.core, e))?;
+    let handoff = glommio::spawn_local_into(handoff::run(ctx.clone()), background)
         .map_err(|e| core_err(ctx.core, e))?;
     ctx.shutdown.wait().await;
     compactor.await;
+    handoff.await;
     if let Some(a) = acceptor {
         a.await;
     }
@@ -396,8 +409,13 @@ fn core_err(core: usize, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Write the whole map into this core's fresh segment and wait until it is synced.
-async fn snapshot(map: &Map, wal: &Rc<Wal>) -> Result<(), Error> {
+/// Write the whole map and every hint held into this core's fresh segment and wait until it
+/// is synced.
+async fn snapshot(map: &Map, hints: &HintStore, wal: &Rc<Wal>) -> Result<(), Error> {
+    for (target, key, value, version) in hints.iter() {
+        let (kind, field) = crate::storage::hints::record(target, key, value);
+        wal.append(kind, version, &field, value.unwrap_or_default());
+    }
     let mut since_wait = 0usize;
     for (key, value, version) in map.iter() {
         let (kind, value) = match value {

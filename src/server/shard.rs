@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use crate::core::version::{Ahead, Clock, Version};
 use crate::limits::SKEW_LOG_INTERVAL_MS;
+use crate::limits::{NODE_ID_BYTES_MAX, WAL_RECORD_HEADER_BYTES};
 use crate::server::messages::{CoreStats, OpResult};
 use crate::server::wall_clock_ms;
 use crate::storage::compaction;
+use crate::storage::hints::{self, Added, Hint, HintStore};
 use crate::storage::map::{Applied, Map};
 use crate::storage::record::Kind;
 use crate::storage::wal_file::{Ticket, Wal};
@@ -36,6 +38,8 @@ pub struct Shard {
     skew_log: Throttle,
     /// `--max-memory` divided among the cores: this core's share (`None`: no limit).
     memory_budget: Option<u64>,
+    /// Writes other replicas missed, held for them (hinted handoff).
+    hints: RefCell<HintStore>,
 }
 
 /// Loud but bounded: a warning repeated on every request from a peer with a wrong clock is
@@ -71,6 +75,7 @@ impl Shard {
         clock: Clock,
         wal: Rc<Wal>,
         memory_budget: Option<u64>,
+        hints: HintStore,
     ) -> Shard {
         Shard {
             core,
@@ -79,6 +84,7 @@ impl Shard {
             wal,
             skew_log: Throttle::default(),
             memory_budget,
+            hints: RefCell::new(hints),
         }
     }
 
@@ -267,9 +273,70 @@ impl Shard {
         self.map.borrow().memory_bytes()
     }
 
-    /// Bytes a snapshot of this core's map takes in the WAL (compaction's trigger).
+    /// Bytes a snapshot of this core's map and hints takes in the WAL (compaction's trigger;
+    /// hints counted with the largest target id, so the estimate is never short).
     pub fn record_bytes(&self) -> u64 {
-        self.map.borrow().record_bytes()
+        let hints = self.hints.borrow();
+        let per_hint = (WAL_RECORD_HEADER_BYTES + 1 + NODE_ID_BYTES_MAX) as u64;
+        self.map.borrow().record_bytes() + hints.bytes() + hints.len() as u64 * per_hint
+    }
+
+    /// Hold a write that replica `target` missed, and log it (a restart keeps it).
+    pub fn add_hint(
+        &self,
+        target: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+    ) -> Added {
+        let added = self
+            .hints
+            .borrow_mut()
+            .add(target, key, value, version, wall_clock_ms());
+        if added == Added::Held {
+            self.log_hint(target, key, value, version);
+        }
+        added
+    }
+
+    fn log_hint(&self, target: &str, key: &[u8], value: Option<&[u8]>, version: Version) -> Ticket {
+        let (kind, field) = hints::record(target, key, value);
+        self.wal
+            .append(kind, version, &field, value.unwrap_or_default())
+    }
+
+    /// `target` took the hint for `key` at `version`: drop it, and log that.
+    pub fn hint_delivered(&self, target: &str, key: &[u8], version: Version) {
+        if self.hints.borrow_mut().remove(target, key, version) {
+            let field = hints::encode_key(target, key);
+            self.wal.append(Kind::HintDone, version, &field, &[]);
+        }
+    }
+
+    /// Targets with hints waiting, and up to `max` of one target's hints.
+    pub fn hint_targets(&self) -> Vec<String> {
+        self.hints.borrow().targets()
+    }
+
+    pub fn hint_batch(&self, target: &str, max: usize) -> Vec<Hint> {
+        self.hints.borrow().batch(target, max)
+    }
+
+    /// Hints held (count, key + value bytes).
+    pub fn hints_held(&self) -> (usize, u64) {
+        let h = self.hints.borrow();
+        (h.len(), h.bytes())
+    }
+
+    /// Compaction and the start-up snapshot: log every hint held again (its old records are
+    /// about to go). Returns the last ticket appended.
+    pub fn snapshot_hints(&self) -> Option<Ticket> {
+        let hints = self.hints.borrow();
+        let mut last = None;
+        for (target, key, value, version) in hints.iter() {
+            last = Some(self.log_hint(target, key, value, version));
+        }
+        last
     }
 
     /// Compaction: append the current record of each of `keys` still in the map (a key
@@ -317,6 +384,7 @@ impl Shard {
             core: self.core,
             keys: self.map.borrow().live_len(),
             memory_bytes: self.map.borrow().memory_bytes(),
+            hints: self.hints.borrow().len(),
             wal_bytes: wal.wal_bytes,
             wal_syncs: wal.syncs,
             wal_writes: wal.writes,

@@ -1,12 +1,13 @@
 //! Storage: each core's in-memory map and its write-ahead log.
 //!
 //! Layout: `dir_lock` (one process per data dir), `compaction` (when to compact and what it
-//! may drop, pure), `record` (the WAL record format, pure), `map` (versioned map, pure), `recovery`
+//! may drop, pure), `hints` (hinted handoff's store, pure), `record` (the WAL record format, pure), `map` (versioned map, pure), `recovery`
 //! (replay of segment files at start, std I/O before executors run), `wal_file` (the O_DIRECT
 //! group-commit writer on glommio).
 
 pub mod compaction;
 pub mod dir_lock;
+pub mod hints;
 pub mod map;
 pub mod record;
 pub mod recovery;

@@ -12,7 +12,7 @@
 //! | writer    | u32     | version: writer id (node hash, core)                 |
 //! | key_len   | u32     |                                                      |
 //! | value_len | u32     |                                                      |
-//! | kind      | u8      | 1 put, 2 tombstone                                   |
+//! | kind      | u8      | 1 put, 2 tombstone, 3 forget, 4–6 hints (below)      |
 //! | reserved  | [u8; 3] | zero                                                 |
 //!
 //! The segment id and the consecutive sequence number mean stale bytes in a reused or
@@ -22,7 +22,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::core::version::Version;
-use crate::limits::{KEY_BYTES_MAX, WAL_RECORD_BYTES_MAX, WAL_RECORD_HEADER_BYTES};
+use crate::limits::{WAL_KEY_FIELD_BYTES_MAX, WAL_RECORD_BYTES_MAX, WAL_RECORD_HEADER_BYTES};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -48,6 +48,13 @@ pub enum Kind {
     /// This node no longer owns the key (a join or leave moved it): drop the local copy of
     /// this version or older. Not a delete: it never travels to other replicas.
     Forget = 3,
+    /// Hinted handoff: a put or delete another replica missed, to deliver to it later. The key
+    /// field is the target's id (a length byte, then the id) followed by the key
+    /// (`storage::hints::encode_key`).
+    HintPut = 4,
+    HintTombstone = 5,
+    /// That hint (same key field and version) was delivered: replay drops it.
+    HintDone = 6,
 }
 
 /// A decoded record borrowing key and value from the segment bytes.
@@ -102,7 +109,7 @@ pub fn encode(
     value: &[u8],
 ) {
     let len = encoded_len(key, value);
-    assert!(len <= WAL_RECORD_BYTES_MAX && key.len() <= KEY_BYTES_MAX);
+    assert!(len <= WAL_RECORD_BYTES_MAX && key.len() <= WAL_KEY_FIELD_BYTES_MAX);
     let h = Header {
         len: (len as u32).to_le(),
         crc: 0,
@@ -150,7 +157,7 @@ pub fn decode(buf: &[u8], segment: u64, seq: u64) -> Result<(Record<'_>, usize),
     }
     let key_len = u32::from_le(h.key_len) as usize;
     let value_len = u32::from_le(h.value_len) as usize;
-    if WAL_RECORD_HEADER_BYTES + key_len + value_len != n || key_len > KEY_BYTES_MAX {
+    if WAL_RECORD_HEADER_BYTES + key_len + value_len != n || key_len > WAL_KEY_FIELD_BYTES_MAX {
         return Err(Stop::BadLength(len));
     }
     if u64::from_le(h.segment) != segment {
@@ -166,6 +173,9 @@ pub fn decode(buf: &[u8], segment: u64, seq: u64) -> Result<(Record<'_>, usize),
         1 => Kind::Put,
         2 => Kind::Tombstone,
         3 => Kind::Forget,
+        4 => Kind::HintPut,
+        5 => Kind::HintTombstone,
+        6 => Kind::HintDone,
         k => return Err(Stop::BadKind(k)),
     };
     let key_end = WAL_RECORD_HEADER_BYTES + key_len;

@@ -10,7 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::core::ring::LocalRing;
+use crate::limits::HINT_WINDOW_MS_DEFAULT;
 use crate::limits::RECOVERY_READ_CHUNK_BYTES;
+use crate::storage::hints::{self, HintStore};
 use crate::storage::map::Map;
 use crate::storage::record::{self, Kind, Stop};
 use crate::storage::{parse_segment_file_name, Error};
@@ -26,6 +28,8 @@ pub struct SegmentFile {
 pub struct Recovered {
     /// One map per current core.
     pub maps: Vec<Map>,
+    /// One hint store per current core: the hints logged and not yet delivered.
+    pub hints: Vec<HintStore>,
     /// Every segment replayed: superseded once the cores' snapshots are durable.
     pub segments: Vec<SegmentFile>,
     /// The smallest segment id not yet used.
@@ -68,6 +72,13 @@ pub fn list_segments(data_dir: &Path) -> Result<Vec<SegmentFile>, Error> {
 pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
     let segments = list_segments(data_dir)?;
     let mut maps: Vec<Map> = (0..ring.cores()).map(|_| Map::new()).collect();
+    let mut hints: Vec<HintStore> = (0..ring.cores())
+        .map(|_| HintStore::new(HINT_WINDOW_MS_DEFAULT))
+        .collect();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     let mut records = 0u64;
     let mut cuts = Vec::new();
     let next_segment_id = segments.last().map(|s| s.id + 1).unwrap_or(1);
@@ -76,6 +87,10 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
         let bytes = read_written(&seg.path, seg.id).map_err(|e| Error::io(&seg.path, e))?;
         let (recs, end, stop) = record::scan(&bytes, seg.id);
         for r in &recs {
+            if matches!(r.kind, Kind::HintPut | Kind::HintTombstone | Kind::HintDone) {
+                replay_hint(&mut hints, ring, r, now_ms);
+                continue;
+            }
             let map = &mut maps[ring.core_for_key(r.key)];
             match r.kind {
                 Kind::Put => {
@@ -87,6 +102,7 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
                 Kind::Forget => {
                     map.forget(r.key, r.version);
                 }
+                Kind::HintPut | Kind::HintTombstone | Kind::HintDone => {}
             }
         }
         records += recs.len() as u64;
@@ -112,11 +128,33 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
     }
     Ok(Recovered {
         maps,
+        hints,
         segments: replayed,
         next_segment_id,
         records,
         cuts,
     })
+}
+
+/// A hint record into the hint store of the core owning its key (a malformed key field, which
+/// the CRC makes all but impossible, is skipped with a warning).
+fn replay_hint(hints: &mut [HintStore], ring: &LocalRing, r: &record::Record<'_>, now_ms: u64) {
+    let Some((target, key)) = hints::decode_key(r.key) else {
+        log::warn!("wal: a hint record with a malformed key field; skipped");
+        return;
+    };
+    let store = &mut hints[ring.core_for_key(key)];
+    match r.kind {
+        Kind::HintPut => {
+            store.add(target, key, Some(r.value), r.version, now_ms);
+        }
+        Kind::HintTombstone => {
+            store.add(target, key, None, r.version, now_ms);
+        }
+        _ => {
+            store.remove(target, key, r.version);
+        }
+    }
 }
 
 /// A segment's bytes up to where its records end: read in chunks that double, until the
