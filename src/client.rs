@@ -242,6 +242,15 @@ impl Client {
         Ok(String::from_utf8_lossy(&r.value).parse().unwrap_or(0))
     }
 
+    /// Run an anti-entropy round with every live member now; its report (JSON).
+    pub fn repair(&mut self) -> Result<serde_json::Value, Error> {
+        let r = self.call(Opcode::Repair, &[], &[])?;
+        serde_json::from_slice(&r.value).map_err(|e| Error::Server {
+            status: Status::Internal,
+            message: format!("repair report is not JSON: {e}"),
+        })
+    }
+
     /// The node's INFO document (JSON).
     pub fn info(&mut self) -> Result<serde_json::Value, Error> {
         let r = self.call(Opcode::Info, &[], &[])?;

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::limits::{
-    CONNECTIONS_MAX, CORES_MAX, HINT_WINDOW_MS_DEFAULT, IDLE_TIMEOUT_MS_DEFAULT, KEY_BYTES_MAX,
-    NODE_ID_BYTES_MAX, SUSPECT_TIMEOUT_MS_DEFAULT, TOMBSTONE_GRACE_MS_DEFAULT, VALUE_BYTES_CEILING,
-    VALUE_BYTES_MAX_DEFAULT, WAL_RECORD_HEADER_BYTES, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
+    ANTI_ENTROPY_INTERVAL_MS_DEFAULT, CONNECTIONS_MAX, CORES_MAX, HINT_WINDOW_MS_DEFAULT,
+    IDLE_TIMEOUT_MS_DEFAULT, KEY_BYTES_MAX, NODE_ID_BYTES_MAX, SUSPECT_TIMEOUT_MS_DEFAULT,
+    TOMBSTONE_GRACE_MS_DEFAULT, VALUE_BYTES_CEILING, VALUE_BYTES_MAX_DEFAULT,
+    WAL_RECORD_HEADER_BYTES, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
     WAL_ZERO_FILL_CHUNK_BYTES,
 };
 use crate::storage::wal_file::FsyncMode;
@@ -86,6 +87,9 @@ pub struct Args {
     /// max_hint_window).
     #[arg(long, env = "KVSTORE_HINT_WINDOW_MS", default_value_t = HINT_WINDOW_MS_DEFAULT)]
     pub hint_window_ms: u64,
+    /// Time between anti-entropy rounds with every live member (ms).
+    #[arg(long, env = "KVSTORE_ANTI_ENTROPY_INTERVAL_MS", default_value_t = ANTI_ENTROPY_INTERVAL_MS_DEFAULT)]
+    pub anti_entropy_interval_ms: u64,
     /// Memory for keys and values (bytes, or with a Redis unit: 100mb, 2gb, 500k); past it,
     /// writes that would grow memory are refused (reads, deletes and overwrites that do not
     /// grow still work). 0: no limit.
@@ -156,6 +160,7 @@ pub struct Config {
     pub tombstone_grace_ms: u64,
     pub max_memory: Option<u64>,
     pub hint_window_ms: u64,
+    pub anti_entropy_interval_ms: u64,
     /// The data-dir lock, held as long as the settings (the node's life).
     pub dir_lock: std::sync::Arc<crate::storage::dir_lock::DirLock>,
 }
@@ -220,6 +225,7 @@ impl Config {
             tombstone_grace_ms: args.tombstone_grace_ms,
             max_memory: (args.max_memory > 0).then_some(args.max_memory),
             hint_window_ms: args.hint_window_ms,
+            anti_entropy_interval_ms: args.anti_entropy_interval_ms.max(1),
             node_id,
             listen,
             data_dir: args.data_dir.clone(),

@@ -50,6 +50,13 @@ pub const WAL_KEY_FIELD_BYTES_MAX: usize = KEY_BYTES_MAX + 1 + NODE_ID_BYTES_MAX
 /// Largest WAL record: header plus the largest key field and value.
 pub const WAL_RECORD_BYTES_MAX: usize =
     WAL_RECORD_HEADER_BYTES + WAL_KEY_FIELD_BYTES_MAX + VALUE_BYTES_CEILING;
+/// Anti-entropy: leaves of a replica pair's hash tree (2^bits), leaves whose keys are listed
+/// per request, keys exchanged at most per round with one peer, and the default time between
+/// rounds (`--anti-entropy-interval-ms`).
+pub const ANTI_ENTROPY_LEAF_BITS: u32 = 10;
+pub const ANTI_ENTROPY_LEAVES_PER_REQUEST: usize = 16;
+pub const ANTI_ENTROPY_KEYS_PER_ROUND_MAX: usize = 1_000_000;
+pub const ANTI_ENTROPY_INTERVAL_MS_DEFAULT: u64 = 30_000;
 /// Hinted handoff, per core: hints held at most (count and key + value bytes), and how long
 /// after a target's first undelivered hint new hints for it are still taken (Cassandra's
 /// `max_hint_window`, default 3 h; `--hint-window-ms`). Past these, the write is left to read

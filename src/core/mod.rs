@@ -5,6 +5,7 @@
 
 pub mod cluster_ring;
 pub mod membership;
+pub mod merkle;
 pub mod quorum;
 pub mod ring;
 pub mod version;

@@ -12,7 +12,8 @@
 //! 2. copy the map's keys (the map changes while slices are written; each key's record is read
 //!    when its slice is written, and anything written meanwhile is in the WAL after the
 //!    boundary anyway: replay is last-write-wins, so order does not matter).
-//! 3. append each key's record (purging tombstones past the grace), slice by slice, then every
+//! 3. append each key's record (purging tombstones past the grace that a completed
+//!    anti-entropy round has seen on every replica), slice by slice, then every
 //!    hint held (`storage::hints`).
 //! 4. wait until everything appended is fdatasync'ed — whatever `--fsync` says: the old
 //!    segments are about to go, and the snapshot must survive power loss before they do.
@@ -22,6 +23,7 @@
 //! the same state); after 5 the synced snapshot holds everything they held.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::failpoint;
@@ -86,13 +88,23 @@ pub async fn compact(ctx: &CoreCtx) -> Result<Report, Error> {
     let keys = ctx.shard.keys_where(|_| true);
     let now_ms = wall_clock_ms();
     let grace_ms = ctx.node.tombstone_grace_ms;
+    // In a cluster, a tombstone is purged only once an anti-entropy round that completed with
+    // every member started after it: then every replica has it, and no replica can bring the
+    // deleted value back.
+    let repaired_through_ms = if ctx.view().is_solo() {
+        u64::MAX
+    } else {
+        ctx.node.repaired_through_ms.load(Ordering::Relaxed)
+    };
     let mut purged = 0;
     for slice in keys.chunks(COMPACTION_SLICE_KEYS) {
         if ctx.shutdown.is_set() {
             // The old segments are untouched: nothing is lost by stopping here.
             return Err(Error::ShuttingDown);
         }
-        let (last, p) = ctx.shard.snapshot_slice(slice, now_ms, grace_ms);
+        let (last, p) = ctx
+            .shard
+            .snapshot_slice(slice, now_ms, grace_ms, repaired_through_ms);
         purged += p;
         if let Some(ticket) = last {
             wal.durable(ticket).await?;

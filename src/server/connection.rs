@@ -301,6 +301,43 @@ fn spawn_topology(
     .detach()
 }
 
+/// Anti-entropy: a peer asks for our tree or entries of the keys we share with it (its id in
+/// the key), or `kv repair` asks for a round with every member now.
+fn spawn_anti_entropy(
+    ctx: &Rc<CoreCtx>,
+    opcode: Opcode,
+    key: &[u8],
+    value: &[u8],
+) -> glommio::task::JoinHandle<OpResult> {
+    use crate::server::anti_entropy as ae;
+    let c = ctx.clone();
+    let peer = String::from_utf8_lossy(key).into_owned();
+    let leaves = ae::decode_leaves(value);
+    glommio::spawn_local(async move {
+        let answer: Result<Vec<u8>, String> = match opcode {
+            Opcode::AeTree => ae::node_tree(&c, &peer).await.map(|t| t.to_bytes()),
+            Opcode::AeEntries => match leaves {
+                Some(leaves) => ae::node_entries(&c, &peer, &leaves)
+                    .await
+                    .map(|e| ae::encode_entries(&e)),
+                None => Err("malformed leaf list".into()),
+            },
+            _ => serde_json::to_vec(&ae::repair(&c).await).map_err(|e| e.to_string()),
+        };
+        match answer {
+            Ok(v) => OpResult::Value {
+                value: v.into(),
+                version: Version::ZERO,
+            },
+            Err(message) => OpResult::Failed {
+                status: Status::Unavailable,
+                message,
+            },
+        }
+    })
+    .detach()
+}
+
 /// An indirect probe request: the gossip core probes the named member for the asker.
 fn spawn_ping_req(ctx: &Rc<CoreCtx>, target: &[u8]) -> glommio::task::JoinHandle<OpResult> {
     let c = ctx.clone();
@@ -635,6 +672,9 @@ fn dispatch(
         Opcode::Stream => {
             let target = String::from_utf8_lossy(req.key).into_owned();
             return Slot::Task(spawn_topology(ctx, Some(target)));
+        }
+        Opcode::AeTree | Opcode::AeEntries | Opcode::Repair => {
+            return Slot::Task(spawn_anti_entropy(ctx, opcode, req.key, req.value));
         }
         _ if req.key.is_empty() => {
             return Slot::Refused {

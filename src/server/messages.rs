@@ -142,6 +142,17 @@ pub enum CoreMsg {
         updates: Vec<crate::core::membership::Update>,
         reply: flume::Sender<Vec<crate::core::membership::Update>>,
     },
+    /// Anti-entropy: this core's part of the hash tree of the keys shared with `peer`.
+    AeTree {
+        peer: String,
+        reply: flume::Sender<crate::core::merkle::Tree>,
+    },
+    /// Anti-entropy: this core's (key, version) entries in `leaves` shared with `peer`.
+    AeEntries {
+        peer: String,
+        leaves: Vec<u16>,
+        reply: flume::Sender<Vec<(Box<[u8]>, Version)>>,
+    },
     /// Stream this core's records to their pending owners (`only`: to that member alone).
     Stream {
         only: Option<String>,

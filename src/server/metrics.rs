@@ -35,7 +35,7 @@ pub const LATENCY_BUCKETS_US: [u64; 14] = [
 ];
 
 /// Request kinds, by native opcode.
-const KINDS: [(Opcode, &str); 13] = [
+const KINDS: [(Opcode, &str); 16] = [
     (Opcode::Get, "get"),
     (Opcode::Put, "put"),
     (Opcode::Delete, "delete"),
@@ -48,6 +48,9 @@ const KINDS: [(Opcode, &str); 13] = [
     (Opcode::Gossip, "gossip"),
     (Opcode::PingReq, "ping_req"),
     (Opcode::Stream, "stream"),
+    (Opcode::AeTree, "ae_tree"),
+    (Opcode::AeEntries, "ae_entries"),
+    (Opcode::Repair, "repair"),
     (Opcode::Get, "unknown"),
 ];
 const OUTCOMES: [&str; 4] = ["ok", "not_found", "stale", "error"];
@@ -95,6 +98,9 @@ pub struct CoreMetrics {
     pub hints_stored: Cell<u64>,
     pub hints_delivered: Cell<u64>,
     pub hints_dropped: Cell<u64>,
+    pub ae_rounds: Cell<u64>,
+    pub ae_leaves_differing: Cell<u64>,
+    pub ae_keys_exchanged: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>) {
@@ -138,6 +144,13 @@ impl CoreMetrics {
         bump(&self.stale_retries);
     }
 
+    pub fn anti_entropy(&self, r: &crate::server::anti_entropy::Report) {
+        bump(&self.ae_rounds);
+        let add = |c: &Cell<u64>, n: usize| c.set(c.get() + n as u64);
+        add(&self.ae_leaves_differing, r.leaves_differing);
+        add(&self.ae_keys_exchanged, r.keys_pulled + r.keys_pushed);
+    }
+
     pub fn hint_stored(&self) {
         bump(&self.hints_stored);
     }
@@ -175,6 +188,9 @@ impl CoreMetrics {
             hints_stored: self.hints_stored.get(),
             hints_delivered: self.hints_delivered.get(),
             hints_dropped: self.hints_dropped.get(),
+            ae_rounds: self.ae_rounds.get(),
+            ae_leaves_differing: self.ae_leaves_differing.get(),
+            ae_keys_exchanged: self.ae_keys_exchanged.get(),
             tombstones_purged: self.tombstones_purged.get(),
             stats,
             queue_depth,
@@ -205,6 +221,9 @@ pub struct MetricsSnapshot {
     hints_stored: u64,
     hints_delivered: u64,
     hints_dropped: u64,
+    ae_rounds: u64,
+    ae_leaves_differing: u64,
+    ae_keys_exchanged: u64,
     pub stats: CoreStats,
     queue_depth: usize,
 }
@@ -379,6 +398,24 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
         "hints_dropped",
         "Missed writes not kept as hints: the hint bounds or the hint window were reached",
         sum(|c| c.hints_dropped),
+    );
+    counter(
+        &mut r,
+        "anti_entropy_rounds",
+        "Anti-entropy rounds run by this node (each with every live member)",
+        sum(|c| c.ae_rounds),
+    );
+    counter(
+        &mut r,
+        "anti_entropy_leaves_differing",
+        "Hash-tree leaves found to differ from a peer's",
+        sum(|c| c.ae_leaves_differing),
+    );
+    counter(
+        &mut r,
+        "anti_entropy_keys_exchanged",
+        "Keys pulled from or pushed to a peer by anti-entropy",
+        sum(|c| c.ae_keys_exchanged),
     );
     counter(
         &mut r,

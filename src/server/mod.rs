@@ -8,6 +8,7 @@
 //! between cores), `notify` (single-threaded wake-ups). Policy lives in `core`; nothing here
 //! decides who owns a key or which version wins.
 
+pub mod anti_entropy;
 pub mod compactor;
 pub mod connection;
 pub mod coordinator;
@@ -57,6 +58,11 @@ pub struct NodeInfo {
     pub tombstone_grace_ms: u64,
     /// `--max-memory` (`None`: off), split evenly among the cores.
     pub max_memory: Option<u64>,
+    /// `--anti-entropy-interval-ms`.
+    pub anti_entropy_interval_ms: u64,
+    /// Start time (ms since the epoch) of the last anti-entropy round that completed with every
+    /// member: tombstones older than it are on every replica, so compaction may purge them.
+    pub repaired_through_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Runtime errors of the node daemon.

@@ -145,6 +145,8 @@ pub fn run(config: Config) -> Result<(), Error> {
         fsync: config.fsync,
         wal_segment_bytes: config.wal_segment_bytes,
         max_memory: config.max_memory,
+        anti_entropy_interval_ms: config.anti_entropy_interval_ms,
+        repaired_through_ms: std::sync::atomic::AtomicU64::new(0),
         tombstone_grace_ms: config.tombstone_grace_ms,
     });
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
@@ -367,6 +369,11 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
                     t.detach();
                 }
             }
+            if let Ok(t) =
+                glommio::spawn_local_into(crate::server::anti_entropy::run(ctx.clone()), tq)
+            {
+                t.detach();
+            }
             glommio::spawn_local_into(crate::server::gossip::run(ctx.clone(), g), tq)
         })
         .transpose()
@@ -492,6 +499,16 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
                     None => Vec::new(),
                 };
                 let _ = reply.try_send(snapshot);
+            }
+            CoreMsg::AeTree { peer, reply } => {
+                let _ = reply.try_send(ctx.shard.ae_tree(&ctx.view(), &peer));
+            }
+            CoreMsg::AeEntries {
+                peer,
+                leaves,
+                reply,
+            } => {
+                let _ = reply.try_send(ctx.shard.ae_entries(&ctx.view(), &peer, &leaves));
             }
             CoreMsg::Stream { only, reply } => {
                 let c = ctx.clone();

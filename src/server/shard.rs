@@ -7,10 +7,12 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::core::merkle::{self, Tree};
 use crate::core::version::{Ahead, Clock, Version};
 use crate::limits::SKEW_LOG_INTERVAL_MS;
 use crate::limits::{NODE_ID_BYTES_MAX, WAL_RECORD_HEADER_BYTES};
 use crate::server::messages::{CoreStats, OpResult};
+use crate::server::view::RingView;
 use crate::server::wall_clock_ms;
 use crate::storage::compaction;
 use crate::storage::hints::{self, Added, Hint, HintStore};
@@ -348,6 +350,7 @@ impl Shard {
         keys: &[Box<[u8]>],
         now_ms: u64,
         grace_ms: u64,
+        repaired_through_ms: u64,
     ) -> (Option<Ticket>, u64) {
         let mut map = self.map.borrow_mut();
         let (mut last, mut purged) = (None, 0);
@@ -357,7 +360,9 @@ impl Shard {
             };
             if let Some((value, _)) = map.get(key) {
                 last = Some(self.wal.append(Kind::Put, version, key, value));
-            } else if compaction::purgeable(version.physical_ms(), now_ms, grace_ms) {
+            } else if compaction::purgeable(version.physical_ms(), now_ms, grace_ms)
+                && version.physical_ms() < repaired_through_ms
+            {
                 map.forget(key, version);
                 purged += 1;
             } else {
@@ -365,6 +370,34 @@ impl Shard {
             }
         }
         (last, purged)
+    }
+
+    /// Anti-entropy: this core's part of the tree of the keys whose current replicas include
+    /// both this node and `peer`.
+    pub fn ae_tree(&self, view: &RingView, peer: &str) -> Tree {
+        let mut tree = Tree::new();
+        for (key, _, version) in self.map.borrow().iter() {
+            if shared_with(view, key, peer) {
+                tree.add(key, version);
+            }
+        }
+        tree
+    }
+
+    /// Anti-entropy: this core's (key, version) entries in `leaves` shared with `peer`.
+    pub fn ae_entries(
+        &self,
+        view: &RingView,
+        peer: &str,
+        leaves: &[u16],
+    ) -> Vec<(Box<[u8]>, Version)> {
+        self.map
+            .borrow()
+            .iter()
+            .filter(|(key, _, _)| leaves.contains(&(merkle::leaf_of(key) as u16)))
+            .filter(|(key, _, _)| shared_with(view, key, peer))
+            .map(|(key, _, version)| (Box::from(key), version))
+            .collect()
     }
 
     /// Keys (live or tombstoned) for which `want` holds, copied out (the map may change while
@@ -393,6 +426,12 @@ impl Shard {
             connections,
         }
     }
+}
+
+/// Whether `key`'s current replicas include this node and `peer`.
+fn shared_with(view: &RingView, key: &[u8], peer: &str) -> bool {
+    let replicas = view.replicas(key);
+    replicas.iter().any(|t| t.local) && replicas.iter().any(|t| &*t.id == peer)
 }
 
 /// The reply for a write the storage layer refused or could not make durable.

@@ -76,6 +76,15 @@ pub enum Opcode {
     /// Node to node: send the member named by the key every record it will own once the join
     /// in progress completes (its pending ranges); the answer is the count, in decimal.
     Stream = 20,
+    /// Node to node, anti-entropy: the hash tree of the keys this node shares with the member
+    /// named by the key (`core::merkle`); the answer is its leaves.
+    AeTree = 21,
+    /// Node to node, anti-entropy: the (key, version) entries in the leaves listed in the value
+    /// (u16 each) that this node shares with the member named by the key.
+    AeEntries = 22,
+    /// `kv repair`: an anti-entropy round with every live member now; the answer is a JSON
+    /// report.
+    Repair = 23,
 }
 
 impl Opcode {
@@ -93,6 +102,9 @@ impl Opcode {
             18 => Opcode::Gossip,
             19 => Opcode::PingReq,
             20 => Opcode::Stream,
+            21 => Opcode::AeTree,
+            22 => Opcode::AeEntries,
+            23 => Opcode::Repair,
             _ => return None,
         })
     }

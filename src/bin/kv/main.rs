@@ -57,6 +57,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Make the node stream its data to the rest of the cluster, leave it and exit.
     Leave,
+    /// Run an anti-entropy round with every live member now and print what it fixed.
+    Repair {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `kv leave` waits for the whole hand-over (the node bounds each step itself).
@@ -83,7 +88,7 @@ fn main() -> ExitCode {
     if let Command::Bench(args) = command {
         return ExitCode::from(bench::run(&addr, timeout, &args));
     }
-    let timeout = if matches!(command, Command::Leave) {
+    let timeout = if matches!(command, Command::Leave | Command::Repair { .. }) {
         timeout.max(Duration::from_millis(LEAVE_TIMEOUT_MS))
     } else {
         timeout
@@ -137,6 +142,24 @@ fn run_command(client: &mut Client, command: Command) -> u8 {
         Command::Leave => client.leave().map(|n| {
             println!("LEFT (streamed {n} records)");
             0
+        }),
+        Command::Repair { json } => client.repair().map(|r| {
+            if json {
+                println!("{r}");
+            } else {
+                println!(
+                    "repaired with {} peers ({} equal, {} failed): {} leaves differed, {} keys \
+                     compared, {} pulled, {} pushed",
+                    r["peers"],
+                    r["peers_equal"],
+                    r["peers_failed"],
+                    r["leaves_differing"],
+                    r["keys_compared"],
+                    r["keys_pulled"],
+                    r["keys_pushed"]
+                );
+            }
+            u8::from(r["peers_failed"].as_u64().unwrap_or(0) > 0)
         }),
         Command::Bench(_) => Ok(EXIT_USAGE),
     };

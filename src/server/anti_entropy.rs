@@ -1,0 +1,333 @@
+//! Anti-entropy (Dynamo §4.7): replicas compare hash trees of the keys they share and exchange
+//! only the keys that differ, so replicas converge without client reads — after a replica was
+//! down past the hint window, restored from an old disk, or lost its WAL.
+//!
+//! Owns: a round with one peer, the periodic rounds (core 0, every
+//! `--anti-entropy-interval-ms`, with every ALIVE ring member), `kv repair` (a round with every
+//! peer now), and the answers to a peer's AE_TREE and AE_ENTRIES requests. The tree and the
+//! reconcile rule are `core::merkle`'s (pure); each core builds its part of the tree over its
+//! own map and the node merges them.
+//!
+//! A round with peer P, run by us:
+//! 1. build our tree of the keys whose current replicas include both us and P, ask P for its
+//!    tree of the same keys (AE_TREE); equal roots: done;
+//! 2. for the leaves that differ, `ANTI_ENTROPY_LEAVES_PER_REQUEST` at a time, list both sides'
+//!    (key, version) entries (AE_ENTRIES);
+//! 3. per key, newest wins: pull P's copy (REPLICA_GET there, stored here as a replica write) or
+//!    push ours (REPLICA_PUT there). Tombstones travel like values. At most
+//!    `ANTI_ENTROPY_KEYS_PER_ROUND_MAX` keys per round.
+//!
+//! Never decides which version wins (replicas apply replica writes, last-write-wins), never
+//! blocks requests (rounds run in a low-share queue; answers are built core by core).
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::core::membership::{Role, Status as MemberStatus};
+use crate::core::merkle::{self, Action, Tree};
+use crate::core::version::Version;
+use crate::limits::{
+    ANTI_ENTROPY_KEYS_PER_ROUND_MAX, ANTI_ENTROPY_LEAVES_PER_REQUEST, REPLICA_TIMEOUT_MS,
+};
+use crate::server::coordinator::{local_call, remote_call};
+use crate::server::messages::{CoreMsg, Op, OpResult};
+use crate::server::peer::Call;
+use crate::server::runtime::CoreCtx;
+use crate::server::wall_clock_ms;
+use crate::wire::native::{Opcode, Status};
+
+/// What rounds did (summed over peers for `kv repair`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub peers: usize,
+    pub peers_failed: usize,
+    /// Peers whose roots matched at once.
+    pub peers_equal: usize,
+    pub leaves_differing: usize,
+    pub keys_compared: usize,
+    pub keys_pulled: usize,
+    pub keys_pushed: usize,
+}
+
+/// Periodic rounds with every ALIVE ring member, until shutdown (core 0).
+pub async fn run(ctx: Rc<CoreCtx>) {
+    let every = Duration::from_millis(ctx.node.anti_entropy_interval_ms);
+    loop {
+        futures_lite::future::or(glommio::timer::sleep(every), ctx.shutdown.wait()).await;
+        if ctx.shutdown.is_set() {
+            return;
+        }
+        let r = repair(&ctx).await;
+        if r.keys_pulled + r.keys_pushed > 0 || r.peers_failed > 0 {
+            log::info!(
+                "anti-entropy: {} peers ({} equal, {} failed), {} leaves differed, {} keys \
+                 pulled, {} pushed",
+                r.peers,
+                r.peers_equal,
+                r.peers_failed,
+                r.leaves_differing,
+                r.keys_pulled,
+                r.keys_pushed
+            );
+        }
+    }
+}
+
+/// One round with every ALIVE ring member now. When every one of them completed, tombstones
+/// older than the round's start are known to be on every replica (compaction may purge them).
+pub async fn repair(ctx: &Rc<CoreCtx>) -> Report {
+    let started_ms = wall_clock_ms();
+    let view = ctx.view();
+    let peers: Vec<(String, String)> = view
+        .listing
+        .iter()
+        .filter(|u| u.id != view.me && u.status == MemberStatus::Alive)
+        .filter(|u| matches!(u.role, Role::Member | Role::Leaving))
+        .map(|u| (u.id.clone(), u.addr.clone()))
+        .collect();
+    let mut total = Report::default();
+    for (id, addr) in &peers {
+        total.peers += 1;
+        match round(ctx, id, addr).await {
+            Ok(r) => {
+                total.peers_equal += usize::from(r.leaves_differing == 0);
+                total.leaves_differing += r.leaves_differing;
+                total.keys_compared += r.keys_compared;
+                total.keys_pulled += r.keys_pulled;
+                total.keys_pushed += r.keys_pushed;
+            }
+            Err(e) => {
+                total.peers_failed += 1;
+                log::info!("anti-entropy with {id}: {e}");
+            }
+        }
+    }
+    let every_member_alive = view.listing.iter().all(|u| {
+        u.status == MemberStatus::Alive || u.status == MemberStatus::Left || u.id == view.me
+    });
+    if total.peers_failed == 0 && every_member_alive {
+        ctx.node
+            .repaired_through_ms
+            .fetch_max(started_ms, Ordering::Relaxed);
+    }
+    ctx.metrics.anti_entropy(&total);
+    total
+}
+
+/// One round with `peer` (see the module doc).
+async fn round(ctx: &Rc<CoreCtx>, peer: &str, addr: &str) -> Result<Report, String> {
+    let timeout = Duration::from_millis(REPLICA_TIMEOUT_MS);
+    let mine = node_tree(ctx, peer).await?;
+    let p = ctx.peer(addr);
+    let me = ctx.node.node_id.as_bytes();
+    let reply = p
+        .request(Call::new(Opcode::AeTree, me), timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    if reply.status != Status::Ok {
+        return Err(String::from_utf8_lossy(&reply.value).into_owned());
+    }
+    let theirs = Tree::from_bytes(&reply.value).ok_or("malformed tree")?;
+    let mut report = Report::default();
+    if mine.root() == theirs.root() {
+        return Ok(report);
+    }
+    let differing = mine.diff(&theirs);
+    report.leaves_differing = differing.len();
+    for leaves in differing.chunks(ANTI_ENTROPY_LEAVES_PER_REQUEST) {
+        let leaves: Vec<u16> = leaves.iter().map(|&l| l as u16).collect();
+        let body: Vec<u8> = leaves.iter().flat_map(|l| l.to_le_bytes()).collect();
+        let reply = p
+            .request(
+                Call {
+                    value: &body,
+                    ..Call::new(Opcode::AeEntries, me)
+                },
+                timeout,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if reply.status != Status::Ok {
+            return Err(String::from_utf8_lossy(&reply.value).into_owned());
+        }
+        let theirs = decode_entries(&reply.value).ok_or("malformed entries")?;
+        let mine = node_entries(ctx, peer, &leaves).await?;
+        exchange(ctx, addr, mine, theirs, &mut report).await?;
+        if report.keys_pulled + report.keys_pushed >= ANTI_ENTROPY_KEYS_PER_ROUND_MAX {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// Reconcile two sides' entries of the same leaves, key by key.
+async fn exchange(
+    ctx: &Rc<CoreCtx>,
+    addr: &str,
+    mine: Vec<(Box<[u8]>, Version)>,
+    theirs: Vec<(Box<[u8]>, Version)>,
+    report: &mut Report,
+) -> Result<(), String> {
+    // key -> (our version, theirs)
+    type Both = (Option<Version>, Option<Version>);
+    let mut all: std::collections::BTreeMap<Box<[u8]>, Both> = std::collections::BTreeMap::new();
+    for (k, v) in mine {
+        all.entry(k).or_default().0 = Some(v);
+    }
+    for (k, v) in theirs {
+        all.entry(k).or_default().1 = Some(v);
+    }
+    report.keys_compared += all.len();
+    for (key, (m, t)) in all {
+        match merkle::reconcile(m, t) {
+            Action::Keep => {}
+            Action::Pull => {
+                let got = remote_call(ctx, addr, Op::ReplicaGet { key: key.clone() }).await;
+                let (value, version) = match got {
+                    OpResult::Value { value, version } => (Some(value), version),
+                    OpResult::Tombstone { version } => (None, version),
+                    OpResult::NotFound => continue,
+                    other => return Err(format!("pull failed: {other:?}")),
+                };
+                let op = Op::ReplicaPut {
+                    key,
+                    value,
+                    version,
+                };
+                if let r @ OpResult::Failed { .. } = local_call(ctx, op).await {
+                    return Err(format!("storing a pulled key: {r:?}"));
+                }
+                report.keys_pulled += 1;
+            }
+            Action::Push => {
+                let (value, version) =
+                    match local_call(ctx, Op::ReplicaGet { key: key.clone() }).await {
+                        OpResult::Value { value, version } => (Some(value), version),
+                        OpResult::Tombstone { version } => (None, version),
+                        _ => continue,
+                    };
+                let op = Op::ReplicaPut {
+                    key,
+                    value,
+                    version,
+                };
+                match remote_call(ctx, addr, op).await {
+                    OpResult::Written { .. } | OpResult::Stale { .. } => report.keys_pushed += 1,
+                    r => return Err(format!("push failed: {r:?}")),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// This node's tree of the keys it shares with `peer`: every core's part, merged.
+pub async fn node_tree(ctx: &CoreCtx, peer: &str) -> Result<Tree, String> {
+    let mut tree = ctx.shard.ae_tree(&ctx.view(), peer);
+    for core in (0..ctx.peers.len()).filter(|c| *c != ctx.core) {
+        let (tx, rx) = flume::bounded(1);
+        let msg = CoreMsg::AeTree {
+            peer: peer.to_string(),
+            reply: tx,
+        };
+        ctx.peers[core]
+            .send_async(msg)
+            .await
+            .map_err(|_| format!("core {core} is gone"))?;
+        let part = rx
+            .recv_async()
+            .await
+            .map_err(|_| format!("core {core} did not answer"))?;
+        tree.merge(&part);
+    }
+    Ok(tree)
+}
+
+/// This node's (key, version) entries in `leaves` that it shares with `peer`.
+pub async fn node_entries(
+    ctx: &CoreCtx,
+    peer: &str,
+    leaves: &[u16],
+) -> Result<Vec<(Box<[u8]>, Version)>, String> {
+    let mut all = ctx.shard.ae_entries(&ctx.view(), peer, leaves);
+    for core in (0..ctx.peers.len()).filter(|c| *c != ctx.core) {
+        let (tx, rx) = flume::bounded(1);
+        let msg = CoreMsg::AeEntries {
+            peer: peer.to_string(),
+            leaves: leaves.to_vec(),
+            reply: tx,
+        };
+        ctx.peers[core]
+            .send_async(msg)
+            .await
+            .map_err(|_| format!("core {core} is gone"))?;
+        all.extend(
+            rx.recv_async()
+                .await
+                .map_err(|_| format!("core {core} did not answer"))?,
+        );
+    }
+    Ok(all)
+}
+
+/// Entries on the wire: per entry `key_len u16, key, hlc u64, writer u32` (little-endian).
+pub fn encode_entries(entries: &[(Box<[u8]>, Version)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        out.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&v.hlc.to_le_bytes());
+        out.extend_from_slice(&v.writer.to_le_bytes());
+    }
+    out
+}
+
+pub fn decode_entries(mut b: &[u8]) -> Option<Vec<(Box<[u8]>, Version)>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let n = u16::from_le_bytes(b.get(..2)?.try_into().ok()?) as usize;
+        let key = b.get(2..2 + n)?;
+        let rest = b.get(2 + n..2 + n + 12)?;
+        let hlc = u64::from_le_bytes(rest[..8].try_into().ok()?);
+        let writer = u32::from_le_bytes(rest[8..].try_into().ok()?);
+        out.push((Box::from(key), Version { hlc, writer }));
+        b = &b[2 + n + 12..];
+    }
+    Some(out)
+}
+
+/// The leaves named in an AE_ENTRIES request body (u16 each), if well formed.
+pub fn decode_leaves(b: &[u8]) -> Option<Vec<u16>> {
+    if b.len() % 2 != 0 || b.len() / 2 > ANTI_ENTROPY_LEAVES_PER_REQUEST {
+        return None;
+    }
+    let leaves: Vec<u16> = b
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    leaves
+        .iter()
+        .all(|&l| (l as usize) < merkle::LEAVES)
+        .then_some(leaves)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_and_leaves_round_trip_and_garbage_is_refused() {
+        let e = vec![
+            (Box::from(&b"a"[..]), Version { hlc: 1, writer: 2 }),
+            (Box::from(&b"key-2"[..]), Version { hlc: 9, writer: 0 }),
+        ];
+        assert_eq!(decode_entries(&encode_entries(&e)), Some(e));
+        assert_eq!(decode_entries(&[5, 0, b'a']), None, "truncated");
+        assert_eq!(decode_leaves(&[1, 0, 2, 0]), Some(vec![1, 2]));
+        assert_eq!(decode_leaves(&[1]), None);
+        assert_eq!(decode_leaves(&[0xff, 0xff]), None, "no such leaf");
+        let too_many = vec![0u8; 2 * (ANTI_ENTROPY_LEAVES_PER_REQUEST + 1)];
+        assert_eq!(decode_leaves(&too_many), None);
+    }
+}
