@@ -589,3 +589,34 @@ fn a_joiner_killed_mid_join_starts_over() -> TestResult {
     held_by_owners(&all, &["node1", "node2", "node3", "node4"], &keys)?;
     Ok(())
 }
+
+/// `kv check` against a healthy 3-node cluster: writers and readers through every node, then
+/// the history and every replica's copy are checked; all holds.
+#[test]
+fn kv_check_passes_on_a_healthy_cluster() -> TestResult {
+    let nodes = cluster("kv-check", 3, &[])?;
+    let o = nodes[0].kv(&[
+        "check",
+        "--duration",
+        "3",
+        "--clients",
+        "4",
+        "--keys",
+        "20",
+        "--settle-ms",
+        "500",
+        "--replicas",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&o.stdout)))?;
+    assert!(o.status.success(), "{report}");
+    assert_eq!(report["nodes"], 3, "{report}");
+    assert!(
+        report["writes_acknowledged"].as_u64() > Some(100),
+        "{report}"
+    );
+    assert_eq!(report["verdict"]["stale_reads"], 0, "{report}");
+    assert_eq!(report["divergent_keys"], 0, "{report}");
+    Ok(())
+}

@@ -4,6 +4,8 @@
 
 mod bench;
 mod bench_conn;
+mod check;
+mod history;
 mod repl;
 
 use std::io::IsTerminal;
@@ -57,6 +59,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Make the node stream its data to the rest of the cluster, leave it and exit.
     Leave,
+    /// Drive a workload through every node and check the history: no acknowledged write
+    /// lost, no stale read, no value nobody wrote (exit 1 on a violation).
+    Check(check::CheckArgs),
     /// Run an anti-entropy round with every live member now and print what it fixed.
     Repair {
         #[arg(long)]
@@ -87,6 +92,9 @@ fn main() -> ExitCode {
     };
     if let Command::Bench(args) = command {
         return ExitCode::from(bench::run(&addr, timeout, &args));
+    }
+    if let Command::Check(args) = command {
+        return ExitCode::from(check::run(&addr, timeout, &args));
     }
     let timeout = if matches!(command, Command::Leave | Command::Repair { .. }) {
         timeout.max(Duration::from_millis(LEAVE_TIMEOUT_MS))
@@ -161,7 +169,7 @@ fn run_command(client: &mut Client, command: Command) -> u8 {
             }
             u8::from(r["peers_failed"].as_u64().unwrap_or(0) > 0)
         }),
-        Command::Bench(_) => Ok(EXIT_USAGE),
+        Command::Bench(_) | Command::Check(_) => Ok(EXIT_USAGE),
     };
     result.unwrap_or_else(|e| report(&e))
 }
