@@ -9,8 +9,9 @@
 //! own map and the node merges them.
 //!
 //! A round with peer P, run by us:
-//! 1. build our tree of the keys whose current replicas include both us and P, ask P for its
-//!    tree of the same keys (AE_TREE); equal roots: done;
+//! 1. build our tree of the keys whose current replicas include both us and P and send P its
+//!    root (AE_TREE); P answers nothing if its root of the same keys is equal (done), else its
+//!    leaves;
 //! 2. for the leaves that differ, `ANTI_ENTROPY_LEAVES_PER_REQUEST` at a time, list both sides'
 //!    (key, version) entries (AE_ENTRIES);
 //! 3. per key, newest wins: pull P's copy (REPLICA_GET there, stored here as a replica write) or
@@ -24,18 +25,19 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::client::Reply;
 use crate::core::membership::{Role, Status as MemberStatus};
 use crate::core::merkle::{self, Action, Tree};
 use crate::core::version::Version;
 use crate::limits::{
     ANTI_ENTROPY_KEYS_PER_ROUND_MAX, ANTI_ENTROPY_LEAVES_PER_REQUEST, REPLICA_TIMEOUT_MS,
 };
-use crate::server::coordinator::{local_call, remote_call};
+use crate::server::coordinator::local_call;
 use crate::server::messages::{CoreMsg, Op, OpResult};
-use crate::server::peer::Call;
+use crate::server::peer::{Call, Error as PeerError};
 use crate::server::runtime::CoreCtx;
 use crate::server::wall_clock_ms;
-use crate::wire::native::{Opcode, Status};
+use crate::wire::native::{Opcode, Status, FLAG_TOMBSTONE};
 
 /// What rounds did (summed over peers for `kv repair`).
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -48,6 +50,8 @@ pub struct Report {
     pub keys_compared: usize,
     pub keys_pulled: usize,
     pub keys_pushed: usize,
+    /// Tree and entry bytes received from peers (what comparing cost on the wire, one way).
+    pub bytes_received: usize,
 }
 
 /// Periodic rounds with every ALIVE ring member, until shutdown (core 0).
@@ -96,6 +100,7 @@ pub async fn repair(ctx: &Rc<CoreCtx>) -> Report {
                 total.keys_compared += r.keys_compared;
                 total.keys_pulled += r.keys_pulled;
                 total.keys_pushed += r.keys_pushed;
+                total.bytes_received += r.bytes_received;
             }
             Err(e) => {
                 total.peers_failed += 1;
@@ -121,18 +126,24 @@ async fn round(ctx: &Rc<CoreCtx>, peer: &str, addr: &str) -> Result<Report, Stri
     let mine = node_tree(ctx, peer).await?;
     let p = ctx.peer(addr);
     let me = ctx.node.node_id.as_bytes();
-    let reply = p
-        .request(Call::new(Opcode::AeTree, me), timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+    // Our root goes with the request: the peer answers nothing when its root is the same.
+    let root = mine.root().to_le_bytes();
+    let call = Call {
+        value: &root,
+        ..Call::new(Opcode::AeTree, me)
+    };
+    let reply = p.request(call, timeout).await.map_err(|e| e.to_string())?;
     if reply.status != Status::Ok {
         return Err(String::from_utf8_lossy(&reply.value).into_owned());
     }
-    let theirs = Tree::from_bytes(&reply.value).ok_or("malformed tree")?;
-    let mut report = Report::default();
-    if mine.root() == theirs.root() {
+    let mut report = Report {
+        bytes_received: reply.value.len(),
+        ..Report::default()
+    };
+    if reply.value.is_empty() {
         return Ok(report);
     }
+    let theirs = Tree::from_bytes(&reply.value).ok_or("malformed tree")?;
     let differing = mine.diff(&theirs);
     report.leaves_differing = differing.len();
     for leaves in differing.chunks(ANTI_ENTROPY_LEAVES_PER_REQUEST) {
@@ -151,6 +162,7 @@ async fn round(ctx: &Rc<CoreCtx>, peer: &str, addr: &str) -> Result<Report, Stri
         if reply.status != Status::Ok {
             return Err(String::from_utf8_lossy(&reply.value).into_owned());
         }
+        report.bytes_received += reply.value.len();
         let theirs = decode_entries(&reply.value).ok_or("malformed entries")?;
         let mine = node_entries(ctx, peer, &leaves).await?;
         exchange(ctx, addr, mine, theirs, &mut report).await?;
@@ -179,47 +191,102 @@ async fn exchange(
         all.entry(k).or_default().1 = Some(v);
     }
     report.keys_compared += all.len();
+    let mut pulls = Vec::new();
+    let mut pushes = Vec::new();
     for (key, (m, t)) in all {
         match merkle::reconcile(m, t) {
             Action::Keep => {}
-            Action::Pull => {
-                let got = remote_call(ctx, addr, Op::ReplicaGet { key: key.clone() }).await;
-                let (value, version) = match got {
+            Action::Pull => pulls.push(key),
+            Action::Push => {
+                let op = Op::ReplicaGet { key: key.clone() };
+                let (value, version) = match local_call(ctx, op).await {
                     OpResult::Value { value, version } => (Some(value), version),
                     OpResult::Tombstone { version } => (None, version),
-                    OpResult::NotFound => continue,
-                    other => return Err(format!("pull failed: {other:?}")),
+                    _ => continue,
                 };
-                let op = Op::ReplicaPut {
-                    key,
-                    value,
-                    version,
-                };
-                if let r @ OpResult::Failed { .. } = local_call(ctx, op).await {
-                    return Err(format!("storing a pulled key: {r:?}"));
-                }
-                report.keys_pulled += 1;
-            }
-            Action::Push => {
-                let (value, version) =
-                    match local_call(ctx, Op::ReplicaGet { key: key.clone() }).await {
-                        OpResult::Value { value, version } => (Some(value), version),
-                        OpResult::Tombstone { version } => (None, version),
-                        _ => continue,
-                    };
-                let op = Op::ReplicaPut {
-                    key,
-                    value,
-                    version,
-                };
-                match remote_call(ctx, addr, op).await {
-                    OpResult::Written { .. } | OpResult::Stale { .. } => report.keys_pushed += 1,
-                    r => return Err(format!("push failed: {r:?}")),
-                }
+                pushes.push((key, value, version));
             }
         }
     }
+    // Pulls: every REPLICA_GET queued at once on the peer connection, then stored here.
+    let calls: Vec<Call<'_>> = pulls
+        .iter()
+        .map(|k| Call::new(Opcode::ReplicaGet, k))
+        .collect();
+    for (key, got) in pulls.iter().zip(pipelined(ctx, addr, &calls).await) {
+        let r = got.map_err(|e| format!("pull failed: {e}"))?;
+        let value = match r.status {
+            Status::Ok => Some(r.value.into_boxed_slice()),
+            Status::NotFound if r.version > Version::ZERO => None,
+            Status::NotFound => continue,
+            s => return Err(format!("pull failed: {s:?}")),
+        };
+        let op = Op::ReplicaPut {
+            key: key.clone(),
+            value,
+            version: r.version,
+        };
+        if let r @ OpResult::Failed { .. } = local_call(ctx, op).await {
+            return Err(format!("storing a pulled key: {r:?}"));
+        }
+        report.keys_pulled += 1;
+    }
+    // Pushes: every REPLICA_PUT queued at once.
+    let calls: Vec<Call<'_>> = pushes
+        .iter()
+        .map(|(key, value, version)| Call {
+            opcode: Opcode::ReplicaPut,
+            key,
+            value: value.as_deref().unwrap_or_default(),
+            version: *version,
+            flags: if value.is_none() { FLAG_TOMBSTONE } else { 0 },
+        })
+        .collect();
+    for got in pipelined(ctx, addr, &calls).await {
+        match got {
+            Ok(r) if matches!(r.status, Status::Ok | Status::Stale) => report.keys_pushed += 1,
+            Ok(r) => return Err(format!("push failed: {:?}", r.status)),
+            Err(e) => return Err(format!("push failed: {e}")),
+        }
+    }
     Ok(())
+}
+
+/// Send `calls` to the peer at `addr` all at once (queued on one connection; the first one
+/// connects if needed) and gather their answers in order.
+async fn pipelined(ctx: &CoreCtx, addr: &str, calls: &[Call<'_>]) -> Vec<Result<Reply, PeerError>> {
+    let timeout = Duration::from_millis(REPLICA_TIMEOUT_MS);
+    let peer = ctx.peer(addr);
+    let mut out = Vec::with_capacity(calls.len());
+    let mut queued = Vec::with_capacity(calls.len());
+    for call in calls {
+        if !peer.has_room() {
+            peer.wait_for_space().await;
+        }
+        match peer.send_now(*call, timeout) {
+            Some(answer) => queued.push(answer),
+            None => {
+                // Not connected: gather what is queued, then connect with this one.
+                for a in queued.drain(..) {
+                    out.push(answer_of(a, addr).await);
+                }
+                out.push(peer.request(*call, timeout).await);
+            }
+        }
+    }
+    for a in queued {
+        out.push(answer_of(a, addr).await);
+    }
+    out
+}
+
+async fn answer_of(
+    a: crate::server::notify::Receiver<Result<Reply, PeerError>>,
+    addr: &str,
+) -> Result<Reply, PeerError> {
+    a.recv()
+        .await
+        .unwrap_or_else(|| Err(PeerError::Broken(addr.to_string())))
 }
 
 /// This node's tree of the keys it shares with `peer`: every core's part, merged.

@@ -313,9 +313,17 @@ fn spawn_anti_entropy(
     let c = ctx.clone();
     let peer = String::from_utf8_lossy(key).into_owned();
     let leaves = ae::decode_leaves(value);
+    let value = value.to_vec();
     glommio::spawn_local(async move {
         let answer: Result<Vec<u8>, String> = match opcode {
-            Opcode::AeTree => ae::node_tree(&c, &peer).await.map(|t| t.to_bytes()),
+            // The asker's root in the value: equal roots need no leaves.
+            Opcode::AeTree => ae::node_tree(&c, &peer).await.map(|t| {
+                if value == t.root().to_le_bytes() {
+                    Vec::new()
+                } else {
+                    t.to_bytes()
+                }
+            }),
             Opcode::AeEntries => match leaves {
                 Some(leaves) => ae::node_entries(&c, &peer, &leaves)
                     .await

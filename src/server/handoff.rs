@@ -36,9 +36,18 @@ pub async fn run(ctx: Rc<CoreCtx>) {
                 .map(|u| (u.status, u.addr.clone()));
             match member {
                 Some((MemberStatus::Alive, addr)) => {
-                    let n = deliver(&ctx, &target, &addr).await;
-                    if n > 0 {
-                        log::debug!("core {}: delivered {n} hints to {target}", ctx.core);
+                    // Batch after batch while the target takes them whole.
+                    let mut total = 0;
+                    loop {
+                        let n = deliver(&ctx, &target, &addr).await;
+                        total += n;
+                        if n < HINT_DELIVERY_BATCH || ctx.shutdown.is_set() {
+                            break;
+                        }
+                        glommio::executor().yield_if_needed().await;
+                    }
+                    if total > 0 {
+                        log::debug!("core {}: delivered {total} hints to {target}", ctx.core);
                     }
                 }
                 Some((MemberStatus::Left, _)) => drop_all(&ctx, &target),
