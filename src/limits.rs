@@ -53,8 +53,8 @@ pub const WAL_RECORD_BYTES_MAX: usize =
 /// Anti-entropy: leaves of a replica pair's hash tree (2^bits), leaves whose keys are listed
 /// per request, keys exchanged at most per round with one peer, and the default time between
 /// rounds (`--anti-entropy-interval-ms`).
-pub const ANTI_ENTROPY_LEAF_BITS: u32 = 10;
-pub const ANTI_ENTROPY_LEAVES_PER_REQUEST: usize = 16;
+pub const ANTI_ENTROPY_LEAF_BITS: u32 = 12;
+pub const ANTI_ENTROPY_LEAVES_PER_REQUEST: usize = 64;
 pub const ANTI_ENTROPY_KEYS_PER_ROUND_MAX: usize = 1_000_000;
 pub const ANTI_ENTROPY_INTERVAL_MS_DEFAULT: u64 = 30_000;
 /// Hinted handoff, per core: hints held at most (count and key + value bytes), and how long

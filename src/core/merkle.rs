@@ -1,7 +1,7 @@
 //! Anti-entropy's hash tree (Dynamo §4.7) and the reconcile rule. Pure.
 //!
 //! Owns: how two replicas summarise the keys they share — every (key, version) pair, tombstones
-//! included, hashed into one of `ANTI_ENTROPY_LEAVES` leaves chosen by the key's ring hash —
+//! included, hashed into one of `merkle::LEAVES` (2^`ANTI_ENTROPY_LEAF_BITS`) leaves chosen by the key's ring hash —
 //! and what to do with a key once both sides' versions are known. Never reads a map, sends or
 //! sleeps: the shell (`server::anti_entropy`) feeds it entries and carries out the actions.
 //!
