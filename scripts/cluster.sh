@@ -8,6 +8,9 @@
 #   scripts/cluster.sh restart NODE                    start one node again (same data dir)
 #
 # Data and logs live under $KVSTORE_CLUSTER_DIR (default ./cluster-data): nodeN/ and nodeN.log.
+# The cluster runs with a client password and a cluster secret, made at the first start as
+# $DIR/password and $DIR/cluster-secret (random); clients need the password:
+#   export KVSTORE_PASSWORD=$(cat cluster-data/password)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +32,11 @@ while [ $# -gt 0 ]; do
 done
 
 port_of() { echo $((BASE_PORT + ${1#node} - 1)); }
+# A credential file made once, 24 random bytes in base64, readable by us only.
+credential() {
+  [ -s "$DIR/$1" ] || (umask 077; head -c 24 /dev/urandom | base64 >"$DIR/$1")
+  echo "$DIR/$1"
+}
 pid_file() { echo "$DIR/$1.pid"; }
 
 start_node() {
@@ -37,7 +45,8 @@ start_node() {
   [ "$id" != node1 ] && seed=(--seed "127.0.0.1:$BASE_PORT")
   mkdir -p "$DIR/$id"
   nohup "$BIN/kvstore-node" --node-id "$id" --port "$port" --data-dir "$DIR/$id" \
-    --cores "$CORES" "${seed[@]}" >>"$DIR/$id.log" 2>&1 &
+    --cores "$CORES" --password-file "$(credential password)" \
+    --cluster-secret-file "$(credential cluster-secret)" "${seed[@]}" >>"$DIR/$id.log" 2>&1 &
   echo $! >"$(pid_file "$id")"
   for _ in $(seq 1 300); do
     "$BIN/kv" --port "$port" --timeout-ms 1000 ping >/dev/null 2>&1 && { echo "$id up on 127.0.0.1:$port"; return 0; }
@@ -47,6 +56,10 @@ start_node() {
   echo "$id did not answer in 30 s; see $DIR/$id.log" >&2
   return 1
 }
+
+mkdir -p "$DIR"
+KVSTORE_PASSWORD=$(cat "$(credential password)")
+export KVSTORE_PASSWORD
 
 case "$cmd" in
   start)
@@ -62,7 +75,7 @@ case "$cmd" in
       sleep 0.1
     done
     [ "$members" = "$NODES" ] || { echo "only $members of $NODES nodes joined; see $DIR/*.log" >&2; exit 1; }
-    echo "cluster of $NODES up: $BIN/kv --port $BASE_PORT put hello world"
+    echo "cluster of $NODES up: export KVSTORE_PASSWORD=\$(cat $DIR/password); $BIN/kv --port $BASE_PORT put hello world"
     ;;
   stop)
     for f in "$DIR"/*.pid; do

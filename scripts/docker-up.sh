@@ -8,6 +8,9 @@
 #   scripts/docker-up.sh --fresh    also drop the data volumes first
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The same defaults as docker-compose.yml: every `kv` below authenticates with it.
+export KVSTORE_PASSWORD=${KVSTORE_PASSWORD:-kvstore-dev-password}
+export KVSTORE_CLUSTER_SECRET=${KVSTORE_CLUSTER_SECRET:-kvstore-dev-cluster-secret}
 
 compose() {
   # Compose v2 (`docker compose`) where present, else v1 (`docker-compose`). v1 breaks when

@@ -71,6 +71,20 @@ pub struct Client {
     rstart: usize,
 }
 
+/// The password every connection made after `set_password` authenticates with (the `kv`
+/// binary sets it from `--password-file` or `KVSTORE_PASSWORD`).
+static PASSWORD: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Make every later `Client::connect` authenticate with `password` (first call wins).
+pub fn set_password(password: Vec<u8>) {
+    let _ = PASSWORD.set(password);
+}
+
+/// The password set with `set_password`, if any (for other connection kinds, e.g. RESP).
+pub fn password() -> Option<&'static [u8]> {
+    PASSWORD.get().map(Vec::as_slice)
+}
+
 impl Client {
     /// Connect to `addr` ("host:port"), with `timeout` for connecting and for every reply.
     pub fn connect(addr: &str, timeout: Duration) -> Result<Client, Error> {
@@ -86,14 +100,18 @@ impl Client {
                     stream.set_nodelay(true).map_err(err)?;
                     stream.set_read_timeout(Some(timeout)).map_err(err)?;
                     stream.set_write_timeout(Some(timeout)).map_err(err)?;
-                    return Ok(Client {
+                    let mut client = Client {
                         stream,
                         addr: addr.to_string(),
                         next_id: 1,
                         out: Vec::with_capacity(4096),
                         rbuf: Vec::with_capacity(4096),
                         rstart: 0,
-                    });
+                    };
+                    if let Some(p) = PASSWORD.get() {
+                        client.auth(p)?;
+                    }
+                    return Ok(client);
                 }
                 Err(e) => last = e,
             }
@@ -240,6 +258,11 @@ impl Client {
     pub fn leave(&mut self) -> Result<u64, Error> {
         let r = self.call(Opcode::Leave, &[], &[])?;
         Ok(String::from_utf8_lossy(&r.value).parse().unwrap_or(0))
+    }
+
+    /// Authenticate this connection (AUTH) with the node's password.
+    pub fn auth(&mut self, password: &[u8]) -> Result<(), Error> {
+        self.call(Opcode::Auth, &[], password).map(|_| ())
     }
 
     /// Run an anti-entropy round with every live member now; its report (JSON).

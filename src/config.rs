@@ -90,6 +90,21 @@ pub struct Args {
     /// Time between anti-entropy rounds with every live member (ms).
     #[arg(long, env = "KVSTORE_ANTI_ENTROPY_INTERVAL_MS", default_value_t = ANTI_ENTROPY_INTERVAL_MS_DEFAULT)]
     pub anti_entropy_interval_ms: u64,
+    /// File holding the client password (else `KVSTORE_PASSWORD`; no flag takes the password
+    /// itself: `ps` would show it). Clients must AUTH; LEAVE and REPAIR need it too.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// File holding the cluster secret (else `KVSTORE_CLUSTER_SECRET`): nodes prove it to each
+    /// other (HMAC challenge-response) before any replica, gossip or stream frame.
+    #[arg(long)]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Protected mode: with no password and a listen address beyond loopback, serve clients
+    /// from loopback only (yes), or everyone (no).
+    #[arg(long, env = "KVSTORE_PROTECTED_MODE", default_value = "yes", value_parser = ["yes", "no"])]
+    pub protected_mode: String,
+    /// Serve the original design's protocol (which cannot authenticate) even with a password.
+    #[arg(long, env = "KVSTORE_ORIGINAL_WITHOUT_AUTH", default_value_t = false)]
+    pub original_protocol_without_auth: bool,
     /// Memory for keys and values (bytes, or with a Redis unit: 100mb, 2gb, 500k); past it,
     /// writes that would grow memory are refused (reads, deletes and overwrites that do not
     /// grow still work). 0: no limit.
@@ -130,6 +145,8 @@ pub enum Error {
     },
     #[error("{0}")]
     Locked(#[from] crate::storage::dir_lock::LockError),
+    #[error("{0}")]
+    Credentials(#[from] crate::server::auth::Error),
     #[error(
         "--wal-segment-bytes {given}: must be a multiple of {WAL_ZERO_FILL_CHUNK_BYTES} between \
          {min} (one largest record at this --max-value-bytes, and {WAL_SEGMENT_BYTES_MIN}) and \
@@ -161,6 +178,7 @@ pub struct Config {
     pub max_memory: Option<u64>,
     pub hint_window_ms: u64,
     pub anti_entropy_interval_ms: u64,
+    pub creds: std::sync::Arc<crate::server::auth::Credentials>,
     /// The data-dir lock, held as long as the settings (the node's life).
     pub dir_lock: std::sync::Arc<crate::storage::dir_lock::DirLock>,
 }
@@ -216,6 +234,7 @@ impl Config {
                 min: min_segment,
             });
         }
+        let creds = credentials(args, listen)?;
         // Before anything in the data dir is read or written.
         let dir_lock = std::sync::Arc::new(DirLock::acquire(&args.data_dir)?);
         let node_id = resolve_node_id(&args.data_dir, args.node_id.as_deref())?;
@@ -226,6 +245,7 @@ impl Config {
             max_memory: (args.max_memory > 0).then_some(args.max_memory),
             hint_window_ms: args.hint_window_ms,
             anti_entropy_interval_ms: args.anti_entropy_interval_ms.max(1),
+            creds,
             node_id,
             listen,
             data_dir: args.data_dir.clone(),
@@ -242,6 +262,28 @@ impl Config {
             metrics: args.metrics_port.map(|p| SocketAddr::new(listen.ip(), p)),
         })
     }
+}
+
+/// The password and cluster secret (files, else variables) and the protection policy.
+fn credentials(
+    args: &Args,
+    listen: SocketAddr,
+) -> Result<std::sync::Arc<crate::server::auth::Credentials>, Error> {
+    use crate::server::auth::{load, Credentials};
+    let password = load(
+        "password",
+        args.password_file.as_deref(),
+        std::env::var("KVSTORE_PASSWORD").ok(),
+    )?;
+    let secret = load(
+        "cluster secret",
+        args.cluster_secret_file.as_deref(),
+        std::env::var("KVSTORE_CLUSTER_SECRET").ok(),
+    )?;
+    let mut c = Credentials::new(password, secret);
+    c.protected = !c.has_password() && !listen.ip().is_loopback() && args.protected_mode == "yes";
+    c.original_without_auth = args.original_protocol_without_auth;
+    Ok(std::sync::Arc::new(c))
 }
 
 /// A memory size as Redis writes it: plain bytes, or a number with `k`/`m`/`g` (powers of

@@ -164,6 +164,10 @@ pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;
 pub const METRICS_TIMEOUT_MS: u64 = 5_000;
 /// Largest gossip payload (JSON of every member).
 pub const GOSSIP_BYTES_MAX: usize = 256 * 1024;
+/// A connection is closed after this many wrong passwords; each is answered only after the
+/// delay (brute force gets a handful of guesses a second per connection).
+pub const AUTH_FAILURES_MAX: u32 = 10;
+pub const AUTH_FAILURE_DELAY_MS: u64 = 200;
 /// Client library: default connect / request timeout.
 pub const CLIENT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// Node ids: `[A-Za-z0-9._-]{1,64}`.

@@ -191,6 +191,8 @@ impl Net {
         ])
         .args(["--listen", &self.ip(i), "--port", &PORT.to_string()])
         .args(["--advertise", &addr, "--cores", "1"])
+        // The test's clients reach the nodes from the bridge, not from loopback.
+        .args(["--protected-mode", "no"])
         .args(extra)
         .arg("--data-dir")
         .arg(&dir)
@@ -718,6 +720,55 @@ fn kv_check_holds_through_partitions_pauses_and_restarts() -> TestResult {
         );
         assert_eq!(report["divergent_keys"], 0, "{scenario}: {report}");
         all_alive()?;
+    }
+    Ok(())
+}
+
+/// Protected mode: a node listening beyond loopback with no password refuses clients that are
+/// not on loopback, and says how to fix it; `--protected-mode no` serves them.
+#[test]
+fn protected_mode_refuses_remote_clients_without_a_password() -> TestResult {
+    if !can_partition()? {
+        return Ok(());
+    }
+    let net = Net::new(1)?;
+    let node = env!("CARGO_BIN_EXE_kvstore-node");
+    let mut procs = Procs(Vec::new());
+    for (i, protected) in [(1, "yes"), (1, "no")] {
+        let dir = data_dir(&format!("{}-protected-{protected}", net.prefix));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &net.ns(i), node, "--node-id", "p1"])
+            .args(["--listen", "0.0.0.0", "--port", &PORT.to_string()])
+            .args([
+                "--advertise",
+                &format!("{}:{PORT}", net.ip(i)),
+                "--cores",
+                "1",
+            ])
+            .args(["--protected-mode", protected])
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        procs.0.push(child);
+        let addr = format!("{}:{PORT}", net.ip(i));
+        let mut c = poll("the node to answer PING", START_DEADLINE, || {
+            let mut c = Client::connect(&addr, Duration::from_secs(2)).ok()?;
+            c.ping().ok().map(|_| c)
+        })?;
+        let put = c.put(b"k", b"v");
+        if protected == "yes" {
+            let e = put
+                .err()
+                .ok_or("a remote client was served in protected mode")?;
+            assert!(e.to_string().contains("protected mode"), "{e}");
+        } else {
+            put?;
+        }
+        let mut p = procs.0.pop().ok_or("no process")?;
+        let _ = p.kill();
+        let _ = p.wait();
     }
     Ok(())
 }

@@ -20,7 +20,10 @@ use glommio::net::TcpStream;
 
 use crate::core::membership::Update;
 use crate::core::version::Version;
-use crate::limits::{FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX, REPLY_BUFFER_BYTES_MAX};
+use crate::limits::{
+    AUTH_FAILURE_DELAY_MS, FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX, REPLY_BUFFER_BYTES_MAX,
+};
+use crate::server::auth::{Session, WRONGPASS};
 use crate::server::coordinator;
 use crate::server::messages::{CoreMsg, CoreStats, Op, OpResult};
 use crate::server::original_front::OriginalFront;
@@ -103,10 +106,20 @@ async fn run(ctx: &Rc<CoreCtx>, stream: &mut TcpStream) -> Result<(), Error> {
     if read_some(ctx, stream, &mut rbuf, None).await? == 0 {
         return Ok(());
     }
-    match detect_protocol(rbuf.pending()[0]) {
-        Protocol::Native => serve_with(ctx, stream, rbuf, NativeFront).await,
-        Protocol::Resp => serve_with(ctx, stream, rbuf, RespFront::default()).await,
-        Protocol::Original => serve_with(ctx, stream, rbuf, OriginalFront).await,
+    let loopback = stream
+        .peer_addr()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false);
+    let protocol = detect_protocol(rbuf.pending()[0]);
+    let original = protocol == Protocol::Original;
+    let session = Rc::new(Session::new(ctx.node.creds.clone(), loopback, original));
+    match protocol {
+        Protocol::Native => serve_with(ctx, &session, stream, rbuf, NativeFront).await,
+        Protocol::Resp => {
+            let front = RespFront::new(session.clone());
+            serve_with(ctx, &session, stream, rbuf, front).await
+        }
+        Protocol::Original => serve_with(ctx, &session, stream, rbuf, OriginalFront).await,
     }
 }
 
@@ -145,6 +158,7 @@ async fn read_some(
 
 async fn serve_with<F: Front>(
     ctx: &Rc<CoreCtx>,
+    session: &Session,
     stream: &mut TcpStream,
     mut rbuf: ReadBuf,
     mut front: F,
@@ -155,10 +169,17 @@ async fn serve_with<F: Front>(
         // A batch is capped (requests, reply budget): keep going while whole frames remain,
         // never wait on the socket with answerable requests already buffered.
         loop {
-            let (fatal, close) = process_batch(ctx, &mut rbuf, &mut out, &mut front).await;
+            let (fatal, close) = process_batch(ctx, session, &mut rbuf, &mut out, &mut front).await;
             if !out.is_empty() {
                 stream.write_all(&out).await?;
                 out.clear();
+            }
+            if session.too_many_failures() {
+                log::warn!(
+                    "core {}: closing a connection after repeated wrong passwords",
+                    ctx.core
+                );
+                return Ok(());
             }
             if let Some(e) = fatal {
                 return Err(Error::Framing(e.to_string()));
@@ -438,6 +459,7 @@ impl NodeReport {
 /// asked to close the connection.
 async fn process_batch<F: Front>(
     ctx: &Rc<CoreCtx>,
+    session: &Session,
     rbuf: &mut ReadBuf,
     out: &mut Vec<u8>,
     front: &mut F,
@@ -465,7 +487,7 @@ async fn process_batch<F: Front>(
             .contains(&req.opcode);
             reads += usize::from(is_read);
             opcodes.push(req.opcode);
-            slots.push(dispatch(ctx, &req, &mut remote, &mut last_ticket));
+            slots.push(dispatch(ctx, session, &req, &mut remote, &mut last_ticket));
         };
         match front.decode(rbuf.pending(), ctx.node.max_value_bytes, &mut op) {
             Ok(Some((reply, used))) => {
@@ -596,7 +618,8 @@ impl Front for NativeFront {
         results: &mut [OpResult],
         cx: &ReplyCtx<'_>,
     ) -> bool {
-        let result = match (reply.info, cx.report) {
+        let refused = matches!(results.first(), Some(OpResult::Failed { .. }));
+        let result = match (reply.info && !refused, cx.report) {
             (true, Some(report)) => OpResult::Value {
                 value: info_json(cx.ctx, cx.view, report).into_bytes().into(),
                 version: Version::ZERO,
@@ -659,8 +682,36 @@ async fn resolve(
     }
 }
 
+/// A refusal for lack of authentication, counted.
+fn refused(ctx: &CoreCtx, message: &'static str) -> Slot {
+    ctx.metrics.refused();
+    Slot::Refused {
+        status: Status::Unauthorized,
+        message,
+    }
+}
+
+/// AUTH: at once when right; a wrong password is answered only after `AUTH_FAILURE_DELAY_MS`.
+fn auth_slot(ctx: &Rc<CoreCtx>, session: &Session, password: &[u8]) -> Slot {
+    if session.authenticate(password) {
+        return Slot::Pong;
+    }
+    ctx.metrics.refused();
+    Slot::Task(
+        glommio::spawn_local(async {
+            glommio::timer::sleep(Duration::from_millis(AUTH_FAILURE_DELAY_MS)).await;
+            OpResult::Failed {
+                status: Status::Unauthorized,
+                message: WRONGPASS.into(),
+            }
+        })
+        .detach(),
+    )
+}
+
 fn dispatch(
     ctx: &Rc<CoreCtx>,
+    session: &Session,
     req: &Request<'_>,
     remote: &mut [Vec<Op>],
     last_ticket: &mut Option<u64>,
@@ -671,8 +722,37 @@ fn dispatch(
             message: "unknown opcode",
         };
     };
+    if let Err(message) = session.allows(opcode) {
+        ctx.metrics.refused();
+        return Slot::Refused {
+            status: Status::Unauthorized,
+            message,
+        };
+    }
     let op = match opcode {
         Opcode::Ping => return Slot::Pong,
+        Opcode::Auth => return auth_slot(ctx, session, req.value),
+        Opcode::PeerHello => {
+            let dialer = String::from_utf8_lossy(req.key);
+            return match session.hello(&dialer, req.value) {
+                Some(answer) => Slot::Done {
+                    result: OpResult::Value {
+                        value: answer.into(),
+                        version: Version::ZERO,
+                    },
+                    local_write: false,
+                },
+                None => refused(ctx, "no cluster secret here, or a malformed hello"),
+            };
+        }
+        Opcode::PeerProve if session.prove(req.value) => return Slot::Pong,
+        Opcode::PeerProve => {
+            log::warn!(
+                "core {}: a peer failed the cluster handshake (wrong secret or a replay)",
+                ctx.core
+            );
+            return refused(ctx, "cluster handshake failed");
+        }
         Opcode::Info => return Slot::Info,
         Opcode::Gossip => return Slot::Task(spawn_gossip(ctx, req.key, req.value)),
         Opcode::PingReq => return Slot::Task(spawn_ping_req(ctx, req.key)),

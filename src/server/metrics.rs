@@ -35,7 +35,7 @@ pub const LATENCY_BUCKETS_US: [u64; 14] = [
 ];
 
 /// Request kinds, by native opcode.
-const KINDS: [(Opcode, &str); 16] = [
+const KINDS: [(Opcode, &str); 19] = [
     (Opcode::Get, "get"),
     (Opcode::Put, "put"),
     (Opcode::Delete, "delete"),
@@ -51,6 +51,9 @@ const KINDS: [(Opcode, &str); 16] = [
     (Opcode::AeTree, "ae_tree"),
     (Opcode::AeEntries, "ae_entries"),
     (Opcode::Repair, "repair"),
+    (Opcode::Auth, "auth"),
+    (Opcode::PeerHello, "peer_hello"),
+    (Opcode::PeerProve, "peer_prove"),
     (Opcode::Get, "unknown"),
 ];
 const OUTCOMES: [&str; 4] = ["ok", "not_found", "stale", "error"];
@@ -101,6 +104,7 @@ pub struct CoreMetrics {
     pub ae_rounds: Cell<u64>,
     pub ae_leaves_differing: Cell<u64>,
     pub ae_keys_exchanged: Cell<u64>,
+    pub refused_unauthorized: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>) {
@@ -151,6 +155,10 @@ impl CoreMetrics {
         add(&self.ae_keys_exchanged, r.keys_pulled + r.keys_pushed);
     }
 
+    pub fn refused(&self) {
+        bump(&self.refused_unauthorized);
+    }
+
     pub fn hint_stored(&self) {
         bump(&self.hints_stored);
     }
@@ -191,6 +199,7 @@ impl CoreMetrics {
             ae_rounds: self.ae_rounds.get(),
             ae_leaves_differing: self.ae_leaves_differing.get(),
             ae_keys_exchanged: self.ae_keys_exchanged.get(),
+            refused_unauthorized: self.refused_unauthorized.get(),
             tombstones_purged: self.tombstones_purged.get(),
             stats,
             queue_depth,
@@ -224,6 +233,7 @@ pub struct MetricsSnapshot {
     ae_rounds: u64,
     ae_leaves_differing: u64,
     ae_keys_exchanged: u64,
+    refused_unauthorized: u64,
     pub stats: CoreStats,
     queue_depth: usize,
 }
@@ -416,6 +426,13 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
         "anti_entropy_keys_exchanged",
         "Keys pulled from or pushed to a peer by anti-entropy",
         sum(|c| c.ae_keys_exchanged),
+    );
+    counter(
+        &mut r,
+        "refused_unauthorized",
+        "Requests refused: no AUTH, a wrong password, protected mode, or a cluster opcode from \
+         a connection that did not prove the cluster secret",
+        sum(|c| c.refused_unauthorized),
     );
     counter(
         &mut r,

@@ -9,6 +9,7 @@
 //! decides who owns a key or which version wins.
 
 pub mod anti_entropy;
+pub mod auth;
 pub mod compactor;
 pub mod connection;
 pub mod coordinator;
@@ -63,6 +64,8 @@ pub struct NodeInfo {
     /// Start time (ms since the epoch) of the last anti-entropy round that completed with every
     /// member: tombstones older than it are on every replica, so compaction may purge them.
     pub repaired_through_ms: std::sync::atomic::AtomicU64,
+    /// Password, cluster secret, protected mode.
+    pub creds: Arc<crate::server::auth::Credentials>,
 }
 
 /// Runtime errors of the node daemon.

@@ -31,6 +31,7 @@ use crate::limits::{
     PEER_CONNECT_TIMEOUT_MS, PEER_INFLIGHT_MAX, PEER_RECONNECT_BACKOFF_MS, PEER_STALL_MS,
     PEER_TIMEOUT_TICK_MS, READ_CHUNK_BYTES, VALUE_BYTES_CEILING,
 };
+use crate::server::auth;
 use crate::server::notify::{channel, Notify, Receiver, Sender};
 use crate::wire::native::{self, Opcode, Request};
 
@@ -105,9 +106,17 @@ impl<'a> Call<'a> {
     }
 }
 
+/// Who we are to peers, when the cluster has a secret: every new connection proves it first
+/// (`server::auth`'s handshake) before any other frame.
+pub struct Identity {
+    pub me: String,
+    pub secret: Vec<u8>,
+}
+
 /// A peer node as seen from one core.
 pub struct Peer {
     addr: String,
+    identity: Option<Rc<Identity>>,
     conn: RefCell<Option<Rc<Conn>>>,
     connecting: Cell<bool>,
     connected: Notify,
@@ -117,8 +126,14 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(addr: &str) -> Peer {
+        Peer::with_identity(addr, None)
+    }
+
+    /// A peer whose connections start with the cluster handshake (when `identity` is set).
+    pub fn with_identity(addr: &str, identity: Option<Rc<Identity>>) -> Peer {
         Peer {
             addr: addr.to_string(),
+            identity,
             conn: RefCell::new(None),
             connecting: Cell::new(false),
             connected: Notify::default(),
@@ -244,13 +259,26 @@ impl Peer {
                 .await
                 .map_err(|e| e.to_string())
         };
-        let stream = glommio::timer::timeout(timeout, async { Ok(connect.await) })
+        let mut stream = glommio::timer::timeout(timeout, async { Ok(connect.await) })
             .await
             .unwrap_or_else(|_| Err("connection timed out".to_string()))
             .map_err(|cause| Error::Connect {
                 addr: self.addr.clone(),
                 cause,
             })?;
+        if let Some(id) = &self.identity {
+            let shake =
+                glommio::timer::timeout(timeout, async { Ok(handshake(&mut stream, id).await) })
+                    .await
+                    .unwrap_or_else(|_| Err("cluster handshake timed out".to_string()));
+            if let Err(cause) = shake {
+                log::warn!("peer {}: {cause}", self.addr);
+                return Err(Error::Connect {
+                    addr: self.addr.clone(),
+                    cause,
+                });
+            }
+        }
         let _ = stream.set_nodelay(true);
         let conn = Rc::new(Conn {
             out: RefCell::new(Vec::with_capacity(4096)),
@@ -270,6 +298,56 @@ impl Peer {
         glommio::spawn_local(read_loop(conn.clone(), reader, self.addr.clone())).detach();
         glommio::spawn_local(sweep_loop(conn.clone(), self.addr.clone())).detach();
         Ok(conn)
+    }
+}
+
+/// The dialer's side of the cluster handshake (`server::auth`): hello with our id and a fresh
+/// nonce, check the listener's proof, answer ours.
+async fn handshake(stream: &mut TcpStream, id: &Identity) -> Result<(), String> {
+    let ours = auth::nonce();
+    let answer = exchange(stream, Opcode::PeerHello, id.me.as_bytes(), &ours).await?;
+    let theirs = auth::verify_listener(&id.secret, &answer, &ours, &id.me)
+        .ok_or("the peer did not prove the cluster secret: refusing it")?;
+    let proof = auth::dialer_proof(&id.secret, theirs, &ours, &id.me);
+    exchange(stream, Opcode::PeerProve, &[], &proof).await?;
+    Ok(())
+}
+
+/// One request and its answer on a bare stream (before the connection's loops start).
+async fn exchange(
+    stream: &mut TcpStream,
+    opcode: Opcode,
+    key: &[u8],
+    value: &[u8],
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let req = Request {
+        request_id: 0,
+        opcode: opcode as u8,
+        version: Version::ZERO,
+        flags: 0,
+        key,
+        value,
+    };
+    native::encode_request(&mut out, &req);
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Some((resp, _)) =
+            native::decode_response(&buf, VALUE_BYTES_CEILING).map_err(|e| e.to_string())?
+        {
+            if resp.status != native::Status::Ok {
+                let why = String::from_utf8_lossy(resp.value);
+                return Err(format!("cluster handshake refused: {why}"));
+            }
+            return Ok(resp.value.to_vec());
+        }
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the peer closed the connection during the handshake".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -11,6 +11,9 @@
 
 use crate::core::version::Version;
 use crate::limits::{KEY_BYTES_MAX, KEY_BYTES_MIN};
+use std::rc::Rc;
+
+use crate::server::auth::Session;
 use crate::server::connection::{Front, ReplyCtx};
 use crate::server::messages::OpResult;
 use crate::storage::wal_file::FsyncMode;
@@ -44,6 +47,7 @@ const COMMANDS: &[(&str, i64, i64, i64, i64)] = &[
     ("select", 2, 0, 0, 0),
     ("hello", -1, 0, 0, 0),
     ("quit", -1, 0, 0, 0),
+    ("auth", -2, 0, 0, 0),
 ];
 
 /// How to build one command's reply.
@@ -67,12 +71,18 @@ pub enum RespReply {
     Info(Vec<String>),
     /// `+OK`, then close.
     Quit,
+    /// AUTH: `+OK`, or the refusal.
+    Auth,
+    /// HELLO with AUTH: these bytes once the AUTH succeeded, else the refusal.
+    Hello(Vec<u8>),
 }
 
 /// Per-connection state: the client name and the protocol version (2 until `HELLO 3`).
 pub struct RespFront {
     name: Option<Vec<u8>>,
     proto: u8,
+    /// What this connection has proven (`None` in unit tests: everything allowed).
+    session: Option<Rc<Session>>,
 }
 
 impl Default for RespFront {
@@ -80,9 +90,22 @@ impl Default for RespFront {
         RespFront {
             name: None,
             proto: 2,
+            session: None,
         }
     }
 }
+
+impl RespFront {
+    pub fn new(session: Rc<Session>) -> RespFront {
+        RespFront {
+            session: Some(session),
+            ..RespFront::default()
+        }
+    }
+}
+
+/// Commands served before AUTH (as Redis serves them).
+const BEFORE_AUTH: &[&str] = &["ping", "auth", "hello", "quit"];
 
 fn err(text: &str) -> RespReply {
     let mut out = Vec::new();
@@ -134,6 +157,11 @@ fn first_failure(results: &[OpResult]) -> Option<String> {
             status: Status::OutOfMemory,
             ..
         } => Some(OOM_ERROR.to_string()),
+        // NOAUTH, WRONGPASS, DENIED: Redis's own prefixes, as clients match on them.
+        OpResult::Failed {
+            status: Status::Unauthorized,
+            message,
+        } => Some(message.clone()),
         OpResult::Failed { message, .. } => Some(format!("ERR {message}")),
         _ => None,
     })
@@ -174,6 +202,11 @@ impl RespFront {
             ));
         }
         let rest = &args[1..];
+        if let Some(s) = &self.session {
+            if !s.client_ok() && !BEFORE_AUTH.contains(&name) {
+                return err(s.protected_refusal());
+            }
+        }
         match name {
             "ping" => match rest {
                 [] => simple("PONG"),
@@ -231,7 +264,8 @@ impl RespFront {
                 b"0" => simple("OK"),
                 _ => err("ERR DB index is out of range"),
             },
-            "hello" => self.hello(rest),
+            "hello" => self.hello(rest, op),
+            "auth" => self.auth(rest, op),
             _ => RespReply::Quit,
         }
     }
@@ -265,20 +299,56 @@ impl RespFront {
     /// HELLO [2|3 [SETNAME name]]: switch protocol version, answer with the server's facts.
     /// RESP3 is served because current clients (redis-py 8) open with `HELLO 3` and do not
     /// fall back; our replies differ between the two only in null and map.
-    fn hello(&mut self, rest: &[&[u8]]) -> RespReply {
+    /// `AUTH [user] password`: only the `default` user exists.
+    fn auth(&mut self, rest: &[&[u8]], op: &mut dyn FnMut(Request<'_>)) -> RespReply {
+        let password = match rest {
+            [p] => *p,
+            [user, p] if *user == b"default" => *p,
+            [_, _] => return err(crate::server::auth::WRONGPASS),
+            _ => return err("ERR syntax error"),
+        };
+        if self.session.as_ref().is_some_and(|s| !s.has_password()) {
+            return err(
+                "ERR AUTH <password> called without any password configured for the default \
+                 user. Are you sure your configuration is correct?",
+            );
+        }
+        op(key_op(Opcode::Auth, b"", password));
+        RespReply::Auth
+    }
+
+    fn hello(&mut self, rest: &[&[u8]], op: &mut dyn FnMut(Request<'_>)) -> RespReply {
         let proto = match rest.first().copied() {
             None => self.proto,
             Some(b"2") => 2,
             Some(b"3") => 3,
             Some(_) => return err("NOPROTO unsupported protocol version"),
         };
-        match rest.get(1..).unwrap_or(&[]) {
-            [] => {}
-            [opt, name] if opt.eq_ignore_ascii_case(b"setname") => {
-                self.name = (!name.is_empty()).then(|| name.to_vec());
+        let mut opts = rest.get(1..).unwrap_or(&[]);
+        let mut auth: Option<(&[u8], &[u8])> = None;
+        while let [opt, more @ ..] = opts {
+            match more {
+                [user, pass, tail @ ..] if opt.eq_ignore_ascii_case(b"auth") => {
+                    auth = Some((user, pass));
+                    opts = tail;
+                }
+                [name, tail @ ..] if opt.eq_ignore_ascii_case(b"setname") => {
+                    self.name = (!name.is_empty()).then(|| name.to_vec());
+                    opts = tail;
+                }
+                _ => return err("ERR syntax error in HELLO option"),
             }
-            _ => return err("ERR HELLO supports SETNAME only (kvstore has no AUTH)"),
         }
+        if auth.is_none() && self.session.as_ref().is_some_and(|s| !s.client_ok()) {
+            return err(self.session.as_ref().map_or("", |s| s.protected_refusal()));
+        }
+        let auth_reply = match auth {
+            Some((user, pass)) => match self.auth(&[user, pass], op) {
+                RespReply::Auth => true,
+                refused => return refused,
+            },
+            None => false,
+        };
         self.proto = proto;
         let mut out = Vec::new();
         resp::map(&mut out, 7, proto);
@@ -296,7 +366,11 @@ impl RespFront {
         }
         resp::bulk(&mut out, b"modules");
         resp::array(&mut out, 0);
-        RespReply::Ready(out)
+        if auth_reply {
+            RespReply::Hello(out)
+        } else {
+            RespReply::Ready(out)
+        }
     }
 
     fn client(&mut self, rest: &[&[u8]]) -> RespReply {
@@ -548,7 +622,8 @@ impl Front for RespFront {
                 Some(r) => encode_value(out, r, self.proto),
                 None => resp::null(out, self.proto),
             },
-            RespReply::Written => resp::simple(out, "OK"),
+            RespReply::Written | RespReply::Auth => resp::simple(out, "OK"),
+            RespReply::Hello(bytes) => out.extend_from_slice(&bytes),
             RespReply::Deleted => {
                 let n = results
                     .iter()

@@ -64,6 +64,8 @@ pub struct CoreCtx {
     peer_conns: RefCell<HashMap<String, Rc<Peer>>>,
     /// The membership shell (core 0 only).
     pub gossip: Option<Rc<Gossip>>,
+    /// Our cluster identity for peer handshakes (`None`: no cluster secret).
+    identity: Option<Rc<crate::server::peer::Identity>>,
     /// This core's counters and histograms (read by `/metrics` through a message).
     pub metrics: crate::server::metrics::CoreMetrics,
 }
@@ -88,7 +90,7 @@ impl CoreCtx {
         if let Some(p) = self.peer_conns.borrow().get(addr) {
             return p.clone();
         }
-        let p = Rc::new(Peer::new(addr));
+        let p = Rc::new(Peer::with_identity(addr, self.identity.clone()));
         self.peer_conns
             .borrow_mut()
             .insert(addr.to_string(), p.clone());
@@ -122,6 +124,22 @@ pub fn run(config: Config) -> Result<(), Error> {
         ),
         None => None,
     };
+    if config.creds.secret().is_none()
+        && (!config.seeds.is_empty() || !config.listen.ip().is_loopback())
+    {
+        log::warn!(
+            "no cluster secret: anything that reaches port {} can send replica, gossip and \
+             stream frames; set --cluster-secret-file or KVSTORE_CLUSTER_SECRET on every node",
+            config.listen.port()
+        );
+    }
+    if config.creds.protected {
+        log::warn!(
+            "protected mode: no password and listening on {}: clients beyond loopback are \
+             refused (set a password, or --protected-mode no)",
+            config.listen
+        );
+    }
     let ring = LocalRing::new(&config.node_id, config.cores);
     let recovered = recovery::recover(&config.data_dir, &ring)?;
     log::info!(
@@ -147,6 +165,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         max_memory: config.max_memory,
         anti_entropy_interval_ms: config.anti_entropy_interval_ms,
         repaired_through_ms: std::sync::atomic::AtomicU64::new(0),
+        creds: config.creds.clone(),
         tombstone_grace_ms: config.tombstone_grace_ms,
     });
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
@@ -319,6 +338,12 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
             timing,
         ))
     });
+    let identity = s.node.creds.secret().map(|secret| {
+        Rc::new(crate::server::peer::Identity {
+            me: s.node.node_id.clone(),
+            secret: secret.to_vec(),
+        })
+    });
     let ctx = Rc::new(CoreCtx {
         core: s.core,
         ring: s.ring,
@@ -340,6 +365,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         peer_conns: RefCell::new(HashMap::new()),
         gossip,
         metrics: Default::default(),
+        identity,
     });
     let mailbox = glommio::spawn_local(mailbox(ctx.clone(), s.rx));
     let acceptor = s.listener_fd.map(|fd| {

@@ -65,6 +65,8 @@ pub enum Opcode {
     LocalGet = 6,
     /// Stream this node's data to the rest of the cluster, then leave it and exit (`kv leave`).
     Leave = 7,
+    /// Authenticate this connection: value = the node's password.
+    Auth = 8,
     /// Node to node: store this exact version (flag `FLAG_TOMBSTONE`: a delete).
     ReplicaPut = 16,
     /// Node to node: this replica's value or tombstone and its version.
@@ -85,6 +87,11 @@ pub enum Opcode {
     /// `kv repair`: an anti-entropy round with every live member now; the answer is a JSON
     /// report.
     Repair = 23,
+    /// Node to node, handshake step 1: key = the dialer's id, value = its nonce; the answer is
+    /// the listener's nonce and proof (`server::auth`).
+    PeerHello = 24,
+    /// Node to node, handshake step 2: value = the dialer's proof.
+    PeerProve = 25,
 }
 
 impl Opcode {
@@ -97,6 +104,7 @@ impl Opcode {
             5 => Opcode::Info,
             6 => Opcode::LocalGet,
             7 => Opcode::Leave,
+            8 => Opcode::Auth,
             16 => Opcode::ReplicaPut,
             17 => Opcode::ReplicaGet,
             18 => Opcode::Gossip,
@@ -105,6 +113,8 @@ impl Opcode {
             21 => Opcode::AeTree,
             22 => Opcode::AeEntries,
             23 => Opcode::Repair,
+            24 => Opcode::PeerHello,
+            25 => Opcode::PeerProve,
             _ => return None,
         })
     }
@@ -128,6 +138,8 @@ pub enum Status {
     BadMagic = 17,
     /// The node is at `--max-memory`: a write that would grow it was refused.
     OutOfMemory = 18,
+    /// Not allowed on this connection: authenticate first (or prove the cluster secret).
+    Unauthorized = 19,
 }
 
 impl Status {
@@ -144,6 +156,7 @@ impl Status {
             16 => Status::ShuttingDown,
             17 => Status::BadMagic,
             18 => Status::OutOfMemory,
+            19 => Status::Unauthorized,
             _ => Status::Internal,
         }
     }

@@ -92,13 +92,24 @@ impl RespConn {
             kvstore::limits::READ_CHUNK_BYTES,
             writer.try_clone().map_err(connect_err)?,
         );
-        Ok(RespConn {
+        let mut conn = RespConn {
             addr: addr.to_string(),
             out: Vec::new(),
             writer,
             reader,
             line: Vec::new(),
-        })
+        };
+        if let Some(p) = kvstore::client::password() {
+            conn.queue(&[b"AUTH", p]);
+            conn.flush()?;
+            if let Some(refused) = conn.recv()? {
+                return Err(Error::Server {
+                    status: kvstore::wire::native::Status::Unauthorized,
+                    message: refused,
+                });
+            }
+        }
+        Ok(conn)
     }
 
     fn io(&self, source: std::io::Error) -> Error {

@@ -28,6 +28,9 @@ struct Cli {
     host: String,
     #[arg(long, env = "KV_PORT", default_value_t = 7001, global = true)]
     port: u16,
+    /// File holding the node's password (else `KVSTORE_PASSWORD`): every connection sends AUTH.
+    #[arg(long, global = true)]
+    password_file: Option<std::path::PathBuf>,
     /// Timeout for connecting and for each reply (ms).
     #[arg(long, default_value_t = CLIENT_TIMEOUT_MS_DEFAULT, global = true)]
     timeout_ms: u64,
@@ -81,6 +84,18 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    match kvstore::server::auth::load(
+        "password",
+        cli.password_file.as_deref(),
+        std::env::var("KVSTORE_PASSWORD").ok(),
+    ) {
+        Ok(Some(p)) => kvstore::client::set_password(p),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("kv: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     let addr = format!("{}:{}", cli.host, cli.port);
     let timeout = Duration::from_millis(cli.timeout_ms);
     let Some(command) = cli.command else {

@@ -1,0 +1,240 @@
+//! Authentication with real processes on loopback: a password gates every protocol (native,
+//! Redis, the original design's, `kv`), a client connection cannot send cluster frames when the
+//! cluster has a secret, nodes sharing the secret form a cluster, and a node with the wrong
+//! secret is refused. (Protected mode needs a non-loopback client: `tests/partition.rs`.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::*;
+use kvstore::client::{Client, Error as ClientError};
+use kvstore::wire::native::{Opcode, Status};
+
+const PASSWORD: &str = "correct horse battery staple";
+const SECRET: &str = "cluster-secret-for-tests";
+
+/// RESP commands over one connection; the reply bytes read after each.
+fn resp_session(port: u16, commands: &[&[&str]]) -> Result<Vec<String>, String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(CLIENT_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut replies = Vec::new();
+    for args in commands {
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in *args {
+            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(cmd.as_bytes()).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        replies.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    Ok(replies)
+}
+
+fn is_unauthorized(r: &Result<kvstore::client::Reply, ClientError>, text: &str) -> bool {
+    matches!(r, Err(ClientError::Server { status: Status::Unauthorized, message }) if message.contains(text))
+}
+
+#[test]
+fn a_password_gates_every_protocol() -> TestResult {
+    let dir = data_dir("auth-password");
+    let env = [("KVSTORE_PASSWORD", PASSWORD)];
+    let node = Node::start_with_env("a1", &dir, free_port(), &["--cores", "1"], &env)?;
+    // native: PING is served, the rest waits for AUTH; a wrong password is refused, slowly
+    let mut c = node.client();
+    c.ping()?;
+    assert!(is_unauthorized(&c.put(b"k", b"v"), "NOAUTH"));
+    assert!(is_unauthorized(&c.call(Opcode::Info, &[], &[]), "NOAUTH"));
+    let started = Instant::now();
+    let wrong = c.auth(b"guess");
+    assert!(matches!(
+        wrong,
+        Err(ClientError::Server {
+            status: Status::Unauthorized,
+            ..
+        })
+    ));
+    assert!(
+        started.elapsed().as_millis() >= 150,
+        "a wrong password is answered late"
+    );
+    c.auth(PASSWORD.as_bytes())?;
+    c.put(b"k", b"v")?;
+    assert_eq!(c.get(b"k")?, Some(b"v".to_vec()));
+    // RESP: Redis's own answers
+    let r = resp_session(
+        node.port,
+        &[
+            &["GET", "k"],
+            &["DBSIZE"],
+            &["AUTH", "guess"],
+            &["AUTH", "default", PASSWORD],
+            &["GET", "k"],
+        ],
+    )?;
+    assert!(
+        r[0].starts_with("-NOAUTH Authentication required."),
+        "{r:?}"
+    );
+    assert!(
+        r[1].starts_with("-NOAUTH"),
+        "front-answered commands too: {r:?}"
+    );
+    assert!(
+        r[2].starts_with("-WRONGPASS invalid username-password pair"),
+        "{r:?}"
+    );
+    assert_eq!(r[3], "+OK\r\n");
+    assert_eq!(r[4], "$1\r\nv\r\n");
+    let r = resp_session(
+        node.port,
+        &[&["HELLO", "3", "AUTH", "default", PASSWORD], &["GET", "k"]],
+    )?;
+    assert!(r[0].starts_with("%7\r\n"), "{r:?}");
+    assert_eq!(r[1], "$1\r\nv\r\n");
+    // kv: the password from the environment, or refused
+    let o = node.kv(&["get", "k"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("NOAUTH"),
+        "{o:?}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_kv"))
+        .args(["--port", &node.port.to_string(), "get", "k"])
+        .env("KVSTORE_PASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .output()?;
+    assert_eq!(stdout(&o).trim(), "v", "{o:?}");
+    // the original design's protocol cannot authenticate: refused with a clear error
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port))?;
+    s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    s.write_all(&original_get(b"k"))?;
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.contains("original protocol cannot send one"), "{text}");
+    Ok(())
+}
+
+/// A GET in the original design's protocol (`wire::original`): a big-endian u32 payload
+/// length, then the opcode and the key as a big-endian u32 length and bytes.
+fn original_get(key: &[u8]) -> Vec<u8> {
+    let mut payload = vec![kvstore::wire::original::OP_GET];
+    payload.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    payload.extend_from_slice(key);
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+#[test]
+fn ten_wrong_passwords_close_the_connection() -> TestResult {
+    let dir = data_dir("auth-failures");
+    let env = [("KVSTORE_PASSWORD", PASSWORD)];
+    let node = Node::start_with_env("a2", &dir, free_port(), &["--cores", "1"], &env)?;
+    let mut c = node.client();
+    let mut closed = false;
+    for _ in 0..kvstore::limits::AUTH_FAILURES_MAX + 1 {
+        match c.auth(b"nope") {
+            Err(ClientError::Server { .. }) => {}
+            Err(e) if e.is_unreachable() => {
+                closed = true;
+                break;
+            }
+            other => return Err(format!("unexpected {other:?}").into()),
+        }
+    }
+    assert!(
+        closed,
+        "still open after {} wrong passwords",
+        kvstore::limits::AUTH_FAILURES_MAX
+    );
+    Ok(())
+}
+
+#[test]
+fn only_cluster_members_speak_cluster_opcodes() -> TestResult {
+    let env = [("KVSTORE_CLUSTER_SECRET", SECRET)];
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        let dir = data_dir(&format!("secret-n{i}"));
+        let mut args = vec!["--cores", "1", "--suspect-timeout-ms", SUSPECT_MS];
+        let seed = nodes.first().map(|n: &Node| n.addr());
+        if let Some(s) = &seed {
+            args.extend(["--seed", s.as_str()]);
+        }
+        nodes.push(Node::start_with_env(
+            &format!("node{i}"),
+            &dir,
+            free_port(),
+            &args,
+            &env,
+        )?);
+    }
+    for n in &nodes {
+        wait_members(n, 3, "ALIVE")?;
+    }
+    nodes[0].client().put(b"shared", b"v")?;
+    assert_eq!(nodes[2].client().get(b"shared")?, Some(b"v".to_vec()));
+    // a plain client may not write a replica directly, gossip or stream
+    let mut c = nodes[0].client();
+    for opcode in [
+        Opcode::ReplicaPut,
+        Opcode::ReplicaGet,
+        Opcode::Gossip,
+        Opcode::Stream,
+        Opcode::AeTree,
+    ] {
+        let r = c.call(opcode, b"victim", b"x");
+        assert!(is_unauthorized(&r, "cluster secret"), "{opcode:?}: {r:?}");
+    }
+    // a node with the wrong secret is refused, and says so
+    let dir = data_dir("secret-wrong");
+    let log = dir.join("node.log");
+    let mut wrong = Command::new(env!("CARGO_BIN_EXE_kvstore-node"))
+        .args([
+            "--node-id",
+            "intruder",
+            "--port",
+            &free_port().to_string(),
+            "--cores",
+            "1",
+        ])
+        .args(["--seed", &nodes[0].addr()])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("KVSTORE_CLUSTER_SECRET", "not-the-secret")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let refused = poll("the intruder to be refused", START_DEADLINE, || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("did not prove the cluster secret")
+            .then_some(())
+    });
+    let _ = wrong.kill();
+    let _ = wrong.wait();
+    refused?;
+    assert!(
+        member_status(&nodes[0], "intruder").is_none(),
+        "node1 took the intruder in: {:?}",
+        member_lines(&nodes[0])
+    );
+    Ok(())
+}
+
+/// Without a secret, cluster opcodes are served as before (and the node warns at start).
+#[test]
+fn without_a_secret_replica_frames_are_served() -> TestResult {
+    let dir = data_dir("no-secret");
+    let node = Node::start("s1", &dir, &["--cores", "1"])?;
+    let mut c: Client = node.client();
+    let r = c.call(Opcode::ReplicaGet, b"k", &[])?;
+    assert_eq!(r.status, Status::NotFound);
+    Ok(())
+}
