@@ -1,0 +1,729 @@
+//! Deterministic simulation of a 3-node cluster's replication protocol, built from the pure
+//! parts the real nodes use: `storage::map::Map` (last-write-wins), `core::version::Clock`
+//! (hybrid logical clock), `core::quorum::Tally`, `storage::hints::HintStore` and
+//! `core::merkle` (trees and the reconcile rule). One seeded RNG drives everything: clients at
+//! random coordinators, a network that delays, reorders, duplicates and drops messages,
+//! partitions that come and go, nodes that pause, clocks skewed by up to 2 s. No threads, no
+//! sockets, no wall clock.
+//!
+//! Checked after each run, once the network healed and hints and anti-entropy went quiet:
+//! replicas converge (the same version of every key everywhere); no acknowledged write is lost;
+//! no read returned a version nobody wrote, or one older than a write acknowledged before the
+//! read began (a write that failed or timed out may still win later: not held against it).
+//! A failing seed is printed; `KV_SIM_SEED=<n>` replays one, `KV_SIM_SEEDS=<n>` sets how many
+//! run (default 300).
+//!
+//! Not covered: the I/O shells (the coordinator's rules are restated here, not shared),
+//! membership (all three nodes replicate every key), crashes losing unsynced writes.
+
+use std::collections::HashMap;
+
+use kvstore::core::merkle::{self, Action, Tree};
+use kvstore::core::quorum::{Outcome as Quorum, Tally};
+use kvstore::core::version::{Clock, Version};
+use kvstore::storage::hints::HintStore;
+use kvstore::storage::map::{Applied, Map};
+
+const NODES: usize = 3;
+const W: usize = 2;
+const R: usize = 2;
+const KEYS: u32 = 6;
+const OPS: usize = 200;
+/// A replica request not answered in this many ticks (ms) has failed.
+const TIMEOUT: u64 = 300;
+const STALE_ATTEMPTS_MAX: u32 = 8;
+const HINT_EVERY: u64 = 250;
+const AE_EVERY: u64 = 500;
+
+type Held = Option<(Option<String>, Version)>;
+
+#[derive(Clone, Debug)]
+enum Msg {
+    Put {
+        op: usize,
+        attempt: u32,
+        key: u32,
+        value: Option<String>,
+        version: Version,
+    },
+    PutAck {
+        op: usize,
+        attempt: u32,
+        stale: Option<Version>,
+    },
+    Get {
+        op: usize,
+        key: u32,
+    },
+    GetAck {
+        op: usize,
+        held: Held,
+    },
+    /// A hint or a read repair: store it (acknowledged, so a hint can be dropped).
+    Store {
+        key: u32,
+        value: Option<String>,
+        version: Version,
+    },
+    StoreAck {
+        key: u32,
+        version: Version,
+    },
+}
+
+struct Node {
+    map: Map,
+    clock: Clock,
+    skew_ms: i64,
+    hints: HintStore,
+    paused_until: u64,
+}
+
+#[derive(Debug)]
+struct WriteRec {
+    key: u32,
+    start: u64,
+    end: Option<u64>,
+    acked: bool,
+}
+
+struct ReadRec {
+    key: u32,
+    start: u64,
+    got: Option<Version>,
+}
+
+enum Pending {
+    Write {
+        coordinator: usize,
+        key: u32,
+        value: Option<String>,
+        version: Version,
+        attempt: u32,
+        tally: Tally,
+        answered: Vec<usize>,
+        stale: Option<Version>,
+        decided: bool,
+        deadline: u64,
+    },
+    Read {
+        coordinator: usize,
+        key: u32,
+        tally: Tally,
+        seen: Vec<(usize, Held)>,
+        deadline: u64,
+    },
+}
+
+struct Sim {
+    rng: fastrand::Rng,
+    now: u64,
+    nodes: Vec<Node>,
+    /// (deliver at, sequence, from, to, message)
+    net: Vec<(u64, u64, usize, usize, Msg)>,
+    seq: u64,
+    cuts: Vec<(usize, usize, u64)>,
+    loss: f64,
+    pending: HashMap<usize, Pending>,
+    writes: Vec<WriteRec>,
+    reads: Vec<ReadRec>,
+    /// Which write issued each version (retries issue new ones).
+    version_of_op: HashMap<Version, usize>,
+}
+
+fn kb(key: u32) -> [u8; 4] {
+    key.to_le_bytes()
+}
+
+fn held(map: &Map, key: u32) -> Held {
+    let version = map.version_of(&kb(key))?;
+    let value = map
+        .get(&kb(key))
+        .map(|(v, _)| String::from_utf8_lossy(v).into_owned());
+    Some((value, version))
+}
+
+/// A replica write (skews here stay within the clock's bound, so none is refused for it).
+fn store(node: &mut Node, key: u32, value: &Option<String>, version: Version) -> Applied {
+    node.map
+        .apply(&kb(key), value.as_deref().map(str::as_bytes), version)
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let nodes = (0..NODES)
+            .map(|i| Node {
+                map: Map::new(),
+                clock: Clock::new(i as u32 + 1),
+                skew_ms: rng.i64(-2_000..=2_000),
+                hints: HintStore::new(u64::MAX),
+                paused_until: 0,
+            })
+            .collect();
+        Sim {
+            loss: rng.f64() * 0.2,
+            rng,
+            now: 1_000_000,
+            nodes,
+            net: Vec::new(),
+            seq: 0,
+            cuts: Vec::new(),
+            pending: HashMap::new(),
+            writes: Vec::new(),
+            reads: Vec::new(),
+            version_of_op: HashMap::new(),
+        }
+    }
+
+    fn physical(&self, n: usize) -> u64 {
+        (self.now as i64 + self.nodes[n].skew_ms) as u64
+    }
+
+    fn up(&self, n: usize) -> bool {
+        self.nodes[n].paused_until <= self.now
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        a == b
+            || !self
+                .cuts
+                .iter()
+                .any(|&(x, y, until)| until > self.now && ((x, y) == (a, b) || (x, y) == (b, a)))
+    }
+
+    fn send(&mut self, from: usize, to: usize, msg: Msg) {
+        if !self.reachable(from, to) || (from != to && self.rng.f64() < self.loss) {
+            return;
+        }
+        let copies = if from != to && self.rng.f64() < 0.05 {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = self.now + if from == to { 0 } else { self.rng.u64(1..60) };
+            self.seq += 1;
+            self.net.push((at, self.seq, from, to, msg.clone()));
+        }
+    }
+
+    fn issue_write(
+        &mut self,
+        c: usize,
+        w: usize,
+        key: u32,
+        value: Option<String>,
+        attempt: u32,
+        floor: Option<Version>,
+    ) {
+        let phys = self.physical(c);
+        if let Some(f) = floor {
+            let _ = self.nodes[c].clock.observe(f, phys);
+        }
+        let version = self.nodes[c].clock.tick(phys);
+        self.version_of_op.insert(version, w);
+        self.pending.insert(
+            w,
+            Pending::Write {
+                coordinator: c,
+                key,
+                value: value.clone(),
+                version,
+                attempt,
+                tally: Tally::new(NODES, W),
+                answered: Vec::new(),
+                stale: None,
+                decided: false,
+                deadline: self.now + TIMEOUT,
+            },
+        );
+        for to in 0..NODES {
+            self.send(
+                c,
+                to,
+                Msg::Put {
+                    op: w,
+                    attempt,
+                    key,
+                    value: value.clone(),
+                    version,
+                },
+            );
+        }
+    }
+
+    fn client_op(&mut self) {
+        let c = self.rng.usize(..NODES);
+        if !self.up(c) {
+            return;
+        }
+        let key = self.rng.u32(..KEYS);
+        if self.rng.bool() {
+            let w = self.writes.len();
+            let value = (self.rng.u8(..5) != 0).then(|| format!("v{w}"));
+            self.writes.push(WriteRec {
+                key,
+                start: self.now,
+                end: None,
+                acked: false,
+            });
+            self.issue_write(c, w, key, value, 1, None);
+        } else {
+            let id = 1_000_000 + self.reads.len();
+            self.reads.push(ReadRec {
+                key,
+                start: self.now,
+                got: None,
+            });
+            self.pending.insert(
+                id,
+                Pending::Read {
+                    coordinator: c,
+                    key,
+                    tally: Tally::new(NODES, R),
+                    seen: Vec::new(),
+                    deadline: self.now + TIMEOUT,
+                },
+            );
+            for to in 0..NODES {
+                self.send(c, to, Msg::Get { op: id, key });
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, msg: Msg) {
+        if !self.up(to) {
+            return; // a paused node's socket buffers overflow: lost
+        }
+        match msg {
+            Msg::Put {
+                op,
+                attempt,
+                key,
+                value,
+                version,
+            } => {
+                let phys = self.physical(to);
+                let _ = self.nodes[to].clock.observe(version, phys);
+                let stale = match store(&mut self.nodes[to], key, &value, version) {
+                    Applied::Stale { stored } => Some(stored),
+                    _ => None,
+                };
+                self.send(to, from, Msg::PutAck { op, attempt, stale });
+            }
+            Msg::PutAck { op, attempt, stale } => self.put_ack(op, attempt, from, stale),
+            Msg::Get { op, key } => {
+                let h = held(&self.nodes[to].map, key);
+                self.send(to, from, Msg::GetAck { op, held: h });
+            }
+            Msg::GetAck { op, held } => self.get_ack(op, from, held),
+            Msg::Store {
+                key,
+                value,
+                version,
+            } => {
+                store(&mut self.nodes[to], key, &value, version);
+                self.send(to, from, Msg::StoreAck { key, version });
+            }
+            Msg::StoreAck { key, version } => {
+                self.nodes[to]
+                    .hints
+                    .remove(&format!("n{from}"), &kb(key), version);
+            }
+        }
+    }
+
+    fn put_ack(&mut self, op: usize, attempt: u32, from: usize, stale: Option<Version>) {
+        let now = self.now;
+        let Some(Pending::Write {
+            attempt: a,
+            tally,
+            answered,
+            stale: worst,
+            decided,
+            ..
+        }) = self.pending.get_mut(&op)
+        else {
+            return;
+        };
+        if *a != attempt || answered.contains(&from) {
+            return;
+        }
+        answered.push(from);
+        let outcome = match stale {
+            Some(s) => {
+                *worst = (*worst).max(Some(s));
+                tally.failure()
+            }
+            None => tally.success(),
+        };
+        if *decided {
+            return;
+        }
+        match outcome {
+            Quorum::Won => {
+                *decided = true;
+                self.writes[op].acked = true;
+                self.writes[op].end = Some(now);
+            }
+            Quorum::Lost => self.write_lost(op),
+            Quorum::Pending => {}
+        }
+    }
+
+    /// The quorum is lost: retry past a newer version (bounded), else the write failed.
+    fn write_lost(&mut self, op: usize) {
+        let Some(Pending::Write {
+            coordinator,
+            key,
+            value,
+            attempt,
+            stale,
+            decided,
+            ..
+        }) = self.pending.get_mut(&op)
+        else {
+            return;
+        };
+        *decided = true;
+        let (c, key, value, attempt, stale) = (*coordinator, *key, value.clone(), *attempt, *stale);
+        if let Some(floor) = stale.filter(|_| attempt < STALE_ATTEMPTS_MAX) {
+            self.issue_write(c, op, key, value, attempt + 1, Some(floor));
+        } else {
+            self.writes[op].end = Some(self.now);
+        }
+    }
+
+    fn get_ack(&mut self, op: usize, from: usize, h: Held) {
+        let Some(Pending::Read {
+            coordinator,
+            key,
+            tally,
+            seen,
+            ..
+        }) = self.pending.get_mut(&op)
+        else {
+            return;
+        };
+        if seen.iter().any(|(n, _)| *n == from) {
+            return;
+        }
+        seen.push((from, h));
+        if tally.success() != Quorum::Won {
+            return;
+        }
+        let (c, key) = (*coordinator, *key);
+        let best = seen
+            .iter()
+            .filter_map(|(_, h)| h.clone())
+            .max_by_key(|(_, v)| *v);
+        let stale: Vec<usize> = seen
+            .iter()
+            .filter(|(_, h)| h.as_ref().map(|x| x.1) < best.as_ref().map(|x| x.1))
+            .map(|(n, _)| *n)
+            .collect();
+        self.pending.remove(&op);
+        self.reads[op - 1_000_000].got = Some(best.as_ref().map_or(Version::ZERO, |b| b.1));
+        if let Some((value, version)) = best {
+            for n in stale {
+                self.send(
+                    c,
+                    n,
+                    Msg::Store {
+                        key,
+                        value: value.clone(),
+                        version,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Requests past their deadline: reads fail, writes end (unanswered replicas get hints).
+    fn expire(&mut self) {
+        let now = self.now;
+        let due: Vec<usize> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| match p {
+                Pending::Write { deadline, .. } | Pending::Read { deadline, .. } => {
+                    *deadline <= now
+                }
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            match self.pending.remove(&id) {
+                Some(Pending::Write {
+                    coordinator,
+                    key,
+                    value,
+                    version,
+                    answered,
+                    decided,
+                    ..
+                }) => {
+                    if !decided {
+                        self.writes[id].end = Some(now);
+                    }
+                    for n in (0..NODES).filter(|n| !answered.contains(n) && *n != coordinator) {
+                        let v = value.as_deref().map(str::as_bytes);
+                        self.nodes[coordinator].hints.add(
+                            &format!("n{n}"),
+                            &kb(key),
+                            v,
+                            version,
+                            now,
+                        );
+                    }
+                }
+                Some(Pending::Read { .. }) | None => {}
+            }
+        }
+    }
+
+    fn deliver_hints(&mut self) {
+        for h in 0..NODES {
+            if !self.up(h) {
+                continue;
+            }
+            for target in self.nodes[h].hints.targets() {
+                let t: usize = target[1..].parse().unwrap_or(0);
+                for hint in self.nodes[h].hints.batch(&target, 64) {
+                    let key =
+                        u32::from_le_bytes([hint.key[0], hint.key[1], hint.key[2], hint.key[3]]);
+                    let value = hint.value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                    self.send(
+                        h,
+                        t,
+                        Msg::Store {
+                            key,
+                            value,
+                            version: hint.version,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// One anti-entropy round between `a` and `b` (atomic here: both must be up and connected).
+    fn anti_entropy(&mut self, a: usize, b: usize) -> usize {
+        if !self.up(a) || !self.up(b) || !self.reachable(a, b) {
+            return 0;
+        }
+        let tree = |m: &Map| {
+            let mut t = Tree::new();
+            for (k, _, v) in m.iter() {
+                t.add(k, v);
+            }
+            t
+        };
+        let (ta, tb) = (tree(&self.nodes[a].map), tree(&self.nodes[b].map));
+        if ta.root() == tb.root() {
+            return 0;
+        }
+        let leaves = ta.diff(&tb);
+        let mut fixed = 0;
+        for key in 0..KEYS {
+            if !leaves.contains(&merkle::leaf_of(&kb(key))) {
+                continue;
+            }
+            let (ha, hb) = (held(&self.nodes[a].map, key), held(&self.nodes[b].map, key));
+            let (from, to, h) =
+                match merkle::reconcile(ha.as_ref().map(|x| x.1), hb.as_ref().map(|x| x.1)) {
+                    Action::Keep => continue,
+                    Action::Pull => (b, a, hb),
+                    Action::Push => (a, b, ha),
+                };
+            debug_assert_ne!(from, to);
+            if let Some((value, version)) = h {
+                store(&mut self.nodes[to], key, &value, version);
+                fixed += 1;
+            }
+        }
+        fixed
+    }
+
+    fn faults(&mut self) {
+        if self.rng.f64() < 0.002 {
+            let (a, b) = (self.rng.usize(..NODES), self.rng.usize(..NODES));
+            if a != b {
+                let until = self.now + self.rng.u64(100..1_500);
+                self.cuts.push((a, b, until));
+            }
+        }
+        if self.rng.f64() < 0.001 {
+            let n = self.rng.usize(..NODES);
+            self.nodes[n].paused_until = self.now + self.rng.u64(50..800);
+        }
+    }
+
+    fn tick(&mut self, clients: bool) {
+        self.now += 1;
+        let now = self.now;
+        self.net.sort_by_key(|(at, seq, ..)| (*at, *seq));
+        let due = self.net.iter().take_while(|m| m.0 <= now).count();
+        let batch: Vec<_> = self.net.drain(..due).collect();
+        for (_, _, from, to, msg) in batch {
+            self.deliver(from, to, msg);
+        }
+        if clients {
+            self.faults();
+            if self.rng.f64() < 0.1 {
+                self.client_op();
+            }
+        }
+        self.expire();
+        if now % HINT_EVERY == 0 {
+            self.deliver_hints();
+        }
+        if now % AE_EVERY == 0 {
+            let (a, b) = (self.rng.usize(..NODES), self.rng.usize(..NODES));
+            if a != b {
+                self.anti_entropy(a, b);
+            }
+        }
+    }
+
+    fn run(&mut self) {
+        while self.writes.len() + self.reads.len() < OPS {
+            self.tick(true);
+        }
+        // heal everything, then let hints and anti-entropy finish
+        self.cuts.clear();
+        self.loss = 0.0;
+        for n in &mut self.nodes {
+            n.paused_until = 0;
+        }
+        for _ in 0..(TIMEOUT + HINT_EVERY * 4) {
+            self.tick(false);
+        }
+        for _ in 0..10 {
+            let mut fixed = 0;
+            for a in 0..NODES {
+                for b in 0..NODES {
+                    if a != b {
+                        fixed += self.anti_entropy(a, b);
+                    }
+                }
+            }
+            for _ in 0..HINT_EVERY {
+                self.tick(false);
+            }
+            if fixed == 0 && self.net.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// The invariants; `Err` names the first violation.
+    fn check(&self) -> Result<(), String> {
+        for key in 0..KEYS {
+            let first = held(&self.nodes[0].map, key);
+            for n in 1..NODES {
+                if held(&self.nodes[n].map, key) != first {
+                    return Err(format!(
+                        "key {key}: node0 holds {first:?}, node{n} {:?}",
+                        held(&self.nodes[n].map, key)
+                    ));
+                }
+            }
+            // the final version must not belong to a write that ended before an acknowledged
+            // write of the key began
+            let final_op = first.as_ref().and_then(|(_, v)| self.version_of_op.get(v));
+            for (i, w) in self
+                .writes
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.key == key && w.acked)
+            {
+                let lost = match final_op {
+                    None => true,
+                    Some(&f) => {
+                        let fw = &self.writes[f];
+                        fw.acked && fw.end.is_some_and(|e| e < w.start)
+                    }
+                };
+                if lost {
+                    return Err(format!(
+                        "key {key}: acknowledged write #{i} {w:?} lost (final {first:?})"
+                    ));
+                }
+            }
+        }
+        for (i, r) in self.reads.iter().enumerate() {
+            let Some(got) = r.got else { continue };
+            let got_op = (got != Version::ZERO)
+                .then(|| self.version_of_op.get(&got).copied())
+                .flatten();
+            if got != Version::ZERO && got_op.is_none() {
+                return Err(format!("read #{i}: version {got:?} that nobody wrote"));
+            }
+            let floor = self
+                .writes
+                .iter()
+                .filter(|w| w.key == r.key && w.acked && w.end.is_some_and(|e| e < r.start))
+                .max_by_key(|w| w.start);
+            let Some(floor) = floor else { continue };
+            let stale = match got_op {
+                None => true,
+                Some(g) => {
+                    let gw = &self.writes[g];
+                    gw.acked && gw.end.is_some_and(|e| e < floor.start)
+                }
+            };
+            if stale {
+                return Err(format!(
+                    "read #{i} of key {}: stale {got:?} after {floor:?}",
+                    r.key
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run_seed(seed: u64) -> Result<(), String> {
+    let mut sim = Sim::new(seed);
+    sim.run();
+    sim.check()
+}
+
+#[test]
+fn the_replication_protocol_holds_across_seeds() {
+    let seeds: Vec<u64> = match std::env::var("KV_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(one) => vec![one],
+        None => {
+            let n = std::env::var("KV_SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(300);
+            (1..=n).collect()
+        }
+    };
+    for seed in seeds {
+        if let Err(e) = run_seed(seed) {
+            panic!("seed {seed}: {e}\nreplay: KV_SIM_SEED={seed} cargo test --test simulation");
+        }
+    }
+}
+
+/// The checker itself can fail: a replica that silently lost what it held, with no hint or
+/// anti-entropy run afterwards, shows up as divergence. (With W = R = 1 the seeds above find
+/// acknowledged writes lost to clock skew within the first seed: the protocol needs R + W > N.)
+#[test]
+fn the_checker_catches_a_replica_that_never_converges() {
+    let mut sim = Sim::new(7);
+    while sim.writes.len() < 20 {
+        sim.tick(true);
+    }
+    // node2 silently loses everything it held; with no hints or anti-entropy run, the
+    // replicas disagree
+    sim.nodes[2].map = Map::new();
+    assert!(sim.check().is_err(), "a wiped replica went unnoticed");
+}
