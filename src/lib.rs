@@ -1,11 +1,17 @@
 //! kvstore: a Dynamo-style, thread-per-core key-value store on io_uring.
 //!
 //! # Layout
-//! - `limits`: every bound, named.
-//! - `core`: pure logic (ring, versions); no I/O.
-//! - `wire`: codecs (native binary protocol).
-//! - `storage`: per-core map, WAL record format, replay, O_DIRECT writer.
-//! - `server`: the glommio shells: runtime, listener, connections, cross-core messages.
+//! - `limits`: every bound, named, with its unit.
+//! - `core`: pure, deterministic logic: ring and cluster ring, versions (HLC), quorum counting,
+//!   membership (SWIM rules, ring roles, founding), Merkle trees for anti-entropy. No I/O.
+//! - `wire`: codecs: native binary protocol, RESP, the original design's protocol.
+//! - `storage`: per-core map (LWW), WAL record format, replay, the O_DIRECT group-commit
+//!   writer, compaction policy, hint store, the data-dir lock. Pure except the writer, replay and
+//!   the lock.
+//! - `server`: the glommio shells: runtime (start, snapshot, shutdown), listener, connection and
+//!   the Redis/original fronts, auth, shard (one core's map/clock/WAL), coordinator (quorum
+//!   reads and writes, hints), peer links, gossip and topology (join/leave), handoff (hint
+//!   delivery), anti-entropy, compactor, metrics.
 //! - `client`: the blocking Rust client used by `kv` and the tests.
 //! - `config`: the node's command line.
 //! - `failpoint`: crash points for crash tests (`KVSTORE_FAILPOINT`).

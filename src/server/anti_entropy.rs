@@ -397,4 +397,15 @@ mod tests {
         let too_many = vec![0u8; 2 * (ANTI_ENTROPY_LEAVES_PER_REQUEST + 1)];
         assert_eq!(decode_leaves(&too_many), None);
     }
+
+    proptest::proptest! {
+        /// A peer's bytes never panic the decoders (AE_ENTRIES answers, leaf lists, trees).
+        #[test]
+        fn garbage_from_a_peer_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = decode_entries(&bytes);
+            let _ = decode_leaves(&bytes);
+            let _ = Tree::from_bytes(&bytes);
+            let _ = crate::storage::hints::decode_key(&bytes);
+        }
+    }
 }
