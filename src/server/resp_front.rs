@@ -717,9 +717,11 @@ mod tests {
             (&[b"SET", b"", b"v"], "-ERR key length 0"),
             (&[b"SELECT", b"1"], "-ERR DB index is out of range"),
             (&[b"HELLO", b"4"], "-NOPROTO"),
+            // only the `default` user exists
+            (&[b"HELLO", b"3", b"AUTH", b"u", b"p"], "-WRONGPASS"),
             (
-                &[b"HELLO", b"3", b"AUTH", b"u", b"p"],
-                "-ERR HELLO supports SETNAME only",
+                &[b"HELLO", b"3", b"BOGUS"],
+                "-ERR syntax error in HELLO option",
             ),
             (
                 &[b"CONFIG", b"SET", b"x", b"y"],
