@@ -63,12 +63,71 @@ impl Reply {
 }
 
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     addr: String,
     next_id: u64,
     out: Vec<u8>,
     rbuf: Vec<u8>,
     rstart: usize,
+}
+
+/// A connection's bytes: plain TCP, or TLS over it (`set_tls`).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tls(
+        config: std::sync::Arc<rustls::ClientConfig>,
+        addr: &str,
+        tcp: TcpStream,
+    ) -> std::io::Result<Stream> {
+        let name = crate::server::tls::server_name(addr)
+            .ok_or_else(|| std::io::Error::other(format!("no host in {addr} to verify")))?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+        Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
+    }
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// TLS for every connection made after `set_tls`, verifying the node's certificate.
+static TLS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
+/// Make every later `Client::connect` use TLS, trusting the CA certificate(s) in `ca` (PEM).
+pub fn set_tls(ca: &std::path::Path) -> Result<(), crate::server::tls::Error> {
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(crate::server::tls::roots(ca)?)
+    .with_no_client_auth();
+    let _ = TLS.set(std::sync::Arc::new(config));
+    Ok(())
 }
 
 /// The password every connection made after `set_password` authenticates with (the `kv`
@@ -100,6 +159,10 @@ impl Client {
                     stream.set_nodelay(true).map_err(err)?;
                     stream.set_read_timeout(Some(timeout)).map_err(err)?;
                     stream.set_write_timeout(Some(timeout)).map_err(err)?;
+                    let stream = match TLS.get() {
+                        None => Stream::Plain(stream),
+                        Some(config) => Stream::tls(config.clone(), addr, stream).map_err(err)?,
+                    };
                     let mut client = Client {
                         stream,
                         addr: addr.to_string(),
@@ -137,14 +200,20 @@ impl Client {
 
     /// Send everything queued.
     pub fn flush(&mut self) -> Result<(), Error> {
-        let r = self.stream.write_all(&self.out);
+        let r = self
+            .stream
+            .write_all(&self.out)
+            .and_then(|_| self.stream.flush());
         self.out.clear();
         r.map_err(|e| self.io_err(e))
     }
 
     /// Write raw bytes (tests use it to send malformed frames).
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.stream.write_all(bytes).map_err(|e| self.io_err(e))
+        self.stream
+            .write_all(bytes)
+            .and_then(|_| self.stream.flush())
+            .map_err(|e| self.io_err(e))
     }
 
     fn io_err(&self, e: std::io::Error) -> Error {

@@ -105,6 +105,16 @@ pub struct Args {
     /// Serve the original design's protocol (which cannot authenticate) even with a password.
     #[arg(long, env = "KVSTORE_ORIGINAL_WITHOUT_AUTH", default_value_t = false)]
     pub original_protocol_without_auth: bool,
+    /// TLS certificate chain (PEM) and private key: TLS is then served on the same port
+    /// (a connection opening with a TLS handshake), for clients and peers.
+    #[arg(long, env = "KVSTORE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "KVSTORE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that sign the peers' certificates: with it, links to peers use
+    /// TLS too, verifying each peer's certificate against its advertised host.
+    #[arg(long, env = "KVSTORE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Memory for keys and values (bytes, or with a Redis unit: 100mb, 2gb, 500k); past it,
     /// writes that would grow memory are refused (reads, deletes and overwrites that do not
     /// grow still work). 0: no limit.
@@ -147,6 +157,8 @@ pub enum Error {
     Locked(#[from] crate::storage::dir_lock::LockError),
     #[error("{0}")]
     Credentials(#[from] crate::server::auth::Error),
+    #[error("{0}")]
+    Tls(#[from] crate::server::tls::Error),
     #[error(
         "--wal-segment-bytes {given}: must be a multiple of {WAL_ZERO_FILL_CHUNK_BYTES} between \
          {min} (one largest record at this --max-value-bytes, and {WAL_SEGMENT_BYTES_MIN}) and \
@@ -179,6 +191,7 @@ pub struct Config {
     pub hint_window_ms: u64,
     pub anti_entropy_interval_ms: u64,
     pub creds: std::sync::Arc<crate::server::auth::Credentials>,
+    pub tls: Option<crate::server::tls::Tls>,
     /// The data-dir lock, held as long as the settings (the node's life).
     pub dir_lock: std::sync::Arc<crate::storage::dir_lock::DirLock>,
 }
@@ -235,6 +248,11 @@ impl Config {
             });
         }
         let creds = credentials(args, listen)?;
+        let tls = crate::server::tls::Tls::load(
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_ca.as_deref(),
+        )?;
         // Before anything in the data dir is read or written.
         let dir_lock = std::sync::Arc::new(DirLock::acquire(&args.data_dir)?);
         let node_id = resolve_node_id(&args.data_dir, args.node_id.as_deref())?;
@@ -246,6 +264,7 @@ impl Config {
             hint_window_ms: args.hint_window_ms,
             anti_entropy_interval_ms: args.anti_entropy_interval_ms.max(1),
             creds,
+            tls,
             node_id,
             listen,
             data_dir: args.data_dir.clone(),

@@ -30,6 +30,7 @@ use crate::server::original_front::OriginalFront;
 use crate::server::resp_front::RespFront;
 use crate::server::runtime::CoreCtx;
 use crate::server::shard::{storage_failure, OpRef};
+use crate::server::tls::{self, Transport};
 use crate::server::view::RingView;
 use crate::wire::native::{self, Opcode, Request, Response, Status, FLAG_TOMBSTONE, FLAG_WAS_LIVE};
 use crate::wire::{detect_protocol, Protocol};
@@ -48,10 +49,10 @@ pub enum Error {
 }
 
 /// Serve `stream` until the peer closes, errs, times out or the node shuts down.
-pub async fn serve(ctx: &Rc<CoreCtx>, mut stream: TcpStream) {
+pub async fn serve(ctx: &Rc<CoreCtx>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    match run(ctx, &mut stream).await {
+    match run(ctx, stream).await {
         Ok(()) => {}
         Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         Err(e) => log::debug!("core {}: connection {:?} closed: {e}", ctx.core, peer),
@@ -97,19 +98,54 @@ impl ReadBuf {
     }
 }
 
-async fn run(ctx: &Rc<CoreCtx>, stream: &mut TcpStream) -> Result<(), Error> {
-    let mut rbuf = ReadBuf {
+fn read_buf() -> ReadBuf {
+    ReadBuf {
         data: vec![0; READ_BUFFER_BYTES_INITIAL],
         start: 0,
         end: 0,
-    };
-    if read_some(ctx, stream, &mut rbuf, None).await? == 0 {
+    }
+}
+
+async fn run(ctx: &Rc<CoreCtx>, mut stream: TcpStream) -> Result<(), Error> {
+    let mut rbuf = read_buf();
+    if read_some(ctx, &mut stream, &mut rbuf, None).await? == 0 {
         return Ok(());
     }
     let loopback = stream
         .peer_addr()
         .map(|a| a.ip().is_loopback())
         .unwrap_or(false);
+    if rbuf.pending()[0] != tls::HANDSHAKE_BYTE {
+        return serve_protocol(ctx, &mut stream, rbuf, loopback).await;
+    }
+    // TLS on the same port: the handshake (replaying the bytes already read), then the
+    // protocol inside it, detected the same way.
+    let Some(t) = &ctx.node.tls else {
+        return Err(Error::Framing(
+            "a TLS handshake, but this node has no --tls-cert".into(),
+        ));
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_millis(FRAME_DEADLINE_MS)))
+        .map_err(std::io::Error::from)?;
+    let mut tls = t
+        .acceptor
+        .accept(tls::Prefixed::new(rbuf.pending().to_vec(), stream))
+        .await?;
+    let mut rbuf = read_buf();
+    if read_some(ctx, &mut tls, &mut rbuf, None).await? == 0 {
+        return Ok(());
+    }
+    serve_protocol(ctx, &mut tls, rbuf, loopback).await
+}
+
+/// Detect the protocol from the first byte and serve it.
+async fn serve_protocol<S: Transport>(
+    ctx: &Rc<CoreCtx>,
+    stream: &mut S,
+    rbuf: ReadBuf,
+    loopback: bool,
+) -> Result<(), Error> {
     let protocol = detect_protocol(rbuf.pending()[0]);
     let original = protocol == Protocol::Original;
     let session = Rc::new(Session::new(ctx.node.creds.clone(), loopback, original));
@@ -125,9 +161,9 @@ async fn run(ctx: &Rc<CoreCtx>, stream: &mut TcpStream) -> Result<(), Error> {
 
 /// Read once into `rbuf` (0: the peer closed or the node is shutting down). `partial_since`:
 /// when the unfinished frame in `rbuf` began (it gets the frame deadline, not the idle one).
-async fn read_some(
+async fn read_some<S: Transport>(
     ctx: &Rc<CoreCtx>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     rbuf: &mut ReadBuf,
     partial_since: Option<Instant>,
 ) -> Result<usize, Error> {
@@ -137,9 +173,7 @@ async fn read_some(
             .max(Duration::from_millis(1)),
         None => Duration::from_millis(ctx.node.idle_timeout_ms),
     };
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(std::io::Error::from)?;
+    stream.set_read_timeout(Some(timeout))?;
     let read = future::or(async { Some(stream.read(rbuf.spare()).await) }, async {
         ctx.shutdown.wait().await;
         None
@@ -156,10 +190,10 @@ async fn read_some(
     }
 }
 
-async fn serve_with<F: Front>(
+async fn serve_with<F: Front, S: Transport>(
     ctx: &Rc<CoreCtx>,
     session: &Session,
-    stream: &mut TcpStream,
+    stream: &mut S,
     mut rbuf: ReadBuf,
     mut front: F,
 ) -> Result<(), Error> {
@@ -172,6 +206,8 @@ async fn serve_with<F: Front>(
             let (fatal, close) = process_batch(ctx, session, &mut rbuf, &mut out, &mut front).await;
             if !out.is_empty() {
                 stream.write_all(&out).await?;
+                // TLS holds records until flushed (plain TCP: nothing to do).
+                stream.flush().await?;
                 out.clear();
             }
             if session.too_many_failures() {

@@ -24,6 +24,7 @@ pub mod peer;
 pub mod resp_front;
 pub mod runtime;
 pub mod shard;
+pub mod tls;
 pub mod topology;
 pub mod view;
 
@@ -66,6 +67,8 @@ pub struct NodeInfo {
     pub repaired_through_ms: std::sync::atomic::AtomicU64,
     /// Password, cluster secret, protected mode.
     pub creds: Arc<crate::server::auth::Credentials>,
+    /// `--tls-cert` and friends (`None`: plain TCP only).
+    pub tls: Option<crate::server::tls::Tls>,
 }
 
 /// Runtime errors of the node daemon.

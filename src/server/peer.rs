@@ -113,10 +113,16 @@ pub struct Identity {
     pub secret: Vec<u8>,
 }
 
+/// A peer link's byte stream: plain TCP, or TLS over it (`--tls-ca`).
+trait Duplex: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin {}
+impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin> Duplex for T {}
+
 /// A peer node as seen from one core.
 pub struct Peer {
     addr: String,
     identity: Option<Rc<Identity>>,
+    /// Dial peers over TLS, verifying their certificate (`--tls-ca`).
+    tls: Option<futures_rustls::TlsConnector>,
     conn: RefCell<Option<Rc<Conn>>>,
     connecting: Cell<bool>,
     connected: Notify,
@@ -126,14 +132,20 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(addr: &str) -> Peer {
-        Peer::with_identity(addr, None)
+        Peer::with_identity(addr, None, None)
     }
 
-    /// A peer whose connections start with the cluster handshake (when `identity` is set).
-    pub fn with_identity(addr: &str, identity: Option<Rc<Identity>>) -> Peer {
+    /// A peer whose connections use TLS (when `tls` is set) and start with the cluster
+    /// handshake (when `identity` is set).
+    pub fn with_identity(
+        addr: &str,
+        identity: Option<Rc<Identity>>,
+        tls: Option<futures_rustls::TlsConnector>,
+    ) -> Peer {
         Peer {
             addr: addr.to_string(),
             identity,
+            tls,
             conn: RefCell::new(None),
             connecting: Cell::new(false),
             connected: Notify::default(),
@@ -259,13 +271,44 @@ impl Peer {
                 .await
                 .map_err(|e| e.to_string())
         };
-        let mut stream = glommio::timer::timeout(timeout, async { Ok(connect.await) })
+        let tcp = glommio::timer::timeout(timeout, async { Ok(connect.await) })
             .await
             .unwrap_or_else(|_| Err("connection timed out".to_string()))
             .map_err(|cause| Error::Connect {
                 addr: self.addr.clone(),
                 cause,
             })?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Box<dyn Duplex> = match &self.tls {
+            None => Box::new(tcp),
+            Some(connector) => {
+                let name =
+                    crate::server::tls::server_name(&self.addr).ok_or_else(|| Error::Connect {
+                        addr: self.addr.clone(),
+                        cause: "no host name to verify its certificate against".into(),
+                    })?;
+                let shake = glommio::timer::timeout(timeout, async {
+                    Ok(connector.connect(name, tcp).await)
+                })
+                .await;
+                match shake {
+                    Ok(Ok(s)) => Box::new(s),
+                    Ok(Err(e)) => {
+                        log::warn!("peer {}: TLS handshake failed: {e}", self.addr);
+                        return Err(Error::Connect {
+                            addr: self.addr.clone(),
+                            cause: format!("TLS: {e}"),
+                        });
+                    }
+                    Err(_) => {
+                        return Err(Error::Connect {
+                            addr: self.addr.clone(),
+                            cause: "TLS handshake timed out".into(),
+                        })
+                    }
+                }
+            }
+        };
         if let Some(id) = &self.identity {
             let shake =
                 glommio::timer::timeout(timeout, async { Ok(handshake(&mut stream, id).await) })
@@ -279,7 +322,6 @@ impl Peer {
                 });
             }
         }
-        let _ = stream.set_nodelay(true);
         let conn = Rc::new(Conn {
             out: RefCell::new(Vec::with_capacity(4096)),
             out_ready: Notify::default(),
@@ -303,7 +345,7 @@ impl Peer {
 
 /// The dialer's side of the cluster handshake (`server::auth`): hello with our id and a fresh
 /// nonce, check the listener's proof, answer ours.
-async fn handshake(stream: &mut TcpStream, id: &Identity) -> Result<(), String> {
+async fn handshake(stream: &mut Box<dyn Duplex>, id: &Identity) -> Result<(), String> {
     let ours = auth::nonce();
     let answer = exchange(stream, Opcode::PeerHello, id.me.as_bytes(), &ours).await?;
     let theirs = auth::verify_listener(&id.secret, &answer, &ours, &id.me)
@@ -315,7 +357,7 @@ async fn handshake(stream: &mut TcpStream, id: &Identity) -> Result<(), String> 
 
 /// One request and its answer on a bare stream (before the connection's loops start).
 async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut Box<dyn Duplex>,
     opcode: Opcode,
     key: &[u8],
     value: &[u8],
@@ -331,6 +373,7 @@ async fn exchange(
     };
     native::encode_request(&mut out, &req);
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
     loop {
@@ -389,7 +432,7 @@ impl Drop for Connecting<'_> {
     }
 }
 
-async fn write_loop(conn: Rc<Conn>, mut w: futures_lite::io::WriteHalf<TcpStream>) {
+async fn write_loop(conn: Rc<Conn>, mut w: futures_lite::io::WriteHalf<Box<dyn Duplex>>) {
     let mut buf = Vec::with_capacity(4096);
     loop {
         conn.out_ready
@@ -400,10 +443,19 @@ async fn write_loop(conn: Rc<Conn>, mut w: futures_lite::io::WriteHalf<TcpStream
         }
         std::mem::swap(&mut buf, &mut conn.out.borrow_mut());
         // A write blocked on a silent peer ends when the connection is failed (socket closed).
-        let written = futures_lite::future::or(async { Some(w.write_all(&buf).await) }, async {
-            conn.closed.wait_until(|| conn.broken.get()).await;
-            None
-        })
+        let written = futures_lite::future::or(
+            async {
+                match w.write_all(&buf).await {
+                    // TLS holds records until flushed (plain TCP: nothing to do).
+                    Ok(()) => Some(w.flush().await),
+                    Err(e) => Some(Err(e)),
+                }
+            },
+            async {
+                conn.closed.wait_until(|| conn.broken.get()).await;
+                None
+            },
+        )
         .await;
         if !matches!(written, Some(Ok(()))) {
             fail(&conn);
@@ -413,7 +465,11 @@ async fn write_loop(conn: Rc<Conn>, mut w: futures_lite::io::WriteHalf<TcpStream
     }
 }
 
-async fn read_loop(conn: Rc<Conn>, mut r: futures_lite::io::ReadHalf<TcpStream>, addr: String) {
+async fn read_loop(
+    conn: Rc<Conn>,
+    mut r: futures_lite::io::ReadHalf<Box<dyn Duplex>>,
+    addr: String,
+) {
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let (mut start, mut end) = (0usize, 0usize);
     loop {

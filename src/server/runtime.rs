@@ -90,7 +90,8 @@ impl CoreCtx {
         if let Some(p) = self.peer_conns.borrow().get(addr) {
             return p.clone();
         }
-        let p = Rc::new(Peer::with_identity(addr, self.identity.clone()));
+        let tls = self.node.tls.as_ref().and_then(|t| t.connector.clone());
+        let p = Rc::new(Peer::with_identity(addr, self.identity.clone(), tls));
         self.peer_conns
             .borrow_mut()
             .insert(addr.to_string(), p.clone());
@@ -166,6 +167,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         anti_entropy_interval_ms: config.anti_entropy_interval_ms,
         repaired_through_ms: std::sync::atomic::AtomicU64::new(0),
         creds: config.creds.clone(),
+        tls: config.tls.clone(),
         tombstone_grace_ms: config.tombstone_grace_ms,
     });
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)

@@ -31,6 +31,9 @@ struct Cli {
     /// File holding the node's password (else `KVSTORE_PASSWORD`): every connection sends AUTH.
     #[arg(long, global = true)]
     password_file: Option<std::path::PathBuf>,
+    /// Connect with TLS, trusting this CA certificate (PEM) for the node's certificate.
+    #[arg(long, env = "KV_TLS_CA", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
     /// Timeout for connecting and for each reply (ms).
     #[arg(long, default_value_t = CLIENT_TIMEOUT_MS_DEFAULT, global = true)]
     timeout_ms: u64,
@@ -92,6 +95,12 @@ fn main() -> ExitCode {
         Ok(Some(p)) => kvstore::client::set_password(p),
         Ok(None) => {}
         Err(e) => {
+            eprintln!("kv: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    if let Some(ca) = &cli.tls_ca {
+        if let Err(e) = kvstore::client::set_tls(ca) {
             eprintln!("kv: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
