@@ -108,8 +108,9 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub const IO_MEMORY_BYTES_PER_CORE: usize = 512 * 1024;
 /// Versions more than this far ahead of a replica's clock are refused and logged.
 pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
-/// A core warns about versions too far ahead (a peer's wrong clock) at most this often.
-pub const SKEW_LOG_INTERVAL_MS: u64 = 1_000;
+/// A core repeats a warning that could come with every request (a peer's wrong clock, a
+/// replica left out, hints dropped) at most this often.
+pub const WARN_LOG_INTERVAL_MS: u64 = 1_000;
 /// A write refused as stale (a replica holds a newer version) is retried with a newer version
 /// up to this many attempts in all; then the client gets a "stale" error.
 pub const STALE_WRITE_ATTEMPTS_MAX: u32 = 8;

@@ -117,7 +117,17 @@ fn hint_if_missed(
     match ctx.shard.add_hint(&t.id, key, value, version) {
         Added::Held => ctx.metrics.hint_stored(),
         Added::Moot => {}
-        Added::Full | Added::WindowPassed => ctx.metrics.hint_dropped(),
+        Added::Full | Added::WindowPassed => {
+            ctx.metrics.hint_dropped();
+            if let Some(more) = ctx.hint_drop_log.due() {
+                log::warn!(
+                    "core {}: replica {} missed a write and no hint was kept (the hint bounds \
+                     or window were reached): anti-entropy will bring it up to date{more}",
+                    ctx.core,
+                    t.id
+                );
+            }
+        }
     }
 }
 
@@ -368,6 +378,14 @@ fn start(ctx: &Rc<CoreCtx>, replicas: &[Target], skip: &[usize], op: OpRef<'_>) 
     for (m, t) in replicas.iter().enumerate() {
         if skip.contains(&m) {
             ctx.metrics.replica_skipped();
+            if let Some(more) = ctx.skip_log.due() {
+                log::warn!(
+                    "core {}: replica {} left out of writes and reads (stalled or full \
+                     connection); it gets hints{more}",
+                    ctx.core,
+                    t.id
+                );
+            }
             let message = format!(
                 "member {} left out: {PEER_INFLIGHT_MAX} requests already pending",
                 t.id

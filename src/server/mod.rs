@@ -96,3 +96,30 @@ pub enum Error {
     #[error("core {core} failed: {cause}")]
     Core { core: usize, cause: String },
 }
+
+/// Loud but bounded: a warning that could repeat on every request (a peer's wrong clock, a
+/// replica left out) is said at most once per `WARN_LOG_INTERVAL_MS`, with a count of what was
+/// held back.
+#[derive(Default)]
+pub struct LogThrottle {
+    last: std::cell::Cell<Option<Instant>>,
+    held: std::cell::Cell<u64>,
+}
+
+impl LogThrottle {
+    /// `Some(suffix)` when a line is due (the suffix counts the lines held back since).
+    pub fn due(&self) -> Option<String> {
+        let every = std::time::Duration::from_millis(crate::limits::WARN_LOG_INTERVAL_MS);
+        if self.last.get().is_some_and(|t| t.elapsed() < every) {
+            self.held.set(self.held.get() + 1);
+            return None;
+        }
+        self.last.set(Some(Instant::now()));
+        let held = self.held.replace(0);
+        Some(if held > 0 {
+            format!(" ({held} more since the last warning)")
+        } else {
+            String::new()
+        })
+    }
+}

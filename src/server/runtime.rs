@@ -66,6 +66,9 @@ pub struct CoreCtx {
     pub gossip: Option<Rc<Gossip>>,
     /// Our cluster identity for peer handshakes (`None`: no cluster secret).
     identity: Option<Rc<crate::server::peer::Identity>>,
+    /// Warnings that could come with every request, throttled.
+    pub skip_log: crate::server::LogThrottle,
+    pub hint_drop_log: crate::server::LogThrottle,
     /// This core's counters and histograms (read by `/metrics` through a message).
     pub metrics: crate::server::metrics::CoreMetrics,
 }
@@ -368,6 +371,8 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         gossip,
         metrics: Default::default(),
         identity,
+        skip_log: Default::default(),
+        hint_drop_log: Default::default(),
     });
     let mailbox = glommio::spawn_local(mailbox(ctx.clone(), s.rx));
     let acceptor = s.listener_fd.map(|fd| {

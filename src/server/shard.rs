@@ -3,17 +3,16 @@
 //! Never awaits while holding a borrow of the map or clock: `execute` is synchronous and hands
 //! back the WAL ticket the caller must await before acknowledging a write.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use crate::core::merkle::{self, Tree};
 use crate::core::version::{Ahead, Clock, Version};
-use crate::limits::SKEW_LOG_INTERVAL_MS;
 use crate::limits::{NODE_ID_BYTES_MAX, WAL_RECORD_HEADER_BYTES};
 use crate::server::messages::{CoreStats, OpResult};
 use crate::server::view::RingView;
 use crate::server::wall_clock_ms;
+use crate::server::LogThrottle;
 use crate::storage::compaction;
 use crate::storage::hints::{self, Added, Hint, HintStore};
 use crate::storage::map::{Applied, Map};
@@ -37,37 +36,11 @@ pub struct Shard {
     map: RefCell<Map>,
     clock: RefCell<Clock>,
     pub wal: Rc<Wal>,
-    skew_log: Throttle,
+    skew_log: LogThrottle,
     /// `--max-memory` divided among the cores: this core's share (`None`: no limit).
     memory_budget: Option<u64>,
     /// Writes other replicas missed, held for them (hinted handoff).
     hints: RefCell<HintStore>,
-}
-
-/// Loud but bounded: a warning repeated on every request from a peer with a wrong clock is
-/// said at most once per `SKEW_LOG_INTERVAL_MS`, with a count of what was held back.
-#[derive(Default)]
-struct Throttle {
-    last: Cell<Option<Instant>>,
-    held: Cell<u64>,
-}
-
-impl Throttle {
-    /// `Some(suffix)` when a line is due (the suffix counts the lines held back since).
-    fn due(&self) -> Option<String> {
-        let every = Duration::from_millis(SKEW_LOG_INTERVAL_MS);
-        if self.last.get().is_some_and(|t| t.elapsed() < every) {
-            self.held.set(self.held.get() + 1);
-            return None;
-        }
-        self.last.set(Some(Instant::now()));
-        let held = self.held.replace(0);
-        Some(if held > 0 {
-            format!(" ({held} more since the last warning)")
-        } else {
-            String::new()
-        })
-    }
 }
 
 impl Shard {
@@ -84,7 +57,7 @@ impl Shard {
             map: RefCell::new(map),
             clock: RefCell::new(clock),
             wal,
-            skew_log: Throttle::default(),
+            skew_log: LogThrottle::default(),
             memory_budget,
             hints: RefCell::new(hints),
         }
