@@ -83,7 +83,7 @@ impl Stream {
         addr: &str,
         tcp: TcpStream,
     ) -> std::io::Result<Stream> {
-        let name = crate::server::tls::server_name(addr)
+        let name = crate::server::front::tls::server_name(addr)
             .ok_or_else(|| std::io::Error::other(format!("no host in {addr} to verify")))?;
         let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
         Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
@@ -119,12 +119,12 @@ impl std::io::Write for Stream {
 static TLS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
 
 /// Make every later `Client::connect` use TLS, trusting the CA certificate(s) in `ca` (PEM).
-pub fn set_tls(ca: &std::path::Path) -> Result<(), crate::server::tls::Error> {
+pub fn set_tls(ca: &std::path::Path) -> Result<(), crate::server::front::tls::Error> {
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
-    .with_root_certificates(crate::server::tls::roots(ca)?)
+    .with_root_certificates(crate::server::front::tls::roots(ca)?)
     .with_no_client_auth();
     let _ = TLS.set(std::sync::Arc::new(config));
     Ok(())

@@ -156,9 +156,9 @@ pub enum Error {
     #[error("{0}")]
     Locked(#[from] crate::storage::dir_lock::LockError),
     #[error("{0}")]
-    Credentials(#[from] crate::server::auth::Error),
+    Credentials(#[from] crate::server::front::auth::Error),
     #[error("{0}")]
-    Tls(#[from] crate::server::tls::Error),
+    Tls(#[from] crate::server::front::tls::Error),
     #[error(
         "--wal-segment-bytes {given}: must be a multiple of {WAL_ZERO_FILL_CHUNK_BYTES} between \
          {min} (one largest record at this --max-value-bytes, and {WAL_SEGMENT_BYTES_MIN}) and \
@@ -190,8 +190,8 @@ pub struct Config {
     pub max_memory: Option<u64>,
     pub hint_window_ms: u64,
     pub anti_entropy_interval_ms: u64,
-    pub creds: std::sync::Arc<crate::server::auth::Credentials>,
-    pub tls: Option<crate::server::tls::Tls>,
+    pub creds: std::sync::Arc<crate::server::front::auth::Credentials>,
+    pub tls: Option<crate::server::front::tls::Tls>,
     /// The data-dir lock, held as long as the settings (the node's life).
     pub dir_lock: std::sync::Arc<crate::storage::dir_lock::DirLock>,
 }
@@ -248,7 +248,7 @@ impl Config {
             });
         }
         let creds = credentials(args, listen)?;
-        let tls = crate::server::tls::Tls::load(
+        let tls = crate::server::front::tls::Tls::load(
             args.tls_cert.as_deref(),
             args.tls_key.as_deref(),
             args.tls_ca.as_deref(),
@@ -287,8 +287,8 @@ impl Config {
 fn credentials(
     args: &Args,
     listen: SocketAddr,
-) -> Result<std::sync::Arc<crate::server::auth::Credentials>, Error> {
-    use crate::server::auth::{load, Credentials};
+) -> Result<std::sync::Arc<crate::server::front::auth::Credentials>, Error> {
+    use crate::server::front::auth::{load, Credentials};
     let password = load(
         "password",
         args.password_file.as_deref(),

@@ -19,7 +19,7 @@ fn core_of_thread() -> String {
 }
 
 /// Log lines carry the node id and core as `key=value` fields, e.g.
-/// `2026-11-24T20:05:34.279Z INFO node=node4 core=0 kvstore::server::gossip: member node1 ...`.
+/// `2026-11-24T20:05:34.279Z INFO node=node4 core=0 kvstore::server::cluster::gossip: member node1 ...`.
 fn init_logging(args: &Args, node_id: &str) {
     use std::io::Write;
     let mut logger = env_logger::Builder::new();

@@ -3,7 +3,7 @@
 //! Owns: how two replicas summarise the keys they share — every (key, version) pair, tombstones
 //! included, hashed into one of `merkle::LEAVES` (2^`ANTI_ENTROPY_LEAF_BITS`) leaves chosen by the key's ring hash —
 //! and what to do with a key once both sides' versions are known. Never reads a map, sends or
-//! sleeps: the shell (`server::anti_entropy`) feeds it entries and carries out the actions.
+//! sleeps: the shell (`server::cluster::anti_entropy`) feeds it entries and carries out the actions.
 //!
 //! A leaf is the XOR of its entries' 64-bit hashes: order-free, so each core builds a partial
 //! tree over its own keys and the node combines them with `merge`; equal sets give equal

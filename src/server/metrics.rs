@@ -19,8 +19,8 @@ use prometheus_client::registry::Registry;
 
 use crate::core::membership::Status as MemberStatus;
 use crate::limits::{METRICS_REQUEST_BYTES_MAX, METRICS_TIMEOUT_MS};
-use crate::server::listener::next_accepted;
-use crate::server::messages::{CoreMsg, CoreStats, OpResult};
+use crate::server::data::messages::{CoreMsg, CoreStats, OpResult};
+use crate::server::front::listener::next_accepted;
 use crate::server::runtime::CoreCtx;
 use crate::storage::wal_file::GROUP_BUCKETS;
 use crate::wire::native::{Opcode, Status};
@@ -148,7 +148,7 @@ impl CoreMetrics {
         bump(&self.stale_retries);
     }
 
-    pub fn anti_entropy(&self, r: &crate::server::anti_entropy::Report) {
+    pub fn anti_entropy(&self, r: &crate::server::cluster::anti_entropy::Report) {
         bump(&self.ae_rounds);
         let add = |c: &Cell<u64>, n: usize| c.set(c.get() + n as u64);
         add(&self.ae_leaves_differing, r.leaves_differing);

@@ -1,32 +1,27 @@
 //! The I/O shells: glommio executors, sockets and cross-core messages around the pure core.
 //!
-//! Layout: `runtime` (start, recover, snapshot, shutdown), `listener` (accept, hand
-//! connections to cores), `connection` (one client connection: read, decode, dispatch, reply; the
-//! `Front` trait), `resp_front` and `original_front` (the Redis and original-design protocols),
-//! `shard` (one core's map, clock and WAL: executes operations), `compactor` (one core's
-//! online WAL compaction), `handoff` (delivering hints), `messages` (what travels
-//! between cores), `notify` (single-threaded wake-ups). Policy lives in `core`; nothing here
-//! decides who owns a key or which version wins.
+//! Layout, by what each part owns:
+//! - `front`: the client-facing side — accepting connections (`listener`), serving one
+//!   (`connection`, with the `Front` trait and the native protocol), the Redis and original
+//!   protocols (`resp_front`, `original_front`), who may ask what (`auth`), TLS (`tls`).
+//! - `data`: the data path — one core's map, clock, WAL and hints (`shard`), quorum reads and
+//!   writes (`coordinator`), what travels between cores (`messages`), online compaction
+//!   (`compactor`) and hint delivery (`handoff`).
+//! - `cluster`: other nodes — links to peers (`peer`), membership (`gossip`), joins and leaves
+//!   (`topology`), the ring every core routes by (`view`), anti-entropy (`anti_entropy`).
+//! - here: the per-core runtime (`runtime`: start, recover, snapshot, shutdown; `CoreCtx`),
+//!   metrics (`metrics`), single-threaded wake-ups (`notify`).
+//!
+//! Policy lives in `core` and `storage`; nothing here decides who owns a key or which version
+//! wins. Dependencies point one way: `front` and `cluster` call into `data`; `data` reaches
+//! other nodes only through `cluster::peer` and the ring view.
 
-pub mod anti_entropy;
-pub mod auth;
-pub mod compactor;
-pub mod connection;
-pub mod coordinator;
-pub mod gossip;
-pub mod handoff;
-pub mod listener;
-pub mod messages;
+pub mod cluster;
+pub mod data;
+pub mod front;
 pub mod metrics;
 pub mod notify;
-pub mod original_front;
-pub mod peer;
-pub mod resp_front;
 pub mod runtime;
-pub mod shard;
-pub mod tls;
-pub mod topology;
-pub mod view;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -66,9 +61,9 @@ pub struct NodeInfo {
     /// member: tombstones older than it are on every replica, so compaction may purge them.
     pub repaired_through_ms: std::sync::atomic::AtomicU64,
     /// Password, cluster secret, protected mode.
-    pub creds: Arc<crate::server::auth::Credentials>,
+    pub creds: Arc<crate::server::front::auth::Credentials>,
     /// `--tls-cert` and friends (`None`: plain TCP only).
-    pub tls: Option<crate::server::tls::Tls>,
+    pub tls: Option<crate::server::front::tls::Tls>,
 }
 
 /// Runtime errors of the node daemon.

@@ -31,13 +31,15 @@ use crate::limits::{
 use crate::limits::{
     BIND_RETRY_MS, CORE_CHANNEL_CAPACITY, IO_MEMORY_BYTES_PER_CORE, WAL_GROUP_BYTES_MAX,
 };
-use crate::server::gossip::Gossip;
-use crate::server::messages::{CoreMsg, OpResult};
+use crate::server::cluster::gossip::Gossip;
+use crate::server::cluster::peer::Peer;
+use crate::server::cluster::view::RingView;
+use crate::server::data::messages::{CoreMsg, OpResult};
+use crate::server::data::shard::{storage_failure, Shard};
+use crate::server::data::{compactor, handoff};
+use crate::server::front::listener;
 use crate::server::notify::{Latch, Notify};
-use crate::server::peer::Peer;
-use crate::server::shard::{storage_failure, Shard};
-use crate::server::view::RingView;
-use crate::server::{compactor, handoff, listener, Error, NodeInfo};
+use crate::server::{Error, NodeInfo};
 use crate::storage::core_dir_name;
 use crate::storage::hints::HintStore;
 use crate::storage::map::Map;
@@ -65,7 +67,7 @@ pub struct CoreCtx {
     /// The membership shell (core 0 only).
     pub gossip: Option<Rc<Gossip>>,
     /// Our cluster identity for peer handshakes (`None`: no cluster secret).
-    identity: Option<Rc<crate::server::peer::Identity>>,
+    identity: Option<Rc<crate::server::cluster::peer::Identity>>,
     /// Warnings that could come with every request, throttled.
     pub skip_log: crate::server::LogThrottle,
     pub hint_drop_log: crate::server::LogThrottle,
@@ -344,7 +346,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         ))
     });
     let identity = s.node.creds.secret().map(|secret| {
-        Rc::new(crate::server::peer::Identity {
+        Rc::new(crate::server::cluster::peer::Identity {
             me: s.node.node_id.clone(),
             secret: secret.to_vec(),
         })
@@ -402,12 +404,13 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
                     t.detach();
                 }
             }
-            if let Ok(t) =
-                glommio::spawn_local_into(crate::server::anti_entropy::run(ctx.clone()), tq)
-            {
+            if let Ok(t) = glommio::spawn_local_into(
+                crate::server::cluster::anti_entropy::run(ctx.clone()),
+                tq,
+            ) {
                 t.detach();
             }
-            glommio::spawn_local_into(crate::server::gossip::run(ctx.clone(), g), tq)
+            glommio::spawn_local_into(crate::server::cluster::gossip::run(ctx.clone(), g), tq)
         })
         .transpose()
         .map_err(|e| core_err(ctx.core, e))?;
@@ -509,7 +512,7 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
                 ctx.connection_opened();
                 let c = ctx.clone();
                 glommio::spawn_local(async move {
-                    crate::server::connection::serve(&c, stream).await;
+                    crate::server::front::connection::serve(&c, stream).await;
                     c.connection_closed();
                 })
                 .detach();
@@ -546,7 +549,8 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
             CoreMsg::Stream { only, reply } => {
                 let c = ctx.clone();
                 glommio::spawn_local(async move {
-                    let r = crate::server::topology::stream_core(&c, only.as_deref()).await;
+                    let r =
+                        crate::server::cluster::topology::stream_core(&c, only.as_deref()).await;
                     let _ = reply.try_send(r);
                 })
                 .detach();
@@ -554,7 +558,7 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
             CoreMsg::Forget { reply } => {
                 let c = ctx.clone();
                 glommio::spawn_local(async move {
-                    let _ = reply.try_send(crate::server::topology::forget_core(&c).await);
+                    let _ = reply.try_send(crate::server::cluster::topology::forget_core(&c).await);
                 })
                 .detach();
             }
@@ -562,7 +566,8 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
                 if let Some(g) = ctx.gossip.clone() {
                     let c = ctx.clone();
                     glommio::spawn_local(async move {
-                        let _ = reply.try_send(crate::server::topology::leave(&c, &g).await);
+                        let _ =
+                            reply.try_send(crate::server::cluster::topology::leave(&c, &g).await);
                     })
                     .detach();
                 }
@@ -587,7 +592,7 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
 /// Execute a batch sent by another core; answer once its writes are durable.
 fn execute_remote(
     ctx: &Rc<CoreCtx>,
-    ops: Vec<crate::server::messages::Op>,
+    ops: Vec<crate::server::data::messages::Op>,
     reply: flume::Sender<Vec<OpResult>>,
 ) {
     let mut results = Vec::with_capacity(ops.len());

@@ -1,6 +1,6 @@
 //! When a core compacts its WAL and what a compaction may drop. Pure policy: no I/O, no clock
 //! (the caller passes sizes and times in). The shell that carries it out is
-//! `server::compactor`.
+//! `server::data::compactor`.
 //!
 //! A core's WAL holds every record it appended since its last snapshot: overwrites and deletes
 //! leave the superseded records behind. Compaction writes the core's map (its live values and

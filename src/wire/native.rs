@@ -88,7 +88,7 @@ pub enum Opcode {
     /// report.
     Repair = 23,
     /// Node to node, handshake step 1: key = the dialer's id, value = its nonce; the answer is
-    /// the listener's nonce and proof (`server::auth`).
+    /// the listener's nonce and proof (`server::front::auth`).
     PeerHello = 24,
     /// Node to node, handshake step 2: value = the dialer's proof.
     PeerProve = 25,

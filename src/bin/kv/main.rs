@@ -87,7 +87,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match kvstore::server::auth::load(
+    match kvstore::server::front::auth::load(
         "password",
         cli.password_file.as_deref(),
         std::env::var("KVSTORE_PASSWORD").ok(),

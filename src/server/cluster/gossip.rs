@@ -24,10 +24,10 @@ use crate::limits::{
     GOSSIP_BYTES_MAX, GOSSIP_FANOUT, GOSSIP_INTERVAL_MS, INDIRECT_PROBES, PROBE_INTERVAL_MS,
     PROBE_TIMEOUT_MS,
 };
-use crate::server::messages::CoreMsg;
-use crate::server::peer::Call;
+use crate::server::cluster::peer::Call;
+use crate::server::cluster::view::RingView;
+use crate::server::data::messages::CoreMsg;
 use crate::server::runtime::CoreCtx;
-use crate::server::view::RingView;
 use crate::server::wall_clock_ms;
 use crate::wire::native::{Opcode, Status as WireStatus};
 
@@ -348,9 +348,9 @@ pub async fn run(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
         let _ = p.send_async(CoreMsg::Ring(initial.clone())).await;
     }
     let (c2, g2) = (ctx.clone(), g.clone());
-    let joining = glommio::spawn_local(crate::server::topology::join(c2, g2));
+    let joining = glommio::spawn_local(crate::server::cluster::topology::join(c2, g2));
     let (c3, g3) = (ctx.clone(), g.clone());
-    let dropping = glommio::spawn_local(crate::server::topology::drop_moved(c3, g3));
+    let dropping = glommio::spawn_local(crate::server::cluster::topology::drop_moved(c3, g3));
     let (c1, g1) = (ctx.clone(), g.clone());
     let probes = glommio::spawn_local(async move {
         while !c1.shutdown.is_set() {

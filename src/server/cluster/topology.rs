@@ -39,12 +39,12 @@ use crate::limits::{
     REPLICA_TIMEOUT_MS, STREAM_BATCH_KEYS, STREAM_TIMEOUT_MS, TOPOLOGY_ACK_WAIT_MS,
     TOPOLOGY_DROP_CHECK_MS, TOPOLOGY_POLL_MS, WAITING_LOG_INTERVAL_MS,
 };
-use crate::server::coordinator;
-use crate::server::gossip::Gossip;
-use crate::server::messages::{CoreMsg, Op, OpResult};
-use crate::server::peer::Call;
+use crate::server::cluster::gossip::Gossip;
+use crate::server::cluster::peer::Call;
+use crate::server::data::coordinator;
+use crate::server::data::messages::{CoreMsg, Op, OpResult};
+use crate::server::data::shard::OpRef;
 use crate::server::runtime::CoreCtx;
-use crate::server::shard::OpRef;
 use crate::wire::native::{Opcode, Status as WireStatus};
 
 async fn pause(ctx: &CoreCtx, ms: u64) {

@@ -23,15 +23,15 @@ use crate::core::version::Version;
 use crate::limits::{
     AUTH_FAILURE_DELAY_MS, FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX, REPLY_BUFFER_BYTES_MAX,
 };
-use crate::server::auth::{Session, WRONGPASS};
-use crate::server::coordinator;
-use crate::server::messages::{CoreMsg, CoreStats, Op, OpResult};
-use crate::server::original_front::OriginalFront;
-use crate::server::resp_front::RespFront;
+use crate::server::cluster::view::RingView;
+use crate::server::data::coordinator;
+use crate::server::data::messages::{CoreMsg, CoreStats, Op, OpResult};
+use crate::server::data::shard::{storage_failure, OpRef};
+use crate::server::front::auth::{Session, WRONGPASS};
+use crate::server::front::original_front::OriginalFront;
+use crate::server::front::resp_front::RespFront;
+use crate::server::front::tls::{self, Transport};
 use crate::server::runtime::CoreCtx;
-use crate::server::shard::{storage_failure, OpRef};
-use crate::server::tls::{self, Transport};
-use crate::server::view::RingView;
 use crate::wire::native::{self, Opcode, Request, Response, Status, FLAG_TOMBSTONE, FLAG_WAS_LIVE};
 use crate::wire::{detect_protocol, Protocol};
 
@@ -332,9 +332,9 @@ fn spawn_topology(
     let c = ctx.clone();
     glommio::spawn_local(async move {
         let r = match stream_to {
-            Some(target) => crate::server::topology::stream_node(&c, Some(target)).await,
+            Some(target) => crate::server::cluster::topology::stream_node(&c, Some(target)).await,
             None => match &c.gossip {
-                Some(g) => crate::server::topology::leave(&c, g).await,
+                Some(g) => crate::server::cluster::topology::leave(&c, g).await,
                 None => {
                     let (tx, rx) = flume::bounded(1);
                     let _ = c.peers[0].send_async(CoreMsg::Leave { reply: tx }).await;
@@ -366,7 +366,7 @@ fn spawn_anti_entropy(
     key: &[u8],
     value: &[u8],
 ) -> glommio::task::JoinHandle<OpResult> {
-    use crate::server::anti_entropy as ae;
+    use crate::server::cluster::anti_entropy as ae;
     let c = ctx.clone();
     let peer = String::from_utf8_lossy(key).into_owned();
     let leaves = ae::decode_leaves(value);

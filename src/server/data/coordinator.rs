@@ -34,13 +34,13 @@ use crate::limits::{
     PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, PEER_STALL_MS, REPLICA_TIMEOUT_MS,
     STALE_WRITE_ATTEMPTS_MAX,
 };
-use crate::server::messages::{CoreMsg, Op, OpResult};
+use crate::server::cluster::peer::{Call, Error as PeerError, Peer};
+use crate::server::cluster::view::{RingView, Target};
+use crate::server::data::messages::{CoreMsg, Op, OpResult};
+use crate::server::data::shard::storage_failure;
+use crate::server::data::shard::OpRef;
 use crate::server::notify::{channel, Receiver, Sender};
-use crate::server::peer::{Call, Error as PeerError, Peer};
 use crate::server::runtime::CoreCtx;
-use crate::server::shard::storage_failure;
-use crate::server::shard::OpRef;
-use crate::server::view::{RingView, Target};
 use crate::storage::hints::Added;
 use crate::storage::wal_file::Durable;
 use crate::wire::native::{Opcode, Status, FLAG_TOMBSTONE, FLAG_WAS_LIVE};

@@ -32,9 +32,9 @@ use crate::core::version::Version;
 use crate::limits::{
     ANTI_ENTROPY_KEYS_PER_ROUND_MAX, ANTI_ENTROPY_LEAVES_PER_REQUEST, REPLICA_TIMEOUT_MS,
 };
-use crate::server::coordinator::local_call;
-use crate::server::messages::{CoreMsg, Op, OpResult};
-use crate::server::peer::{Call, Error as PeerError};
+use crate::server::cluster::peer::{Call, Error as PeerError};
+use crate::server::data::coordinator::local_call;
+use crate::server::data::messages::{CoreMsg, Op, OpResult};
 use crate::server::runtime::CoreCtx;
 use crate::server::wall_clock_ms;
 use crate::wire::native::{Opcode, Status, FLAG_TOMBSTONE};

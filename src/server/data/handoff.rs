@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::core::membership::Status as MemberStatus;
 use crate::limits::{HINT_DELIVERY_BATCH, HINT_DELIVERY_INTERVAL_MS, REPLICA_TIMEOUT_MS};
-use crate::server::peer::Call;
+use crate::server::cluster::peer::Call;
 use crate::server::runtime::CoreCtx;
 use crate::storage::hints::Hint;
 use crate::wire::native::{Opcode, Status, FLAG_TOMBSTONE};

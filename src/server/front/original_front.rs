@@ -10,9 +10,9 @@
 
 use crate::core::membership::Status as MemberStatus;
 use crate::core::version::{writer_id, Version};
-use crate::server::connection::{Front, ReplyCtx};
-use crate::server::messages::OpResult;
-use crate::server::view::RingView;
+use crate::server::cluster::view::RingView;
+use crate::server::data::messages::OpResult;
+use crate::server::front::connection::{Front, ReplyCtx};
 use crate::wire::native::{Opcode, Request as NativeRequest};
 use crate::wire::original::{
     self, DecodeError, Request, ResponseWriter, STATUS_NOT_FOUND, STATUS_OK,

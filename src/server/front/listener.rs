@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_lite::future;
 
 use crate::limits::ACCEPT_RETRY_PAUSE_MS;
-use crate::server::messages::CoreMsg;
+use crate::server::data::messages::CoreMsg;
 use crate::server::runtime::CoreCtx;
 
 /// The next accepted connection, or `None` once the node shuts down. A failed accept (e.g.

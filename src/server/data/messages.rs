@@ -35,8 +35,8 @@ pub enum Op {
 }
 
 impl Op {
-    pub fn as_ref(&self) -> crate::server::shard::OpRef<'_> {
-        use crate::server::shard::OpRef;
+    pub fn as_ref(&self) -> crate::server::data::shard::OpRef<'_> {
+        use crate::server::data::shard::OpRef;
         match self {
             Op::Get { key } => OpRef::Get(key),
             Op::Put { key, value } => OpRef::Put(key, value),
@@ -50,8 +50,8 @@ impl Op {
         }
     }
 
-    pub fn from_ref(op: crate::server::shard::OpRef<'_>) -> Op {
-        use crate::server::shard::OpRef;
+    pub fn from_ref(op: crate::server::data::shard::OpRef<'_>) -> Op {
+        use crate::server::data::shard::OpRef;
         match op {
             OpRef::Get(k) => Op::Get { key: k.into() },
             OpRef::Put(k, v) => Op::Put {
@@ -134,7 +134,7 @@ pub enum CoreMsg {
         from: usize,
     },
     /// Membership changed: the ring every core routes by (sent by the gossip core).
-    Ring(std::sync::Arc<crate::server::view::RingView>),
+    Ring(std::sync::Arc<crate::server::cluster::view::RingView>),
     /// Gossip received by another core, for the gossip core to merge; answered with its view.
     Gossip {
         /// The sender's node id (empty from an older node).

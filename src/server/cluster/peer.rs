@@ -31,7 +31,7 @@ use crate::limits::{
     PEER_CONNECT_TIMEOUT_MS, PEER_INFLIGHT_MAX, PEER_RECONNECT_BACKOFF_MS, PEER_STALL_MS,
     PEER_TIMEOUT_TICK_MS, READ_CHUNK_BYTES, VALUE_BYTES_CEILING,
 };
-use crate::server::auth;
+use crate::server::front::auth;
 use crate::server::notify::{channel, Notify, Receiver, Sender};
 use crate::wire::native::{self, Opcode, Request};
 
@@ -107,7 +107,7 @@ impl<'a> Call<'a> {
 }
 
 /// Who we are to peers, when the cluster has a secret: every new connection proves it first
-/// (`server::auth`'s handshake) before any other frame.
+/// (`server::front::auth`'s handshake) before any other frame.
 pub struct Identity {
     pub me: String,
     pub secret: Vec<u8>,
@@ -282,11 +282,12 @@ impl Peer {
         let mut stream: Box<dyn Duplex> = match &self.tls {
             None => Box::new(tcp),
             Some(connector) => {
-                let name =
-                    crate::server::tls::server_name(&self.addr).ok_or_else(|| Error::Connect {
+                let name = crate::server::front::tls::server_name(&self.addr).ok_or_else(|| {
+                    Error::Connect {
                         addr: self.addr.clone(),
                         cause: "no host name to verify its certificate against".into(),
-                    })?;
+                    }
+                })?;
                 let shake = glommio::timer::timeout(timeout, async {
                     Ok(connector.connect(name, tcp).await)
                 })
@@ -343,7 +344,7 @@ impl Peer {
     }
 }
 
-/// The dialer's side of the cluster handshake (`server::auth`): hello with our id and a fresh
+/// The dialer's side of the cluster handshake (`server::front::auth`): hello with our id and a fresh
 /// nonce, check the listener's proof, answer ours.
 async fn handshake(stream: &mut Box<dyn Duplex>, id: &Identity) -> Result<(), String> {
     let ours = auth::nonce();

@@ -13,9 +13,9 @@ use crate::core::version::Version;
 use crate::limits::{KEY_BYTES_MAX, KEY_BYTES_MIN};
 use std::rc::Rc;
 
-use crate::server::auth::Session;
-use crate::server::connection::{Front, ReplyCtx};
-use crate::server::messages::OpResult;
+use crate::server::data::messages::OpResult;
+use crate::server::front::auth::Session;
+use crate::server::front::connection::{Front, ReplyCtx};
 use crate::storage::wal_file::FsyncMode;
 use crate::wire::native::{Opcode, Request, Status};
 use crate::wire::resp::{self, Command, DecodeError};
@@ -304,7 +304,7 @@ impl RespFront {
         let password = match rest {
             [p] => *p,
             [user, p] if *user == b"default" => *p,
-            [_, _] => return err(crate::server::auth::WRONGPASS),
+            [_, _] => return err(crate::server::front::auth::WRONGPASS),
             _ => return err("ERR syntax error"),
         };
         if self.session.as_ref().is_some_and(|s| !s.has_password()) {

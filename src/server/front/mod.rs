@@ -1,0 +1,10 @@
+//! The client-facing side of a node: accepting connections, serving the three protocols on one
+//! port (plain or TLS), and deciding who may ask what. Never decides where a key lives or which
+//! version wins: key operations go to `data` (the shard or the coordinator).
+
+pub mod auth;
+pub mod connection;
+pub mod listener;
+pub mod original_front;
+pub mod resp_front;
+pub mod tls;
