@@ -57,6 +57,10 @@ pub const ANTI_ENTROPY_LEAF_BITS: u32 = 12;
 pub const ANTI_ENTROPY_LEAVES_PER_REQUEST: usize = 64;
 pub const ANTI_ENTROPY_KEYS_PER_ROUND_MAX: usize = 1_000_000;
 pub const ANTI_ENTROPY_INTERVAL_MS_DEFAULT: u64 = 30_000;
+/// SCAN: the hash space is visited in this many slices (each a pass over every node's keys),
+/// and one call returns at most this many keys (KEYS past it is refused: use SCAN).
+pub const SCAN_SLICES: u64 = 256;
+pub const SCAN_KEYS_MAX: usize = 10_000;
 /// Hinted handoff, per core: hints held at most (count and key + value bytes), and how long
 /// after a target's first undelivered hint new hints for it are still taken (Cassandra's
 /// `max_hint_window`, default 3 h; `--hint-window-ms`). Past these, the write is left to read

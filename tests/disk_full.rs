@@ -62,7 +62,16 @@ fn a_full_disk_refuses_writes_and_recovers_without_loss() -> TestResult {
         return Ok(());
     };
     let data = mount.0.join("data");
-    let mut node = Node::start("n1", &data, &["--cores", "1", "--fsync", "batch"])?;
+    // Sized for the default 64 MiB segments (see above).
+    let args = [
+        "--cores",
+        "1",
+        "--fsync",
+        "batch",
+        "--wal-segment-bytes",
+        "67108864",
+    ];
+    let mut node = Node::start("n1", &data, &args)?;
     // The WAL makes its next segment ahead, in the background: measure the free space once
     // both segments have their space (allocated blocks cover their length).
     let allocated_segments = || {

@@ -202,6 +202,7 @@ impl Net {
         ])
         .args(["--listen", &self.ip(i), "--port", &PORT.to_string()])
         .args(["--advertise", &addr, "--cores", "1"])
+        .args(["--wal-segment-bytes", TEST_SEGMENT_BYTES])
         // The test's clients reach the nodes from the bridge, not from loopback.
         .args(["--protected-mode", "no"])
         .args(extra)

@@ -89,7 +89,7 @@ fn redis_cli_runs_every_served_command() -> TestResult {
         (&["EXISTS", "a", "b", "missing"], "2"),
         (&["DEL", "a", "missing"], "1"),
         (&["DBSIZE"], "2"),
-        (&["COMMAND", "COUNT"], "17"),
+        (&["COMMAND", "COUNT"], "19"),
         (&["CONFIG", "GET", "appendonly"], "appendonly\nyes"),
         (&["CONFIG", "GET", "appendfsync"], "appendfsync\neverysec"),
         (&["CLIENT", "SETNAME", "tester"], "OK"),

@@ -35,7 +35,7 @@ pub const LATENCY_BUCKETS_US: [u64; 14] = [
 ];
 
 /// Request kinds, by native opcode.
-const KINDS: [(Opcode, &str); 19] = [
+const KINDS: [(Opcode, &str); 21] = [
     (Opcode::Get, "get"),
     (Opcode::Put, "put"),
     (Opcode::Delete, "delete"),
@@ -54,6 +54,8 @@ const KINDS: [(Opcode, &str); 19] = [
     (Opcode::Auth, "auth"),
     (Opcode::PeerHello, "peer_hello"),
     (Opcode::PeerProve, "peer_prove"),
+    (Opcode::RangeKeys, "range_keys"),
+    (Opcode::Scan, "scan"),
     (Opcode::Get, "unknown"),
 ];
 const OUTCOMES: [&str; 4] = ["ok", "not_found", "stale", "error"];

@@ -536,6 +536,9 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
                 };
                 let _ = reply.try_send(snapshot);
             }
+            CoreMsg::RangeKeys { lo, hi, reply } => {
+                let _ = reply.try_send(ctx.shard.range_keys(lo, hi));
+            }
             CoreMsg::AeTree { peer, reply } => {
                 let _ = reply.try_send(ctx.shard.ae_tree(&ctx.view(), &peer));
             }

@@ -92,6 +92,12 @@ pub enum Opcode {
     PeerHello = 24,
     /// Node to node, handshake step 2: value = the dialer's proof.
     PeerProve = 25,
+    /// Node to node: this node's keys whose ring hash is in `[lo, hi)` (key = lo, hi as u64),
+    /// with versions and liveness (`server::data::scan`).
+    RangeKeys = 26,
+    /// SCAN: key = cursor (u64) and count (u32), value = a glob (empty: all); the answer is the
+    /// next cursor and the keys.
+    Scan = 27,
 }
 
 impl Opcode {
@@ -115,6 +121,8 @@ impl Opcode {
             23 => Opcode::Repair,
             24 => Opcode::PeerHello,
             25 => Opcode::PeerProve,
+            26 => Opcode::RangeKeys,
+            27 => Opcode::Scan,
             _ => return None,
         })
     }

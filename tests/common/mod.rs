@@ -11,6 +11,9 @@ use kvstore::client::Client;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// WAL segment size of test nodes (fits the largest record at the default value limit).
+pub const TEST_SEGMENT_BYTES: &str = "2097152";
+
 /// Generous: the CI machine has 2 loaded cores.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -103,10 +106,15 @@ impl Node {
     }
 
     pub fn spawn(&mut self) -> Result<(), String> {
+        // Small WAL segments unless the test sets its own: every node preallocates two per
+        // core, and 64 MiB ones made a full test run take 20 GB of disk.
+        let small = (!self.extra.iter().any(|a| a == "--wal-segment-bytes"))
+            .then_some(["--wal-segment-bytes", TEST_SEGMENT_BYTES]);
         let child = Command::new(env!("CARGO_BIN_EXE_kvstore-node"))
             .args(["--node-id", &self.id, "--port", &self.port.to_string()])
             .arg("--data-dir")
             .arg(&self.dir)
+            .args(small.iter().flatten())
             .args(&self.extra)
             .env("RUST_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -142,6 +142,12 @@ pub enum CoreMsg {
         updates: Vec<crate::core::membership::Update>,
         reply: flume::Sender<Vec<crate::core::membership::Update>>,
     },
+    /// SCAN: this core's keys whose ring hash is in `[lo, hi)`.
+    RangeKeys {
+        lo: u64,
+        hi: u64,
+        reply: flume::Sender<Vec<crate::server::data::scan::Entry>>,
+    },
     /// Anti-entropy: this core's part of the hash tree of the keys shared with `peer`.
     AeTree {
         peer: String,

@@ -6,4 +6,5 @@ pub mod compactor;
 pub mod coordinator;
 pub mod handoff;
 pub mod messages;
+pub mod scan;
 pub mod shard;

@@ -373,6 +373,16 @@ impl Shard {
             .collect()
     }
 
+    /// SCAN: this core's keys whose ring hash is in `[lo, hi)`, with versions and liveness.
+    pub fn range_keys(&self, lo: u64, hi: u64) -> Vec<crate::server::data::scan::Entry> {
+        self.map
+            .borrow()
+            .iter()
+            .filter(|(k, _, _)| (lo..hi).contains(&u64::from(crate::core::ring::hash(k))))
+            .map(|(k, v, version)| (Box::from(k), version, v.is_some()))
+            .collect()
+    }
+
     /// Keys (live or tombstoned) for which `want` holds, copied out (the map may change while
     /// they are streamed; each is read again when sent).
     pub fn keys_where(&self, mut want: impl FnMut(&[u8]) -> bool) -> Vec<Box<[u8]>> {

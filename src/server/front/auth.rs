@@ -54,14 +54,16 @@ pub fn need_of(opcode: Opcode) -> Need {
         | Opcode::PingReq
         | Opcode::Stream
         | Opcode::AeTree
-        | Opcode::AeEntries => Need::Member,
+        | Opcode::AeEntries
+        | Opcode::RangeKeys => Need::Member,
         Opcode::Get
         | Opcode::Put
         | Opcode::Delete
         | Opcode::Info
         | Opcode::LocalGet
         | Opcode::Leave
-        | Opcode::Repair => Need::Client,
+        | Opcode::Repair
+        | Opcode::Scan => Need::Client,
     }
 }
 

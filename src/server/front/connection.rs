@@ -358,6 +358,56 @@ fn spawn_topology(
     .detach()
 }
 
+/// SCAN (a client: cursor and count in the key, the glob in the value) or a peer's RANGE_KEYS
+/// (the hash range in the key).
+fn spawn_scan(
+    ctx: &Rc<CoreCtx>,
+    opcode: Opcode,
+    key: &[u8],
+    value: &[u8],
+) -> glommio::task::JoinHandle<OpResult> {
+    use crate::server::data::scan;
+    let c = ctx.clone();
+    let (key, pattern) = (key.to_vec(), value.to_vec());
+    glommio::spawn_local(async move {
+        let answer = match opcode {
+            Opcode::RangeKeys => match scan::decode_bounds(&key) {
+                Some((lo, hi)) => scan::node_range(&c, lo, hi)
+                    .await
+                    .map(|e| scan::encode_entries(&e)),
+                None => Err("malformed hash range".into()),
+            },
+            _ => match <[u8; 12]>::try_from(key.as_slice()) {
+                Ok(k) => {
+                    let cursor =
+                        u64::from_le_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]);
+                    let count = u32::from_le_bytes([k[8], k[9], k[10], k[11]]) as usize;
+                    // 0: every key (KEYS), refused past SCAN_KEYS_MAX
+                    let count = match count {
+                        0 => usize::MAX,
+                        n => n.min(crate::limits::SCAN_KEYS_MAX),
+                    };
+                    scan::scan(&c, cursor, count, &pattern)
+                        .await
+                        .map(|(next, keys)| scan::encode_page(next, &keys))
+                }
+                Err(_) => Err("SCAN takes a cursor (u64) and a count (u32) as its key".into()),
+            },
+        };
+        match answer {
+            Ok(v) => OpResult::Value {
+                value: v.into(),
+                version: Version::ZERO,
+            },
+            Err(message) => OpResult::Failed {
+                status: Status::Unavailable,
+                message,
+            },
+        }
+    })
+    .detach()
+}
+
 /// Anti-entropy: a peer asks for our tree or entries of the keys we share with it (its id in
 /// the key), or `kv repair` asks for a round with every member now.
 fn spawn_anti_entropy(
@@ -796,6 +846,9 @@ fn dispatch(
         Opcode::Stream => {
             let target = String::from_utf8_lossy(req.key).into_owned();
             return Slot::Task(spawn_topology(ctx, Some(target)));
+        }
+        Opcode::RangeKeys | Opcode::Scan => {
+            return Slot::Task(spawn_scan(ctx, opcode, req.key, req.value));
         }
         Opcode::AeTree | Opcode::AeEntries | Opcode::Repair => {
             return Slot::Task(spawn_anti_entropy(ctx, opcode, req.key, req.value));

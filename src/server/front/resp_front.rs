@@ -6,6 +6,7 @@
 //! versions and read repair apply to them unchanged (see `connection::Front`).
 //!
 //! Served: PING ECHO GET SET DEL EXISTS MGET MSET DBSIZE INFO COMMAND CONFIG CLIENT SELECT HELLO
+//! AUTH SCAN KEYS
 //! QUIT. Refused with a clear error: SET's options (no TTLs, no conditional writes), anything
 //! else (`unknown command`).
 
@@ -48,6 +49,8 @@ const COMMANDS: &[(&str, i64, i64, i64, i64)] = &[
     ("hello", -1, 0, 0, 0),
     ("quit", -1, 0, 0, 0),
     ("auth", -2, 0, 0, 0),
+    ("scan", -2, 0, 0, 0),
+    ("keys", 2, 0, 0, 0),
 ];
 
 /// How to build one command's reply.
@@ -73,6 +76,9 @@ pub enum RespReply {
     Quit,
     /// AUTH: `+OK`, or the refusal.
     Auth,
+    /// SCAN: `[cursor, [keys]]`; KEYS: `[keys]`.
+    Scan,
+    Keys,
     /// HELLO with AUTH: these bytes once the AUTH succeeded, else the refusal.
     Hello(Vec<u8>),
 }
@@ -139,6 +145,59 @@ fn check_keys<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> Option<RespReply>
                 k.len()
             ))
         })
+}
+
+/// Hand the native SCAN request to `op`: cursor and count in the key, the glob in the value
+/// (count 0: every key, as KEYS).
+fn scan_op(cursor: u64, count: u32, pattern: &[u8], op: &mut dyn FnMut(Request<'_>)) {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&cursor.to_le_bytes());
+    key[8..].copy_from_slice(&count.to_le_bytes());
+    op(Request {
+        request_id: 0,
+        opcode: Opcode::Scan as u8,
+        version: Version::ZERO,
+        flags: 0,
+        key: &key,
+        value: pattern,
+    });
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE string]`.
+fn scan(rest: &[&[u8]], op: &mut dyn FnMut(Request<'_>)) -> RespReply {
+    let Some(cursor) = std::str::from_utf8(rest[0])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return err("ERR invalid cursor");
+    };
+    let (mut pattern, mut count, mut opts): (&[u8], u32, &[&[u8]]) = (b"", 10, &rest[1..]);
+    while let [opt, value, tail @ ..] = opts {
+        if opt.eq_ignore_ascii_case(b"match") {
+            pattern = value;
+        } else if opt.eq_ignore_ascii_case(b"count") {
+            match std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                Some(n) if n > 0 => count = n,
+                _ => return err("ERR value is not an integer or out of range"),
+            }
+        } else if opt.eq_ignore_ascii_case(b"type") {
+            if !value.eq_ignore_ascii_case(b"string") {
+                // every kvstore value is a string: nothing of another type
+                pattern = b"[]";
+            }
+        } else {
+            return err("ERR syntax error");
+        }
+        opts = tail;
+    }
+    if !opts.is_empty() {
+        return err("ERR syntax error");
+    }
+    scan_op(cursor, count, pattern, op);
+    RespReply::Scan
 }
 
 fn arity_ok(arity: i64, argc: usize) -> bool {
@@ -266,6 +325,11 @@ impl RespFront {
             },
             "hello" => self.hello(rest, op),
             "auth" => self.auth(rest, op),
+            "scan" => scan(rest, op),
+            "keys" => {
+                scan_op(0, 0, rest[0], op);
+                RespReply::Keys
+            }
             _ => RespReply::Quit,
         }
     }
@@ -624,6 +688,31 @@ impl Front for RespFront {
             },
             RespReply::Written | RespReply::Auth => resp::simple(out, "OK"),
             RespReply::Hello(bytes) => out.extend_from_slice(&bytes),
+            RespReply::Scan | RespReply::Keys => {
+                let page = match results.first() {
+                    Some(OpResult::Value { value, .. }) => {
+                        crate::server::data::scan::decode_page(value)
+                    }
+                    _ => None,
+                };
+                match (page, &reply) {
+                    (Some((cursor, keys)), RespReply::Scan) => {
+                        resp::array(out, 2);
+                        resp::bulk(out, cursor.to_string().as_bytes());
+                        resp::array(out, keys.len());
+                        for k in keys {
+                            resp::bulk(out, k);
+                        }
+                    }
+                    (Some((_, keys)), _) => {
+                        resp::array(out, keys.len());
+                        for k in keys {
+                            resp::bulk(out, k);
+                        }
+                    }
+                    (None, _) => resp::error(out, "ERR scan failed"),
+                }
+            }
             RespReply::Deleted => {
                 let n = results
                     .iter()

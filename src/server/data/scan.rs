@@ -1,0 +1,284 @@
+//! Iterating every key of the cluster: SCAN and KEYS.
+//!
+//! Owns: walking the 2^32 hash space in `SCAN_SLICES` slices in order, asking every member
+//! (RANGE_KEYS) for the keys it holds whose ring hash falls in a slice, merging the answers by
+//! version (newest wins; a key whose newest version is a tombstone is gone), and glob matching
+//! (`MATCH`). The cursor is the next hash position to visit (0: start; 0 again: done), so a
+//! cursor is valid on any node. Never writes anything.
+//!
+//! What a caller gets (Redis's SCAN promise, under kvstore's): a key present and live for the
+//! whole iteration is returned, at least once, as long as each key's replicas answer — the
+//! slice fails unless all members but N − R answered. A key written or deleted during the
+//! iteration may or may not be returned. Each slice costs every node a pass over its keys, so
+//! a full SCAN is an administrative operation, bounded by `SCAN_KEYS_MAX` keys per call.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::core::membership::Status as MemberStatus;
+use crate::core::version::Version;
+use crate::limits::{REPLICA_TIMEOUT_MS, SCAN_KEYS_MAX, SCAN_SLICES};
+use crate::server::cluster::peer::Call;
+use crate::server::data::messages::CoreMsg;
+use crate::server::runtime::CoreCtx;
+use crate::wire::native::{Opcode, Status};
+
+/// One key a node holds: its version and whether it is live (not a tombstone).
+pub type Entry = (Box<[u8]>, Version, bool);
+
+/// Width of one slice of the hash space.
+const SLICE: u64 = (1u64 << 32) / SCAN_SLICES;
+
+/// One SCAN step from `cursor`: keys until at least `count` (or the end), and the next cursor
+/// (0 when the whole space was visited).
+pub async fn scan(
+    ctx: &Rc<CoreCtx>,
+    cursor: u64,
+    count: usize,
+    pattern: &[u8],
+) -> Result<(u64, Vec<Box<[u8]>>), String> {
+    let mut at = cursor.min(1 << 32);
+    let mut keys = Vec::new();
+    while at < (1 << 32) && keys.len() < count {
+        let hi = (at + SLICE).min(1 << 32);
+        for (k, _, live) in slice(ctx, at, hi).await? {
+            if live && glob_match(pattern, &k) {
+                keys.push(k);
+            }
+        }
+        if keys.len() > SCAN_KEYS_MAX {
+            return Err(format!(
+                "more than {SCAN_KEYS_MAX} keys in one call: use SCAN with a smaller COUNT"
+            ));
+        }
+        at = hi;
+    }
+    Ok((if at >= (1 << 32) { 0 } else { at }, keys))
+}
+
+/// Every member's keys in `[lo, hi)`, merged: the newest version of each.
+async fn slice(ctx: &Rc<CoreCtx>, lo: u64, hi: u64) -> Result<Vec<Entry>, String> {
+    let view = ctx.view();
+    let rep = view.effective();
+    let others: Vec<(String, String)> = view
+        .listing
+        .iter()
+        .filter(|u| u.id != view.me && u.status != MemberStatus::Left)
+        .map(|u| (u.id.clone(), u.addr.clone()))
+        .collect();
+    let mut merged: BTreeMap<Box<[u8]>, (Version, bool)> = BTreeMap::new();
+    let mut absorb = |entries: Vec<Entry>| {
+        for (k, v, live) in entries {
+            let e = merged.entry(k).or_insert((v, live));
+            if v > e.0 {
+                *e = (v, live);
+            }
+        }
+    };
+    absorb(node_range(ctx, lo, hi).await?);
+    let mut missing = Vec::new();
+    let bounds = encode_bounds(lo, hi);
+    let timeout = Duration::from_millis(REPLICA_TIMEOUT_MS);
+    for (id, addr) in &others {
+        let reply = ctx
+            .peer(addr)
+            .request(Call::new(Opcode::RangeKeys, &bounds), timeout)
+            .await;
+        match reply {
+            Ok(r) if r.status == Status::Ok => match decode_entries(&r.value) {
+                Some(e) => absorb(e),
+                None => missing.push(id.clone()),
+            },
+            _ => missing.push(id.clone()),
+        }
+    }
+    // Each key lives on N members and R of them answer: all but N - R members must.
+    if missing.len() > rep.n - rep.r {
+        return Err(format!("scan: members {missing:?} did not answer"));
+    }
+    Ok(merged
+        .into_iter()
+        .map(|(k, (v, live))| (k, v, live))
+        .collect())
+}
+
+/// This node's keys in `[lo, hi)`, every core's.
+pub async fn node_range(ctx: &CoreCtx, lo: u64, hi: u64) -> Result<Vec<Entry>, String> {
+    let mut all = ctx.shard.range_keys(lo, hi);
+    for core in (0..ctx.peers.len()).filter(|c| *c != ctx.core) {
+        let (tx, rx) = flume::bounded(1);
+        ctx.peers[core]
+            .send_async(CoreMsg::RangeKeys { lo, hi, reply: tx })
+            .await
+            .map_err(|_| format!("core {core} is gone"))?;
+        all.extend(
+            rx.recv_async()
+                .await
+                .map_err(|_| format!("core {core} did not answer"))?,
+        );
+    }
+    Ok(all)
+}
+
+pub fn encode_bounds(lo: u64, hi: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&lo.to_le_bytes());
+    b[8..].copy_from_slice(&hi.to_le_bytes());
+    b
+}
+
+pub fn decode_bounds(b: &[u8]) -> Option<(u64, u64)> {
+    if b.len() != 16 {
+        return None;
+    }
+    let lo = u64::from_le_bytes(b[..8].try_into().ok()?);
+    let hi = u64::from_le_bytes(b[8..].try_into().ok()?);
+    (lo < hi && hi <= 1 << 32).then_some((lo, hi))
+}
+
+/// Entries on the wire: per entry `key_len u16, key, hlc u64, writer u32, live u8`.
+pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v, live) in entries {
+        out.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&v.hlc.to_le_bytes());
+        out.extend_from_slice(&v.writer.to_le_bytes());
+        out.push(u8::from(*live));
+    }
+    out
+}
+
+pub fn decode_entries(mut b: &[u8]) -> Option<Vec<Entry>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let n = u16::from_le_bytes(b.get(..2)?.try_into().ok()?) as usize;
+        let key = b.get(2..2 + n)?;
+        let rest = b.get(2 + n..2 + n + 13)?;
+        let hlc = u64::from_le_bytes(rest[..8].try_into().ok()?);
+        let writer = u32::from_le_bytes(rest[8..12].try_into().ok()?);
+        out.push((Box::from(key), Version { hlc, writer }, rest[12] != 0));
+        b = &b[2 + n + 13..];
+    }
+    Some(out)
+}
+
+/// A SCAN answer on the wire: the next cursor (u64), then per key `len u16, key`.
+pub fn encode_page(cursor: u64, keys: &[Box<[u8]>]) -> Vec<u8> {
+    let mut out = cursor.to_le_bytes().to_vec();
+    for k in keys {
+        out.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        out.extend_from_slice(k);
+    }
+    out
+}
+
+pub fn decode_page(b: &[u8]) -> Option<(u64, Vec<&[u8]>)> {
+    let cursor = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+    let mut rest = &b[8..];
+    let mut keys = Vec::new();
+    while !rest.is_empty() {
+        let n = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+        keys.push(rest.get(2..2 + n)?);
+        rest = &rest[2 + n..];
+    }
+    Some((cursor, keys))
+}
+
+/// Redis's glob: `*` any run, `?` any byte, `[abc]`, `[^a-z]`, `\\x` a literal x. An empty
+/// pattern matches everything (no MATCH given).
+pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    if pattern.is_empty() {
+        return true;
+    }
+    glob(pattern, s)
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| glob(rest, &s[i..])),
+        Some((b'?', rest)) => !s.is_empty() && glob(rest, &s[1..]),
+        Some((b'[', rest)) => {
+            let Some((&c, tail)) = s.split_first() else {
+                return false;
+            };
+            let (negate, mut set) = match rest.split_first() {
+                Some((b'^', r)) => (true, r),
+                _ => (false, rest),
+            };
+            let mut hit = false;
+            loop {
+                match set {
+                    [] => return false, // unterminated class: no match
+                    [b']', r @ ..] => {
+                        set = r;
+                        break;
+                    }
+                    [b'\\', x, r @ ..] => {
+                        hit |= *x == c;
+                        set = r;
+                    }
+                    [a, b'-', z, r @ ..] if *z != b']' => {
+                        hit |= (*a..=*z).contains(&c);
+                        set = r;
+                    }
+                    [x, r @ ..] => {
+                        hit |= *x == c;
+                        set = r;
+                    }
+                }
+            }
+            hit != negate && glob(set, tail)
+        }
+        Some((b'\\', [x, rest @ ..])) => s.first() == Some(x) && glob(rest, &s[1..]),
+        Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_as_redis_does() {
+        for (p, s, want) in [
+            ("*", "anything", true),
+            ("user:*", "user:42", true),
+            ("user:*", "session:1", false),
+            ("h?llo", "hello", true),
+            ("h?llo", "hllo", false),
+            ("h[ae]llo", "hallo", true),
+            ("h[ae]llo", "hillo", false),
+            ("h[^e]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("k[a-c]", "kb", true),
+            ("k[a-c]", "kd", false),
+            ("a\\*b", "a*b", true),
+            ("a\\*b", "axb", false),
+            ("*:*:*", "a:b:c", true),
+            ("[", "x", false),
+        ] {
+            assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), want, "{p} vs {s}");
+        }
+        assert!(glob_match(b"", b"x"), "no pattern: everything");
+    }
+
+    #[test]
+    fn wire_forms_round_trip_and_garbage_is_refused() {
+        let e: Vec<Entry> = vec![(Box::from(&b"k"[..]), Version { hlc: 3, writer: 1 }, true)];
+        assert_eq!(decode_entries(&encode_entries(&e)), Some(e));
+        assert_eq!(decode_entries(&[1, 0, b'k']), None);
+        assert_eq!(
+            decode_bounds(&encode_bounds(0, 1 << 32)),
+            Some((0, 1 << 32))
+        );
+        assert_eq!(decode_bounds(&encode_bounds(5, 5)), None, "empty range");
+        assert_eq!(decode_bounds(&encode_bounds(0, (1 << 32) + 1)), None);
+        let keys = vec![Box::from(&b"a"[..]), Box::from(&b"bc"[..])];
+        let page = encode_page(7, &keys);
+        assert_eq!(decode_page(&page), Some((7, vec![&b"a"[..], &b"bc"[..]])));
+        assert_eq!(decode_page(&[1, 2]), None);
+    }
+}
