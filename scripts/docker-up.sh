@@ -50,4 +50,4 @@ if [ "$members" != 3 ]; then
   exit 1
 fi
 ./target/release/kv --port 7001 info | grep '^member '
-echo "up: kv --port 7001 put hello world; redis-cli -p 7002 get hello"
+echo "up: KVSTORE_PASSWORD=$KVSTORE_PASSWORD kv --port 7001 put hello world; redis-cli -p 7002 -a \"$KVSTORE_PASSWORD\" get hello"
