@@ -14,6 +14,15 @@ use kvstore::client::Client;
 const SEGMENT: &str = "1048576";
 /// A 1 MiB segment must hold the largest record: values up to 64 KiB here.
 const VALUE_MAX: &str = "65536";
+/// One core with 1 MiB segments.
+const SMALL_SEGMENTS: [&str; 6] = [
+    "--cores",
+    "1",
+    "--wal-segment-bytes",
+    SEGMENT,
+    "--max-value-bytes",
+    VALUE_MAX,
+];
 
 /// Record bytes in the node's WAL and its live keys, from `INFO`.
 fn wal_and_keys(node: &Node) -> Result<(u64, u64), String> {
@@ -43,14 +52,7 @@ fn the_wal_stays_bounded_under_overwrites_and_replays_after_kill9() -> TestResul
     const KEYS: usize = 100;
     const ROUNDS: usize = 200;
     let dir = data_dir("compact-bounded");
-    let args = [
-        "--cores",
-        "1",
-        "--wal-segment-bytes",
-        SEGMENT,
-        "--max-value-bytes",
-        VALUE_MAX,
-    ];
+    let args = SMALL_SEGMENTS;
     let mut node = Node::start("c1", &dir, &args)?;
     let mut c = node.client();
     let value = |k: usize, r: usize| format!("{k}-{r}-{}", "x".repeat(1000));
@@ -102,14 +104,7 @@ fn compaction_under_writes_loses_nothing_across_kill9() -> TestResult {
     const KEYS_PER_WRITER: usize = 200;
     const CYCLES: usize = 4;
     let dir = data_dir("compact-kill9");
-    let args = [
-        "--cores",
-        "1",
-        "--wal-segment-bytes",
-        SEGMENT,
-        "--max-value-bytes",
-        VALUE_MAX,
-    ];
+    let args = SMALL_SEGMENTS;
     // the newest acknowledged state of every key: Some(value) or None (deleted)
     let acked: Arc<Mutex<HashMap<String, Option<String>>>> = Arc::default();
     let mut rng = fastrand::Rng::with_seed(42);
@@ -210,8 +205,8 @@ fn tombstones_are_purged_after_the_grace_and_not_before() -> TestResult {
             c.put(format!("gone{k}").as_bytes(), b"v")?;
             c.delete(format!("gone{k}").as_bytes())?;
         }
-        std::thread::sleep(Duration::from_millis(1_100)); // past the 1 s grace, by the clock
-                                                          // garbage to make compactions due
+        // past the 1 s grace, by the clock; then garbage to make compactions due
+        std::thread::sleep(Duration::from_millis(1_100));
         let filler = "f".repeat(1000);
         let purged = poll("a compaction", START_DEADLINE, || {
             for k in 0..200 {
@@ -269,14 +264,7 @@ fn a_crash_at_every_step_of_a_compaction_replays_the_acknowledged_state() -> Tes
     ];
     for point in points {
         let dir = data_dir(&format!("failpoint-{}", point.replace(':', "-")));
-        let args = [
-            "--cores",
-            "1",
-            "--wal-segment-bytes",
-            SEGMENT,
-            "--max-value-bytes",
-            VALUE_MAX,
-        ];
+        let args = SMALL_SEGMENTS;
         let mut node = Node::start_with_env(
             "f1",
             &dir,

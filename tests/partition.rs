@@ -161,13 +161,41 @@ impl Net {
         nft(&self.br(), "flush chain bridge cut drops\n")
     }
 
-    /// Start node `i` in its namespace, seeded by node 1, logging (info) to a file.
-    fn start(&self, i: usize, log: &std::path::Path, suspect_ms: &str) -> Result<Child, String> {
-        self.start_with(i, log, &["--suspect-timeout-ms", suspect_ms], true)
+    /// One log file per node, under the test's data.
+    fn logs(&self) -> Vec<PathBuf> {
+        (1..=self.nodes)
+            .map(|i| data_dir(&format!("{}-logs{i}", self.prefix)).join("node.log"))
+            .collect()
     }
 
-    /// Start node `i` with `extra` flags; `fresh`: on an empty data dir (else the one it had).
-    /// Its log (info) is appended to `log`.
+    /// Start every node on a fresh data dir with `extra` flags, each once it answers.
+    fn start_all(&self, logs: &[PathBuf], extra: &[&str]) -> Result<Procs, String> {
+        let mut procs = Procs(Vec::new());
+        for i in 1..=self.nodes {
+            procs.0.push(self.start_with(i, &logs[i - 1], extra, true)?);
+            poll(&format!("node{i} to answer"), START_DEADLINE, || {
+                status(&self.ip(i), &format!("node{i}"))
+            })?;
+        }
+        Ok(procs)
+    }
+
+    /// Wait until every node sees every node as an ALIVE ring member.
+    fn wait_all_alive(&self) -> Result<(), String> {
+        let all: Vec<usize> = (1..=self.nodes).collect();
+        poll(
+            "every node ALIVE ring members everywhere",
+            START_DEADLINE,
+            || {
+                all.iter()
+                    .all(|m| all_see(self, &all, &format!("node{m}"), "ALIVE"))
+                    .then_some(())
+            },
+        )
+    }
+
+    /// Start node `i` in its namespace, seeded by node 1, with `extra` flags; `fresh`: on an
+    /// empty data dir (else the one it had). Its log (info) is appended to `log`.
     fn start_with(
         &self,
         i: usize,
@@ -316,25 +344,9 @@ fn a_healed_partition_reunites_at_once_without_false_convictions() -> TestResult
         .and_then(|v| v.parse().ok())
         .unwrap_or(CUT_MS);
     let net = Net::new(3)?;
-    let logs: Vec<PathBuf> = (1..=3)
-        .map(|i| data_dir(&format!("{}-logs{i}", net.prefix)).join("node.log"))
-        .collect();
-    let mut procs = Procs(Vec::new());
-    for i in 1..=3 {
-        procs.0.push(net.start(i, &logs[i - 1], SUSPECT_MS)?);
-        poll(&format!("node{i} to answer"), START_DEADLINE, || {
-            status(&net.ip(i), &format!("node{i}"))
-        })?;
-    }
-    poll(
-        "all three ALIVE ring members everywhere",
-        START_DEADLINE,
-        || {
-            (1..=3)
-                .all(|m| all_see(&net, &[1, 2, 3], &format!("node{m}"), "ALIVE"))
-                .then_some(())
-        },
-    )?;
+    let logs = net.logs();
+    let _procs = net.start_all(&logs, &["--suspect-timeout-ms", SUSPECT_MS])?;
+    net.wait_all_alive()?;
     let mut c1 = Client::connect(&format!("{}:{PORT}", net.ip(1)), CLIENT_TIMEOUT)?;
     for i in 0..50 {
         c1.put(format!("before-{i}").as_bytes(), b"v")?;
@@ -428,24 +440,9 @@ fn writes_keep_their_rate_while_one_replica_is_silent() -> TestResult {
         return Ok(());
     };
     let net = Net::new(3)?;
-    let mut procs = Procs(Vec::new());
-    for i in 1..=3 {
-        let log = data_dir(&format!("{}-logs{i}", net.prefix)).join("node.log");
-        // SUSPECT for ever: the coordinator keeps sending to node3 for the whole test
-        procs.0.push(net.start(i, &log, "600000")?);
-        poll(&format!("node{i} to answer"), START_DEADLINE, || {
-            status(&net.ip(i), &format!("node{i}"))
-        })?;
-    }
-    poll(
-        "all three ALIVE ring members everywhere",
-        START_DEADLINE,
-        || {
-            (1..=3)
-                .all(|m| all_see(&net, &[1, 2, 3], &format!("node{m}"), "ALIVE"))
-                .then_some(())
-        },
-    )?;
+    // SUSPECT for ever: the coordinator keeps sending to node3 for the whole test
+    let procs = net.start_all(&net.logs(), &["--suspect-timeout-ms", "600000"])?;
+    net.wait_all_alive()?;
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     // (seconds since start, latency in µs, key) of every acknowledged write; failures
@@ -577,23 +574,8 @@ fn an_isolated_replica_holds_every_write_soon_after_the_heal() -> TestResult {
         return Ok(());
     };
     let net = Net::new(3)?;
-    let mut procs = Procs(Vec::new());
-    for i in 1..=3 {
-        let log = data_dir(&format!("{}-logs{i}", net.prefix)).join("node.log");
-        procs.0.push(net.start(i, &log, SUSPECT_MS)?);
-        poll(&format!("node{i} to answer"), START_DEADLINE, || {
-            status(&net.ip(i), &format!("node{i}"))
-        })?;
-    }
-    poll(
-        "all three ALIVE ring members everywhere",
-        START_DEADLINE,
-        || {
-            (1..=3)
-                .all(|m| all_see(&net, &[1, 2, 3], &format!("node{m}"), "ALIVE"))
-                .then_some(())
-        },
-    )?;
+    let _procs = net.start_all(&net.logs(), &["--suspect-timeout-ms", SUSPECT_MS])?;
+    net.wait_all_alive()?;
     net.cut(3, 1)?;
     net.cut(3, 2)?;
     let mut c1 = Client::connect(&format!("{}:{PORT}", net.ip(1)), CLIENT_TIMEOUT)?;
@@ -639,28 +621,9 @@ fn kv_check_holds_through_partitions_pauses_and_restarts() -> TestResult {
         "--anti-entropy-interval-ms",
         "1000",
     ];
-    let logs: Vec<PathBuf> = (1..=3)
-        .map(|i| data_dir(&format!("{}-logs{i}", net.prefix)).join("node.log"))
-        .collect();
-    let mut procs = Procs(Vec::new());
-    for i in 1..=3 {
-        procs.0.push(net.start_with(i, &logs[i - 1], &extra, true)?);
-        poll(&format!("node{i} to answer"), START_DEADLINE, || {
-            status(&net.ip(i), &format!("node{i}"))
-        })?;
-    }
-    let all_alive = || {
-        poll(
-            "all three ALIVE ring members everywhere",
-            START_DEADLINE,
-            || {
-                (1..=3)
-                    .all(|m| all_see(&net, &[1, 2, 3], &format!("node{m}"), "ALIVE"))
-                    .then_some(())
-            },
-        )
-    };
-    all_alive()?;
+    let logs = net.logs();
+    let mut procs = net.start_all(&logs, &extra)?;
+    net.wait_all_alive()?;
     let scenarios = [
         "isolate node3",
         "split node1 | node2 node3",
@@ -746,7 +709,7 @@ fn kv_check_holds_through_partitions_pauses_and_restarts() -> TestResult {
             "{scenario}: {report}"
         );
         assert_eq!(report["divergent_keys"], 0, "{scenario}: {report}");
-        all_alive()?;
+        net.wait_all_alive()?;
     }
     Ok(())
 }

@@ -103,6 +103,28 @@ impl CoreCtx {
         p
     }
 
+    /// Ask every other core of this node the message `make` builds around a reply channel, and
+    /// gather their answers in core order.
+    pub async fn ask_other_cores<T>(
+        &self,
+        make: impl Fn(flume::Sender<T>) -> CoreMsg,
+    ) -> Result<Vec<T>, String> {
+        let mut answers = Vec::with_capacity(self.peers.len());
+        for core in (0..self.peers.len()).filter(|c| *c != self.core) {
+            let (tx, rx) = flume::bounded(1);
+            self.peers[core]
+                .send_async(make(tx))
+                .await
+                .map_err(|_| format!("core {core} is gone"))?;
+            let answer = rx
+                .recv_async()
+                .await
+                .map_err(|_| format!("core {core} did not answer"))?;
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
+
     pub fn metrics_snapshot(&self) -> crate::server::metrics::MetricsSnapshot {
         let stats = self.shard.stats(self.connections.get());
         self.metrics.snapshot(stats, self.peers[self.core].len())

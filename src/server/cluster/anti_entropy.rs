@@ -292,21 +292,14 @@ async fn answer_of(
 /// This node's tree of the keys it shares with `peer`: every core's part, merged.
 pub async fn node_tree(ctx: &CoreCtx, peer: &str) -> Result<Tree, String> {
     let mut tree = ctx.shard.ae_tree(&ctx.view(), peer);
-    for core in (0..ctx.peers.len()).filter(|c| *c != ctx.core) {
-        let (tx, rx) = flume::bounded(1);
-        let msg = CoreMsg::AeTree {
+    let parts = ctx
+        .ask_other_cores(|reply| CoreMsg::AeTree {
             peer: peer.to_string(),
-            reply: tx,
-        };
-        ctx.peers[core]
-            .send_async(msg)
-            .await
-            .map_err(|_| format!("core {core} is gone"))?;
-        let part = rx
-            .recv_async()
-            .await
-            .map_err(|_| format!("core {core} did not answer"))?;
-        tree.merge(&part);
+            reply,
+        })
+        .await?;
+    for part in &parts {
+        tree.merge(part);
     }
     Ok(tree)
 }
@@ -318,23 +311,14 @@ pub async fn node_entries(
     leaves: &[u16],
 ) -> Result<Vec<(Box<[u8]>, Version)>, String> {
     let mut all = ctx.shard.ae_entries(&ctx.view(), peer, leaves);
-    for core in (0..ctx.peers.len()).filter(|c| *c != ctx.core) {
-        let (tx, rx) = flume::bounded(1);
-        let msg = CoreMsg::AeEntries {
+    let parts = ctx
+        .ask_other_cores(|reply| CoreMsg::AeEntries {
             peer: peer.to_string(),
             leaves: leaves.to_vec(),
-            reply: tx,
-        };
-        ctx.peers[core]
-            .send_async(msg)
-            .await
-            .map_err(|_| format!("core {core} is gone"))?;
-        all.extend(
-            rx.recv_async()
-                .await
-                .map_err(|_| format!("core {core} did not answer"))?,
-        );
-    }
+            reply,
+        })
+        .await?;
+    all.extend(parts.into_iter().flatten());
     Ok(all)
 }
 

@@ -106,18 +106,10 @@ async fn slice(ctx: &Rc<CoreCtx>, lo: u64, hi: u64) -> Result<Vec<Entry>, String
 /// This node's keys in `[lo, hi)`, every core's.
 pub async fn node_range(ctx: &CoreCtx, lo: u64, hi: u64) -> Result<Vec<Entry>, String> {
     let mut all = ctx.shard.range_keys(lo, hi);
-    for core in (0..ctx.peers.len()).filter(|c| *c != ctx.core) {
-        let (tx, rx) = flume::bounded(1);
-        ctx.peers[core]
-            .send_async(CoreMsg::RangeKeys { lo, hi, reply: tx })
-            .await
-            .map_err(|_| format!("core {core} is gone"))?;
-        all.extend(
-            rx.recv_async()
-                .await
-                .map_err(|_| format!("core {core} did not answer"))?,
-        );
-    }
+    let parts = ctx
+        .ask_other_cores(|reply| CoreMsg::RangeKeys { lo, hi, reply })
+        .await?;
+    all.extend(parts.into_iter().flatten());
     Ok(all)
 }
 

@@ -344,18 +344,23 @@ fn spawn_topology(
                 }
             },
         };
-        match r {
-            Ok(n) => OpResult::Value {
-                value: n.to_string().into_bytes().into(),
-                version: Version::ZERO,
-            },
-            Err(message) => OpResult::Failed {
-                status: Status::Unavailable,
-                message,
-            },
-        }
+        answer_result(r.map(|n| n.to_string().into_bytes()))
     })
     .detach()
+}
+
+/// The reply to a node-level request: its bytes, or why it could not be served.
+fn answer_result(answer: Result<Vec<u8>, String>) -> OpResult {
+    match answer {
+        Ok(v) => OpResult::Value {
+            value: v.into(),
+            version: Version::ZERO,
+        },
+        Err(message) => OpResult::Failed {
+            status: Status::Unavailable,
+            message,
+        },
+    }
 }
 
 /// SCAN (a client: cursor and count in the key, the glob in the value) or a peer's RANGE_KEYS
@@ -394,16 +399,7 @@ fn spawn_scan(
                 Err(_) => Err("SCAN takes a cursor (u64) and a count (u32) as its key".into()),
             },
         };
-        match answer {
-            Ok(v) => OpResult::Value {
-                value: v.into(),
-                version: Version::ZERO,
-            },
-            Err(message) => OpResult::Failed {
-                status: Status::Unavailable,
-                message,
-            },
-        }
+        answer_result(answer)
     })
     .detach()
 }
@@ -439,16 +435,7 @@ fn spawn_anti_entropy(
             },
             _ => serde_json::to_vec(&ae::repair(&c).await).map_err(|e| e.to_string()),
         };
-        match answer {
-            Ok(v) => OpResult::Value {
-                value: v.into(),
-                version: Version::ZERO,
-            },
-            Err(message) => OpResult::Failed {
-                status: Status::Unavailable,
-                message,
-            },
-        }
+        answer_result(answer)
     })
     .detach()
 }
