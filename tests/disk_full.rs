@@ -52,6 +52,56 @@ fn free_bytes(path: &Path) -> u64 {
     }
 }
 
+/// Fills the file system holding `path` with one file, then punches `leave` bytes back out of
+/// it. Allocates in shrinking chunks until each size hits ENOSPC, so it does not depend on
+/// what statvfs says is free (reserved blocks, metadata and the node's own background
+/// allocation all move that figure).
+fn fill_leaving(path: &Path, leave: i64) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::create(path).map_err(|e| format!("create {path:?}: {e}"))?;
+    let fd = f.as_raw_fd();
+    let mut offset: i64 = 0;
+    for chunk in [64 << 20, 4 << 20, 256 << 10, 16 << 10, 4 << 10] {
+        loop {
+            // SAFETY: fallocate on a file we own, with a valid descriptor.
+            if unsafe { libc::fallocate(fd, 0, offset, chunk) } == 0 {
+                offset += chunk;
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOSPC) {
+                break;
+            }
+            return Err(format!("fallocate {chunk} bytes at {offset}: {err}"));
+        }
+    }
+    if offset < leave {
+        return Err(format!("only {offset} bytes could be filled"));
+    }
+    // SAFETY: as above; punching a hole frees the blocks and keeps the length.
+    let rc = unsafe {
+        libc::fallocate(
+            fd,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            leave,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "punching {leave} bytes back: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    eprintln!(
+        "filled {} MiB, left {} KiB free ({} bytes free by statvfs)",
+        offset >> 20,
+        leave >> 10,
+        free_bytes(path.parent().unwrap_or(path))
+    );
+    Ok(())
+}
+
 #[test]
 fn a_full_disk_refuses_writes_and_recovers_without_loss() -> TestResult {
     let dir = data_dir("disk-full");
@@ -94,14 +144,7 @@ fn a_full_disk_refuses_writes_and_recovers_without_loss() -> TestResult {
         (allocated_segments() >= 2).then_some(())
     })?;
     let filler = mount.0.join("filler");
-    let leave = 1024 * 1024;
-    let fill = free_bytes(&mount.0).saturating_sub(leave);
-    let f = std::fs::File::create(&filler)?;
-    f.set_len(0)?;
-    // SAFETY: fallocate on a file we own.
-    let rc = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, fill as i64) };
-    assert_eq!(rc, 0, "fallocate filler");
-    drop(f);
+    fill_leaving(&filler, 1024 * 1024)?;
 
     let mut c = node.client();
     let value = vec![b'v'; 512 * 1024];
