@@ -184,13 +184,25 @@ impl Client {
 
     /// Queue one request (not sent until `flush`); returns its request id.
     pub fn queue(&mut self, opcode: Opcode, key: &[u8], value: &[u8]) -> u64 {
+        self.queue_flagged(opcode, key, value, 0, 0)
+    }
+
+    /// Queue one request with flags and the header's `hlc` field (a PUT's or UPDATE's expiry).
+    fn queue_flagged(
+        &mut self,
+        opcode: Opcode,
+        key: &[u8],
+        value: &[u8],
+        flags: u8,
+        hlc: u64,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let req = Request {
             request_id: id,
             opcode: opcode as u8,
-            version: Version::ZERO,
-            flags: 0,
+            version: Version { hlc, writer: 0 },
+            flags,
             key,
             value,
         };
@@ -277,7 +289,18 @@ impl Client {
 
     /// One request, one reply; error statuses become `Error::Server`.
     pub fn call(&mut self, opcode: Opcode, key: &[u8], value: &[u8]) -> Result<Reply, Error> {
-        let id = self.queue(opcode, key, value);
+        self.call_flagged(opcode, key, value, 0, 0)
+    }
+
+    fn call_flagged(
+        &mut self,
+        opcode: Opcode,
+        key: &[u8],
+        value: &[u8],
+        flags: u8,
+        hlc: u64,
+    ) -> Result<Reply, Error> {
+        let id = self.queue_flagged(opcode, key, value, flags, hlc);
         self.flush()?;
         let reply = self.recv()?;
         if reply.request_id != id {
@@ -298,6 +321,27 @@ impl Client {
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<Reply, Error> {
         self.call(Opcode::Put, key, value)
+    }
+
+    /// Store `value` under `key`, expiring at `expires_at_ms` (ms since the Unix epoch).
+    pub fn put_expiring(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expires_at_ms: u64,
+    ) -> Result<Reply, Error> {
+        self.call_flagged(Opcode::Put, key, value, native::FLAG_EXPIRES, expires_at_ms)
+    }
+
+    /// Set `key`'s expiry (ms since the Unix epoch; `None`: never expires). Returns whether
+    /// the key existed.
+    pub fn expire(&mut self, key: &[u8], expires_at_ms: Option<u64>) -> Result<bool, Error> {
+        let (flags, at) = match expires_at_ms {
+            Some(at) => (native::FLAG_EXPIRES, at),
+            None => (native::FLAG_PERSIST, 0),
+        };
+        let r = self.call_flagged(Opcode::Update, key, &[], flags, at)?;
+        Ok(r.status == Status::Ok)
     }
 
     /// The value, or `None` if the key does not exist.

@@ -11,10 +11,20 @@ pub const KEY_BYTES_MAX: usize = 4 * 1024;
 pub const VALUE_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 /// Hard ceiling for the configurable value limit.
 pub const VALUE_BYTES_CEILING: usize = 15 * 1024 * 1024;
+/// A stored value is a cell (`core::cell`): the client's bytes behind a tag byte and, when
+/// the key expires, its expiry. Replica traffic, hints and the WAL carry cells.
+pub const CELL_HEADER_BYTES_MAX: usize = 9;
+pub const STORED_VALUE_BYTES_CEILING: usize = VALUE_BYTES_CEILING + CELL_HEADER_BYTES_MAX;
+/// Latest expiry accepted: 9999-12-31T23:59:59.999Z, in ms since the Unix epoch.
+pub const EXPIRES_AT_MS_MAX: u64 = 253_402_300_799_999;
+/// Keys past their expiry become tombstones (their values' memory freed) in a sweep every
+/// this often, at most this many per core per sweep; compaction later purges the tombstones.
+pub const EXPIRY_SWEEP_INTERVAL_MS: u64 = 250;
+pub const EXPIRY_SWEEP_KEYS_MAX: usize = 20_000;
 /// Native protocol: version byte + fixed header.
 pub const NATIVE_HEADER_BYTES: usize = 1 + 32;
 /// Largest native frame: header plus the largest key and value the node can ever accept.
-pub const FRAME_BYTES_MAX: usize = NATIVE_HEADER_BYTES + KEY_BYTES_MAX + VALUE_BYTES_CEILING;
+pub const FRAME_BYTES_MAX: usize = NATIVE_HEADER_BYTES + KEY_BYTES_MAX + STORED_VALUE_BYTES_CEILING;
 /// RESP: arguments in one command (so `MGET`/`DEL` of up to 1024 keys, `MSET` of 512 pairs).
 pub const RESP_ARGS_MAX: usize = 1 + 1024;
 /// RESP: an inline command line (Redis uses the same 64 KiB).
@@ -49,7 +59,7 @@ pub const WAL_RECORD_HEADER_BYTES: usize = 48;
 pub const WAL_KEY_FIELD_BYTES_MAX: usize = KEY_BYTES_MAX + 1 + NODE_ID_BYTES_MAX;
 /// Largest WAL record: header plus the largest key field and value.
 pub const WAL_RECORD_BYTES_MAX: usize =
-    WAL_RECORD_HEADER_BYTES + WAL_KEY_FIELD_BYTES_MAX + VALUE_BYTES_CEILING;
+    WAL_RECORD_HEADER_BYTES + WAL_KEY_FIELD_BYTES_MAX + STORED_VALUE_BYTES_CEILING;
 /// Anti-entropy: leaves of a replica pair's hash tree (2^bits), leaves whose keys are listed
 /// per request, keys exchanged at most per round with one peer, and the default time between
 /// rounds (`--anti-entropy-interval-ms`).

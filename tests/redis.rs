@@ -89,7 +89,7 @@ fn redis_cli_runs_every_served_command() -> TestResult {
         (&["EXISTS", "a", "b", "missing"], "2"),
         (&["DEL", "a", "missing"], "1"),
         (&["DBSIZE"], "2"),
-        (&["COMMAND", "COUNT"], "19"),
+        (&["COMMAND", "COUNT"], "32"),
         (&["CONFIG", "GET", "appendonly"], "appendonly\nyes"),
         (&["CONFIG", "GET", "appendfsync"], "appendfsync\neverysec"),
         (&["CLIENT", "SETNAME", "tester"], "OK"),
@@ -101,7 +101,19 @@ fn redis_cli_runs_every_served_command() -> TestResult {
             "ERR unknown command 'FLUSHALL', with args beginning with:",
         ),
         (&["GET"], "ERR wrong number of arguments for 'get' command"),
-        (&["SET", "k", "v", "EX", "10"], "ERR SET options"),
+        (&["SET", "t", "v", "EX", "100"], "OK"),
+        (&["TTL", "t"], "100"),
+        (&["EXPIRE", "t", "50"], "1"),
+        (&["TTL", "t"], "50"),
+        (&["PERSIST", "t"], "1"),
+        (&["TTL", "t"], "-1"),
+        (
+            &["SETEX", "t", "0", "v"],
+            "ERR invalid expire time in 'setex' command",
+        ),
+        (&["GETDEL", "t"], "v"),
+        (&["TTL", "t"], "-2"),
+        (&["SET", "k", "v", "NX"], "ERR NX, XX, GT, LT and GET"),
     ];
     for (args, want) in cases {
         let got = cli_out(p, args);

@@ -3,6 +3,7 @@
 //! Time and randomness come in as arguments; effects go out as return values. The I/O shells
 //! in `server` and `storage::wal_file` carry them out.
 
+pub mod cell;
 pub mod cluster_ring;
 pub mod membership;
 pub mod merkle;

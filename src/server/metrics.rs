@@ -100,6 +100,7 @@ pub struct CoreMetrics {
     pub stale_retries: Cell<u64>,
     pub compactions: Cell<u64>,
     pub tombstones_purged: Cell<u64>,
+    pub keys_expired: Cell<u64>,
     pub hints_stored: Cell<u64>,
     pub hints_delivered: Cell<u64>,
     pub hints_dropped: Cell<u64>,
@@ -179,6 +180,10 @@ impl CoreMetrics {
             .set(self.tombstones_purged.get() + purged);
     }
 
+    pub fn expired(&self, n: u64) {
+        self.keys_expired.set(self.keys_expired.get() + n);
+    }
+
     pub fn snapshot(&self, stats: CoreStats, queue_depth: usize) -> MetricsSnapshot {
         MetricsSnapshot {
             requests: self
@@ -203,6 +208,7 @@ impl CoreMetrics {
             ae_keys_exchanged: self.ae_keys_exchanged.get(),
             refused_unauthorized: self.refused_unauthorized.get(),
             tombstones_purged: self.tombstones_purged.get(),
+            keys_expired: self.keys_expired.get(),
             stats,
             queue_depth,
         }
@@ -229,6 +235,7 @@ pub struct MetricsSnapshot {
     stale_retries: u64,
     compactions: u64,
     tombstones_purged: u64,
+    keys_expired: u64,
     hints_stored: u64,
     hints_delivered: u64,
     hints_dropped: u64,
@@ -441,6 +448,12 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
         "tombstones_purged",
         "Tombstones past --tombstone-grace-ms dropped at compaction",
         sum(|c| c.tombstones_purged),
+    );
+    counter(
+        &mut r,
+        "keys_expired",
+        "Keys past their expiry turned into tombstones by the expiry sweep (their values freed)",
+        sum(|c| c.keys_expired),
     );
     counter(
         &mut r,

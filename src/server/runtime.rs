@@ -445,9 +445,13 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         .map_err(|e| core_err(ctx.core, e))?;
     let handoff = glommio::spawn_local_into(handoff::run(ctx.clone()), background)
         .map_err(|e| core_err(ctx.core, e))?;
+    let expiry =
+        glommio::spawn_local_into(crate::server::data::expiry::run(ctx.clone()), background)
+            .map_err(|e| core_err(ctx.core, e))?;
     ctx.shutdown.wait().await;
     compactor.await;
     handoff.await;
+    expiry.await;
     if let Some(a) = acceptor {
         a.await;
     }

@@ -6,10 +6,19 @@
 //! write seen again and changes nothing. Deletes store a versioned tombstone, so an older write
 //! arriving later (a retry, read repair, replay) cannot bring the key back.
 //!
-//! Memory: one 32-byte table slot plus one allocation holding key and value together.
+//! Values are cells (`core::cell`): the map reads one only for its expiry. It indexes the keys
+//! that expire by (expiry, key hash), so `expire_due` finds the due ones without a scan, and
+//! turns each into a tombstone of the same version (a read of either is "missing", and the
+//! version keeps older writes out); tombstones are purged by compaction after their grace.
+//!
+//! Memory: one 32-byte table slot plus one allocation holding key and value together, and an
+//! index entry for a key that expires.
+
+use std::collections::BTreeSet;
 
 use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 
+use crate::core::cell;
 use crate::core::version::Version;
 use crate::limits::{KEY_BYTES_MAX, WAL_RECORD_HEADER_BYTES};
 
@@ -55,6 +64,10 @@ impl Slot {
             writer: self.writer,
         }
     }
+
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.value().and_then(cell::expires_at_ms)
+    }
 }
 
 /// The result of applying a write.
@@ -77,7 +90,12 @@ pub struct Map {
     record_bytes: u64,
     /// Heap bytes of every slot's blob, each rounded up to the allocator's 16-byte granule.
     blob_heap_bytes: u64,
+    /// Live keys that expire: (expiry ms, key hash).
+    expiring: BTreeSet<(u64, u64)>,
 }
+
+/// Memory of one expiry index entry: 16 bytes and the B-tree's nodes around it (estimate).
+const EXPIRY_INDEX_BYTES_PER_KEY: u64 = 32;
 
 /// Heap bytes of one blob allocation (mimalloc's small size classes are 16-byte multiples).
 fn blob_heap_bytes(len: usize) -> u64 {
@@ -133,7 +151,13 @@ impl Map {
                 }
                 let old_bytes = slot_record_bytes(slot);
                 let old_heap = blob_heap_bytes(slot.blob.len());
+                if let Some(at) = slot.expires_at_ms() {
+                    self.expiring.remove(&(at, hash));
+                }
                 *slot = Slot::new(key, value, version);
+                if let Some(at) = slot.expires_at_ms() {
+                    self.expiring.insert((at, hash));
+                }
                 self.record_bytes = self.record_bytes - old_bytes + slot_record_bytes(slot);
                 self.blob_heap_bytes =
                     self.blob_heap_bytes - old_heap + blob_heap_bytes(slot.blob.len());
@@ -142,6 +166,9 @@ impl Map {
             }
             TableEntry::Vacant(e) => {
                 let slot = Slot::new(key, value, version);
+                if let Some(at) = slot.expires_at_ms() {
+                    self.expiring.insert((at, hash));
+                }
                 self.record_bytes += slot_record_bytes(&slot);
                 self.blob_heap_bytes += blob_heap_bytes(slot.blob.len());
                 e.insert(slot);
@@ -158,6 +185,9 @@ impl Map {
         match self.table.find_entry(hash, |s| s.key() == key) {
             Ok(e) if e.get().version() <= up_to => {
                 let (slot, _) = e.remove();
+                if let Some(at) = slot.expires_at_ms() {
+                    self.expiring.remove(&(at, hash));
+                }
                 self.live -= usize::from(slot.live);
                 self.record_bytes -= slot_record_bytes(&slot);
                 self.blob_heap_bytes -= blob_heap_bytes(slot.blob.len());
@@ -165,6 +195,49 @@ impl Map {
             }
             _ => false,
         }
+    }
+
+    /// Turn at most `max` keys that expired by `now_ms` into tombstones of their versions
+    /// (dropping their values' memory). Returns how many.
+    pub fn expire_due(&mut self, now_ms: u64, max: usize) -> usize {
+        let mut done = 0;
+        while done < max {
+            let Some(&(at, hash)) = self.expiring.first() else {
+                break;
+            };
+            if at > now_ms {
+                break;
+            }
+            self.expiring.pop_first();
+            // Any slot of this hash that expires at this instant is due (two keys sharing
+            // both are equally expired).
+            let Some(slot) = self.table.find_mut(hash, |s| s.expires_at_ms() == Some(at)) else {
+                continue;
+            };
+            let old_bytes = slot_record_bytes(slot);
+            let old_heap = blob_heap_bytes(slot.blob.len());
+            let tombstone = Slot::new(slot.key(), None, slot.version());
+            *slot = tombstone;
+            self.record_bytes = self.record_bytes - old_bytes + slot_record_bytes(slot);
+            self.blob_heap_bytes =
+                self.blob_heap_bytes - old_heap + blob_heap_bytes(slot.blob.len());
+            self.live -= 1;
+            done += 1;
+        }
+        done
+    }
+
+    /// Whether `key` holds a value that has not expired at `now_ms`.
+    pub fn live_at(&self, key: &[u8], now_ms: u64) -> bool {
+        self.find(key)
+            .and_then(Slot::value)
+            .and_then(|v| cell::decode(v).ok())
+            .is_some_and(|c| !c.expired(now_ms))
+    }
+
+    /// Keys that expire and have not yet been turned into tombstones.
+    pub fn expiring_len(&self) -> usize {
+        self.expiring.len()
     }
 
     /// Live keys (tombstones excluded).
@@ -180,7 +253,9 @@ impl Map {
     /// Memory this map holds: its table (every bucket, used or not) and every key and value
     /// allocation. What `--max-memory` limits (connection buffers and code come on top).
     pub fn memory_bytes(&self) -> u64 {
-        self.table.capacity() as u64 * TABLE_BYTES_PER_BUCKET + self.blob_heap_bytes
+        self.table.capacity() as u64 * TABLE_BYTES_PER_BUCKET
+            + self.blob_heap_bytes
+            + self.expiring.len() as u64 * EXPIRY_INDEX_BYTES_PER_KEY
     }
 
     /// Whether storing `value_len` bytes under `key` would take more memory than it holds
@@ -325,6 +400,71 @@ mod tests {
         let r = m.apply(b"k", Some(b"w2"), Version { hlc: 9, writer: 2 });
         assert_eq!(r, Applied::New { was_live: true });
         assert_eq!(m.max_version(), Version { hlc: 9, writer: 2 });
+    }
+
+    fn expiring(value: &[u8], at: u64) -> Box<[u8]> {
+        cell::encode(value, Some(at))
+    }
+
+    #[test]
+    fn due_keys_become_tombstones_of_their_version_and_nothing_else_changes() {
+        let mut m = Map::new();
+        m.apply(b"a", Some(&expiring(b"1", 100)), v(1));
+        m.apply(b"b", Some(&expiring(b"2", 200)), v(1));
+        m.apply(b"c", Some(&cell::encode(b"3", None)), v(1));
+        assert_eq!(m.expiring_len(), 2);
+        assert!(m.live_at(b"a", 99) && !m.live_at(b"a", 100));
+        assert_eq!(m.expire_due(99, 10), 0, "nothing due yet");
+        assert_eq!(m.expire_due(150, 10), 1);
+        assert_eq!(m.get(b"a"), None);
+        assert_eq!(m.version_of(b"a"), Some(v(1)), "the version stays");
+        assert_eq!(
+            m.apply(b"a", Some(&cell::encode(b"old", None)), v(0)),
+            Applied::Stale { stored: v(1) },
+            "an older write cannot come back"
+        );
+        assert_eq!((m.live_len(), m.len(), m.expiring_len()), (2, 3, 1));
+        assert_eq!(m.expire_due(u64::MAX, 10), 1);
+        assert_eq!(
+            m.get(b"c").map(|(_, ver)| ver),
+            Some(v(1)),
+            "no expiry: kept"
+        );
+        let h = WAL_RECORD_HEADER_BYTES as u64;
+        assert_eq!(
+            m.record_bytes(),
+            3 * h + 3 + 2,
+            "two tombstones and one cell"
+        );
+    }
+
+    #[test]
+    fn the_index_follows_overwrites_deletes_and_forgets_and_is_bounded_per_call() {
+        let mut m = Map::new();
+        m.apply(b"k", Some(&expiring(b"1", 100)), v(1));
+        m.apply(b"k", Some(&expiring(b"1", 500)), v(2));
+        assert_eq!(m.expiring_len(), 1, "a new expiry replaces the old");
+        m.apply(b"k", Some(&cell::encode(b"1", None)), v(3));
+        assert_eq!(m.expiring_len(), 0, "PERSIST-like overwrite");
+        assert_eq!(m.expire_due(u64::MAX, 10), 0);
+        assert!(m.get(b"k").is_some());
+        m.apply(b"k", Some(&expiring(b"1", 100)), v(4));
+        m.apply(b"k", None, v(5));
+        assert_eq!(m.expiring_len(), 0, "a delete drops it");
+        m.apply(b"j", Some(&expiring(b"1", 100)), v(1));
+        assert!(m.forget(b"j", v(1)));
+        assert_eq!(m.expiring_len(), 0, "a forget drops it");
+        for i in 0..5u64 {
+            m.apply(
+                format!("x{i}").as_bytes(),
+                Some(&expiring(b"v", 10 + i)),
+                v(1),
+            );
+        }
+        let before = m.memory_bytes();
+        assert_eq!(m.expire_due(100, 2), 2, "at most max per call");
+        assert_eq!(m.expire_due(100, 10), 3);
+        assert!(m.memory_bytes() < before);
     }
 
     #[test]

@@ -13,7 +13,11 @@
 //! | key_len   | u32     |                                                      |
 //! | value_len | u32     |                                                      |
 //! | kind      | u8      | 1 put, 2 tombstone, 3 forget, 4–6 hints (below)      |
-//! | reserved  | [u8; 3] | zero                                                 |
+//! | format    | u8      | 1: the value is a cell (`core::cell`); 0: raw bytes  |
+//! | reserved  | [u8; 2] | zero                                                 |
+//!
+//! Every record written now has format 1. Format 0 is the layout before values carried an
+//! expiry: replay reads such a put's value as a cell that never expires.
 //!
 //! The segment id and the consecutive sequence number mean stale bytes in a reused or
 //! preallocated file can never pass as records. A `len` of zero is the clean end of a segment
@@ -36,8 +40,12 @@ struct Header {
     key_len: u32,
     value_len: u32,
     kind: u8,
-    reserved: [u8; 3],
+    format: u8,
+    reserved: [u8; 2],
 }
+
+/// `format` of records whose value is a cell; 0 was raw bytes.
+const FORMAT_CELL: u8 = 1;
 
 const _: () = assert!(std::mem::size_of::<Header>() == WAL_RECORD_HEADER_BYTES);
 
@@ -65,6 +73,8 @@ pub struct Record<'a> {
     pub version: Version,
     pub key: &'a [u8],
     pub value: &'a [u8],
+    /// The value is a cell (false: a raw value written before cells existed).
+    pub cell: bool,
 }
 
 /// Why decoding stopped. `End` is a clean end; every other case is a torn or corrupt tail.
@@ -120,7 +130,8 @@ pub fn encode(
         key_len: (key.len() as u32).to_le(),
         value_len: (value.len() as u32).to_le(),
         kind: kind as u8,
-        reserved: [0; 3],
+        format: FORMAT_CELL,
+        reserved: [0; 2],
     };
     let start = out.len();
     out.extend_from_slice(bytemuck::bytes_of(&h));
@@ -189,6 +200,7 @@ pub fn decode(buf: &[u8], segment: u64, seq: u64) -> Result<(Record<'_>, usize),
             },
             key: &buf[WAL_RECORD_HEADER_BYTES..key_end],
             value: &buf[key_end..n],
+            cell: h.format == FORMAT_CELL,
         },
         n,
     ))

@@ -94,7 +94,7 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
             let map = &mut maps[ring.core_for_key(r.key)];
             match r.kind {
                 Kind::Put => {
-                    map.apply(r.key, Some(r.value), r.version);
+                    map.apply(r.key, Some(&stored_value(r)), r.version);
                 }
                 Kind::Tombstone => {
                     map.apply(r.key, None, r.version);
@@ -136,6 +136,16 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
     })
 }
 
+/// A put record's value as the map stores it: a cell (a record from before cells carries
+/// raw bytes, which never expire).
+fn stored_value<'a>(r: &record::Record<'a>) -> std::borrow::Cow<'a, [u8]> {
+    if r.cell {
+        std::borrow::Cow::Borrowed(r.value)
+    } else {
+        std::borrow::Cow::Owned(crate::core::cell::encode(r.value, None).into_vec())
+    }
+}
+
 /// A hint record into the hint store of the core owning its key (a malformed key field, which
 /// the CRC makes all but impossible, is skipped with a warning).
 fn replay_hint(hints: &mut [HintStore], ring: &LocalRing, r: &record::Record<'_>, now_ms: u64) {
@@ -146,7 +156,7 @@ fn replay_hint(hints: &mut [HintStore], ring: &LocalRing, r: &record::Record<'_>
     let store = &mut hints[ring.core_for_key(key)];
     match r.kind {
         Kind::HintPut => {
-            store.add(target, key, Some(r.value), r.version, now_ms);
+            store.add(target, key, Some(&stored_value(r)), r.version, now_ms);
         }
         Kind::HintTombstone => {
             store.add(target, key, None, r.version, now_ms);

@@ -10,6 +10,11 @@
 //! Response header: request_id u64 | hlc u64 | writer u32 | value_len u32 | status u8 |
 //!                  flags u8 | reserved [u8; 6]
 //!
+//! A client PUT with `FLAG_EXPIRES` carries the key's absolute expiry (ms since the epoch) in
+//! the `hlc` field; UPDATE's flags say how it changes a key (see the flags below). Replica
+//! traffic carries stored values as cells (`core::cell`: expiry included), up to
+//! `CELL_HEADER_BYTES_MAX` bytes longer than the client's value.
+//!
 //! A response's value is the stored value (GET), the error message (error statuses) or JSON
 //! (INFO). Requests on one connection may be pipelined; each answer carries its request id.
 //! Headers are read with `bytemuck::pod_read_unaligned`: a peer decides the alignment.
@@ -18,7 +23,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::core::version::Version;
 use crate::limits::{
-    ERROR_MESSAGE_BYTES_MAX, KEY_BYTES_MAX, KEY_BYTES_MIN, NATIVE_HEADER_BYTES, VALUE_BYTES_CEILING,
+    CELL_HEADER_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX, KEY_BYTES_MAX, KEY_BYTES_MIN,
+    NATIVE_HEADER_BYTES, VALUE_BYTES_CEILING,
 };
 use crate::wire::NATIVE_MAGIC;
 
@@ -67,6 +73,10 @@ pub enum Opcode {
     Leave = 7,
     /// Authenticate this connection: value = the node's password.
     Auth = 8,
+    /// Read the key through the quorum and, if it is live, write it back changed as the flags
+    /// say (`FLAG_EXPIRES`, `FLAG_PERSIST`, `FLAG_DELETE`, `FLAG_KEEP_TTL`); the answer is
+    /// the value read, or not found. EXPIRE, PERSIST, GETEX, GETDEL and SET KEEPTTL.
+    Update = 9,
     /// Node to node: store this exact version (flag `FLAG_TOMBSTONE`: a delete).
     ReplicaPut = 16,
     /// Node to node: this replica's value or tombstone and its version.
@@ -111,6 +121,7 @@ impl Opcode {
             6 => Opcode::LocalGet,
             7 => Opcode::Leave,
             8 => Opcode::Auth,
+            9 => Opcode::Update,
             16 => Opcode::ReplicaPut,
             17 => Opcode::ReplicaGet,
             18 => Opcode::Gossip,
@@ -178,6 +189,15 @@ impl Status {
 pub const FLAG_WAS_LIVE: u8 = 1;
 /// Request flag of REPLICA_PUT: the version is a tombstone (the value is empty).
 pub const FLAG_TOMBSTONE: u8 = 1;
+/// Request flag of PUT and UPDATE: `hlc` holds the key's new absolute expiry (ms since the
+/// Unix epoch; one already past deletes the key).
+pub const FLAG_EXPIRES: u8 = 2;
+/// UPDATE: drop the key's expiry.
+pub const FLAG_PERSIST: u8 = 4;
+/// UPDATE: delete the key.
+pub const FLAG_DELETE: u8 = 8;
+/// UPDATE: store the request's value, keeping the key's expiry (a missing key is created).
+pub const FLAG_KEEP_TTL: u8 = 16;
 
 /// A decoded request borrowing key and value from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -188,6 +208,13 @@ pub struct Request<'a> {
     pub flags: u8,
     pub key: &'a [u8],
     pub value: &'a [u8],
+}
+
+impl Request<'_> {
+    /// A client PUT's or UPDATE's new expiry.
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        (self.flags & FLAG_EXPIRES != 0).then_some(self.version.hlc)
+    }
 }
 
 /// Why a frame could not be decoded. `Fatal` ones end the connection after the error reply.
@@ -253,7 +280,12 @@ pub fn decode_request(
             len: key_len,
         });
     }
-    if value_len as usize > value_limit.min(VALUE_BYTES_CEILING) {
+    // A client's value is held to the limit; node-to-node values are cells, a few bytes more.
+    let limit = match Opcode::from_u8(h.opcode) {
+        Some(Opcode::Put | Opcode::Update) | None => value_limit.min(VALUE_BYTES_CEILING),
+        Some(_) => value_limit.min(VALUE_BYTES_CEILING) + CELL_HEADER_BYTES_MAX,
+    };
+    if value_len as usize > limit {
         return Err(DecodeError::ValueTooLarge {
             request_id,
             len: value_len,

@@ -43,6 +43,30 @@ try:
 except redis.ResponseError as e:
     assert "unknown command" in str(e), e
 
+# Expiry set through one node is honoured through the others.
+assert first.set("py:ttl", b"v", ex=100) is True
+assert 95 <= last.ttl("py:ttl") <= 100, last.ttl("py:ttl")
+assert first.set("py:short", b"v", px=300) is True
+assert first.expire("py:ttl", 200) is True
+assert 195 <= last.ttl("py:ttl") <= 200
+assert last.persist("py:ttl") is True
+assert first.ttl("py:ttl") == -1
+assert first.getex("py:ttl", px=50_000) == b"v"
+assert 0 < last.pttl("py:ttl") <= 50_000
+assert first.getdel("py:ttl") == b"v" and last.get("py:ttl") is None
+import time
+deadline = time.monotonic() + 30
+while last.get("py:short") is not None:
+    assert time.monotonic() < deadline, "py:short never expired"
+    time.sleep(0.05)
+assert first.exists("py:short") == 0 and first.ttl("py:short") == -2
+try:
+    first.set("py:nx", b"v", nx=True)
+    raise AssertionError("SET NX should be refused")
+except redis.ResponseError as e:
+    assert "last-write-wins" in str(e), e
+print("python redis client, expiry: ok")
+
 info = first.info()
 assert info["redis_version"], info
 assert info["cluster_enabled"] == 0, info

@@ -44,7 +44,13 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Store VALUE under KEY.
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        value: String,
+        /// Expire the key this many seconds from now.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        ttl: Option<u64>,
+    },
     /// Print the value of KEY.
     Get {
         key: String,
@@ -134,10 +140,23 @@ fn main() -> ExitCode {
 
 fn run_command(client: &mut Client, command: Command) -> u8 {
     let result = match command {
-        Command::Put { key, value } => client.put(key.as_bytes(), value.as_bytes()).map(|_| {
-            println!("OK");
-            0
-        }),
+        Command::Put { key, value, ttl } => {
+            let put = match ttl {
+                Some(s) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    let at = now.saturating_add(s.saturating_mul(1000));
+                    client.put_expiring(key.as_bytes(), value.as_bytes(), at)
+                }
+                None => client.put(key.as_bytes(), value.as_bytes()),
+            };
+            put.map(|_| {
+                println!("OK");
+                0
+            })
+        }
         Command::Get { key, local } => {
             let got = if local {
                 client.get_local(key.as_bytes())

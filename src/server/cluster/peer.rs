@@ -29,7 +29,7 @@ use crate::client::Reply;
 use crate::core::version::Version;
 use crate::limits::{
     PEER_CONNECT_TIMEOUT_MS, PEER_INFLIGHT_MAX, PEER_RECONNECT_BACKOFF_MS, PEER_STALL_MS,
-    PEER_TIMEOUT_TICK_MS, READ_CHUNK_BYTES, VALUE_BYTES_CEILING,
+    PEER_TIMEOUT_TICK_MS, READ_CHUNK_BYTES, STORED_VALUE_BYTES_CEILING,
 };
 use crate::server::front::auth;
 use crate::server::notify::{channel, Notify, Receiver, Sender};
@@ -379,7 +379,7 @@ async fn exchange(
     let mut chunk = [0u8; 512];
     loop {
         if let Some((resp, _)) =
-            native::decode_response(&buf, VALUE_BYTES_CEILING).map_err(|e| e.to_string())?
+            native::decode_response(&buf, STORED_VALUE_BYTES_CEILING).map_err(|e| e.to_string())?
         {
             if resp.status != native::Status::Ok {
                 let why = String::from_utf8_lossy(resp.value);
@@ -476,7 +476,7 @@ async fn read_loop(
     loop {
         let mut answered = false;
         loop {
-            match native::decode_response(&buf[start..end], VALUE_BYTES_CEILING) {
+            match native::decode_response(&buf[start..end], STORED_VALUE_BYTES_CEILING) {
                 Ok(Some((resp, used))) => {
                     let pending = conn.pending.borrow_mut().remove(&resp.request_id);
                     conn.answers.set(conn.answers.get() + 1);

@@ -94,6 +94,24 @@ pub enum OpResult {
     },
 }
 
+impl OpResult {
+    /// What a client sees of a GET's result at `now_ms`: the live cell (value and expiry) and
+    /// its version, or `None` when the key is missing, deleted or expired. An `Err` is stored
+    /// bytes that are not a cell (a bug, answered as an internal error).
+    pub fn live_cell(
+        &self,
+        now_ms: u64,
+    ) -> Result<Option<(crate::core::cell::Cell<'_>, Version)>, crate::core::cell::CellError> {
+        match self {
+            OpResult::Value { value, version } => {
+                let c = crate::core::cell::decode(value)?;
+                Ok((!c.expired(now_ms)).then_some((c, *version)))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 /// One core's counters, for `kv info`.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct CoreStats {

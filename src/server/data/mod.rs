@@ -1,10 +1,12 @@
 //! The data path: one core's shard (map, clock, WAL, hints), the quorum coordinator, the
 //! messages cores exchange, and the background work that keeps a core's data in shape
-//! (compaction, hint delivery). Reaches other nodes only through `cluster::peer`.
+//! (compaction, hint delivery, the expiry sweep). Reaches other nodes only through `cluster::peer`.
 
 pub mod compactor;
 pub mod coordinator;
+pub mod expiry;
 pub mod handoff;
 pub mod messages;
 pub mod scan;
 pub mod shard;
+pub mod update;

@@ -147,8 +147,10 @@ impl Shard {
                 return (full, None);
             }
         }
+        let expired = value.is_none() && !self.map.borrow().live_at(key, wall_clock_ms());
         let applied = self.map.borrow_mut().apply(key, value, version);
-        self.log_applied(applied, key, value, version)
+        let (r, ticket) = self.log_applied(applied, key, value, version);
+        (if expired { not_live(r) } else { r }, ticket)
     }
 
     /// The answer to an applied write; a new version is appended to the WAL (its ticket must
@@ -187,6 +189,11 @@ impl Shard {
         }
     }
 
+    /// Turn at most `max` keys that expired by `now_ms` into tombstones (the expiry sweep).
+    pub fn expire_due(&self, now_ms: u64, max: usize) -> usize {
+        self.map.borrow_mut().expire_due(now_ms, max)
+    }
+
     fn write(&self, key: &[u8], value: Option<&[u8]>) -> (OpResult, Option<Ticket>) {
         if let Err(e) = self.wal.check_writable() {
             return (storage_failure(&e), None);
@@ -207,9 +214,11 @@ impl Shard {
                 return (failed, None);
             }
         };
+        let expired = value.is_none() && !map.live_at(key, wall_clock_ms());
         let applied = map.apply(key, value, version);
         drop(map);
-        self.log_applied(applied, key, value, version)
+        let (r, ticket) = self.log_applied(applied, key, value, version);
+        (if expired { not_live(r) } else { r }, ticket)
     }
 
     /// Drop the local copy of `key` (it moved to other nodes): a FORGET record, then the map.
@@ -374,12 +383,18 @@ impl Shard {
     }
 
     /// SCAN: this core's keys whose ring hash is in `[lo, hi)`, with versions and liveness.
+    /// A key past its expiry counts as a tombstone of its version.
     pub fn range_keys(&self, lo: u64, hi: u64) -> Vec<crate::server::data::scan::Entry> {
+        let now_ms = wall_clock_ms();
+        let live = |v: Option<&[u8]>| {
+            v.and_then(|v| crate::core::cell::decode(v).ok())
+                .is_some_and(|c| !c.expired(now_ms))
+        };
         self.map
             .borrow()
             .iter()
             .filter(|(k, _, _)| (lo..hi).contains(&u64::from(crate::core::ring::hash(k))))
-            .map(|(k, v, version)| (Box::from(k), version, v.is_some()))
+            .map(|(k, v, version)| (Box::from(k), version, live(v)))
             .collect()
     }
 
@@ -408,6 +423,17 @@ impl Shard {
             wal_group_sizes: wal.group_sizes,
             connections,
         }
+    }
+}
+
+/// A delete of a key that had expired (not yet swept): it was not live.
+fn not_live(r: OpResult) -> OpResult {
+    match r {
+        OpResult::Written { version, .. } => OpResult::Written {
+            was_live: false,
+            version,
+        },
+        r => r,
     }
 }
 

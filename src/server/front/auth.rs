@@ -58,6 +58,7 @@ pub fn need_of(opcode: Opcode) -> Need {
         | Opcode::RangeKeys => Need::Member,
         Opcode::Get
         | Opcode::Put
+        | Opcode::Update
         | Opcode::Delete
         | Opcode::Info
         | Opcode::LocalGet

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::core::cell;
 use crate::core::membership::Update;
 use crate::core::version::Version;
 use crate::limits::{
@@ -27,11 +28,13 @@ use crate::server::cluster::view::RingView;
 use crate::server::data::coordinator;
 use crate::server::data::messages::{CoreMsg, CoreStats, Op, OpResult};
 use crate::server::data::shard::{storage_failure, OpRef};
+use crate::server::data::update::Change;
 use crate::server::front::auth::{Session, WRONGPASS};
 use crate::server::front::original_front::OriginalFront;
 use crate::server::front::resp_front::RespFront;
 use crate::server::front::tls::{self, Transport};
 use crate::server::runtime::CoreCtx;
+use crate::server::wall_clock_ms;
 use crate::wire::native::{self, Opcode, Request, Response, Status, FLAG_TOMBSTONE, FLAG_WAS_LIVE};
 use crate::wire::{detect_protocol, Protocol};
 
@@ -263,23 +266,34 @@ enum Slot {
     Task(glommio::task::JoinHandle<OpResult>),
 }
 
-/// A client GET/PUT/DELETE through the quorum coordinator.
+/// A client GET/PUT/DELETE through the quorum coordinator (a PUT's value as a cell).
 fn spawn_coordinated(
     ctx: &Rc<CoreCtx>,
     opcode: Opcode,
     key: &[u8],
-    value: &[u8],
+    cell: Option<Box<[u8]>>,
 ) -> glommio::task::JoinHandle<OpResult> {
     let c = ctx.clone();
     let key: Box<[u8]> = key.into();
-    let value: Option<Box<[u8]>> = (opcode == Opcode::Put).then(|| value.into());
     glommio::spawn_local(async move {
         match opcode {
             Opcode::Get => coordinator::read(c, key).await,
-            _ => coordinator::write(c, key, value).await,
+            _ => coordinator::write(c, key, cell).await,
         }
     })
     .detach()
+}
+
+/// UPDATE: read-modify-write through the quorum (`data::update`).
+fn spawn_update(
+    ctx: &Rc<CoreCtx>,
+    key: &[u8],
+    change: Change,
+) -> glommio::task::JoinHandle<OpResult> {
+    let c = ctx.clone();
+    let key: Box<[u8]> = key.into();
+    glommio::spawn_local(async move { crate::server::data::update::update(c, key, change).await })
+        .detach()
 }
 
 /// Gossip from a peer (its node id in the key): merged by the gossip core, answered with its
@@ -649,10 +663,12 @@ async fn process_batch<F: Front>(
 /// The native protocol: one operation per frame, answered by request id.
 pub struct NativeFront;
 
-/// A native request's id, and whether it asked for INFO.
+/// A native request's id, whether it asked for INFO, and whether its answer is a stored
+/// value the client sees without its cell (GET, LOCAL_GET, UPDATE).
 pub struct NativeReply {
     id: u64,
     info: bool,
+    client_value: bool,
 }
 
 impl Front for NativeFront {
@@ -668,9 +684,13 @@ impl Front for NativeFront {
         let Some((req, used)) = native::decode_request(buf, max_value_bytes)? else {
             return Ok(None);
         };
+        let client_value = [Opcode::Get, Opcode::LocalGet, Opcode::Update]
+            .iter()
+            .any(|o| *o as u8 == req.opcode);
         let reply = NativeReply {
             id: req.request_id,
             info: req.opcode == Opcode::Info as u8,
+            client_value,
         };
         op(req);
         Ok(Some((reply, used)))
@@ -702,7 +722,11 @@ impl Front for NativeFront {
                 .map(|r| std::mem::replace(r, OpResult::NotFound))
                 .unwrap_or(OpResult::NotFound),
         };
-        encode_result(out, reply.id, &result);
+        if reply.client_value {
+            encode_client_value(out, reply.id, &result);
+        } else {
+            encode_result(out, reply.id, &result);
+        }
         false
     }
 
@@ -802,6 +826,7 @@ fn dispatch(
             message,
         };
     }
+    let stored: Box<[u8]>;
     let op = match opcode {
         Opcode::Ping => return Slot::Pong,
         Opcode::Auth => return auth_slot(ctx, session, req.value),
@@ -846,11 +871,35 @@ fn dispatch(
                 message: "empty key",
             }
         }
+        Opcode::Update => {
+            return match Change::of_request(req) {
+                Ok(change) => Slot::Task(spawn_update(ctx, req.key, change)),
+                Err(message) => Slot::Refused {
+                    status: Status::BadRequest,
+                    message,
+                },
+            };
+        }
+        Opcode::Put
+            if req
+                .expires_at_ms()
+                .is_some_and(|at| cell::check_expiry(at).is_err()) =>
+        {
+            return Slot::Refused {
+                status: Status::BadRequest,
+                message: "invalid expire time: past the year 9999",
+            };
+        }
         Opcode::Get | Opcode::Put | Opcode::Delete if !ctx.is_solo() => {
-            return Slot::Task(spawn_coordinated(ctx, opcode, req.key, req.value));
+            let cell =
+                (opcode == Opcode::Put).then(|| cell::encode(req.value, req.expires_at_ms()));
+            return Slot::Task(spawn_coordinated(ctx, opcode, req.key, cell));
         }
         Opcode::Get | Opcode::LocalGet => OpRef::Get(req.key),
-        Opcode::Put => OpRef::Put(req.key, req.value),
+        Opcode::Put => {
+            stored = cell::encode(req.value, req.expires_at_ms());
+            OpRef::Put(req.key, &stored)
+        }
         Opcode::Delete => OpRef::Delete(req.key),
         Opcode::ReplicaPut => {
             let value = (req.flags & FLAG_TOMBSTONE == 0).then_some(req.value);
@@ -905,6 +954,28 @@ pub fn encode_result(out: &mut Vec<u8>, request_id: u64, result: &OpResult) {
             value,
         },
     );
+}
+
+/// Encode a GET's (or UPDATE's) result as the client sees it: the value without its cell,
+/// and an expired key as not found.
+pub fn encode_client_value(out: &mut Vec<u8>, request_id: u64, result: &OpResult) {
+    match result.live_cell(wall_clock_ms()) {
+        Ok(Some((c, version))) => native::encode_response(
+            out,
+            &Response {
+                request_id,
+                status: Status::Ok,
+                flags: 0,
+                version,
+                value: c.value,
+            },
+        ),
+        Ok(None) if matches!(result, OpResult::Value { .. }) => {
+            encode_result(out, request_id, &OpResult::NotFound)
+        }
+        Ok(None) => encode_result(out, request_id, result),
+        Err(e) => native::encode_error(out, request_id, Status::Internal, &e.to_string()),
+    }
 }
 
 /// Every core's counters (this core's directly, the others' by message).

@@ -6,5 +6,6 @@ pub mod auth;
 pub mod connection;
 pub mod listener;
 pub mod original_front;
+pub mod resp_expiry;
 pub mod resp_front;
 pub mod tls;

@@ -13,6 +13,7 @@ use crate::core::version::{writer_id, Version};
 use crate::server::cluster::view::RingView;
 use crate::server::data::messages::OpResult;
 use crate::server::front::connection::{Front, ReplyCtx};
+use crate::server::wall_clock_ms;
 use crate::wire::native::{Opcode, Request as NativeRequest};
 use crate::wire::original::{
     self, DecodeError, Request, ResponseWriter, STATUS_NOT_FOUND, STATUS_OK,
@@ -112,14 +113,15 @@ impl Front for OriginalFront {
         }
         match reply {
             OriginalReply::Invalid(message) => original::encode_error(out, &message),
-            OriginalReply::Get => match result {
-                Some(OpResult::Value { value, version }) => {
+            OriginalReply::Get => match result.map(|r| r.live_cell(wall_clock_ms())) {
+                Some(Ok(Some((cell, version)))) => {
                     let mut w = ResponseWriter::new(out, STATUS_OK);
-                    w.string(value)
+                    w.string(cell.value)
                         .u64(version.physical_ms())
-                        .string(coordinator_of(cx.view, *version).as_bytes());
+                        .string(coordinator_of(cx.view, version).as_bytes());
                     w.finish();
                 }
+                Some(Err(e)) => original::encode_error(out, &e.to_string()),
                 _ => ResponseWriter::new(out, STATUS_NOT_FOUND).finish(),
             },
             OriginalReply::Put => ResponseWriter::new(out, STATUS_OK).finish(),

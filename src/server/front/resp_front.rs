@@ -6,9 +6,10 @@
 //! versions and read repair apply to them unchanged (see `connection::Front`).
 //!
 //! Served: PING ECHO GET SET DEL EXISTS MGET MSET DBSIZE INFO COMMAND CONFIG CLIENT SELECT HELLO
-//! AUTH SCAN KEYS
-//! QUIT. Refused with a clear error: SET's options (no TTLs, no conditional writes), anything
-//! else (`unknown command`).
+//! AUTH SCAN KEYS QUIT, and the expiry commands (`resp_expiry`): SET's EX PX EXAT PXAT KEEPTTL,
+//! SETEX PSETEX EXPIRE PEXPIRE EXPIREAT PEXPIREAT TTL PTTL EXPIRETIME PEXPIRETIME PERSIST GETEX
+//! GETDEL. Refused with a clear error: conditional writes (NX, XX, GT, LT, GET), anything else
+//! (`unknown command`).
 
 use crate::core::version::Version;
 use crate::limits::{KEY_BYTES_MAX, KEY_BYTES_MIN};
@@ -17,6 +18,8 @@ use std::rc::Rc;
 use crate::server::data::messages::OpResult;
 use crate::server::front::auth::Session;
 use crate::server::front::connection::{Front, ReplyCtx};
+use crate::server::front::resp_expiry::{self as expiry, Ttl, TtlQuery};
+use crate::server::wall_clock_ms;
 use crate::storage::wal_file::FsyncMode;
 use crate::wire::native::{Opcode, Request, Status};
 use crate::wire::resp::{self, Command, DecodeError};
@@ -51,6 +54,19 @@ const COMMANDS: &[(&str, i64, i64, i64, i64)] = &[
     ("auth", -2, 0, 0, 0),
     ("scan", -2, 0, 0, 0),
     ("keys", 2, 0, 0, 0),
+    ("setex", 4, 1, 1, 1),
+    ("psetex", 4, 1, 1, 1),
+    ("expire", -3, 1, 1, 1),
+    ("pexpire", -3, 1, 1, 1),
+    ("expireat", -3, 1, 1, 1),
+    ("pexpireat", -3, 1, 1, 1),
+    ("ttl", 2, 1, 1, 1),
+    ("pttl", 2, 1, 1, 1),
+    ("expiretime", 2, 1, 1, 1),
+    ("pexpiretime", 2, 1, 1, 1),
+    ("persist", 2, 1, 1, 1),
+    ("getex", -2, 1, 1, 1),
+    ("getdel", 2, 1, 1, 1),
 ];
 
 /// How to build one command's reply.
@@ -81,6 +97,12 @@ pub enum RespReply {
     Keys,
     /// HELLO with AUTH: these bytes once the AUTH succeeded, else the refusal.
     Hello(Vec<u8>),
+    /// TTL, PTTL, EXPIRETIME, PEXPIRETIME of the key read.
+    Ttl(TtlQuery),
+    /// EXPIRE and friends: 1 if the key existed. PERSIST (`persist`): 1 if it had an expiry.
+    Updated {
+        persist: bool,
+    },
 }
 
 /// Per-connection state: the client name and the protocol version (2 until `HELLO 3`).
@@ -134,6 +156,24 @@ fn key_op<'a>(opcode: Opcode, key: &'a [u8], value: &'a [u8]) -> Request<'a> {
         key,
         value,
     }
+}
+
+/// The first bad key or oversized value among key-value `pairs`, as an error reply.
+fn check_writes(pairs: &[&[u8]], max_value_bytes: usize) -> Option<RespReply> {
+    if let Some(e) = check_keys(pairs.iter().step_by(2).copied()) {
+        return Some(e);
+    }
+    pairs
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .find(|v| v.len() > max_value_bytes)
+        .map(|v| {
+            err(&format!(
+                "ERR value of {} bytes exceeds the limit of {max_value_bytes}",
+                v.len()
+            ))
+        })
 }
 
 /// The first bad key among `keys`, as an error reply.
@@ -281,19 +321,78 @@ impl RespFront {
                 RespReply::Value
             }
             "set" => {
-                if rest.len() > 2 {
-                    return err(
-                        "ERR SET options (NX, XX, EX, PX, EXAT, PXAT, KEEPTTL, GET) are not \
-                         supported: kvstore has no expiry and no conditional writes",
-                    );
+                let ttl = match expiry::options(&rest[2..], wall_clock_ms(), true, name) {
+                    Ok(t) => t,
+                    Err(e) => return err(&e),
+                };
+                self.timed_write(rest[0], rest[1], ttl, max_value_bytes, op)
+            }
+            "setex" | "psetex" => {
+                let unit: &[u8] = if name == "setex" { b"ex" } else { b"px" };
+                match expiry::positive_expiry(unit, rest[1], wall_clock_ms(), name) {
+                    Ok(at) => self.timed_write(rest[0], rest[2], Ttl::At(at), max_value_bytes, op),
+                    Err(e) => err(&e),
                 }
-                self.writes(&[rest[0], rest[1]], max_value_bytes, op)
+            }
+            "expire" | "pexpire" | "expireat" | "pexpireat" => {
+                if rest.len() > 2 {
+                    return err(expiry::CONDITIONAL);
+                }
+                if let Some(e) = check_keys(rest.iter().take(1).copied()) {
+                    return e;
+                }
+                let unit_ms = name.starts_with('p');
+                let absolute = name.ends_with("at");
+                match expiry::expire_at(rest[1], unit_ms, absolute, wall_clock_ms(), name) {
+                    Ok(at) => {
+                        op(expiry::update(rest[0], b"", Ttl::At(at), false));
+                        RespReply::Updated { persist: false }
+                    }
+                    Err(e) => err(&e),
+                }
+            }
+            "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
+                if let Some(e) = check_keys(rest.iter().copied()) {
+                    return e;
+                }
+                op(key_op(Opcode::Get, rest[0], &[]));
+                RespReply::Ttl(TtlQuery {
+                    unit_ms: name.starts_with('p'),
+                    absolute: name.ends_with("time"),
+                })
+            }
+            "persist" | "getdel" | "getex" => {
+                if let Some(e) = check_keys(rest.iter().take(1).copied()) {
+                    return e;
+                }
+                let ttl = match expiry::options(&rest[1..], wall_clock_ms(), false, name) {
+                    Ok(t) => t,
+                    Err(e) => return err(&e),
+                };
+                match (name, ttl) {
+                    ("persist", _) => {
+                        op(expiry::update(rest[0], b"", Ttl::Persist, false));
+                        RespReply::Updated { persist: true }
+                    }
+                    ("getdel", _) => {
+                        op(expiry::update(rest[0], b"", Ttl::Unset, true));
+                        RespReply::Value
+                    }
+                    (_, Ttl::Unset) => {
+                        op(key_op(Opcode::Get, rest[0], &[]));
+                        RespReply::Value
+                    }
+                    (_, ttl) => {
+                        op(expiry::update(rest[0], b"", ttl, false));
+                        RespReply::Value
+                    }
+                }
             }
             "mset" => {
                 if rest.len() % 2 != 0 {
                     return err("ERR wrong number of arguments for 'mset' command");
                 }
-                self.writes(rest, max_value_bytes, op)
+                self.writes(rest, None, max_value_bytes, op)
             }
             "del" | "exists" | "mget" => {
                 if let Some(e) = check_keys(rest.iter().copied()) {
@@ -334,28 +433,42 @@ impl RespFront {
         }
     }
 
-    fn writes(
+    /// SET and SETEX: a PUT (expiring at `Ttl::At`), or with KEEPTTL an UPDATE that keeps the
+    /// key's expiry.
+    fn timed_write(
         &mut self,
-        pairs: &[&[u8]],
+        key: &[u8],
+        value: &[u8],
+        ttl: Ttl,
         max_value_bytes: usize,
         op: &mut dyn FnMut(Request<'_>),
     ) -> RespReply {
-        if let Some(e) = check_keys(pairs.iter().step_by(2).copied()) {
+        match ttl {
+            Ttl::Keep => {
+                if let Some(e) = check_writes(&[key, value], max_value_bytes) {
+                    return e;
+                }
+                op(expiry::update(key, value, Ttl::Keep, false));
+                RespReply::Written
+            }
+            Ttl::At(at) => self.writes(&[key, value], Some(at), max_value_bytes, op),
+            Ttl::Unset | Ttl::Persist => self.writes(&[key, value], None, max_value_bytes, op),
+        }
+    }
+
+    /// SET and MSET: a PUT per pair, each expiring at `at` if given.
+    fn writes(
+        &mut self,
+        pairs: &[&[u8]],
+        at: Option<u64>,
+        max_value_bytes: usize,
+        op: &mut dyn FnMut(Request<'_>),
+    ) -> RespReply {
+        if let Some(e) = check_writes(pairs, max_value_bytes) {
             return e;
         }
-        if let Some(v) = pairs
-            .iter()
-            .skip(1)
-            .step_by(2)
-            .find(|v| v.len() > max_value_bytes)
-        {
-            return err(&format!(
-                "ERR value of {} bytes exceeds the limit of {max_value_bytes}",
-                v.len()
-            ));
-        }
         for kv in pairs.chunks(2) {
-            op(key_op(Opcode::Put, kv[0], kv[1]));
+            op(expiry::put(kv[0], kv[1], at));
         }
         RespReply::Written
     }
@@ -553,9 +666,10 @@ fn encode_config(out: &mut Vec<u8>, params: &[String], cx: &ReplyCtx<'_>, proto:
 }
 
 fn encode_value(out: &mut Vec<u8>, result: &OpResult, proto: u8) {
-    match result {
-        OpResult::Value { value, .. } => resp::bulk(out, value),
-        _ => resp::null(out, proto),
+    match result.live_cell(wall_clock_ms()) {
+        Ok(Some((c, _))) => resp::bulk(out, c.value),
+        Ok(None) => resp::null(out, proto),
+        Err(e) => resp::error(out, &format!("ERR {e}")),
     }
 }
 
@@ -721,11 +835,28 @@ impl Front for RespFront {
                 resp::integer(out, n as i64);
             }
             RespReply::Existing => {
+                let now = wall_clock_ms();
                 let n = results
                     .iter()
-                    .filter(|r| matches!(r, OpResult::Value { .. }))
+                    .filter(|r| matches!(r.live_cell(now), Ok(Some(_))))
                     .count();
                 resp::integer(out, n as i64);
+            }
+            RespReply::Ttl(q) => match results.first().map(|r| r.live_cell(wall_clock_ms())) {
+                Some(Err(e)) => resp::error(out, &format!("ERR {e}")),
+                Some(Ok(c)) => {
+                    let cell = c.map(|(c, _)| c);
+                    resp::integer(out, expiry::ttl_reply(cell, q, wall_clock_ms()))
+                }
+                None => resp::integer(out, -2),
+            },
+            RespReply::Updated { persist } => {
+                // the cell read before the change
+                let n = match results.first().map(|r| r.live_cell(0)) {
+                    Some(Ok(Some((c, _)))) => !persist || c.expires_at_ms.is_some(),
+                    _ => false,
+                };
+                resp::integer(out, i64::from(n));
             }
             RespReply::Values => {
                 resp::array(out, results.len());
@@ -790,6 +921,40 @@ mod tests {
     }
 
     #[test]
+    fn expiry_commands_become_timed_puts_updates_and_reads() {
+        let (put, get, update) = (Opcode::Put as u8, Opcode::Get as u8, Opcode::Update as u8);
+        let cases: &[(&[&[u8]], u8)] = &[
+            (&[b"SET", b"k", b"v", b"EX", b"10"], put),
+            (&[b"SET", b"k", b"v", b"PXAT", b"10"], put),
+            (&[b"SET", b"k", b"v", b"KEEPTTL"], update),
+            (&[b"SETEX", b"k", b"10", b"v"], put),
+            (&[b"PSETEX", b"k", b"10", b"v"], put),
+            (&[b"EXPIRE", b"k", b"10"], update),
+            (&[b"PEXPIREAT", b"k", b"10"], update),
+            (&[b"TTL", b"k"], get),
+            (&[b"PEXPIRETIME", b"k"], get),
+            (&[b"PERSIST", b"k"], update),
+            (&[b"GETEX", b"k"], get),
+            (&[b"GETEX", b"k", b"EX", b"5"], update),
+            (&[b"GETDEL", b"k"], update),
+        ];
+        for (args, opcode) in cases {
+            let (bytes, ops) = plan(args);
+            assert!(
+                bytes.is_empty(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert_eq!(ops.len(), 1, "{args:?}");
+            assert_eq!(
+                (ops[0].0, ops[0].1.as_slice()),
+                (*opcode, &b"k"[..]),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
     fn errors_are_clear_and_plan_nothing() {
         let cases: &[(&[&[u8]], &str)] = &[
             (&[b"FLUSHALL"], "-ERR unknown command 'FLUSHALL'"),
@@ -798,7 +963,22 @@ mod tests {
                 "-ERR wrong number of arguments for 'get' command",
             ),
             (&[b"GET", b"a", b"b"], "-ERR wrong number of arguments"),
-            (&[b"SET", b"k", b"v", b"EX", b"10"], "-ERR SET options"),
+            (&[b"SET", b"k", b"v", b"NX"], "-ERR NX, XX, GT, LT and GET"),
+            (
+                &[b"SET", b"k", b"v", b"EX", b"0"],
+                "-ERR invalid expire time in 'set'",
+            ),
+            (
+                &[b"SETEX", b"k", b"-1", b"v"],
+                "-ERR invalid expire time in 'setex'",
+            ),
+            (
+                &[b"EXPIRE", b"k", b"10", b"GT"],
+                "-ERR NX, XX, GT, LT and GET",
+            ),
+            (&[b"EXPIRE", b"k", b"ten"], "-ERR value is not an integer"),
+            (&[b"GETEX", b"k", b"KEEPTTL"], "-ERR syntax error"),
+            (&[b"TTL", b""], "-ERR key length 0"),
             (
                 &[b"MSET", b"a", b"1", b"b"],
                 "-ERR wrong number of arguments",
