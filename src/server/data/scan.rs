@@ -27,11 +27,15 @@ use crate::wire::native::{Opcode, Status};
 /// One key a node holds: its version and whether it is live (not a tombstone).
 pub type Entry = (Box<[u8]>, Version, bool);
 
-/// Width of one slice of the hash space.
+/// Width of one slice of the hash space: the first request of a SCAN step.
 const SLICE: u64 = (1u64 << 32) / SCAN_SLICES;
+/// A step's next request covers at most this many times the width of the one before.
+const SCAN_WIDEN_MAX: u64 = 16;
 
 /// One SCAN step from `cursor`: keys until at least `count` (or the end), and the next cursor
-/// (0 when the whole space was visited).
+/// (0 when the whole space was visited). A call never returns more than `SCAN_KEYS_MAX` keys:
+/// the slice that would pass it is cut at a hash boundary and the cursor resumes there (so a
+/// slice of any size is walked). KEYS (`count` = `usize::MAX`) is refused past the limit.
 pub async fn scan(
     ctx: &Rc<CoreCtx>,
     cursor: u64,
@@ -40,21 +44,58 @@ pub async fn scan(
 ) -> Result<(u64, Vec<Box<[u8]>>), String> {
     let mut at = cursor.min(1 << 32);
     let mut keys = Vec::new();
+    // Each request costs every member one pass over its keys, whatever its width: after the
+    // first, widen the range toward what is still wanted, from the density seen so far
+    // (at most SCAN_WIDEN_MAX times per step; cut_at_hash bounds an overshoot).
+    let mut width = SLICE;
+    let (mut seen, mut spanned) = (0u64, 0u64);
     while at < (1 << 32) && keys.len() < count {
-        let hi = (at + SLICE).min(1 << 32);
-        for (k, _, live) in slice(ctx, at, hi).await? {
-            if live && glob_match(pattern, &k) {
-                keys.push(k);
-            }
+        let hi = (at + width).min(1 << 32);
+        let entries = slice(ctx, at, hi).await?;
+        seen += entries.len() as u64;
+        spanned += hi - at;
+        let found: Vec<Box<[u8]>> = entries
+            .into_iter()
+            .filter(|(k, _, live)| *live && glob_match(pattern, k))
+            .map(|(k, _, _)| k)
+            .collect();
+        if keys.len() + found.len() <= SCAN_KEYS_MAX {
+            keys.extend(found);
+            at = hi;
+            let wanted = count.min(SCAN_KEYS_MAX).saturating_sub(keys.len()) as u64;
+            let fits = (wanted.saturating_mul(spanned) / seen.max(1)).max(SLICE);
+            width = fits.min(width.saturating_mul(SCAN_WIDEN_MAX)).min(1 << 32);
+            continue;
         }
-        if keys.len() > SCAN_KEYS_MAX {
+        if count == usize::MAX {
             return Err(format!(
-                "more than {SCAN_KEYS_MAX} keys in one call: use SCAN with a smaller COUNT"
+                "more than {SCAN_KEYS_MAX} keys: use SCAN (KEYS answers at most that many)"
             ));
         }
-        at = hi;
+        let (taken, resume) = cut_at_hash(found, SCAN_KEYS_MAX - keys.len());
+        keys.extend(taken);
+        return Ok((resume.unwrap_or(hi), keys));
     }
     Ok((if at >= (1 << 32) { 0 } else { at }, keys))
+}
+
+/// The first `room` keys of a slice in hash order (more only when keys share a hash, which stay
+/// together), and the hash to resume at (`None`: the slice is done).
+fn cut_at_hash(mut found: Vec<Box<[u8]>>, room: usize) -> (Vec<Box<[u8]>>, Option<u64>) {
+    let hash = |k: &[u8]| u64::from(crate::core::ring::hash(k));
+    found.sort_by_key(|k| hash(k));
+    let mut end = room.min(found.len());
+    // never split a hash value between two calls, and always make progress
+    while end > 0 && end < found.len() && hash(&found[end]) == hash(&found[end - 1]) {
+        end -= 1;
+    }
+    if end == 0 {
+        let first = found.first().map(|k| hash(k));
+        end = found.iter().take_while(|k| Some(hash(k)) == first).count();
+    }
+    let resume = found.get(end).map(|k| hash(k));
+    found.truncate(end);
+    (found, resume)
 }
 
 /// Every member's keys in `[lo, hi)`, merged: the newest version of each.
@@ -76,21 +117,32 @@ async fn slice(ctx: &Rc<CoreCtx>, lo: u64, hi: u64) -> Result<Vec<Entry>, String
             }
         }
     };
-    absorb(node_range(ctx, lo, hi).await?);
-    let mut missing = Vec::new();
+    // Ask every other member at once, then this node; merge as answers come.
     let bounds = encode_bounds(lo, hi);
     let timeout = Duration::from_millis(REPLICA_TIMEOUT_MS);
-    for (id, addr) in &others {
-        let reply = ctx
-            .peer(addr)
-            .request(Call::new(Opcode::RangeKeys, &bounds), timeout)
-            .await;
-        match reply {
-            Ok(r) if r.status == Status::Ok => match decode_entries(&r.value) {
-                Some(e) => absorb(e),
-                None => missing.push(id.clone()),
-            },
-            _ => missing.push(id.clone()),
+    let asks: Vec<_> = others
+        .into_iter()
+        .map(|(id, addr)| {
+            let peer = ctx.peer(&addr);
+            let task = glommio::spawn_local(async move {
+                match peer
+                    .request(Call::new(Opcode::RangeKeys, &bounds), timeout)
+                    .await
+                {
+                    Ok(r) if r.status == Status::Ok => decode_entries(&r.value),
+                    _ => None,
+                }
+            })
+            .detach();
+            (id, task)
+        })
+        .collect();
+    absorb(node_range(ctx, lo, hi).await?);
+    let mut missing = Vec::new();
+    for (id, task) in asks {
+        match task.await.flatten() {
+            Some(e) => absorb(e),
+            None => missing.push(id),
         }
     }
     // Each key lives on N members and R of them answer: all but N - R members must.
@@ -255,6 +307,30 @@ mod tests {
             assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), want, "{p} vs {s}");
         }
         assert!(glob_match(b"", b"x"), "no pattern: everything");
+    }
+
+    #[test]
+    fn a_full_slice_is_cut_at_a_hash_and_resumed_there() {
+        let hash = |k: &[u8]| u64::from(crate::core::ring::hash(k));
+        let keys: Vec<Box<[u8]>> = (0..100)
+            .map(|i| format!("k{i}").into_bytes().into())
+            .collect();
+        let (taken, resume) = cut_at_hash(keys.clone(), 30);
+        assert_eq!(taken.len(), 30);
+        let resume = resume.expect("more to come");
+        assert!(
+            taken.iter().all(|k| hash(k) < resume),
+            "taken below the cut"
+        );
+        let rest = keys.iter().filter(|k| hash(k) >= resume).count();
+        assert_eq!(
+            rest, 70,
+            "the rest at or above it: nothing lost, nothing twice"
+        );
+        let (all, done) = cut_at_hash(keys.clone(), 100);
+        assert_eq!((all.len(), done), (100, None));
+        let (one, _) = cut_at_hash(keys, 0);
+        assert_eq!(one.len(), 1, "always progress");
     }
 
     #[test]
