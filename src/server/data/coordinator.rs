@@ -28,12 +28,10 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::client::Reply;
-use crate::core::quorum::{Outcome, Tally};
+use crate::core::quorum::Outcome;
+use crate::core::round::{Held, ReadRound, WriteAnswer, WriteRound};
 use crate::core::version::Version;
-use crate::limits::{
-    PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, PEER_STALL_MS, REPLICA_TIMEOUT_MS,
-    STALE_WRITE_ATTEMPTS_MAX,
-};
+use crate::limits::{PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, PEER_STALL_MS, REPLICA_TIMEOUT_MS};
 use crate::server::cluster::peer::{Call, Error as PeerError, Peer};
 use crate::server::cluster::view::{RingView, Target};
 use crate::server::data::messages::{CoreMsg, Op, OpResult};
@@ -59,7 +57,7 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
     let mut version = ctx.shard.tick();
     let mut attempt = 1;
     loop {
-        let (result, stale) = write_once(
+        let (result, round) = write_once(
             &ctx,
             &view,
             &targets,
@@ -69,6 +67,7 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
             version,
         )
         .await;
+        let stale = round.as_ref().and_then(WriteRound::stale);
         let stored = match (result, stale) {
             (r @ OpResult::Written { .. }, _) => return r,
             (r, None) => return r,
@@ -81,7 +80,7 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
         if let Err(e) = ctx.shard.observe(stored, "a replica's stored version") {
             return stale_failure(format!("stale: the key holds a {e}"));
         }
-        if attempt >= STALE_WRITE_ATTEMPTS_MAX {
+        if round.and_then(|r| r.retry_past(attempt)).is_none() {
             return stale_failure(format!(
                 "stale: replicas kept answering with newer versions of this key (newest \
                  {}.{:#x}), written concurrently; gave up after {attempt} attempts",
@@ -169,54 +168,44 @@ async fn write_once(
     key: &[u8],
     value: Option<&[u8]>,
     version: Version,
-) -> (OpResult, Option<Version>) {
+) -> (OpResult, Option<WriteRound>) {
     let rep = view.effective();
     let (replicas, pending) = (replicas, *pending);
     let needed = rep.w + pending;
     if replicas.len() < needed {
         let message = view.no_replicas(replicas.len(), needed);
-        return (
-            OpResult::Failed {
-                status: Status::Unavailable,
-                message,
-            },
-            None,
-        );
+        let failed = OpResult::Failed {
+            status: Status::Unavailable,
+            message,
+        };
+        return (failed, None);
     }
     let mut answers = start(ctx, replicas, skip, OpRef::ReplicaPut(key, value, version));
-    let mut tally = Tally::new(replicas.len(), needed);
-    let hint = |ctx: &CoreCtx, m: usize, r: &OpResult| {
-        hint_if_missed(ctx, &replicas[m], r, key, value, version)
-    };
-    let mut was_live = false;
-    let mut stale: Option<Version> = None;
+    let mut round = WriteRound::new(replicas.len(), needed);
     let mut last_error = String::new();
-    let mut out_of_memory = false;
     while let Some((m, r)) = answers.next(ctx).await {
-        hint(ctx, m, &r);
-        let outcome = match r {
-            OpResult::Written { was_live: live, .. } => {
-                was_live |= live;
-                tally.success()
-            }
-            OpResult::Stale { stored } => {
-                stale = stale.max(Some(stored));
-                tally.failure()
-            }
+        hint_if_missed(ctx, &replicas[m], &r, key, value, version);
+        let answer = match r {
+            OpResult::Written { was_live, .. } => WriteAnswer::Written { was_live },
+            OpResult::Stale { stored } => WriteAnswer::Stale { stored },
             OpResult::Failed { message, status } => {
-                out_of_memory |= status == Status::OutOfMemory;
                 last_error = message;
-                tally.failure()
+                WriteAnswer::Failed {
+                    out_of_memory: status == Status::OutOfMemory,
+                }
             }
-            _ => tally.failure(),
+            _ => WriteAnswer::Failed {
+                out_of_memory: false,
+            },
         };
-        match outcome {
+        match round.absorb(m, answer) {
             Outcome::Won => {
                 if answers.outstanding() {
                     // Replicas still to answer: one that fails gets a hint (Dynamo §4.6).
                     hint_stragglers(ctx, answers, replicas.clone(), key, value, version);
                 }
-                return (OpResult::Written { was_live, version }, stale);
+                let was_live = round.was_live();
+                return (OpResult::Written { was_live, version }, Some(round));
             }
             // Lost is final, but keep counting until every replica answered or timed out, so
             // the error names how many acknowledged (the write may remain on those).
@@ -226,7 +215,7 @@ async fn write_once(
     ctx.metrics.quorum_failure(false);
     let message = format!(
         "quorum not reached: {} of {} replicas acknowledged the write, {} needed{}{}",
-        tally.successes(),
+        round.successes(),
         replicas.len(),
         needed,
         if pending > 0 {
@@ -241,12 +230,12 @@ async fn write_once(
         }
     );
     // A replica at --max-memory is the reason to tell (RESP answers it as Redis's -OOM).
-    let status = if out_of_memory {
+    let status = if round.out_of_memory() {
         Status::OutOfMemory
     } else {
         Status::Unavailable
     };
-    (OpResult::Failed { status, message }, stale)
+    (OpResult::Failed { status, message }, Some(round))
 }
 
 /// GET through the quorum, with read repair.
@@ -262,22 +251,19 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     }
     let skip = wait_for_replicas(&ctx, &replicas).await;
     let mut answers = start(&ctx, &replicas, &skip, OpRef::ReplicaGet(&key));
-    let mut tally = Tally::new(replicas.len(), rep.r);
-    // (replica index, version it holds: ZERO when it has nothing)
-    let mut seen: Vec<(usize, Version)> = Vec::new();
-    let mut best: Option<(Version, Option<Box<[u8]>>)> = None;
+    let mut round: ReadRound<Box<[u8]>> = ReadRound::new(replicas.len(), rep.r);
     let mut outcome = Outcome::Pending;
     while outcome != Outcome::Won {
         let Some((m, r)) = answers.next(&ctx).await else {
             break;
         };
-        outcome = absorb(&mut tally, &mut seen, &mut best, m, r);
+        outcome = round.absorb(m, held(r));
     }
     if outcome != Outcome::Won {
         ctx.metrics.quorum_failure(true);
         let message = format!(
             "quorum not reached: {} of {} replicas answered the read, {} needed",
-            tally.successes(),
+            round.successes(),
             replicas.len(),
             rep.r
         );
@@ -286,10 +272,10 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
             message,
         };
     }
-    let answer = match &best {
+    let answer = match round.newest() {
         Some((version, Some(v))) => OpResult::Value {
             value: v.clone(),
-            version: *version,
+            version,
         },
         _ => OpResult::NotFound,
     };
@@ -297,21 +283,20 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     let c = ctx.clone();
     glommio::spawn_local(async move {
         while let Some((m, r)) = answers.next(&ctx).await {
-            absorb(&mut tally, &mut seen, &mut best, m, r);
+            round.absorb(m, held(r));
         }
-        if let Some((version, value)) = best {
-            for (m, held) in seen {
-                if held < version {
-                    let op = Op::ReplicaPut {
-                        key: key.clone(),
-                        value: value.clone(),
-                        version,
-                    };
-                    let (tx, _rx) = channel();
-                    spawn_replica_call(&c, &replicas[m], m, op, tx);
-                    c.metrics.read_repair();
-                    log::debug!("read repair of member {m} to {version:?}");
-                }
+        let behind = round.behind();
+        if let Some((version, value)) = round.into_newest() {
+            for m in behind {
+                let op = Op::ReplicaPut {
+                    key: key.clone(),
+                    value: value.clone(),
+                    version,
+                };
+                let (tx, _rx) = channel();
+                spawn_replica_call(&c, &replicas[m], m, op, tx);
+                c.metrics.read_repair();
+                log::debug!("read repair of member {m} to {version:?}");
             }
         }
     })
@@ -319,24 +304,14 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     answer
 }
 
-fn absorb(
-    tally: &mut Tally,
-    seen: &mut Vec<(usize, Version)>,
-    best: &mut Option<(Version, Option<Box<[u8]>>)>,
-    m: usize,
-    r: OpResult,
-) -> Outcome {
-    let (version, value) = match r {
-        OpResult::Value { value, version } => (version, Some(value)),
-        OpResult::Tombstone { version } => (version, None),
-        OpResult::NotFound => (Version::ZERO, None),
-        _ => return tally.failure(),
-    };
-    seen.push((m, version));
-    if version > Version::ZERO && best.as_ref().is_none_or(|(v, _)| version > *v) {
-        *best = Some((version, value));
+/// A replica read's answer as the read round takes it.
+fn held(r: OpResult) -> Held<Box<[u8]>> {
+    match r {
+        OpResult::Value { value, version } => Some((version, Some(value))),
+        OpResult::Tombstone { version } => Some((version, None)),
+        OpResult::NotFound => Some((Version::ZERO, None)),
+        _ => None,
     }
-    tally.success()
 }
 
 /// The replica on this core: executed at once; a write's answer waits for its WAL record.

@@ -1,0 +1,263 @@
+//! One coordinator round of a replicated request, as a pure state machine: replica answers in,
+//! the decision out (what to answer the client, which replicas to repair, whether to go again).
+//!
+//! Owns: the coordinator's rules — a write is acknowledged at W successes; a replica that
+//! refused it as stale tells the newest version it holds, and a lost round goes again past
+//! that version while attempts remain (`STALE_WRITE_ATTEMPTS_MAX`); a read answers the newest
+//! version among R answers, and every replica seen with an older one (or none) is repaired.
+//! Never: I/O, clocks, timers. `server::data::coordinator` drives these rounds with real
+//! replicas and `tests/simulation.rs` with simulated ones, so the simulation checks the rules
+//! that run. Each replica answers a round at most once: a duplicate answer is ignored.
+
+use crate::core::quorum::{Outcome, Tally};
+use crate::core::version::Version;
+use crate::limits::STALE_WRITE_ATTEMPTS_MAX;
+
+/// A replica's answer to a replica write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteAnswer {
+    Written {
+        was_live: bool,
+    },
+    /// Refused: the replica holds this newer version.
+    Stale {
+        stored: Version,
+    },
+    /// Unreachable, timed out, or refused (`out_of_memory`: at `--max-memory`).
+    Failed {
+        out_of_memory: bool,
+    },
+}
+
+/// One attempt of a write at one version.
+#[derive(Clone, Debug)]
+pub struct WriteRound {
+    tally: Tally,
+    answered: Vec<usize>,
+    was_live: bool,
+    stale: Option<Version>,
+    out_of_memory: bool,
+}
+
+impl WriteRound {
+    /// A round over `replicas` replicas needing `needed` acknowledgements.
+    pub fn new(replicas: usize, needed: usize) -> WriteRound {
+        WriteRound {
+            tally: Tally::new(replicas, needed),
+            answered: Vec::with_capacity(replicas),
+            was_live: false,
+            stale: None,
+            out_of_memory: false,
+        }
+    }
+
+    /// Replica `from`'s answer; the outcome so far (`Pending` again for a duplicate).
+    pub fn absorb(&mut self, from: usize, answer: WriteAnswer) -> Outcome {
+        if self.answered.contains(&from) {
+            return self.tally.outcome();
+        }
+        self.answered.push(from);
+        match answer {
+            WriteAnswer::Written { was_live } => {
+                self.was_live |= was_live;
+                self.tally.success()
+            }
+            WriteAnswer::Stale { stored } => {
+                self.stale = self.stale.max(Some(stored));
+                self.tally.failure()
+            }
+            WriteAnswer::Failed { out_of_memory } => {
+                self.out_of_memory |= out_of_memory;
+                self.tally.failure()
+            }
+        }
+    }
+
+    /// Whether any replica held a live value before this write.
+    pub fn was_live(&self) -> bool {
+        self.was_live
+    }
+
+    /// The newest version a replica refused this write for.
+    pub fn stale(&self) -> Option<Version> {
+        self.stale
+    }
+
+    pub fn out_of_memory(&self) -> bool {
+        self.out_of_memory
+    }
+
+    pub fn successes(&self) -> usize {
+        self.tally.successes()
+    }
+
+    /// Whether replica `m` has answered (one that has not by the deadline gets a hint).
+    pub fn answered(&self, m: usize) -> bool {
+        self.answered.contains(&m)
+    }
+
+    /// After a lost round of attempt `attempt` (1-based): the version to go past in the next
+    /// attempt, or `None` when the write has failed (no replica was newer, or no attempts left).
+    pub fn retry_past(&self, attempt: u32) -> Option<Version> {
+        self.stale.filter(|_| attempt < STALE_WRITE_ATTEMPTS_MAX)
+    }
+}
+
+/// What a replica holds for a key: `Some((version, value))` (`value: None` is a tombstone;
+/// `(Version::ZERO, None)` is nothing), or `None` when it failed to answer.
+pub type Held<V> = Option<(Version, Option<V>)>;
+
+/// One quorum read.
+#[derive(Clone, Debug)]
+pub struct ReadRound<V> {
+    tally: Tally,
+    /// (replica, version it holds: ZERO for nothing)
+    seen: Vec<(usize, Version)>,
+    newest: Option<(Version, Option<V>)>,
+}
+
+impl<V> ReadRound<V> {
+    pub fn new(replicas: usize, needed: usize) -> ReadRound<V> {
+        ReadRound {
+            tally: Tally::new(replicas, needed),
+            seen: Vec::with_capacity(replicas),
+            newest: None,
+        }
+    }
+
+    /// Replica `from`'s answer; the outcome so far (`Pending` again for a duplicate).
+    pub fn absorb(&mut self, from: usize, held: Held<V>) -> Outcome {
+        if self.seen.iter().any(|(m, _)| *m == from) {
+            return self.tally.outcome();
+        }
+        let Some((version, value)) = held else {
+            return self.tally.failure();
+        };
+        self.seen.push((from, version));
+        if version > Version::ZERO && self.newest.as_ref().is_none_or(|(v, _)| version > *v) {
+            self.newest = Some((version, value));
+        }
+        self.tally.success()
+    }
+
+    /// The newest version answered and its value (`None`: no replica holds the key).
+    pub fn newest(&self) -> Option<(Version, Option<&V>)> {
+        self.newest.as_ref().map(|(v, x)| (*v, x.as_ref()))
+    }
+
+    pub fn into_newest(self) -> Option<(Version, Option<V>)> {
+        self.newest
+    }
+
+    pub fn successes(&self) -> usize {
+        self.tally.successes()
+    }
+
+    /// Replicas that answered with an older version than the newest: read repair targets.
+    pub fn behind(&self) -> Vec<usize> {
+        let Some((newest, _)) = &self.newest else {
+            return Vec::new();
+        };
+        self.seen
+            .iter()
+            .filter(|(_, v)| v < newest)
+            .map(|(m, _)| *m)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(hlc: u64) -> Version {
+        Version { hlc, writer: 1 }
+    }
+
+    #[test]
+    fn a_write_is_acknowledged_at_w_and_remembers_what_it_learned() {
+        let mut r = WriteRound::new(3, 2);
+        assert_eq!(
+            r.absorb(0, WriteAnswer::Written { was_live: false }),
+            Outcome::Pending
+        );
+        assert_eq!(
+            r.absorb(0, WriteAnswer::Written { was_live: true }),
+            Outcome::Pending,
+            "a duplicate answer counts once"
+        );
+        assert!(!r.was_live());
+        assert_eq!(
+            r.absorb(2, WriteAnswer::Stale { stored: v(9) }),
+            Outcome::Pending
+        );
+        assert_eq!(
+            r.absorb(1, WriteAnswer::Written { was_live: true }),
+            Outcome::Won
+        );
+        assert!(r.was_live());
+        assert_eq!((r.successes(), r.stale()), (2, Some(v(9))));
+    }
+
+    #[test]
+    fn a_lost_write_goes_again_past_the_newest_refusal_while_attempts_remain() {
+        let mut r = WriteRound::new(3, 2);
+        r.absorb(0, WriteAnswer::Stale { stored: v(5) });
+        assert_eq!(
+            r.absorb(1, WriteAnswer::Stale { stored: v(7) }),
+            Outcome::Lost
+        );
+        assert_eq!(r.retry_past(1), Some(v(7)));
+        assert_eq!(r.retry_past(STALE_WRITE_ATTEMPTS_MAX - 1), Some(v(7)));
+        assert_eq!(
+            r.retry_past(STALE_WRITE_ATTEMPTS_MAX),
+            None,
+            "attempts spent"
+        );
+        let mut down = WriteRound::new(3, 2);
+        down.absorb(
+            0,
+            WriteAnswer::Failed {
+                out_of_memory: true,
+            },
+        );
+        assert_eq!(
+            down.absorb(
+                1,
+                WriteAnswer::Failed {
+                    out_of_memory: false
+                }
+            ),
+            Outcome::Lost
+        );
+        assert_eq!(
+            down.retry_past(1),
+            None,
+            "unreachable replicas are no reason to retry"
+        );
+        assert!(down.out_of_memory());
+    }
+
+    #[test]
+    fn a_read_answers_the_newest_and_repairs_everyone_behind_it() {
+        let mut r: ReadRound<&str> = ReadRound::new(3, 2);
+        assert_eq!(r.absorb(0, Some((v(3), Some("old")))), Outcome::Pending);
+        assert_eq!(r.absorb(1, Some((v(5), None))), Outcome::Won, "a tombstone");
+        assert_eq!(r.newest(), Some((v(5), None)));
+        assert_eq!(r.absorb(2, Some((Version::ZERO, None))), Outcome::Won);
+        assert_eq!(r.behind(), vec![0, 2]);
+        assert_eq!(r.into_newest(), Some((v(5), None)));
+    }
+
+    #[test]
+    fn a_read_of_nothing_repairs_nothing_and_failures_lose_it() {
+        let mut r: ReadRound<&str> = ReadRound::new(3, 2);
+        r.absorb(0, Some((Version::ZERO, None)));
+        assert_eq!(r.absorb(1, Some((Version::ZERO, None))), Outcome::Won);
+        assert_eq!((r.newest(), r.behind()), (None, vec![]));
+        let mut f: ReadRound<&str> = ReadRound::new(3, 2);
+        f.absorb(0, None);
+        assert_eq!(f.absorb(1, None), Outcome::Lost);
+        assert_eq!(f.successes(), 0);
+    }
+}
