@@ -1,25 +1,34 @@
 //! kvstore: a Dynamo-style, thread-per-core key-value store on io_uring.
 //!
-//! # Layout
+//! # Layout (lower layers never import upper ones)
 //! - `limits`: every bound, named, with its unit.
-//! - `core`: pure, deterministic logic: ring and cluster ring, versions (HLC), quorum counting,
-//!   membership (SWIM rules, ring roles, founding), Merkle trees for anti-entropy. No I/O.
-//! - `wire`: codecs: native binary protocol, RESP, the original design's protocol.
-//! - `storage`: per-core map (LWW), WAL record format, replay, the O_DIRECT group-commit
-//!   writer, compaction policy, hint store, the data-dir lock. Pure except the writer, replay and
-//!   the lock.
-//! - `server`: the glommio shells: runtime (start, snapshot, shutdown), listener, connection and
-//!   the Redis/original fronts, auth, shard (one core's map/clock/WAL), coordinator (quorum
-//!   reads and writes, hints), peer links, gossip and topology (join/leave), handoff (hint
-//!   delivery), anti-entropy, compactor, metrics.
+//! - `core` (pure, deterministic, no I/O): `ring` (MurmurHash3 ring, vnodes to cores),
+//!   `cluster_ring` (members to preference lists), `version` (HLC, skew bound), `quorum`
+//!   (N/R/W, tallies), `round` (the coordinator's write and read rounds), `membership` (SWIM
+//!   rules, ring roles, founding), `merkle` (anti-entropy trees), `cell` (a stored value and
+//!   its expiry).
+//! - `wire` (codecs): `native` (the binary protocol, opcodes, flags), `resp` (RESP framing),
+//!   `original` (the original design's protocol).
+//! - `storage`: `map` (one core's LWW map and expiry index), `record` (the WAL record format),
+//!   `wal_file` (the O_DIRECT group-commit writer), `recovery` (replay), `compaction` (when and
+//!   what), `hints` (hinted handoff store), `dir_lock` (one process per data dir).
+//! - `server` (the glommio shells): `runtime` (start, per-core context, shutdown), `front`
+//!   (listener, connection loop, the Redis command table in `resp_front` and its expiry
+//!   commands in `resp_expiry`, the original front, auth, TLS), `data` (shard, coordinator,
+//!   read-modify-write `update`, cross-core messages, SCAN, compactor, hint delivery, expiry
+//!   sweep), `cluster` (peer links, gossip, ring views, join/leave topology, anti-entropy),
+//!   `metrics`, `notify`.
 //! - `client`: the blocking Rust client used by `kv` and the tests.
 //! - `config`: the node's command line.
 //! - `failpoint`: crash points for crash tests (`KVSTORE_FAILPOINT`).
+//! - `fuzz_targets`: every external decoder's promises, for AFL++ (`fuzz/`) and the corpus
+//!   replay in `cargo test`.
 
 pub mod client;
 pub mod config;
 pub mod core;
 pub mod failpoint;
+pub mod fuzz_targets;
 pub mod limits;
 pub mod server;
 pub mod storage;
