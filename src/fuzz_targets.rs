@@ -60,8 +60,11 @@ pub fn peer(data: &[u8]) {
     }
 }
 
-/// Every target by name (the corpus directory names).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// One target: its name (the corpus directory) and its checking function.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
     ("native", native),
     ("resp", resp),
     ("original", original),
