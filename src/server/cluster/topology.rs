@@ -279,6 +279,7 @@ pub async fn stream_core(ctx: &Rc<CoreCtx>, only: Option<&str>) -> Result<u64, S
                 other => return Err(format!("unexpected answer {other:?}")),
             }
         }
+        crate::failpoint::hit("stream:sent");
     }
     Ok(sent)
 }

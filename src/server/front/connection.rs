@@ -614,6 +614,10 @@ async fn process_batch<F: Front>(
             .map(|e| storage_failure(&e)),
         None => None,
     };
+    if local_failure.is_none() && opcodes.contains(&(Opcode::ReplicaPut as u8)) {
+        // A replica write applied and durable here, its coordinator not yet answered.
+        crate::failpoint::hit("replica:applied");
+    }
     let mut remote_results: Vec<Option<Vec<OpResult>>> = (0..cores).map(|_| None).collect();
     for (core, rx) in pending {
         let got = match rx {
