@@ -378,6 +378,26 @@ impl Client {
         self.call(Opcode::Auth, &[], password).map(|_| ())
     }
 
+    /// One SCAN step across the cluster from `cursor` (0 to start): the next cursor (0 when
+    /// done) and up to about `count` keys matching the Redis glob `pattern` (empty: all).
+    pub fn scan(
+        &mut self,
+        cursor: u64,
+        count: u32,
+        pattern: &[u8],
+    ) -> Result<(u64, Vec<Vec<u8>>), Error> {
+        let mut key = [0u8; 12];
+        key[..8].copy_from_slice(&cursor.to_le_bytes());
+        key[8..].copy_from_slice(&count.max(1).to_le_bytes());
+        let r = self.call(Opcode::Scan, &key, pattern)?;
+        let (next, keys) =
+            crate::server::data::scan::decode_page(&r.value).ok_or_else(|| Error::Server {
+                status: Status::Internal,
+                message: "malformed SCAN page".into(),
+            })?;
+        Ok((next, keys.into_iter().map(<[u8]>::to_vec).collect()))
+    }
+
     /// Run an anti-entropy round with every live member now; its report (JSON).
     pub fn repair(&mut self) -> Result<serde_json::Value, Error> {
         let r = self.call(Opcode::Repair, &[], &[])?;

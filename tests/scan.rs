@@ -46,5 +46,15 @@ fn scan_and_keys_walk_the_whole_cluster() -> TestResult {
         other => return Err(format!("KEYS: {other:?}").into()),
     }
     assert!(r.call(&["SCAN", "x"]).is_err(), "a bad cursor is an error");
+    // the CLI walks the same cursor
+    let listed = stdout(&nodes[1].kv(&["scan", "--match", "session:*", "--count", "7"]));
+    let listed: BTreeSet<&str> = listed.lines().collect();
+    let sessions: BTreeSet<&str> = live
+        .iter()
+        .filter(|k| k.starts_with("session:"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(listed, sessions, "kv scan --match");
+    assert_eq!(stdout(&nodes[0].kv(&["scan"])).lines().count(), live.len());
     Ok(())
 }

@@ -79,6 +79,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print every key in the cluster (matching a Redis glob), one per line, as SCAN walks it.
+    Scan {
+        /// Only keys matching this glob (`*`, `?`, `[a-z]`).
+        #[arg(long = "match", value_name = "GLOB")]
+        pattern: Option<String>,
+        /// Keys asked for per SCAN step.
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+    },
 }
 
 /// `kv leave` waits for the whole hand-over (the node bounds each step itself).
@@ -194,6 +203,24 @@ fn run_command(client: &mut Client, command: Command) -> u8 {
             println!("LEFT (streamed {n} records)");
             0
         }),
+        Command::Scan { pattern, count } => {
+            let pattern = pattern.unwrap_or_default();
+            let mut cursor = 0;
+            loop {
+                match client.scan(cursor, count, pattern.as_bytes()) {
+                    Ok((next, keys)) => {
+                        for k in keys {
+                            println!("{}", String::from_utf8_lossy(&k));
+                        }
+                        if next == 0 {
+                            break Ok(0);
+                        }
+                        cursor = next;
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+        }
         Command::Repair { json } => client.repair().map(|r| {
             if json {
                 println!("{r}");
