@@ -9,7 +9,7 @@
 //! and close; each core announces it is drained and keeps answering other cores until all are;
 //! then each WAL writes what is pending, syncs and closes. Exit status 0.
 
-use hashbrown::HashMap;
+use crate::server::cluster::links::PeerLinks;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::path::PathBuf;
@@ -61,13 +61,10 @@ pub struct CoreCtx {
     drained: Cell<usize>,
     /// The ring this core routes by (replaced by `CoreMsg::Ring` from the gossip core).
     view: RefCell<Arc<RingView>>,
-    /// This core's own connections to peer nodes, by address.
-    /// By address, looked up per replica operation (hashbrown's default hasher, not SipHash).
-    peer_conns: RefCell<HashMap<String, Rc<Peer>>>,
+    /// This core's own links to other nodes, by address.
+    pub links: PeerLinks,
     /// The membership shell (core 0 only).
     pub gossip: Option<Rc<Gossip>>,
-    /// Our cluster identity for peer handshakes (`None`: no cluster secret).
-    identity: Option<Rc<crate::server::cluster::peer::Identity>>,
     /// Warnings that could come with every request, throttled.
     pub skip_log: crate::server::LogThrottle,
     pub hint_drop_log: crate::server::LogThrottle,
@@ -89,18 +86,9 @@ impl CoreCtx {
         self.view.borrow().is_solo()
     }
 
-    /// This core's connection to the peer at `addr` (created on first use).
+    /// This core's link to the peer at `addr` (made on first use).
     pub fn peer(&self, addr: &str) -> Rc<Peer> {
-        // Looked up on every replica operation: allocate the key only for a new peer.
-        if let Some(p) = self.peer_conns.borrow().get(addr) {
-            return p.clone();
-        }
-        let tls = self.node.tls.as_ref().and_then(|t| t.connector.clone());
-        let p = Rc::new(Peer::with_identity(addr, self.identity.clone(), tls));
-        self.peer_conns
-            .borrow_mut()
-            .insert(addr.to_string(), p.clone());
-        p
+        self.links.get(addr)
     }
 
     /// Ask every other core of this node the message `make` builds around a reply channel, and
@@ -373,6 +361,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
             secret: secret.to_vec(),
         })
     });
+    let peer_tls = s.node.tls.as_ref().and_then(|t| t.connector.clone());
     let ctx = Rc::new(CoreCtx {
         core: s.core,
         ring: s.ring,
@@ -391,10 +380,9 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         connections_changed: Notify::default(),
         drained: Cell::new(0),
         view: RefCell::new(Arc::new(solo)),
-        peer_conns: RefCell::new(HashMap::new()),
+        links: PeerLinks::new(identity, peer_tls),
         gossip,
         metrics: Default::default(),
-        identity,
         skip_log: Default::default(),
         hint_drop_log: Default::default(),
     });

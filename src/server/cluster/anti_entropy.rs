@@ -32,6 +32,7 @@ use crate::core::version::Version;
 use crate::limits::{
     ANTI_ENTROPY_KEYS_PER_ROUND_MAX, ANTI_ENTROPY_LEAVES_PER_REQUEST, REPLICA_TIMEOUT_MS,
 };
+use crate::server::cluster::links::PeerLinks;
 use crate::server::cluster::peer::{Call, Error as PeerError};
 use crate::server::data::coordinator::local_call;
 use crate::server::data::messages::{CoreMsg, Op, OpResult};
@@ -213,7 +214,7 @@ async fn exchange(
         .iter()
         .map(|k| Call::new(Opcode::ReplicaGet, k))
         .collect();
-    for (key, got) in pulls.iter().zip(pipelined(ctx, addr, &calls).await) {
+    for (key, got) in pulls.iter().zip(pipelined(&ctx.links, addr, &calls).await) {
         let r = got.map_err(|e| format!("pull failed: {e}"))?;
         let value = match r.status {
             Status::Ok => Some(r.value.into_boxed_slice()),
@@ -242,7 +243,7 @@ async fn exchange(
             flags: if value.is_none() { FLAG_TOMBSTONE } else { 0 },
         })
         .collect();
-    for got in pipelined(ctx, addr, &calls).await {
+    for got in pipelined(&ctx.links, addr, &calls).await {
         match got {
             Ok(r) if matches!(r.status, Status::Ok | Status::Stale) => report.keys_pushed += 1,
             Ok(r) => return Err(format!("push failed: {:?}", r.status)),
@@ -254,9 +255,13 @@ async fn exchange(
 
 /// Send `calls` to the peer at `addr` all at once (queued on one connection; the first one
 /// connects if needed) and gather their answers in order.
-async fn pipelined(ctx: &CoreCtx, addr: &str, calls: &[Call<'_>]) -> Vec<Result<Reply, PeerError>> {
+async fn pipelined(
+    links: &PeerLinks,
+    addr: &str,
+    calls: &[Call<'_>],
+) -> Vec<Result<Reply, PeerError>> {
     let timeout = Duration::from_millis(REPLICA_TIMEOUT_MS);
-    let peer = ctx.peer(addr);
+    let peer = links.get(addr);
     let mut out = Vec::with_capacity(calls.len());
     let mut queued = Vec::with_capacity(calls.len());
     for call in calls {

@@ -4,6 +4,7 @@
 
 pub mod anti_entropy;
 pub mod gossip;
+pub mod links;
 pub mod peer;
 pub mod topology;
 pub mod view;
