@@ -134,9 +134,17 @@ pub fn set_tls(ca: &std::path::Path) -> Result<(), crate::server::front::tls::Er
 /// binary sets it from `--password-file` or `KVSTORE_PASSWORD`).
 static PASSWORD: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
 
+/// The user those connections authenticate as (`default` when unset; `reader` reads only).
+static USER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
 /// Make every later `Client::connect` authenticate with `password` (first call wins).
 pub fn set_password(password: Vec<u8>) {
     let _ = PASSWORD.set(password);
+}
+
+/// Make those connections authenticate as `user` (first call wins).
+pub fn set_user(user: Vec<u8>) {
+    let _ = USER.set(user);
 }
 
 /// The password set with `set_password`, if any (for other connection kinds, e.g. RESP).
@@ -172,7 +180,8 @@ impl Client {
                         rstart: 0,
                     };
                     if let Some(p) = PASSWORD.get() {
-                        client.auth(p)?;
+                        let user = USER.get().map(Vec::as_slice).unwrap_or_default();
+                        client.auth_as(user, p)?;
                     }
                     return Ok(client);
                 }
@@ -375,7 +384,12 @@ impl Client {
 
     /// Authenticate this connection (AUTH) with the node's password.
     pub fn auth(&mut self, password: &[u8]) -> Result<(), Error> {
-        self.call(Opcode::Auth, &[], password).map(|_| ())
+        self.auth_as(b"", password)
+    }
+
+    /// Authenticate as `user` (empty: `default`; `reader`: the read-only user).
+    pub fn auth_as(&mut self, user: &[u8], password: &[u8]) -> Result<(), Error> {
+        self.call(Opcode::Auth, user, password).map(|_| ())
     }
 
     /// One SCAN step across the cluster from `cursor` (0 to start): the next cursor (0 when

@@ -94,6 +94,10 @@ pub struct Args {
     /// itself: `ps` would show it). Clients must AUTH; LEAVE and REPAIR need it too.
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// File holding the read-only user's password (else `KVSTORE_READONLY_PASSWORD`): `AUTH
+    /// reader <it>` may read (GET, SCAN, INFO) and nothing else. Needs a password too.
+    #[arg(long)]
+    pub readonly_password_file: Option<PathBuf>,
     /// File holding the cluster secret (else `KVSTORE_CLUSTER_SECRET`): nodes prove it to each
     /// other (HMAC challenge-response) before any replica, gossip or stream frame.
     #[arg(long)]
@@ -115,6 +119,10 @@ pub struct Args {
     /// TLS too, verifying each peer's certificate against its advertised host.
     #[arg(long, env = "KVSTORE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Serve TLS connections only: a plain one is closed unanswered (clients and peers alike;
+    /// needs --tls-cert, --tls-key and --tls-ca, so links to peers are TLS too).
+    #[arg(long, env = "KVSTORE_TLS_ONLY", default_value_t = false)]
+    pub tls_only: bool,
     /// Memory for keys and values (bytes, or with a Redis unit: 100mb, 2gb, 500k); past it,
     /// writes that would grow memory are refused (reads, deletes and overwrites that do not
     /// grow still work). 0: no limit.
@@ -165,6 +173,16 @@ pub enum Error {
          {WAL_SEGMENT_BYTES_MAX}"
     )]
     BadSegmentSize { given: u64, min: u64 },
+    #[error(
+        "a read-only password (--readonly-password-file or KVSTORE_READONLY_PASSWORD) needs a \
+         password for the full user too (--password-file or KVSTORE_PASSWORD)"
+    )]
+    ReaderWithoutPassword,
+    #[error(
+        "--tls-only needs --tls-cert and --tls-key (what to serve) and --tls-ca (so links to \
+         peers are TLS too)"
+    )]
+    TlsOnlyWithoutTls,
 }
 
 /// Validated settings the runtime starts from.
@@ -248,11 +266,17 @@ impl Config {
             });
         }
         let creds = credentials(args, listen)?;
-        let tls = crate::server::front::tls::Tls::load(
+        let mut tls = crate::server::front::tls::Tls::load(
             args.tls_cert.as_deref(),
             args.tls_key.as_deref(),
             args.tls_ca.as_deref(),
         )?;
+        if args.tls_only {
+            match &mut tls {
+                Some(t) if t.connector.is_some() => t.only = true,
+                _ => return Err(Error::TlsOnlyWithoutTls),
+            }
+        }
         // Before anything in the data dir is read or written.
         let dir_lock = std::sync::Arc::new(DirLock::acquire(&args.data_dir)?);
         let node_id = resolve_node_id(&args.data_dir, args.node_id.as_deref())?;
@@ -299,7 +323,15 @@ fn credentials(
         args.cluster_secret_file.as_deref(),
         std::env::var("KVSTORE_CLUSTER_SECRET").ok(),
     )?;
-    let mut c = Credentials::new(password, secret);
+    let reader = load(
+        "read-only password",
+        args.readonly_password_file.as_deref(),
+        std::env::var("KVSTORE_READONLY_PASSWORD").ok(),
+    )?;
+    if reader.is_some() && password.is_none() {
+        return Err(Error::ReaderWithoutPassword);
+    }
+    let mut c = Credentials::new(password, secret).with_reader(reader);
     c.protected = !c.has_password() && !listen.ip().is_loopback() && args.protected_mode == "yes";
     c.original_without_auth = args.original_protocol_without_auth;
     Ok(std::sync::Arc::new(c))

@@ -238,3 +238,73 @@ fn without_a_secret_replica_frames_are_served() -> TestResult {
     assert_eq!(r.status, Status::NotFound);
     Ok(())
 }
+
+#[test]
+fn the_read_only_user_reads_through_every_client_and_writes_nothing() -> TestResult {
+    const READER: &str = "only-looking";
+    let dir = data_dir("auth-reader");
+    let env = [
+        ("KVSTORE_PASSWORD", PASSWORD),
+        ("KVSTORE_READONLY_PASSWORD", READER),
+    ];
+    let node = Node::start_with_env("r1", &dir, free_port(), &["--cores", "1"], &env)?;
+    let mut admin = node.client();
+    admin.auth(PASSWORD.as_bytes())?;
+    admin.put(b"k", b"v")?;
+    // native
+    let mut r = node.client();
+    r.auth_as(b"reader", READER.as_bytes())?;
+    assert_eq!(r.get(b"k")?, Some(b"v".to_vec()));
+    assert!(is_unauthorized(&r.put(b"k", b"w"), "NOPERM"));
+    assert!(is_unauthorized(
+        &r.call(Opcode::Delete, b"k", &[]),
+        "NOPERM"
+    ));
+    assert!(is_unauthorized(&r.call(Opcode::Leave, &[], &[]), "NOPERM"));
+    // RESP, as redis-cli --user reader would
+    let replies = resp_session(
+        node.port,
+        &[
+            &["AUTH", "reader", READER],
+            &["GET", "k"],
+            &["SET", "k", "w"],
+            &["DEL", "k"],
+            &["AUTH", "reader", PASSWORD],
+        ],
+    )?;
+    assert_eq!(replies[0], "+OK\r\n");
+    assert_eq!(replies[1], "$1\r\nv\r\n");
+    assert!(replies[2].starts_with("-NOPERM"), "{}", replies[2]);
+    assert!(replies[3].starts_with("-NOPERM"), "{}", replies[3]);
+    assert!(replies[4].starts_with("-WRONGPASS"), "{}", replies[4]);
+    // kv --user reader
+    let kv = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kv"))
+            .args(["--port", &node.port.to_string(), "--user", "reader"])
+            .args(args)
+            .env("KVSTORE_PASSWORD", READER)
+            .stdin(Stdio::null())
+            .output()
+    };
+    let got = kv(&["get", "k"])?;
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "v");
+    let put = kv(&["put", "k", "w"])?;
+    assert_eq!(put.status.code(), Some(3), "{put:?}");
+    assert_eq!(admin.get(b"k")?, Some(b"v".to_vec()), "nothing was written");
+    // a read-only password alone is refused at start
+    let lone = Command::new(env!("CARGO_BIN_EXE_kvstore-node"))
+        .args(["--node-id", "r2", "--port", &free_port().to_string()])
+        .arg("--data-dir")
+        .arg(data_dir("auth-reader-alone"))
+        .env("KVSTORE_READONLY_PASSWORD", READER)
+        .env_remove("KVSTORE_PASSWORD")
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(!lone.status.success());
+    assert!(
+        String::from_utf8_lossy(&lone.stderr).contains("needs a password for the full user"),
+        "{}",
+        String::from_utf8_lossy(&lone.stderr)
+    );
+    Ok(())
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod resp;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

@@ -31,6 +31,9 @@ struct Cli {
     /// File holding the node's password (else `KVSTORE_PASSWORD`): every connection sends AUTH.
     #[arg(long, global = true)]
     password_file: Option<std::path::PathBuf>,
+    /// The user to authenticate as: `default`, or `reader` (the node's read-only user).
+    #[arg(long, global = true, env = "KVSTORE_USER")]
+    user: Option<String>,
     /// Connect with TLS, trusting this CA certificate (PEM) for the node's certificate.
     #[arg(long, env = "KV_TLS_CA", global = true)]
     tls_ca: Option<std::path::PathBuf>,
@@ -102,6 +105,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Some(user) = &cli.user {
+        kvstore::client::set_user(user.clone().into_bytes());
+    }
     match kvstore::server::front::auth::load(
         "password",
         cli.password_file.as_deref(),

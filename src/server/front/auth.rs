@@ -9,6 +9,9 @@
 //! Rules:
 //! - a node with a password serves client operations only on connections that sent it (AUTH),
 //!   PING excepted; LEAVE and REPAIR need it too (admin operations);
+//! - a minimal ACL: with a read-only password too (`--readonly-password-file`), `AUTH reader
+//!   <it>` opens a connection to reads only (GET, SCAN, INFO, LOCAL_GET); writes and admin
+//!   operations are refused with `NOPERM`. `default` is the full user;
 //! - a node with a cluster secret serves cluster opcodes (replica reads and writes, gossip,
 //!   probes, streams, anti-entropy) only on connections that completed the handshake: the
 //!   dialer sends its id and a fresh nonce, the listener answers its own nonce and
@@ -41,6 +44,8 @@ pub enum Need {
     Nothing,
     /// A client that authenticated (when the node has a password).
     Client,
+    /// A client, reading only (the read-only user may).
+    Reader,
     /// A cluster member that proved the secret (when the node has one).
     Member,
 }
@@ -56,15 +61,10 @@ pub fn need_of(opcode: Opcode) -> Need {
         | Opcode::AeTree
         | Opcode::AeEntries
         | Opcode::RangeKeys => Need::Member,
-        Opcode::Get
-        | Opcode::Put
-        | Opcode::Update
-        | Opcode::Delete
-        | Opcode::Info
-        | Opcode::LocalGet
-        | Opcode::Leave
-        | Opcode::Repair
-        | Opcode::Scan => Need::Client,
+        Opcode::Get | Opcode::Info | Opcode::LocalGet | Opcode::Scan => Need::Reader,
+        Opcode::Put | Opcode::Update | Opcode::Delete | Opcode::Leave | Opcode::Repair => {
+            Need::Client
+        }
     }
 }
 
@@ -84,6 +84,8 @@ pub enum Error {
 #[derive(Clone, Default)]
 pub struct Credentials {
     password_hash: Option<[u8; 32]>,
+    /// The read-only user's password (only with a password for the full user).
+    reader_hash: Option<[u8; 32]>,
     secret: Option<Vec<u8>>,
     /// Protected mode applies (no password, listening beyond loopback, not turned off).
     pub protected: bool,
@@ -130,6 +132,7 @@ impl Credentials {
     pub fn new(password: Option<Vec<u8>>, secret: Option<Vec<u8>>) -> Credentials {
         Credentials {
             password_hash: password.map(|p| Sha256::digest(&p).into()),
+            reader_hash: None,
             secret,
             protected: false,
             original_without_auth: false,
@@ -148,12 +151,41 @@ impl Credentials {
     pub fn password_matches(&self, given: &[u8]) -> bool {
         match &self.password_hash {
             None => true,
-            Some(h) => {
-                let g: [u8; 32] = Sha256::digest(given).into();
-                g.iter().zip(h).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-            }
+            Some(h) => hash_eq(given, h),
         }
     }
+
+    /// Give the read-only user `reader` this password (ignored without a full password: a
+    /// node open to everyone has nothing to restrict).
+    pub fn with_reader(mut self, password: Option<Vec<u8>>) -> Credentials {
+        if self.password_hash.is_some() {
+            self.reader_hash = password.map(|p| Sha256::digest(&p).into());
+        }
+        self
+    }
+
+    /// What `user` with `given` may do: `Some(true)` everything, `Some(false)` read only,
+    /// `None` wrong user or password. User `default` (or none) is the full user; `reader`
+    /// the read-only one.
+    pub fn access_of(&self, user: &[u8], given: &[u8]) -> Option<bool> {
+        match user {
+            b"" | b"default" => {
+                (self.has_password() && self.password_matches(given)).then_some(true)
+            }
+            b"reader" => self
+                .reader_hash
+                .as_ref()
+                .is_some_and(|h| hash_eq(given, h))
+                .then_some(false),
+            _ => None,
+        }
+    }
+}
+
+/// Whether SHA-256 of `given` is `hash` (constant time in its content).
+fn hash_eq(given: &[u8], hash: &[u8; 32]) -> bool {
+    let g: [u8; 32] = Sha256::digest(given).into();
+    g.iter().zip(hash).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 fn mac(secret: &[u8], parts: &[&[u8]]) -> [u8; MAC_BYTES] {
@@ -235,6 +267,8 @@ type Hello = (String, Vec<u8>, [u8; NONCE_BYTES]);
 pub struct Session {
     creds: std::sync::Arc<Credentials>,
     client: Cell<bool>,
+    /// Authenticated as the read-only user: client operations that write are refused.
+    read_only: Cell<bool>,
     member: Cell<bool>,
     failures: Cell<u32>,
     /// The connection speaks the original design's protocol (no AUTH there).
@@ -246,6 +280,8 @@ pub struct Session {
 /// Why an operation was refused (status `Unauthorized`).
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
 pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+pub const NOPERM: &str =
+    "NOPERM this user has no permissions to run this command (the read-only user only reads)";
 pub const NOT_A_MEMBER: &str =
     "cluster opcode refused: this connection has not proved the cluster secret";
 
@@ -262,6 +298,7 @@ impl Session {
         Session {
             creds,
             client: Cell::new(client),
+            read_only: Cell::new(false),
             member: Cell::new(member),
             failures: Cell::new(0),
             original,
@@ -273,10 +310,14 @@ impl Session {
     pub fn allows(&self, opcode: Opcode) -> Result<(), &'static str> {
         match need_of(opcode) {
             Need::Nothing => Ok(()),
+            Need::Reader if self.client.get() => Ok(()),
+            Need::Client if self.client.get() && self.read_only.get() => Err(NOPERM),
             Need::Client if self.client.get() => Ok(()),
-            Need::Client if self.original && self.creds.has_password() => Err(ORIGINAL_NO_AUTH),
-            Need::Client if self.creds.protected => Err(DENIED),
-            Need::Client => Err(NOAUTH),
+            Need::Client | Need::Reader if self.original && self.creds.has_password() => {
+                Err(ORIGINAL_NO_AUTH)
+            }
+            Need::Client | Need::Reader if self.creds.protected => Err(DENIED),
+            Need::Client | Need::Reader => Err(NOAUTH),
             // A member may also read and write through the client opcodes: it is trusted.
             Need::Member if self.member.get() => Ok(()),
             Need::Member => Err(NOT_A_MEMBER),
@@ -299,15 +340,20 @@ impl Session {
         }
     }
 
-    /// AUTH: whether `password` is right (then this connection is a client).
-    pub fn authenticate(&self, password: &[u8]) -> bool {
-        let ok = self.creds.has_password() && self.creds.password_matches(password);
-        if ok {
-            self.client.set(true);
-        } else {
-            self.failures.set(self.failures.get() + 1);
+    /// AUTH as `user` (empty: `default`): whether the password is right (then this
+    /// connection is a client, with that user's rights).
+    pub fn authenticate(&self, user: &[u8], password: &[u8]) -> bool {
+        match self.creds.access_of(user, password) {
+            Some(full) => {
+                self.client.set(true);
+                self.read_only.set(!full);
+                true
+            }
+            None => {
+                self.failures.set(self.failures.get() + 1);
+                false
+            }
         }
-        ok
     }
 
     /// Whether this connection failed AUTH so often it must be closed.
@@ -379,12 +425,12 @@ mod tests {
             Ok(()),
             "no secret: members as before"
         );
-        assert!(!s.authenticate(b"wrong"));
+        assert!(!s.authenticate(b"", b"wrong"));
         assert!(
-            !s.authenticate(b"pw "),
+            !s.authenticate(b"", b"pw "),
             "no trimming of what the client sent"
         );
-        assert!(s.authenticate(b"pw"));
+        assert!(s.authenticate(b"", b"pw"));
         assert_eq!(s.allows(Opcode::Leave), Ok(()));
         let orig = Session::new(creds(Some("pw"), None), true, true);
         assert_eq!(orig.allows(Opcode::Get), Err(ORIGINAL_NO_AUTH));
@@ -397,11 +443,47 @@ mod tests {
     }
 
     #[test]
+    fn the_read_only_user_reads_and_nothing_else() {
+        let c = Credentials::new(Some(b"pw".to_vec()), None).with_reader(Some(b"ro".to_vec()));
+        assert_eq!(c.access_of(b"reader", b"ro"), Some(false));
+        assert_eq!(
+            c.access_of(b"reader", b"pw"),
+            None,
+            "each user its own password"
+        );
+        assert_eq!(c.access_of(b"default", b"pw"), Some(true));
+        assert_eq!(c.access_of(b"", b"pw"), Some(true));
+        assert_eq!(c.access_of(b"admin", b"pw"), None, "no such user");
+        let s = Session::new(Arc::new(c), true, false);
+        assert!(s.authenticate(b"reader", b"ro"));
+        for read in [Opcode::Get, Opcode::Scan, Opcode::Info, Opcode::LocalGet] {
+            assert_eq!(s.allows(read), Ok(()), "{read:?}");
+        }
+        for write in [
+            Opcode::Put,
+            Opcode::Delete,
+            Opcode::Update,
+            Opcode::Leave,
+            Opcode::Repair,
+        ] {
+            assert_eq!(s.allows(write), Err(NOPERM), "{write:?}");
+        }
+        assert!(s.authenticate(b"default", b"pw"), "the full user after");
+        assert_eq!(s.allows(Opcode::Put), Ok(()));
+        let open = Credentials::new(None, None).with_reader(Some(b"ro".to_vec()));
+        assert_eq!(
+            open.access_of(b"reader", b"ro"),
+            None,
+            "no reader without a password"
+        );
+    }
+
+    #[test]
     fn failures_are_counted_up_to_the_limit() {
         let s = Session::new(creds(Some("pw"), None), true, false);
         for _ in 0..crate::limits::AUTH_FAILURES_MAX {
             assert!(!s.too_many_failures());
-            s.authenticate(b"nope");
+            s.authenticate(b"", b"nope");
         }
         assert!(s.too_many_failures());
     }

@@ -119,6 +119,12 @@ async fn run(ctx: &Rc<CoreCtx>, mut stream: TcpStream) -> Result<(), Error> {
         .map(|a| a.ip().is_loopback())
         .unwrap_or(false);
     if rbuf.pending()[0] != tls::HANDSHAKE_BYTE {
+        if ctx.node.tls.as_ref().is_some_and(|t| t.only) {
+            ctx.metrics.refused();
+            return Err(Error::Framing(
+                "a plain connection, and this node serves TLS only (--tls-only)".into(),
+            ));
+        }
         return serve_protocol(ctx, &mut stream, rbuf, loopback).await;
     }
     // TLS on the same port: the handshake (replaying the bytes already read), then the
@@ -792,9 +798,10 @@ fn refused(ctx: &CoreCtx, message: &'static str) -> Slot {
     }
 }
 
-/// AUTH: at once when right; a wrong password is answered only after `AUTH_FAILURE_DELAY_MS`.
-fn auth_slot(ctx: &Rc<CoreCtx>, session: &Session, password: &[u8]) -> Slot {
-    if session.authenticate(password) {
+/// AUTH (user in the key, empty for `default`; password in the value): at once when right; a
+/// wrong password is answered only after `AUTH_FAILURE_DELAY_MS`.
+fn auth_slot(ctx: &Rc<CoreCtx>, session: &Session, user: &[u8], password: &[u8]) -> Slot {
+    if session.authenticate(user, password) {
         return Slot::Pong;
     }
     ctx.metrics.refused();
@@ -833,7 +840,7 @@ fn dispatch(
     let stored: Box<[u8]>;
     let op = match opcode {
         Opcode::Ping => return Slot::Pong,
-        Opcode::Auth => return auth_slot(ctx, session, req.value),
+        Opcode::Auth => return auth_slot(ctx, session, req.key, req.value),
         Opcode::PeerHello => {
             let dialer = String::from_utf8_lossy(req.key);
             return match session.hello(&dialer, req.value) {

@@ -478,9 +478,9 @@ impl RespFront {
     /// fall back; our replies differ between the two only in null and map.
     /// `AUTH [user] password`: only the `default` user exists.
     fn auth(&mut self, rest: &[&[u8]], op: &mut dyn FnMut(Request<'_>)) -> RespReply {
-        let password = match rest {
-            [p] => *p,
-            [user, p] if *user == b"default" => *p,
+        let (user, password): (&[u8], &[u8]) = match rest {
+            [p] => (b"", p),
+            [user, p] if *user == b"default" || *user == b"reader" => (user, p),
             [_, _] => return err(crate::server::front::auth::WRONGPASS),
             _ => return err("ERR syntax error"),
         };
@@ -490,7 +490,7 @@ impl RespFront {
                  user. Are you sure your configuration is correct?",
             );
         }
-        op(key_op(Opcode::Auth, b"", password));
+        op(key_op(Opcode::Auth, user, password));
         RespReply::Auth
     }
 

@@ -42,12 +42,15 @@ pub struct Tls {
     /// Dialing peers over TLS (verifying them with `--tls-ca`, else the system has none: peers
     /// then need `--tls-ca`).
     pub connector: Option<futures_rustls::TlsConnector>,
+    /// `--tls-only`: plain connections are closed unanswered.
+    pub only: bool,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
             .field("peers", &self.connector.is_some())
+            .field("only", &self.only)
             .finish()
     }
 }
@@ -131,6 +134,7 @@ impl Tls {
         Ok(Some(Tls {
             acceptor: futures_rustls::TlsAcceptor::from(Arc::new(server)),
             connector,
+            only: false,
         }))
     }
 }
