@@ -58,3 +58,53 @@ fn scan_and_keys_walk_the_whole_cluster() -> TestResult {
     assert_eq!(stdout(&nodes[0].kv(&["scan"])).lines().count(), live.len());
     Ok(())
 }
+
+/// A SCAN that loses a node between calls still returns every key that existed throughout,
+/// each once (no join or leave happened, so no repeats either).
+#[test]
+fn a_scan_survives_a_node_killed_mid_iteration() -> TestResult {
+    const KEYS: usize = 5_000;
+    let mut nodes = cluster("scan-kill", 3, &[])?;
+    let mut c = nodes[0].client();
+    let mut want = BTreeSet::new();
+    for i in 0..KEYS {
+        let k = format!("key:{i}");
+        // pipelined puts: queue a batch, then read the answers
+        c.queue(kvstore::wire::native::Opcode::Put, k.as_bytes(), b"v");
+        want.insert(k);
+        if i % 500 == 499 {
+            c.flush()?;
+            for _ in 0..500 {
+                let r = c.recv()?;
+                assert!(!r.status.is_error(), "a put failed: {r:?}");
+            }
+        }
+    }
+    let mut r = Resp::connect(nodes[0].port)?;
+    let (mut cursor, mut got, mut calls) = ("0".to_string(), Vec::new(), 0);
+    loop {
+        let Reply::Array(parts) = r.call(&["SCAN", &cursor, "COUNT", "200"])? else {
+            return Err("SCAN did not answer an array".into());
+        };
+        let [Reply::Text(next), Reply::Array(page)] = parts.as_slice() else {
+            return Err(format!("unexpected SCAN reply {parts:?}").into());
+        };
+        got.extend(page.iter().filter_map(|k| match k {
+            Reply::Text(k) => Some(k.clone()),
+            _ => None,
+        }));
+        calls += 1;
+        if calls == 3 {
+            nodes[2].kill9();
+        }
+        cursor = next.clone();
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert!(calls > 3, "the kill happened mid-scan ({calls} calls)");
+    let distinct: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(distinct.len(), got.len(), "a key came twice");
+    assert_eq!(distinct, want, "keys missing or unknown after the kill");
+    Ok(())
+}
