@@ -36,8 +36,8 @@ fn expiry_is_honoured_everywhere_and_survives_a_restart() -> TestResult {
     // long-lived ones
     assert_eq!(r.text(&["SETEX", "long", "1000", "v"])?, ok);
     let ttl = r.int(&["TTL", "long"])?;
-    assert!((990..=1000).contains(&ttl), "TTL {ttl}");
-    assert!(r.int(&["PTTL", "long"])? > 990_000);
+    assert!((900..=1000).contains(&ttl), "TTL {ttl}");
+    assert!(r.int(&["PTTL", "long"])? > 900_000);
     assert!(r.int(&["EXPIRETIME", "long"])? > 1_700_000_000);
     assert_eq!(r.int(&["TTL", "missing"])?, -2);
     assert_eq!(r.text(&["SET", "kept", "v", "EX", "1000"])?, ok);
@@ -46,9 +46,9 @@ fn expiry_is_honoured_everywhere_and_survives_a_restart() -> TestResult {
     assert_eq!(r.int(&["TTL", "kept"])?, -1);
     assert_eq!(r.text(&["SET", "plain", "v"])?, ok);
     assert_eq!(r.text(&["GETEX", "plain", "EX", "500"])?, Some("v".into()));
-    assert!(r.int(&["TTL", "plain"])? > 490);
+    assert!(r.int(&["TTL", "plain"])? > 400);
     assert_eq!(r.text(&["SET", "plain", "w", "KEEPTTL"])?, ok);
-    assert!(r.int(&["TTL", "plain"])? > 490, "KEEPTTL kept it");
+    assert!(r.int(&["TTL", "plain"])? > 400, "KEEPTTL kept it");
     assert_eq!(r.text(&["SET", "plain", "x"])?, ok);
     assert_eq!(r.int(&["TTL", "plain"])?, -1, "a SET clears the expiry");
     assert_eq!(r.text(&["SET", "gone", "v"])?, ok);
