@@ -120,12 +120,27 @@ static TLS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::syn
 
 /// Make every later `Client::connect` use TLS, trusting the CA certificate(s) in `ca` (PEM).
 pub fn set_tls(ca: &std::path::Path) -> Result<(), crate::server::front::tls::Error> {
+    set_tls_with(ca, None)
+}
+
+/// `set_tls`, presenting the certificate and key in `identity` (PEM files) to a node that asks
+/// for client certificates (`--tls-client-ca`).
+pub fn set_tls_with(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<(), crate::server::front::tls::Error> {
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
-    .with_root_certificates(crate::server::front::tls::roots(ca)?)
-    .with_no_client_auth();
+    .with_root_certificates(crate::server::front::tls::roots(ca)?);
+    let config = match identity {
+        Some((cert, key)) => {
+            let (chain, key) = crate::server::front::tls::identity(cert, key)?;
+            config.with_client_auth_cert(chain, key)?
+        }
+        None => config.with_no_client_auth(),
+    };
     let _ = TLS.set(std::sync::Arc::new(config));
     Ok(())
 }

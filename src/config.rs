@@ -119,6 +119,11 @@ pub struct Args {
     /// TLS too, verifying each peer's certificate against its advertised host.
     #[arg(long, env = "KVSTORE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// CA certificate(s) (PEM): TLS clients must present a certificate it signed (mutual TLS;
+    /// `kv --tls-cert/--tls-key`, `redis-cli --cert/--key`). Peers present their node
+    /// certificate, so sign those with it too.
+    #[arg(long, env = "KVSTORE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Serve TLS connections only: a plain one is closed unanswered (clients and peers alike;
     /// needs --tls-cert, --tls-key and --tls-ca, so links to peers are TLS too).
     #[arg(long, env = "KVSTORE_TLS_ONLY", default_value_t = false)]
@@ -270,6 +275,7 @@ impl Config {
             args.tls_cert.as_deref(),
             args.tls_key.as_deref(),
             args.tls_ca.as_deref(),
+            args.tls_client_ca.as_deref(),
         )?;
         if args.tls_only {
             match &mut tls {

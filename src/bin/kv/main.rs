@@ -37,6 +37,12 @@ struct Cli {
     /// Connect with TLS, trusting this CA certificate (PEM) for the node's certificate.
     #[arg(long, env = "KV_TLS_CA", global = true)]
     tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: present this client certificate (PEM) to a node that asks for one.
+    #[arg(long, env = "KV_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "KV_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Timeout for connecting and for each reply (ms).
     #[arg(long, default_value_t = CLIENT_TIMEOUT_MS_DEFAULT, global = true)]
     timeout_ms: u64,
@@ -121,7 +127,8 @@ fn main() -> ExitCode {
         }
     }
     if let Some(ca) = &cli.tls_ca {
-        if let Err(e) = kvstore::client::set_tls(ca) {
+        let identity = cli.tls_cert.as_deref().zip(cli.tls_key.as_deref());
+        if let Err(e) = kvstore::client::set_tls_with(ca, identity) {
             eprintln!("kv: {e}");
             return ExitCode::from(EXIT_USAGE);
         }

@@ -1,7 +1,9 @@
 //! TLS (rustls, no OpenSSL) for client connections and peer links, on the same port as plain
 //! connections: a connection whose first byte is a TLS handshake record (0x16) is a TLS one.
 //!
-//! Owns: loading `--tls-cert`, `--tls-key` and `--tls-ca` into rustls configurations, the
+//! Owns: loading `--tls-cert`, `--tls-key`, `--tls-ca` and `--tls-client-ca` into rustls
+//! configurations (with `--tls-client-ca`, a TLS client must present a certificate that CA
+//! signed; a node always presents its own certificate when it dials a peer), the
 //! `Transport` trait the connection loop is generic over (plain TCP or TLS over it), and a
 //! stream that replays the bytes read to detect the protocol before the TLS handshake reads
 //! them again. Never decides who may do what (`auth` does): TLS here is encryption and server
@@ -94,39 +96,71 @@ pub fn roots(ca: &Path) -> Result<rustls::RootCertStore, Error> {
     Ok(roots)
 }
 
+/// A certificate chain and its private key from PEM files (a client's identity for a node that
+/// asks for one, or a node's own).
+pub fn identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<
+    (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    Error,
+> {
+    let chain = certs(cert)?;
+    let pem = read(key)?;
+    let key_der = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| Error::Bad {
+            path: key.to_path_buf(),
+            what: e.to_string(),
+        })?
+        .ok_or_else(|| Error::Bad {
+            path: key.to_path_buf(),
+            what: "no PEM private key in it".into(),
+        })?;
+    Ok((chain, key_der))
+}
+
 impl Tls {
-    /// From `--tls-cert`, `--tls-key` and (for peer links) `--tls-ca`; `None` without a cert.
+    /// From `--tls-cert`, `--tls-key`, (for peer links) `--tls-ca` and (to require client
+    /// certificates) `--tls-client-ca`; `None` without a cert.
     pub fn load(
         cert: Option<&Path>,
         key: Option<&Path>,
         ca: Option<&Path>,
+        client_ca: Option<&Path>,
     ) -> Result<Option<Tls>, Error> {
         let (cert, key) = match (cert, key) {
             (None, None) => return Ok(None),
             (Some(c), Some(k)) => (c, k),
             _ => return Err(Error::Incomplete),
         };
-        let chain = certs(cert)?;
-        let pem = read(key)?;
-        let key_der = rustls_pemfile::private_key(&mut pem.as_slice())
-            .map_err(|e| Error::Bad {
-                path: key.to_path_buf(),
-                what: e.to_string(),
-            })?
-            .ok_or_else(|| Error::Bad {
-                path: key.to_path_buf(),
-                what: "no PEM private key in it".into(),
-            })?;
+        let (chain, key_der) = identity(cert, key)?;
         let server = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key_der)?;
+            .with_safe_default_protocol_versions()?;
+        let server = match client_ca {
+            Some(path) => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots(path)?),
+                    provider(),
+                )
+                .build()
+                .map_err(|e| Error::Bad {
+                    path: path.to_path_buf(),
+                    what: e.to_string(),
+                })?;
+                server.with_client_cert_verifier(verifier)
+            }
+            None => server.with_no_client_auth(),
+        }
+        .with_single_cert(chain.clone(), key_der.clone_key())?;
         let connector = match ca {
             Some(ca) => {
                 let client = rustls::ClientConfig::builder_with_provider(provider())
                     .with_safe_default_protocol_versions()?
                     .with_root_certificates(roots(ca)?)
-                    .with_no_client_auth();
+                    .with_client_auth_cert(chain, key_der)?;
                 Some(futures_rustls::TlsConnector::from(Arc::new(client)))
             }
             None => None,
