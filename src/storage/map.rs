@@ -11,7 +11,7 @@
 //! turns each into a tombstone of the same version (a read of either is "missing", and the
 //! version keeps older writes out); tombstones are purged by compaction after their grace.
 //!
-//! Memory: one 32-byte table slot plus one allocation holding key and value together, and an
+//! Memory: one 24-byte table slot plus one allocation holding version, key and value, and an
 //! index entry for a key that expires.
 
 use std::collections::BTreeSet;
@@ -22,28 +22,32 @@ use crate::core::cell;
 use crate::core::version::Version;
 use crate::limits::{KEY_BYTES_MAX, WAL_RECORD_HEADER_BYTES};
 
-/// One key's slot: key and value share one allocation (`blob = key ++ value`), so a 16-byte
-/// key with a 100-byte value costs one 128-byte malloc chunk plus this 32-byte slot.
+/// Bytes before the key in a slot's blob: the version's `hlc`, little-endian.
+const BLOB_HEADER_BYTES: usize = 8;
+
+/// One key's slot: the version's `hlc`, key and value share one allocation (`blob = hlc ++
+/// key ++ value`), so a 16-byte key with a 100-byte value (101 as a cell) costs one 128-byte
+/// malloc chunk plus this 24-byte slot. (The `hlc` lives in the blob because a 32-byte slot
+/// made the table — at most 7/8 full, often half — cost more than the chunk's slack.)
 struct Slot {
     blob: Box<[u8]>,
-    hlc: u64,
     writer: u32,
     key_len: u16,
     live: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 32);
+const _: () = assert!(std::mem::size_of::<Slot>() == 24);
 const _: () = assert!(KEY_BYTES_MAX <= u16::MAX as usize);
 
 impl Slot {
     fn new(key: &[u8], value: Option<&[u8]>, version: Version) -> Slot {
         let v = value.unwrap_or_default();
-        let mut blob = Vec::with_capacity(key.len() + v.len());
+        let mut blob = Vec::with_capacity(BLOB_HEADER_BYTES + key.len() + v.len());
+        blob.extend_from_slice(&version.hlc.to_le_bytes());
         blob.extend_from_slice(key);
         blob.extend_from_slice(v);
         Slot {
             blob: blob.into_boxed_slice(),
-            hlc: version.hlc,
             writer: version.writer,
             key_len: key.len() as u16,
             live: value.is_some(),
@@ -51,16 +55,19 @@ impl Slot {
     }
 
     fn key(&self) -> &[u8] {
-        &self.blob[..self.key_len as usize]
+        &self.blob[BLOB_HEADER_BYTES..BLOB_HEADER_BYTES + self.key_len as usize]
     }
 
     fn value(&self) -> Option<&[u8]> {
-        self.live.then(|| &self.blob[self.key_len as usize..])
+        self.live
+            .then(|| &self.blob[BLOB_HEADER_BYTES + self.key_len as usize..])
     }
 
     fn version(&self) -> Version {
+        let mut hlc = [0u8; BLOB_HEADER_BYTES];
+        hlc.copy_from_slice(&self.blob[..BLOB_HEADER_BYTES]);
         Version {
-            hlc: self.hlc,
+            hlc: u64::from_le_bytes(hlc),
             writer: self.writer,
         }
     }
@@ -102,12 +109,12 @@ fn blob_heap_bytes(len: usize) -> u64 {
     len.div_ceil(16) as u64 * 16
 }
 
-/// Table bytes per bucket: the 32-byte slot and hashbrown's control byte.
-const TABLE_BYTES_PER_BUCKET: u64 = 33;
+/// Table bytes per bucket: the 24-byte slot and hashbrown's control byte.
+const TABLE_BYTES_PER_BUCKET: u64 = 25;
 
 /// WAL bytes of one slot's record.
 fn slot_record_bytes(s: &Slot) -> u64 {
-    (WAL_RECORD_HEADER_BYTES + s.blob.len()) as u64
+    (WAL_RECORD_HEADER_BYTES + s.blob.len() - BLOB_HEADER_BYTES) as u64
 }
 
 impl Map {
@@ -263,7 +270,10 @@ impl Map {
     pub fn would_grow(&self, key: &[u8], value_len: usize) -> bool {
         match self.find(key) {
             None => true,
-            Some(s) => blob_heap_bytes(key.len() + value_len) > blob_heap_bytes(s.blob.len()),
+            Some(s) => {
+                blob_heap_bytes(BLOB_HEADER_BYTES + key.len() + value_len)
+                    > blob_heap_bytes(s.blob.len())
+            }
         }
     }
 
