@@ -21,6 +21,9 @@ pub const EXPIRES_AT_MS_MAX: u64 = 253_402_300_799_999;
 /// this often, at most this many per core per sweep; compaction later purges the tombstones.
 pub const EXPIRY_SWEEP_INTERVAL_MS: u64 = 250;
 pub const EXPIRY_SWEEP_KEYS_MAX: usize = 20_000;
+/// A coordinator issues versions that leave the node only below a clock lease it made durable
+/// first (`core::version`); each lease covers this much more (one fsync per core per lease).
+pub const CLOCK_LEASE_MS: u64 = 1_000;
 /// Native protocol: version byte + fixed header.
 pub const NATIVE_HEADER_BYTES: usize = 1 + 32;
 /// Largest native frame: header plus the largest key and value the node can ever accept.

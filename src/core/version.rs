@@ -9,8 +9,16 @@
 //! version more than `MAX_CLOCK_SKEW_MS` ahead of our physical time: that is refused, not
 //! adopted (`Ahead`), so one node with a fast wall clock cannot drag every clock it talks to
 //! into the future (where their own replicas would then refuse their writes).
+//!
+//! Across a crash, versions stay unique through a lease: a version that leaves this node
+//! before it is durable here (a coordinator's replica writes) is issued only below a lease the
+//! shell made durable first (`tick_leased`; each lease covers `CLOCK_LEASE_MS` more), and a
+//! restarted clock resumes past the last lease (`resume_after`). Without it, a node whose
+//! newest versions were lost from its own WAL but stored by other replicas could issue the
+//! same versions again, for other values: replicas would then hold different values under one
+//! version, and nothing would ever reconcile them (found by the simulation's crash model).
 
-use crate::limits::MAX_CLOCK_SKEW_MS;
+use crate::limits::{CLOCK_LEASE_MS, MAX_CLOCK_SKEW_MS};
 
 /// A version further ahead of our physical time than `MAX_CLOCK_SKEW_MS` (its writer's clock
 /// is wrong, or ours is): never adopted by a clock nor stored by a replica.
@@ -60,11 +68,46 @@ pub fn writer_id(node_id: &str, core: usize) -> u32 {
 pub struct Clock {
     last: u64,
     writer: u32,
+    /// Versions with a physical part below this may be issued by `tick_leased` (ms).
+    lease_ms: u64,
+}
+
+/// `tick_leased` needs a durable lease up to `until_ms` first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeedLease {
+    pub until_ms: u64,
 }
 
 impl Clock {
     pub fn new(writer: u32) -> Clock {
-        Clock { last: 0, writer }
+        Clock {
+            last: 0,
+            writer,
+            lease_ms: 0,
+        }
+    }
+
+    /// `tick`, for a version that may leave this node before it is durable here: only below
+    /// the lease. Past it, the lease to make durable (then `grant_lease`) before trying again.
+    pub fn tick_leased(&mut self, physical_ms: u64) -> Result<Version, NeedLease> {
+        let next_ms = physical_ms.max((self.last + 1) >> COUNTER_BITS);
+        if next_ms >= self.lease_ms {
+            return Err(NeedLease {
+                until_ms: next_ms + CLOCK_LEASE_MS,
+            });
+        }
+        Ok(self.tick(physical_ms))
+    }
+
+    /// The lease up to `until_ms` is durable.
+    pub fn grant_lease(&mut self, until_ms: u64) {
+        self.lease_ms = self.lease_ms.max(until_ms);
+    }
+
+    /// After a restart: never issue a version below the last durable lease `lease_ms` (which
+    /// bounds every version issued before the crash that could have left this node).
+    pub fn resume_after(&mut self, lease_ms: u64) {
+        self.last = self.last.max(lease_ms << COUNTER_BITS);
     }
 
     /// Issue a new version, strictly greater than every version issued or observed before.
@@ -115,6 +158,43 @@ mod tests {
             prev = v;
         }
         assert_eq!(prev.physical_ms(), 1000 + (10_000 >> COUNTER_BITS));
+    }
+
+    #[test]
+    fn leased_versions_stay_below_the_lease_and_a_restart_resumes_past_it() {
+        let mut c = Clock::new(1);
+        let need = c.tick_leased(1_000).expect_err("no lease yet");
+        assert_eq!(need.until_ms, 1_000 + CLOCK_LEASE_MS);
+        c.grant_lease(need.until_ms);
+        let issued = c.tick_leased(1_000).expect("leased");
+        let last = c.tick_leased(need.until_ms - 1).expect("just below");
+        assert!(
+            c.tick_leased(need.until_ms).is_err(),
+            "at the lease: ask again"
+        );
+        // a crash loses `issued` and `last` from this node's WAL; the lease was durable
+        let mut restarted = Clock::new(1);
+        restarted.observe(Version::ZERO, 1_000).expect("in range");
+        restarted.resume_after(need.until_ms);
+        let after = restarted.tick(1_000);
+        assert!(
+            after > last && after > issued,
+            "never the same version again"
+        );
+        // the clock also runs ahead of its lease when a peer's versions are ahead of the wall
+        let mut ahead = Clock::new(2);
+        ahead.grant_lease(2_000);
+        ahead
+            .observe(
+                Version {
+                    hlc: 5_000 << COUNTER_BITS,
+                    writer: 9,
+                },
+                1_000,
+            )
+            .expect("within the skew bound");
+        let need = ahead.tick_leased(1_000).expect_err("past the lease");
+        assert_eq!(need.until_ms, 5_000 + CLOCK_LEASE_MS);
     }
 
     #[test]

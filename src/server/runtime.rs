@@ -340,6 +340,10 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
             s.core
         );
     }
+    // Versions that left before they were durable here were issued below the last lease.
+    let core_dir = s.data_dir.join(crate::storage::core_dir_name(s.core));
+    let lease = crate::storage::clock_lease::read(&core_dir).map_err(|e| core_err(s.core, e))?;
+    clock.resume_after(lease);
     let solo = RingView::solo(&s.node.node_id, &s.node.advertise, s.replication);
     let gossip = (s.core == 0).then(|| {
         let timing = Timing {
@@ -372,6 +376,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
             wal.clone(),
             s.node.max_memory.map(|m| m / cores as u64),
             s.hints,
+            core_dir,
         ),
         peers: s.peers,
         node: s.node,

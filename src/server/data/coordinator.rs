@@ -54,7 +54,10 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
     // Wait for room *before* taking a version: versions leave this core in the order they
     // are issued, so its own concurrent writes to one key never reach a replica stale.
     let skip = wait_for_replicas(&ctx, &targets.0).await;
-    let mut version = ctx.shard.tick();
+    let mut version = match ctx.shard.tick_leased().await {
+        Ok(v) => v,
+        Err(e) => return storage_failure(&e),
+    };
     let mut attempt = 1;
     loop {
         let (result, round) = write_once(
@@ -87,7 +90,10 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
                 stored.hlc, stored.writer
             ));
         }
-        version = ctx.shard.tick();
+        version = match ctx.shard.tick_leased().await {
+            Ok(v) => v,
+            Err(e) => return storage_failure(&e),
+        };
         attempt += 1;
         log::debug!("stale write retried past {stored:?} (attempt {attempt})");
     }

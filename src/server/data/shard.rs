@@ -41,6 +41,10 @@ pub struct Shard {
     memory_budget: Option<u64>,
     /// Writes other replicas missed, held for them (hinted handoff).
     hints: RefCell<HintStore>,
+    /// This core's directory (its clock lease lives there) and the lock that keeps lease
+    /// writes in order.
+    dir: std::path::PathBuf,
+    lease_lock: glommio::sync::Semaphore,
 }
 
 impl Shard {
@@ -51,6 +55,7 @@ impl Shard {
         wal: Rc<Wal>,
         memory_budget: Option<u64>,
         hints: HintStore,
+        dir: std::path::PathBuf,
     ) -> Shard {
         Shard {
             core,
@@ -60,6 +65,8 @@ impl Shard {
             skew_log: LogThrottle::default(),
             memory_budget,
             hints: RefCell::new(hints),
+            dir,
+            lease_lock: glommio::sync::Semaphore::new(1),
         }
     }
 
@@ -74,9 +81,28 @@ impl Shard {
         }
     }
 
-    /// Issue a new version from this core's clock (the coordinator's write version).
-    pub fn tick(&self) -> Version {
-        self.clock.borrow_mut().tick(wall_clock_ms())
+    /// Issue a new version from this core's clock for a write that leaves this node before it
+    /// is durable here (the coordinator's): below the clock lease, which is extended (written
+    /// durably, on the blocking pool) whenever the clock reaches it.
+    pub async fn tick_leased(&self) -> Result<Version, StorageError> {
+        loop {
+            let need = match self.clock.borrow_mut().tick_leased(wall_clock_ms()) {
+                Ok(v) => return Ok(v),
+                Err(need) => need,
+            };
+            // One lease write at a time, each for the furthest lease wanted yet: the file never
+            // goes back below a lease some version was issued under.
+            let _turn = self.lease_lock.acquire(1).await;
+            let until = match self.clock.borrow_mut().tick_leased(wall_clock_ms()) {
+                Ok(v) => return Ok(v),
+                Err(again) => again.until_ms.max(need.until_ms),
+            };
+            let dir = self.dir.clone();
+            glommio::executor()
+                .spawn_blocking(move || crate::storage::clock_lease::write(&dir, until))
+                .await?;
+            self.clock.borrow_mut().grant_lease(until);
+        }
     }
 
     /// Move this core's clock past `seen` (replica answers, stale replies), unless it is too
