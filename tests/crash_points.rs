@@ -189,10 +189,24 @@ fn a_restarted_coordinator_issues_versions_past_its_clock_lease() -> TestResult 
     nodes[0].kill9();
     nodes[0].spawn()?;
     wait_members(&nodes[0], 3, "ALIVE")?;
-    let after = nodes[0].client().put(b"after", b"restart")?.version;
+    let mut c = nodes[0].client();
+    let after = c.put(b"after", b"restart")?.version;
     assert!(
         after.physical_ms() >= lease,
         "{after:?} issued below the lease {lease}"
+    );
+    // writes go on across several lease extensions (each covers CLOCK_LEASE_MS)
+    let until = std::time::Instant::now()
+        + std::time::Duration::from_millis(3 * kvstore::limits::CLOCK_LEASE_MS + 500);
+    let mut writes = 0;
+    while std::time::Instant::now() < until {
+        c.put(format!("w{writes}").as_bytes(), b"v")?;
+        writes += 1;
+    }
+    let extended = kvstore::storage::clock_lease::read(&lease_dir)?;
+    assert!(
+        extended > lease,
+        "the lease was not extended ({writes} writes)"
     );
     Ok(())
 }

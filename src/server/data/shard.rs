@@ -92,7 +92,7 @@ impl Shard {
             };
             // One lease write at a time, each for the furthest lease wanted yet: the file never
             // goes back below a lease some version was issued under.
-            let _turn = self.lease_lock.acquire(1).await;
+            let _turn = self.lease_lock.acquire_permit(1).await;
             let until = match self.clock.borrow_mut().tick_leased(wall_clock_ms()) {
                 Ok(v) => return Ok(v),
                 Err(again) => again.until_ms.max(need.until_ms),
