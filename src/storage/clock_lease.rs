@@ -37,13 +37,23 @@ pub fn read(dir: &Path) -> Result<u64, Error> {
     })
 }
 
-/// Record `until_ms` durably in `dir`.
+/// Record `until_ms` durably in `dir`. A full disk is `Error::DiskFull` (writes are refused
+/// as for the WAL, and resume once space is freed).
 pub fn write(dir: &Path, until_ms: u64) -> Result<(), Error> {
     let temp = dir.join(TEMP_NAME);
-    let mut f = fs::File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+    let failed = |e: std::io::Error| {
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == std::io::ErrorKind::StorageFull {
+            Error::DiskFull {
+                dir: dir.to_path_buf(),
+            }
+        } else {
+            Error::io(&temp, e)
+        }
+    };
+    let mut f = fs::File::create(&temp).map_err(failed)?;
     f.write_all(&encode(until_ms))
         .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(&temp, e))?;
+        .map_err(failed)?;
     let path = dir.join(FILE_NAME);
     fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
     sync_dir(dir)
