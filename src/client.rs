@@ -415,9 +415,7 @@ impl Client {
         count: u32,
         pattern: &[u8],
     ) -> Result<(u64, Vec<Vec<u8>>), Error> {
-        let mut key = [0u8; 12];
-        key[..8].copy_from_slice(&cursor.to_le_bytes());
-        key[8..].copy_from_slice(&count.max(1).to_le_bytes());
+        let key = crate::server::data::scan::encode_cursor(cursor, count.max(1));
         let r = self.call(Opcode::Scan, &key, pattern)?;
         let (next, keys) =
             crate::server::data::scan::decode_page(&r.value).ok_or_else(|| Error::Server {

@@ -210,7 +210,20 @@ pub struct Request<'a> {
     pub value: &'a [u8],
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
+    /// A request with no id, version or flags: what a front hands the connection loop, or a
+    /// one-off call on a fresh connection.
+    pub fn new(opcode: Opcode, key: &'a [u8], value: &'a [u8]) -> Request<'a> {
+        Request {
+            request_id: 0,
+            opcode: opcode as u8,
+            version: Version::ZERO,
+            flags: 0,
+            key,
+            value,
+        }
+    }
+
     /// A client PUT's or UPDATE's new expiry.
     pub fn expires_at_ms(&self) -> Option<u64> {
         (self.flags & FLAG_EXPIRES != 0).then_some(self.version.hlc)

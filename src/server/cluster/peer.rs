@@ -364,15 +364,7 @@ async fn exchange(
     value: &[u8],
 ) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    let req = Request {
-        request_id: 0,
-        opcode: opcode as u8,
-        version: Version::ZERO,
-        flags: 0,
-        key,
-        value,
-    };
-    native::encode_request(&mut out, &req);
+    native::encode_request(&mut out, &Request::new(opcode, key, value));
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
     stream.flush().await.map_err(|e| e.to_string())?;
     let mut buf = Vec::new();

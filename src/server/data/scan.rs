@@ -165,6 +165,20 @@ pub async fn node_range(ctx: &CoreCtx, lo: u64, hi: u64) -> Result<Vec<Entry>, S
     Ok(all)
 }
 
+/// A SCAN request's key: the cursor (u64) and the count (u32; 0 asks for every key, as KEYS).
+pub fn encode_cursor(cursor: u64, count: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&cursor.to_le_bytes());
+    key[8..].copy_from_slice(&count.to_le_bytes());
+    key
+}
+
+pub fn decode_cursor(key: &[u8]) -> Option<(u64, u32)> {
+    let k: &[u8; 12] = key.try_into().ok()?;
+    let cursor = u64::from_le_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]);
+    Some((cursor, u32::from_le_bytes([k[8], k[9], k[10], k[11]])))
+}
+
 pub fn encode_bounds(lo: u64, hi: u64) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&lo.to_le_bytes());
@@ -343,6 +357,8 @@ mod tests {
             Some((0, 1 << 32))
         );
         assert_eq!(decode_bounds(&encode_bounds(5, 5)), None, "empty range");
+        assert_eq!(decode_cursor(&encode_cursor(7, 9)), Some((7, 9)));
+        assert_eq!(decode_cursor(&[0; 11]), None);
         assert_eq!(decode_bounds(&encode_bounds(0, (1 << 32) + 1)), None);
         let keys = vec![Box::from(&b"a"[..]), Box::from(&b"bc"[..])];
         let page = encode_page(7, &keys);

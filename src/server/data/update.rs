@@ -142,12 +142,9 @@ mod tests {
     #[test]
     fn a_request_names_exactly_one_change() {
         let req = |flags, hlc| Request {
-            request_id: 0,
-            opcode: crate::wire::native::Opcode::Update as u8,
             version: crate::core::version::Version { hlc, writer: 0 },
             flags,
-            key: b"k",
-            value: b"v",
+            ..Request::new(crate::wire::native::Opcode::Update, b"k", b"v")
         };
         assert_eq!(
             Change::of_request(&req(FLAG_EXPIRES, 7)),

@@ -402,13 +402,10 @@ fn spawn_scan(
                     .map(|e| scan::encode_entries(&e)),
                 None => Err("malformed hash range".into()),
             },
-            _ => match <[u8; 12]>::try_from(key.as_slice()) {
-                Ok(k) => {
-                    let cursor =
-                        u64::from_le_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]);
-                    let count = u32::from_le_bytes([k[8], k[9], k[10], k[11]]) as usize;
+            _ => match scan::decode_cursor(&key) {
+                Some((cursor, count)) => {
                     // 0: every key (KEYS), refused past SCAN_KEYS_MAX
-                    let count = match count {
+                    let count = match count as usize {
                         0 => usize::MAX,
                         n => n.min(crate::limits::SCAN_KEYS_MAX),
                     };
@@ -416,7 +413,7 @@ fn spawn_scan(
                         .await
                         .map(|(next, keys)| scan::encode_page(next, &keys))
                 }
-                Err(_) => Err("SCAN takes a cursor (u64) and a count (u32) as its key".into()),
+                None => Err("SCAN takes a cursor (u64) and a count (u32) as its key".into()),
             },
         };
         answer_result(answer)

@@ -29,17 +29,6 @@ pub enum OriginalReply {
     Invalid(String),
 }
 
-fn op<'a>(opcode: Opcode, key: &'a [u8], value: &'a [u8]) -> NativeRequest<'a> {
-    NativeRequest {
-        request_id: 0,
-        opcode: opcode as u8,
-        version: Version::ZERO,
-        flags: 0,
-        key,
-        value,
-    }
-}
-
 /// The member whose writer id issued `version` (writer ids keep the node hash in the upper 24
 /// bits), or the writer id in hex when no current member matches.
 pub fn coordinator_of(view: &RingView, version: Version) -> String {
@@ -74,15 +63,15 @@ impl Front for OriginalFront {
         };
         let reply = match req {
             Request::Put { key, value } => {
-                sink(op(Opcode::Put, key, value));
+                sink(NativeRequest::new(Opcode::Put, key, value));
                 OriginalReply::Put
             }
             Request::Get { key } => {
-                sink(op(Opcode::Get, key, &[]));
+                sink(NativeRequest::new(Opcode::Get, key, &[]));
                 OriginalReply::Get
             }
             Request::Delete { key } => {
-                sink(op(Opcode::Delete, key, &[]));
+                sink(NativeRequest::new(Opcode::Delete, key, &[]));
                 OriginalReply::Delete
             }
             Request::ClusterInfo => OriginalReply::ClusterInfo,

@@ -137,12 +137,9 @@ pub fn update<'a>(key: &'a [u8], value: &'a [u8], ttl: Ttl, delete: bool) -> Req
 
 fn request<'a>(opcode: Opcode, key: &'a [u8], value: &'a [u8], flags: u8, at: u64) -> Request<'a> {
     Request {
-        request_id: 0,
-        opcode: opcode as u8,
         version: Version { hlc: at, writer: 0 },
         flags,
-        key,
-        value,
+        ..Request::new(opcode, key, value)
     }
 }
 

@@ -11,7 +11,6 @@
 //! GETDEL. Refused with a clear error: conditional writes (NX, XX, GT, LT, GET), anything else
 //! (`unknown command`).
 
-use crate::core::version::Version;
 use crate::limits::{KEY_BYTES_MAX, KEY_BYTES_MIN};
 use std::rc::Rc;
 
@@ -147,17 +146,6 @@ fn simple(text: &str) -> RespReply {
     RespReply::Ready(out)
 }
 
-fn key_op<'a>(opcode: Opcode, key: &'a [u8], value: &'a [u8]) -> Request<'a> {
-    Request {
-        request_id: 0,
-        opcode: opcode as u8,
-        version: Version::ZERO,
-        flags: 0,
-        key,
-        value,
-    }
-}
-
 /// The first bad key or oversized value among key-value `pairs`, as an error reply.
 fn check_writes(pairs: &[&[u8]], max_value_bytes: usize) -> Option<RespReply> {
     if let Some(e) = check_keys(pairs.iter().step_by(2).copied()) {
@@ -190,17 +178,8 @@ fn check_keys<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> Option<RespReply>
 /// Hand the native SCAN request to `op`: cursor and count in the key, the glob in the value
 /// (count 0: every key, as KEYS).
 fn scan_op(cursor: u64, count: u32, pattern: &[u8], op: &mut dyn FnMut(Request<'_>)) {
-    let mut key = [0u8; 12];
-    key[..8].copy_from_slice(&cursor.to_le_bytes());
-    key[8..].copy_from_slice(&count.to_le_bytes());
-    op(Request {
-        request_id: 0,
-        opcode: Opcode::Scan as u8,
-        version: Version::ZERO,
-        flags: 0,
-        key: &key,
-        value: pattern,
-    });
+    let key = crate::server::data::scan::encode_cursor(cursor, count);
+    op(Request::new(Opcode::Scan, &key, pattern));
 }
 
 /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE string]`.
@@ -317,7 +296,7 @@ impl RespFront {
                 if let Some(e) = check_keys(rest.iter().copied()) {
                     return e;
                 }
-                op(key_op(Opcode::Get, rest[0], &[]));
+                op(Request::new(Opcode::Get, rest[0], &[]));
                 RespReply::Value
             }
             "set" => {
@@ -355,7 +334,7 @@ impl RespFront {
                 if let Some(e) = check_keys(rest.iter().copied()) {
                     return e;
                 }
-                op(key_op(Opcode::Get, rest[0], &[]));
+                op(Request::new(Opcode::Get, rest[0], &[]));
                 RespReply::Ttl(TtlQuery {
                     unit_ms: name.starts_with('p'),
                     absolute: name.ends_with("time"),
@@ -379,7 +358,7 @@ impl RespFront {
                         RespReply::Value
                     }
                     (_, Ttl::Unset) => {
-                        op(key_op(Opcode::Get, rest[0], &[]));
+                        op(Request::new(Opcode::Get, rest[0], &[]));
                         RespReply::Value
                     }
                     (_, ttl) => {
@@ -404,7 +383,7 @@ impl RespFront {
                     _ => (Opcode::Get, RespReply::Values),
                 };
                 for k in rest {
-                    op(key_op(opcode, k, &[]));
+                    op(Request::new(opcode, k, &[]));
                 }
                 reply
             }
@@ -490,7 +469,7 @@ impl RespFront {
                  user. Are you sure your configuration is correct?",
             );
         }
-        op(key_op(Opcode::Auth, user, password));
+        op(Request::new(Opcode::Auth, user, password));
         RespReply::Auth
     }
 
