@@ -63,9 +63,15 @@ impl Change {
 /// missing or expired), or why the read or the write failed.
 pub async fn update(ctx: Rc<CoreCtx>, key: Box<[u8]>, change: Change) -> OpResult {
     let read = coordinator::read(ctx.clone(), key.clone()).await;
+    if let OpResult::Failed { .. } = read {
+        return read;
+    }
     let now_ms = wall_clock_ms();
-    let write = match read.live_cell(now_ms) {
-        Ok(current) => change.apply(current.map(|(c, _)| c), now_ms),
+    let (found, write) = match read.live_cell(now_ms) {
+        Ok(current) => (
+            current.is_some(),
+            change.apply(current.map(|(c, _)| c), now_ms),
+        ),
         Err(e) => {
             return OpResult::Failed {
                 status: Status::Internal,
@@ -73,18 +79,16 @@ pub async fn update(ctx: Rc<CoreCtx>, key: Box<[u8]>, change: Change) -> OpResul
             }
         }
     };
-    if let OpResult::Failed { .. } = read {
-        return read;
-    }
     if let Some(value) = write {
         let written = coordinator::write(ctx, key, value).await;
         if let OpResult::Failed { .. } | OpResult::Stale { .. } = written {
             return written;
         }
     }
-    match read.live_cell(now_ms) {
-        Ok(Some(_)) => read,
-        _ => OpResult::NotFound,
+    if found {
+        read
+    } else {
+        OpResult::NotFound
     }
 }
 

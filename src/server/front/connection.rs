@@ -905,7 +905,17 @@ fn dispatch(
         }
         Opcode::Get | Opcode::LocalGet => OpRef::Get(req.key),
         Opcode::Put => {
-            stored = cell::encode(req.value, req.expires_at_ms());
+            let cell = cell::encode(req.value, req.expires_at_ms());
+            let core = ctx.ring.core_for_key(req.key);
+            if core != ctx.core {
+                // the cell moves into the message: the value is copied once, not twice
+                let op = Op::Put {
+                    key: req.key.into(),
+                    value: cell,
+                };
+                return to_core(remote, core, op);
+            }
+            stored = cell;
             OpRef::Put(req.key, &stored)
         }
         Opcode::Delete => OpRef::Delete(req.key),
@@ -926,8 +936,12 @@ fn dispatch(
             local_write: ticket.is_some(),
         };
     }
-    let owned = Op::from_ref(op);
-    remote[core].push(owned);
+    to_core(remote, core, Op::from_ref(op))
+}
+
+/// Queue `op` for core `core` (sent with the batch's other operations for it).
+fn to_core(remote: &mut [Vec<Op>], core: usize, op: Op) -> Slot {
+    remote[core].push(op);
     Slot::Remote {
         core,
         index: remote[core].len() - 1,
