@@ -16,6 +16,8 @@ use crate::storage::Error;
 
 pub const FILE_NAME: &str = "clock-lease";
 const TEMP_NAME: &str = "clock-lease.tmp";
+/// The file: the lease (u64) and its CRC32.
+const LEASE_FILE_BYTES: usize = 8 + 4;
 
 /// The lease recorded in `dir` (0 when there is none yet). A file that fails its CRC is an
 /// error, not a zero: starting below a lease could reissue versions.
@@ -29,7 +31,7 @@ pub fn read(dir: &Path) -> Result<u64, Error> {
     decode(&bytes).ok_or_else(|| {
         let why = std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            "corrupt clock lease (12 bytes with a CRC expected); if the WAL is intact, remove \
+            "corrupt clock lease (a u64 and its CRC expected); if the WAL is intact, remove \
              the file and start the node once its wall clock has passed the newest version \
              it issued",
         );
@@ -59,8 +61,8 @@ pub fn write(dir: &Path, until_ms: u64) -> Result<(), Error> {
     sync_dir(dir)
 }
 
-fn encode(until_ms: u64) -> [u8; 12] {
-    let mut out = [0u8; 12];
+fn encode(until_ms: u64) -> [u8; LEASE_FILE_BYTES] {
+    let mut out = [0u8; LEASE_FILE_BYTES];
     out[..8].copy_from_slice(&until_ms.to_le_bytes());
     let crc = crc32fast::hash(&out[..8]);
     out[8..].copy_from_slice(&crc.to_le_bytes());
@@ -68,7 +70,7 @@ fn encode(until_ms: u64) -> [u8; 12] {
 }
 
 fn decode(bytes: &[u8]) -> Option<u64> {
-    let b: &[u8; 12] = bytes.try_into().ok()?;
+    let b: &[u8; LEASE_FILE_BYTES] = bytes.try_into().ok()?;
     let crc = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
     (crc32fast::hash(&b[..8]) == crc)
         .then(|| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
