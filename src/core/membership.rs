@@ -452,18 +452,25 @@ impl Membership {
     /// Someone says we are SUSPECT or DEAD: refute with a higher incarnation.
     fn about_me(&mut self, u: &Update, now_ms: u64) -> Option<Change> {
         let me = self.members.get_mut(&self.me)?;
-        let accused = matches!(u.status, Status::Suspect | Status::Dead);
-        if accused && u.incarnation >= me.state.incarnation && me.state.status != Status::Left {
-            me.state.incarnation = u.incarnation + 1;
-            me.since_ms = now_ms;
-            return Some(Change {
-                id: self.me.clone(),
-                from: Some(u.status),
-                to: Status::Alive,
-                role: me.state.role,
-            });
+        if me.state.status == Status::Left || u.incarnation < me.state.incarnation {
+            return None;
         }
-        None
+        // Others hold a state of ours at our incarnation or above that is not what we are: an
+        // accusation, or an older life of ours (a restart on an empty data dir forgets our
+        // incarnation and role). Go above it, or our own state never supersedes theirs.
+        let differs =
+            u.status != Status::Alive || u.role != me.state.role || u.addr != me.state.addr;
+        if u.incarnation == me.state.incarnation && !differs {
+            return None;
+        }
+        me.state.incarnation = u.incarnation + 1;
+        me.since_ms = now_ms;
+        Some(Change {
+            id: self.me.clone(),
+            from: Some(u.status),
+            to: Status::Alive,
+            role: me.state.role,
+        })
     }
 
     /// A probe and its indirect probes all failed: suspect the target.
@@ -636,6 +643,31 @@ mod tests {
         );
         assert!(m.apply(&up("b", 3, Status::Left), 7).is_some());
         assert_eq!(m.ring_ids(), vec!["a".to_string()], "LEFT leaves the ring");
+    }
+
+    /// A node restarted on an empty data dir comes back at incarnation 1 and joining, while the
+    /// others still hold it as a member at a higher incarnation: it must go above that, or its
+    /// join is never acknowledged (seen in the partition suite's empty-dir restart).
+    #[test]
+    fn a_member_reborn_without_its_state_outbids_its_old_life() {
+        let mut m = Membership::with_role("a", "a:7001", 1, Role::Joining, Timing::default(), 0);
+        let old_life = Update {
+            role: Role::Member,
+            ..up("a", 7, Status::Alive)
+        };
+        assert!(m.apply(&old_life, 10).is_some());
+        assert_eq!(m.incarnation(), 8);
+        assert_eq!(m.my_role(), Role::Joining, "our own role stands");
+        let ours = m.snapshot().into_iter().find(|u| u.id == "a").expect("me");
+        assert!(ours.supersedes(&old_life), "the others now take ours");
+        assert!(
+            m.apply(&ours, 11).is_none(),
+            "our own state echoed back: nothing"
+        );
+        assert!(
+            m.apply(&old_life, 12).is_none(),
+            "the old life is below us now"
+        );
     }
 
     #[test]
