@@ -306,6 +306,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // kvstore: pairs with the fence the sleeper issues between setting `should_notify` and
+        // its last look at its channels (`Reactor::wait`): whatever the caller published
+        // before this call is seen by that look, or this load sees `should_notify` set.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -1035,7 +1035,11 @@ impl SleepableRing {
 
             match &mut *eventfd_src.source_type_mut() {
                 SourceType::ForeignNotifier(_, installed) => {
-                    *installed = self.submit_sqes().is_ok();
+                    // kvstore: not submitted here (an io_uring_enter of its own after every
+                    // wake-up by another thread): `Reactor::wait` flushes this ring before it
+                    // looks at `is_installed` and sleeps, and until then the executor is awake
+                    // and sees foreign wakes without the eventfd.
+                    *installed = true;
                     *installed
                 }
                 _ => unreachable!("Expected ForeignNotifier source type"),
@@ -1073,8 +1077,15 @@ impl SleepableRing {
             // We have now prepared the SQE that links the two rings. We now need to submit
             // it successfully to be able to safely sleep.
 
+            // kvstore: submit the link and wait in one io_uring_enter (the kernel waits only
+            // once everything it was given is submitted).
             if self
-                .submit_sqes()
+                .ring
+                .submit_sqes_and_wait(1)
+                .map(|x| {
+                    self.in_kernel += x as usize;
+                    x as usize
+                })
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
                 .or_else(Reactor::intr_ok)?
@@ -1087,14 +1098,8 @@ impl SleepableRing {
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                // The rings were linked, and we slept until something completed.
+                Ok(1)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1223,6 +1228,8 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// kvstore: when the armed latency preemption timer fires.
+    latency_preemption_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1354,6 +1361,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1815,22 +1823,53 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // kvstore: a preemption timer still pending is kept instead of being cancelled and
+        // re-armed on every pass of the executor loop (two ring submissions, i.e. two
+        // io_uring_enter calls, per pass: with one request per pass, as on a lightly loaded
+        // core, that was the largest syscall cost per request). The latency timer is kept only
+        // while we will not sleep and it fires no later than a fresh one would (so a task queue
+        // never runs past its slice); it may fire earlier, which only preempts sooner.
+        let now = Instant::now();
+        // About to sleep (no preempt timer wanted), a pending timer that fires no later than
+        // the next user timer is kept too: it wakes us in time (perhaps early, to re-arm).
+        let keep_within = preempt_timer().or(user_timer);
+        let keep_latency_timer = match (
+            keep_within,
+            self.latency_preemption_timeout_src.take(),
+            self.latency_preemption_deadline.get(),
+        ) {
+            (Some(within), Some(src), Some(deadline))
+                if src.result().is_none() && deadline <= now + within =>
+            {
+                self.latency_preemption_timeout_src.set(Some(src));
+                true
+            }
+            // Cancel the old timer regardless of whether we can sleep:
+            // if we won't sleep, we will register the new timer with its new
+            // value.
+            //
+            // But if we will sleep, there might be a timer registered that needs
+            // to be removed otherwise we'll wake up when it expires.
+            (_, old, _) => {
+                drop(old);
+                self.latency_preemption_deadline.set(None);
+                false
+            }
+        };
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // up sleeping. (kvstore: only when the one armed before has fired.)
+        let throughput_pending = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(|src| src.result().is_none());
+        self.throughput_preemption_timeout_src
+            .set(throughput_pending.or_else(|| {
+                Some(main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ))
+            }));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1851,9 +1890,10 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
+            if let Some(dur) = user_timer.filter(|_| !keep_latency_timer) {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                self.latency_preemption_deadline.set(Some(now + dur));
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1864,7 +1904,11 @@ impl Reactor {
             // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
             // details. This translates to `sys_membarrier()` /
             // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            //
+            // kvstore: a SeqCst fence here and one in `SleepNotifier::notify` (before it reads
+            // `should_notify`) give the same guarantee as membarrier(2) without a system call
+            // and an inter-processor interrupt on every sleep.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
@@ -1880,9 +1924,11 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
+        if let Some(preempt) = preempt_timer().filter(|_| !keep_latency_timer) {
             self.latency_preemption_timeout_src
                 .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            self.latency_preemption_deadline
+                .set(Some(Instant::now() + preempt));
             flush_rings!(lat_ring, main_ring)?;
         }
 
