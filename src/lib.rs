@@ -15,8 +15,9 @@
 //! - `server` (the glommio shells): `runtime` (start, per-core context, shutdown), `front`
 //!   (listener, connection loop, the Redis command table in `resp_front` and its expiry
 //!   commands in `resp_expiry`, the original front, auth, TLS), `data` (shard, coordinator,
-//!   read-modify-write `update`, cross-core messages, SCAN, compactor, hint delivery, expiry
-//!   sweep), `cluster` (peer links, gossip, ring views, join/leave topology, anti-entropy),
+//!   read-modify-write `update`, cross-core messages and `hops` (one message per core per
+//!   turn), SCAN, compactor, hint delivery, expiry sweep), `cluster` (peer links, gossip, ring
+//!   views, join/leave topology, anti-entropy),
 //!   `metrics`, `notify`.
 //! - `client`: the blocking Rust client used by `kv` and the tests.
 //! - `config`: the node's command line.

@@ -34,6 +34,7 @@ use crate::limits::{
 use crate::server::cluster::gossip::Gossip;
 use crate::server::cluster::peer::Peer;
 use crate::server::cluster::view::RingView;
+use crate::server::data::hops::Hops;
 use crate::server::data::messages::{CoreMsg, OpResult};
 use crate::server::data::shard::{storage_failure, Shard};
 use crate::server::data::{compactor, handoff};
@@ -53,6 +54,8 @@ pub struct CoreCtx {
     pub ring: LocalRing,
     pub shard: Shard,
     pub peers: Vec<flume::Sender<CoreMsg>>,
+    /// Operations for keys other cores own leave through here, one message per core per turn.
+    pub hops: Rc<Hops>,
     pub node: Arc<NodeInfo>,
     pub shutdown: Latch,
     /// Client connections open on this core.
@@ -378,6 +381,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
             s.hints,
             core_dir,
         ),
+        hops: Rc::new(Hops::new(s.peers.clone())),
         peers: s.peers,
         node: s.node,
         shutdown: Latch::default(),
@@ -392,6 +396,8 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         hint_drop_log: Default::default(),
     });
     let mailbox = glommio::spawn_local(mailbox(ctx.clone(), s.rx));
+    // Lives as long as the executor: connections and coordinators hop until the last drains.
+    glommio::spawn_local(ctx.hops.clone().run()).detach();
     let acceptor = s.listener_fd.map(|fd| {
         // SAFETY: the fd is a bound, listening socket created by `bind_exclusive`, owned by
         // nobody else from here on.
@@ -460,7 +466,11 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
     mailbox.await;
     wal.shut_down();
     flusher.await?;
-    log::debug!("core {}: stopped", ctx.core);
+    let (messages, groups) = ctx.hops.counts();
+    log::debug!(
+        "core {}: stopped ({messages} hop messages carried {groups} groups)",
+        ctx.core
+    );
     Ok(())
 }
 

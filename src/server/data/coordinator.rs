@@ -34,7 +34,7 @@ use crate::core::version::Version;
 use crate::limits::{PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, PEER_STALL_MS, REPLICA_TIMEOUT_MS};
 use crate::server::cluster::peer::{Call, Error as PeerError, Peer};
 use crate::server::cluster::view::{RingView, Target};
-use crate::server::data::messages::{CoreMsg, Op, OpResult};
+use crate::server::data::messages::{Op, OpResult};
 use crate::server::data::shard::storage_failure;
 use crate::server::data::shard::OpRef;
 use crate::server::notify::{channel, Receiver, Sender};
@@ -53,7 +53,7 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
     let targets = view.write_targets(&key);
     // Wait for room *before* taking a version: versions leave this core in the order they
     // are issued, so its own concurrent writes to one key never reach a replica stale.
-    let skip = wait_for_replicas(&ctx, &targets.0).await;
+    let skip = wait_for_replicas(&ctx, &targets.0, view.effective().w).await;
     let mut version = match ctx.shard.tick_leased().await {
         Ok(v) => v,
         Err(e) => return storage_failure(&e),
@@ -255,7 +255,7 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
             message: view.no_replicas(replicas.len(), rep.r),
         };
     }
-    let skip = wait_for_replicas(&ctx, &replicas).await;
+    let skip = wait_for_replicas(&ctx, &replicas, rep.r).await;
     let mut answers = start(&ctx, &replicas, &skip, OpRef::ReplicaGet(&key));
     let mut round: ReadRound<Box<[u8]>> = ReadRound::new(replicas.len(), rep.r);
     let mut outcome = Outcome::Pending;
@@ -472,31 +472,60 @@ impl Answers {
 /// Backpressure: wait until every live remote replica's connection has room for a request,
 /// each for at most `PEER_ROOM_WAIT_MS`. Returns the replicas still without room: they are
 /// left out of this operation.
-async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target]) -> Vec<usize> {
+///
+/// Leaving out a replica that is busy rather than silent must not cost the quorum: when fewer
+/// than `needed` replicas would remain, the coordinator goes on waiting (up to
+/// `REPLICA_TIMEOUT_MS`) for room on the full ones still answering, as many as it needs. (Under a
+/// burst of more concurrent writes than two connections' windows, both peers of a 3-replica key
+/// could be full at once for longer than `PEER_ROOM_WAIT_MS` on a loaded machine; leaving both
+/// out failed writes that a short wait would have completed.)
+async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize) -> Vec<usize> {
+    let room_wait = Instant::now() + Duration::from_millis(PEER_ROOM_WAIT_MS);
     let mut full = Vec::new();
     for (m, t) in replicas.iter().enumerate() {
         if t.local || t.dead {
             continue;
         }
         let peer = ctx.peer(&t.addr);
-        if !wait_for_room(&peer).await {
+        if !wait_for_room(&peer, room_wait).await {
             full.push(m);
+        }
+    }
+    let live = replicas.iter().filter(|t| !t.dead).count();
+    if live - full.len() < needed {
+        // The quorum needs some of them: those answering lately first; a stalled one is waited
+        // for too (a slow peer looks stalled for a moment), since without it the operation
+        // fails anyway.
+        let deadline = Instant::now() + timeout();
+        let mut needed_full = full.clone();
+        needed_full.sort_by_key(|m| ctx.peer(&replicas[*m].addr).stalled());
+        for m in needed_full {
+            if live - full.len() >= needed {
+                break;
+            }
+            let peer = ctx.peer(&replicas[m].addr);
+            if wait_for_room_until(&peer, deadline, false).await {
+                full.retain(|f| *f != m);
+            }
         }
     }
     full
 }
 
-/// Wait for room on a busy peer's connection, at most `PEER_ROOM_WAIT_MS`, in slices of
-/// `PEER_STALL_MS`: a peer that stops answering meanwhile (silent, not slow) is given up at
-/// once, since waiting for it would only add latency to every request. Whether there is room.
-async fn wait_for_room(peer: &Peer) -> bool {
+/// Wait for room on a busy peer's connection until `deadline`, in slices of `PEER_STALL_MS`:
+/// a peer that stops answering meanwhile (silent, not slow) is given up at once, since waiting
+/// for it would only add latency to every request. Whether there is room.
+async fn wait_for_room(peer: &Peer, deadline: Instant) -> bool {
+    wait_for_room_until(peer, deadline, true).await
+}
+
+async fn wait_for_room_until(peer: &Peer, deadline: Instant, give_up_if_stalled: bool) -> bool {
     let slice = Duration::from_millis(PEER_STALL_MS);
-    let deadline = Instant::now() + Duration::from_millis(PEER_ROOM_WAIT_MS);
     loop {
         if peer.has_room() {
             return true;
         }
-        if peer.stalled() || Instant::now() >= deadline {
+        if (give_up_if_stalled && peer.stalled()) || Instant::now() >= deadline {
             return false;
         }
         let _ = glommio::timer::timeout(slice, async {
@@ -554,22 +583,8 @@ pub async fn local_call(ctx: &Rc<CoreCtx>, op: Op) -> OpResult {
         }
         return result;
     }
-    let (tx, rx) = flume::bounded(1);
-    if ctx.peers[owner]
-        .send_async(CoreMsg::Ops {
-            ops: vec![op],
-            reply: tx,
-        })
-        .await
-        .is_err()
-    {
-        return OpResult::Failed {
-            status: Status::Internal,
-            message: "core gone".into(),
-        };
-    }
-    match rx.recv_async().await {
-        Ok(mut v) if !v.is_empty() => v.swap_remove(0),
+    match ctx.hops.call(owner, vec![op]).await {
+        Some(mut v) if !v.is_empty() => v.swap_remove(0),
         _ => OpResult::Failed {
             status: Status::Internal,
             message: "core did not answer".into(),

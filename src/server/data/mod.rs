@@ -6,6 +6,7 @@ pub mod compactor;
 pub mod coordinator;
 pub mod expiry;
 pub mod handoff;
+pub mod hops;
 pub mod messages;
 pub mod scan;
 pub mod shard;

@@ -591,22 +591,12 @@ async fn process_batch<F: Front>(
             }
         }
     }
-    let mut pending = Vec::new();
-    for (core, ops) in remote.into_iter().enumerate() {
-        if ops.is_empty() {
-            continue;
-        }
-        let (tx, rx) = flume::bounded(1);
-        if ctx.peers[core]
-            .send_async(CoreMsg::Ops { ops, reply: tx })
-            .await
-            .is_err()
-        {
-            pending.push((core, None));
-            continue;
-        }
-        pending.push((core, Some(rx)));
-    }
+    let pending: Vec<_> = remote
+        .into_iter()
+        .enumerate()
+        .filter(|(_, ops)| !ops.is_empty())
+        .map(|(core, ops)| (core, ctx.hops.call(core, ops)))
+        .collect();
     let local_failure = match last_ticket {
         Some(t) => ctx
             .shard
@@ -622,12 +612,8 @@ async fn process_batch<F: Front>(
         crate::failpoint::hit("replica:applied");
     }
     let mut remote_results: Vec<Option<Vec<OpResult>>> = (0..cores).map(|_| None).collect();
-    for (core, rx) in pending {
-        let got = match rx {
-            Some(rx) => rx.recv_async().await.ok(),
-            None => None,
-        };
-        remote_results[core] = got;
+    for (core, answer) in pending {
+        remote_results[core] = answer.await;
     }
     let mut results = Vec::with_capacity(slots.len());
     for slot in slots {
