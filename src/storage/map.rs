@@ -11,61 +11,96 @@
 //! turns each into a tombstone of the same version (a read of either is "missing", and the
 //! version keeps older writes out); tombstones are purged by compaction after their grace.
 //!
-//! Memory: one 24-byte table slot plus one allocation holding version, key and value, and an
+//! Memory: one 16-byte table slot plus one allocation holding version, key and value, and an
 //! index entry for a key that expires.
 
 use std::collections::BTreeSet;
+use std::ptr::NonNull;
 
 use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 
 use crate::core::cell;
 use crate::core::version::Version;
-use crate::limits::{KEY_BYTES_MAX, WAL_RECORD_HEADER_BYTES};
+use crate::limits::{KEY_BYTES_MAX, STORED_VALUE_BYTES_CEILING, WAL_RECORD_HEADER_BYTES};
 
-/// Bytes before the key in a slot's blob: the version's `hlc`, little-endian.
-const BLOB_HEADER_BYTES: usize = 8;
+/// Bytes before the key in a slot's blob: the version's `hlc` and the key's length,
+/// little-endian.
+const BLOB_HEADER_BYTES: usize = 10;
 
-/// One key's slot: the version's `hlc`, key and value share one allocation (`blob = hlc ++
-/// key ++ value`), so a 16-byte key with a 100-byte value (101 as a cell) costs one 128-byte
-/// malloc chunk plus this 24-byte slot. (The `hlc` lives in the blob because a 32-byte slot
-/// made the table — at most 7/8 full, often half — cost more than the chunk's slack.)
+/// `Slot::len_live`'s bit saying the slot holds a value (clear: a tombstone).
+const LIVE_BIT: u32 = 1 << 31;
+
+/// One key's slot: a thin pointer to one allocation holding the version's `hlc`, the key and
+/// the value (`blob = hlc ++ key_len ++ key ++ value`), its length, and the version's writer.
+/// A 16-byte key with a 100-byte value (101 as a cell) costs one 128-byte malloc chunk plus
+/// this 16-byte slot. (The table is at most 7/8 full and often half, so every byte of the slot
+/// costs about two per key: a fat `Box<[u8]>` pointer made it 24 bytes, a 32-byte slot before
+/// that.)
 struct Slot {
-    blob: Box<[u8]>,
+    blob: NonNull<u8>,
+    /// The blob's length, and `LIVE_BIT`.
+    len_live: u32,
     writer: u32,
-    key_len: u16,
-    live: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 24);
+const _: () = assert!(std::mem::size_of::<Slot>() == 16);
 const _: () = assert!(KEY_BYTES_MAX <= u16::MAX as usize);
+const _: () =
+    assert!(BLOB_HEADER_BYTES + KEY_BYTES_MAX + STORED_VALUE_BYTES_CEILING < LIVE_BIT as usize);
+
+// SAFETY: a slot owns its blob exclusively, as the `Box<[u8]>` it was made from did; nothing
+// else points into it once the slot is built.
+unsafe impl Send for Slot {}
 
 impl Slot {
     fn new(key: &[u8], value: Option<&[u8]>, version: Version) -> Slot {
         let v = value.unwrap_or_default();
         let mut blob = Vec::with_capacity(BLOB_HEADER_BYTES + key.len() + v.len());
         blob.extend_from_slice(&version.hlc.to_le_bytes());
+        blob.extend_from_slice(&(key.len() as u16).to_le_bytes());
         blob.extend_from_slice(key);
         blob.extend_from_slice(v);
+        let blob = Box::into_raw(blob.into_boxed_slice());
+        let len = blob.len() as u32;
         Slot {
-            blob: blob.into_boxed_slice(),
+            // `Box::into_raw` never returns null.
+            blob: NonNull::new(blob.cast::<u8>()).unwrap_or(NonNull::dangling()),
+            len_live: len | if value.is_some() { LIVE_BIT } else { 0 },
             writer: version.writer,
-            key_len: key.len() as u16,
-            live: value.is_some(),
         }
     }
 
+    fn blob(&self) -> &[u8] {
+        // SAFETY: `blob` and the length came from `Box::into_raw` of a boxed slice of exactly
+        // that length, which this slot owns until it is dropped.
+        unsafe { std::slice::from_raw_parts(self.blob.as_ptr(), self.blob_len()) }
+    }
+
+    fn blob_len(&self) -> usize {
+        (self.len_live & !LIVE_BIT) as usize
+    }
+
+    fn live(&self) -> bool {
+        self.len_live & LIVE_BIT != 0
+    }
+
+    fn key_len(&self) -> usize {
+        let b = self.blob();
+        u16::from_le_bytes([b[8], b[9]]) as usize
+    }
+
     fn key(&self) -> &[u8] {
-        &self.blob[BLOB_HEADER_BYTES..BLOB_HEADER_BYTES + self.key_len as usize]
+        &self.blob()[BLOB_HEADER_BYTES..BLOB_HEADER_BYTES + self.key_len()]
     }
 
     fn value(&self) -> Option<&[u8]> {
-        self.live
-            .then(|| &self.blob[BLOB_HEADER_BYTES + self.key_len as usize..])
+        self.live()
+            .then(|| &self.blob()[BLOB_HEADER_BYTES + self.key_len()..])
     }
 
     fn version(&self) -> Version {
-        let mut hlc = [0u8; BLOB_HEADER_BYTES];
-        hlc.copy_from_slice(&self.blob[..BLOB_HEADER_BYTES]);
+        let mut hlc = [0u8; 8];
+        hlc.copy_from_slice(&self.blob()[..8]);
         Version {
             hlc: u64::from_le_bytes(hlc),
             writer: self.writer,
@@ -74,6 +109,14 @@ impl Slot {
 
     fn expires_at_ms(&self) -> Option<u64> {
         self.value().and_then(cell::expires_at_ms)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let raw = std::ptr::slice_from_raw_parts_mut(self.blob.as_ptr(), self.blob_len());
+        // SAFETY: as in `blob()`; the slot is dropped once, so the box is rebuilt once.
+        drop(unsafe { Box::from_raw(raw) });
     }
 }
 
@@ -109,12 +152,12 @@ fn blob_heap_bytes(len: usize) -> u64 {
     len.div_ceil(16) as u64 * 16
 }
 
-/// Table bytes per bucket: the 24-byte slot and hashbrown's control byte.
-const TABLE_BYTES_PER_BUCKET: u64 = 25;
+/// Table bytes per bucket: the 16-byte slot and hashbrown's control byte.
+const TABLE_BYTES_PER_BUCKET: u64 = 17;
 
 /// WAL bytes of one slot's record.
 fn slot_record_bytes(s: &Slot) -> u64 {
-    (WAL_RECORD_HEADER_BYTES + s.blob.len() - BLOB_HEADER_BYTES) as u64
+    (WAL_RECORD_HEADER_BYTES + s.blob_len() - BLOB_HEADER_BYTES) as u64
 }
 
 impl Map {
@@ -148,7 +191,7 @@ impl Map {
         {
             TableEntry::Occupied(mut e) => {
                 let slot = e.get_mut();
-                let was_live = slot.live;
+                let was_live = slot.live();
                 let stored = slot.version();
                 if version < stored {
                     return Applied::Stale { stored };
@@ -157,7 +200,7 @@ impl Map {
                     return Applied::Same { was_live };
                 }
                 let old_bytes = slot_record_bytes(slot);
-                let old_heap = blob_heap_bytes(slot.blob.len());
+                let old_heap = blob_heap_bytes(slot.blob_len());
                 if let Some(at) = slot.expires_at_ms() {
                     self.expiring.remove(&(at, hash));
                 }
@@ -167,7 +210,7 @@ impl Map {
                 }
                 self.record_bytes = self.record_bytes - old_bytes + slot_record_bytes(slot);
                 self.blob_heap_bytes =
-                    self.blob_heap_bytes - old_heap + blob_heap_bytes(slot.blob.len());
+                    self.blob_heap_bytes - old_heap + blob_heap_bytes(slot.blob_len());
                 self.live = self.live - usize::from(was_live) + usize::from(value.is_some());
                 Applied::New { was_live }
             }
@@ -177,7 +220,7 @@ impl Map {
                     self.expiring.insert((at, hash));
                 }
                 self.record_bytes += slot_record_bytes(&slot);
-                self.blob_heap_bytes += blob_heap_bytes(slot.blob.len());
+                self.blob_heap_bytes += blob_heap_bytes(slot.blob_len());
                 e.insert(slot);
                 self.live += usize::from(value.is_some());
                 Applied::New { was_live: false }
@@ -195,9 +238,9 @@ impl Map {
                 if let Some(at) = slot.expires_at_ms() {
                     self.expiring.remove(&(at, hash));
                 }
-                self.live -= usize::from(slot.live);
+                self.live -= usize::from(slot.live());
                 self.record_bytes -= slot_record_bytes(&slot);
-                self.blob_heap_bytes -= blob_heap_bytes(slot.blob.len());
+                self.blob_heap_bytes -= blob_heap_bytes(slot.blob_len());
                 true
             }
             _ => false,
@@ -222,12 +265,12 @@ impl Map {
                 continue;
             };
             let old_bytes = slot_record_bytes(slot);
-            let old_heap = blob_heap_bytes(slot.blob.len());
+            let old_heap = blob_heap_bytes(slot.blob_len());
             let tombstone = Slot::new(slot.key(), None, slot.version());
             *slot = tombstone;
             self.record_bytes = self.record_bytes - old_bytes + slot_record_bytes(slot);
             self.blob_heap_bytes =
-                self.blob_heap_bytes - old_heap + blob_heap_bytes(slot.blob.len());
+                self.blob_heap_bytes - old_heap + blob_heap_bytes(slot.blob_len());
             self.live -= 1;
             done += 1;
         }
@@ -272,7 +315,7 @@ impl Map {
             None => true,
             Some(s) => {
                 blob_heap_bytes(BLOB_HEADER_BYTES + key.len() + value_len)
-                    > blob_heap_bytes(s.blob.len())
+                    > blob_heap_bytes(s.blob_len())
             }
         }
     }
