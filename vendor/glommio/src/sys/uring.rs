@@ -1230,6 +1230,8 @@ pub(crate) struct Reactor {
     latency_preemption_timeout_src: Cell<Option<Source>>,
     /// kvstore: when the armed latency preemption timer fires.
     latency_preemption_deadline: Cell<Option<Instant>>,
+    /// kvstore: the last sleep was ended by the latency timer, not by work.
+    idle: Cell<bool>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1362,6 +1364,7 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             latency_preemption_deadline: Cell::new(None),
+            idle: Cell::new(false),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1831,16 +1834,18 @@ impl Reactor {
         // never runs past its slice); it may fire earlier, which only preempts sooner.
         let now = Instant::now();
         // About to sleep (no preempt timer wanted), a pending timer that fires no later than
-        // the next user timer is kept too: it wakes us in time (perhaps early, to re-arm).
-        let keep_within = preempt_timer().or(user_timer);
+        // the next user timer is kept too: it wakes us in time (perhaps early, to re-arm) —
+        // unless the last sleep was ended by our own timer: then the executor is idle, and an
+        // early timer would wake it every preemption period for nothing.
+        let keep = |deadline: Instant| match preempt_timer() {
+            Some(preempt) => deadline <= now + preempt,
+            None => !self.idle.get() && user_timer.is_some_and(|u| deadline <= now + u),
+        };
         let keep_latency_timer = match (
-            keep_within,
             self.latency_preemption_timeout_src.take(),
             self.latency_preemption_deadline.get(),
         ) {
-            (Some(within), Some(src), Some(deadline))
-                if src.result().is_none() && deadline <= now + within =>
-            {
+            (Some(src), Some(deadline)) if src.result().is_none() && keep(deadline) => {
                 self.latency_preemption_timeout_src.set(Some(src));
                 true
             }
@@ -1850,7 +1855,7 @@ impl Reactor {
             //
             // But if we will sleep, there might be a timer registered that needs
             // to be removed otherwise we'll wake up when it expires.
-            (_, old, _) => {
+            (old, _) => {
                 drop(old);
                 self.latency_preemption_deadline.set(None);
                 false
@@ -1918,6 +1923,11 @@ impl Reactor {
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    // kvstore: whether our own timer ended this sleep (see `keep` above).
+                    let timer = self.latency_preemption_timeout_src.take();
+                    self.idle
+                        .set(timer.as_ref().is_some_and(|t| t.result().is_some()));
+                    self.latency_preemption_timeout_src.set(timer);
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
