@@ -72,6 +72,10 @@ fn metrics_are_served_and_move_with_traffic() -> TestResult {
     assert!(delta("kvstore_wal_records_total") >= 100.0);
     assert!(delta("kvstore_wal_writes_total") >= 1.0);
     assert!(sample(&after, "kvstore_wal_group_commit_records_count") >= 1.0);
+    // Two cores: about half the keys belong to the core that did not accept the connection.
+    let hops = delta("kvstore_hop_messages_total");
+    assert!(hops >= 1.0, "no cross-core hop in 150 requests on 2 cores");
+    assert!(delta("kvstore_hop_groups_total") >= hops);
     let keys = sample(&after, r#"kvstore_core_keys{core="0"}"#)
         + sample(&after, r#"kvstore_core_keys{core="1"}"#);
     assert_eq!(keys, 100.0);

@@ -184,8 +184,15 @@ impl CoreMetrics {
         self.keys_expired.set(self.keys_expired.get() + n);
     }
 
-    pub fn snapshot(&self, stats: CoreStats, queue_depth: usize) -> MetricsSnapshot {
+    pub fn snapshot(
+        &self,
+        stats: CoreStats,
+        queue_depth: usize,
+        (hop_messages, hop_groups): (u64, u64),
+    ) -> MetricsSnapshot {
         MetricsSnapshot {
+            hop_messages,
+            hop_groups,
             requests: self
                 .requests
                 .iter()
@@ -243,6 +250,9 @@ pub struct MetricsSnapshot {
     ae_leaves_differing: u64,
     ae_keys_exchanged: u64,
     refused_unauthorized: u64,
+    /// Cross-core hop messages sent, and the callers' groups they carried.
+    hop_messages: u64,
+    hop_groups: u64,
     pub stats: CoreStats,
     queue_depth: usize,
 }
@@ -454,6 +464,18 @@ pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> Str
         "keys_expired",
         "Keys past their expiry turned into tombstones by the expiry sweep (their values freed)",
         sum(|c| c.keys_expired),
+    );
+    counter(
+        &mut r,
+        "hop_messages",
+        "Messages carrying operations to the core that owns their keys (one per core per turn)",
+        sum(|c| c.hop_messages),
+    );
+    counter(
+        &mut r,
+        "hop_groups",
+        "Callers' operation groups those messages carried (groups per message: the batching)",
+        sum(|c| c.hop_groups),
     );
     counter(
         &mut r,
@@ -709,7 +731,7 @@ mod tests {
         );
         m.read_latency.observe(Duration::from_micros(300));
         m.quorum_failure(true);
-        let snap = m.snapshot(CoreStats::default(), 3);
+        let snap = m.snapshot(CoreStats::default(), 3, (0, 0));
         let text = render(
             &[snap],
             &[(MemberStatus::Alive, 1), (MemberStatus::Dead, 2)],

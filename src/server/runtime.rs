@@ -118,7 +118,8 @@ impl CoreCtx {
 
     pub fn metrics_snapshot(&self) -> crate::server::metrics::MetricsSnapshot {
         let stats = self.shard.stats(self.connections.get());
-        self.metrics.snapshot(stats, self.peers[self.core].len())
+        self.metrics
+            .snapshot(stats, self.peers[self.core].len(), self.hops.counts())
     }
 
     pub fn connection_closed(&self) {
