@@ -60,19 +60,18 @@ impl Slot {
         blob.extend_from_slice(&(key.len() as u16).to_le_bytes());
         blob.extend_from_slice(key);
         blob.extend_from_slice(v);
-        let blob = Box::into_raw(blob.into_boxed_slice());
+        let blob: &mut [u8] = Box::leak(blob.into_boxed_slice());
         let len = blob.len() as u32;
         Slot {
-            // `Box::into_raw` never returns null.
-            blob: NonNull::new(blob.cast::<u8>()).unwrap_or(NonNull::dangling()),
+            blob: NonNull::from(blob).cast::<u8>(),
             len_live: len | if value.is_some() { LIVE_BIT } else { 0 },
             writer: version.writer,
         }
     }
 
     fn blob(&self) -> &[u8] {
-        // SAFETY: `blob` and the length came from `Box::into_raw` of a boxed slice of exactly
-        // that length, which this slot owns until it is dropped.
+        // SAFETY: `blob` and the length came from `Box::leak` of a boxed slice of exactly that
+        // length, which this slot owns until it is dropped.
         unsafe { std::slice::from_raw_parts(self.blob.as_ptr(), self.blob_len()) }
     }
 

@@ -487,7 +487,7 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
             continue;
         }
         let peer = ctx.peer(&t.addr);
-        if !wait_for_room(&peer, room_wait).await {
+        if !wait_for_room(&peer, room_wait, true).await {
             full.push(m);
         }
     }
@@ -504,7 +504,7 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
                 break;
             }
             let peer = ctx.peer(&replicas[m].addr);
-            if wait_for_room_until(&peer, deadline, false).await {
+            if wait_for_room(&peer, deadline, false).await {
                 full.retain(|f| *f != m);
             }
         }
@@ -512,14 +512,11 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
     full
 }
 
-/// Wait for room on a busy peer's connection until `deadline`, in slices of `PEER_STALL_MS`:
-/// a peer that stops answering meanwhile (silent, not slow) is given up at once, since waiting
-/// for it would only add latency to every request. Whether there is room.
-async fn wait_for_room(peer: &Peer, deadline: Instant) -> bool {
-    wait_for_room_until(peer, deadline, true).await
-}
-
-async fn wait_for_room_until(peer: &Peer, deadline: Instant, give_up_if_stalled: bool) -> bool {
+/// Wait for room on a busy peer's connection until `deadline`, in slices of `PEER_STALL_MS`.
+/// With `give_up_if_stalled`, a peer that stops answering meanwhile (silent, not slow) is given
+/// up at once, since waiting for it would only add latency to every request. Whether there is
+/// room.
+async fn wait_for_room(peer: &Peer, deadline: Instant, give_up_if_stalled: bool) -> bool {
     let slice = Duration::from_millis(PEER_STALL_MS);
     loop {
         if peer.has_room() {
@@ -583,7 +580,7 @@ pub async fn local_call(ctx: &Rc<CoreCtx>, op: Op) -> OpResult {
         }
         return result;
     }
-    match ctx.hops.call(owner, vec![op]).await {
+    match ctx.hops.call(owner, vec![op]).recv().await {
         Some(mut v) if !v.is_empty() => v.swap_remove(0),
         _ => OpResult::Failed {
             status: Status::Internal,

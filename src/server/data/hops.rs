@@ -18,13 +18,10 @@
 //! destination is gone or answered with the wrong count.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 
 use crate::server::data::messages::{CoreMsg, Op, OpResult};
-use crate::server::notify::Notify;
+use crate::server::notify::{channel, Notify, Receiver, Sender};
 
 /// This core's outbound hops (single-threaded; never crosses cores).
 pub struct Hops {
@@ -39,42 +36,8 @@ pub struct Hops {
 
 struct Group {
     ops: Vec<Op>,
-    answer: Rc<Answer>,
-}
-
-/// One group's results, handed from the reply task to the caller on the same core.
-#[derive(Default)]
-struct Answer {
-    results: Cell<Option<Option<Vec<OpResult>>>>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl Answer {
-    fn set(&self, results: Option<Vec<OpResult>>) {
-        self.results.set(Some(results));
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-}
-
-/// The results of one `call`: `None` if the destination core is gone or did not answer.
-pub struct Pending {
-    answer: Rc<Answer>,
-}
-
-impl Future for Pending {
-    type Output = Option<Vec<OpResult>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.answer.results.take() {
-            Some(results) => Poll::Ready(results),
-            None => {
-                self.answer.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        }
-    }
+    /// Where the group's results go; dropped unanswered when the destination failed.
+    answer: Sender<Vec<OpResult>>,
 }
 
 impl Hops {
@@ -89,22 +52,20 @@ impl Hops {
         }
     }
 
-    /// Queue `ops` for core `core`; their results come back in order.
-    pub fn call(&self, core: usize, ops: Vec<Op>) -> Pending {
-        let answer = Rc::new(Answer::default());
+    /// Queue `ops` for core `core`; their results come back in order, or `None` if the core is
+    /// gone or did not answer.
+    pub fn call(&self, core: usize, ops: Vec<Op>) -> Receiver<Vec<OpResult>> {
+        let (answer, results) = channel();
         let first = {
             let mut queued = self.queued.borrow_mut();
             let first = queued.iter().all(Vec::is_empty);
-            queued[core].push(Group {
-                ops,
-                answer: answer.clone(),
-            });
+            queued[core].push(Group { ops, answer });
             first
         };
         if first {
             self.queued_changed.notify_all();
         }
-        Pending { answer }
+        results
     }
 
     /// (messages sent, groups carried): their ratio is how many callers a message served.
@@ -135,12 +96,18 @@ impl Hops {
     }
 
     async fn send(&self, core: usize, groups: Vec<Group>) {
-        let total = groups.iter().map(|g| g.ops.len()).sum();
-        let mut ops = Vec::with_capacity(total);
+        let total: usize = groups.iter().map(|g| g.ops.len()).sum();
+        let mut ops: Vec<Op> = Vec::new();
         let mut answers = Vec::with_capacity(groups.len());
         for g in groups {
             answers.push((g.answer, g.ops.len()));
-            ops.extend(g.ops);
+            // The first group's vector carries the message (often the only group).
+            if ops.is_empty() {
+                ops = g.ops;
+                ops.reserve(total - ops.len());
+            } else {
+                ops.extend(g.ops);
+            }
         }
         self.messages.set(self.messages.get() + 1);
         self.groups.set(self.groups.get() + answers.len() as u64);
@@ -161,16 +128,16 @@ impl Hops {
     }
 }
 
-/// Hand each group its slice of `results` (in queue order), or `None` to all.
-fn deliver(answers: Vec<(Rc<Answer>, usize)>, results: Option<Vec<OpResult>>) {
-    match results {
-        Some(results) => {
-            let mut results = results.into_iter();
-            for (answer, n) in answers {
-                answer.set(Some(results.by_ref().take(n).collect()));
-            }
-        }
-        None => answers.into_iter().for_each(|(a, _)| a.set(None)),
+/// Hand each group its slice of `results` (in queue order); with no results, every group's
+/// sender is dropped and its caller gets `None`.
+fn deliver(answers: Vec<(Sender<Vec<OpResult>>, usize)>, results: Option<Vec<OpResult>>) {
+    let Some(results) = results else {
+        return;
+    };
+    let mut results = results.into_iter();
+    for (answer, n) in answers {
+        // A caller that went away no longer wants its results.
+        let _ = answer.send(results.by_ref().take(n).collect());
     }
 }
 
@@ -215,8 +182,8 @@ mod tests {
                 reply
                     .send(vec![written(1), written(2), written(3)])
                     .expect("reply");
-                assert_eq!(a.await, Some(vec![written(1), written(2)]));
-                assert_eq!(b.await, Some(vec![written(3)]));
+                assert_eq!(a.recv().await, Some(vec![written(1), written(2)]));
+                assert_eq!(b.recv().await, Some(vec![written(3)]));
                 assert_eq!(hops.counts(), (1, 2));
             });
     }
@@ -237,16 +204,16 @@ mod tests {
                     panic!("expected one Ops message");
                 };
                 reply.send(vec![written(1)]).expect("reply");
-                assert_eq!(a.await, None);
-                assert_eq!(b.await, None);
+                assert_eq!(a.recv().await, None);
+                assert_eq!(b.recv().await, None);
                 let c = hops.call(0, vec![put("c")]);
                 let Ok(CoreMsg::Ops { reply, .. }) = rx.recv_async().await else {
                     panic!("expected one Ops message");
                 };
                 drop(reply);
-                assert_eq!(c.await, None);
+                assert_eq!(c.recv().await, None);
                 drop(rx);
-                assert_eq!(hops.call(0, vec![put("d")]).await, None);
+                assert_eq!(hops.call(0, vec![put("d")]).recv().await, None);
             });
     }
 }

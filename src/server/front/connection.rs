@@ -613,7 +613,7 @@ async fn process_batch<F: Front>(
     }
     let mut remote_results: Vec<Option<Vec<OpResult>>> = (0..cores).map(|_| None).collect();
     for (core, answer) in pending {
-        remote_results[core] = answer.await;
+        remote_results[core] = answer.recv().await;
     }
     let mut results = Vec::with_capacity(slots.len());
     for slot in slots {
