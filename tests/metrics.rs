@@ -6,12 +6,21 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use common::*;
+use kvstore::limits::METRICS_REQUEST_BYTES_MAX;
 
 fn http_get(port: u16, path: &str) -> Result<(String, String), String> {
+    http_request(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Send `request` whole, then read the answer to the end.
+fn http_request(port: u16, request: &[u8]) -> Result<(String, String), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(CLIENT_TIMEOUT))
         .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").map_err(|e| e.to_string())?;
+    s.write_all(request).map_err(|e| e.to_string())?;
     let mut text = String::new();
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;
     let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP head")?;
@@ -82,6 +91,19 @@ fn metrics_are_served_and_move_with_traffic() -> TestResult {
     assert_eq!(sample(&after, r#"kvstore_members{status="alive"}"#), 1.0);
     let (head, _) = http_get(mport, "/elsewhere")?;
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let (head, _) = http_request(mport, b"POST /metrics HTTP/1.1\r\n\r\n")?;
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    // A request head of METRICS_REQUEST_BYTES_MAX bytes is answered; one byte more is refused.
+    let head_of = |len: usize| {
+        let start = "GET /metrics HTTP/1.1\r\nX-Pad: ";
+        let pad = len - start.len() - "\r\n\r\n".len();
+        format!("{start}{}\r\n\r\n", "a".repeat(pad)).into_bytes()
+    };
+    let (head, body) = http_request(mport, &head_of(METRICS_REQUEST_BYTES_MAX))?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.trim_end().ends_with("# EOF"));
+    let (head, _) = http_request(mport, &head_of(METRICS_REQUEST_BYTES_MAX + 1))?;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
     // The metrics port is not the data port: the node still serves clients.
     c.ping()?;
     Ok(())

@@ -108,3 +108,50 @@ fn a_scan_survives_a_node_killed_mid_iteration() -> TestResult {
     assert_eq!(distinct, want, "keys missing or unknown after the kill");
     Ok(())
 }
+
+/// `SCAN_KEYS_MAX`: KEYS answers exactly that many keys, refuses one more (pointing to SCAN),
+/// and a SCAN call asking for more returns at most that many, the rest on later calls.
+#[test]
+fn keys_answers_up_to_the_limit_and_scan_pages_past_it() -> TestResult {
+    use kvstore::limits::SCAN_KEYS_MAX;
+    let node = Node::start("scanmax", &data_dir("scan-max"), &["--cores", "2"])?;
+    let mut r = Resp::connect(node.port)?;
+    let names: Vec<String> = (0..SCAN_KEYS_MAX).map(|i| format!("k:{i}")).collect();
+    for batch in names.chunks(500) {
+        let mut args = vec!["MSET"];
+        for k in batch {
+            args.push(k);
+            args.push("v");
+        }
+        assert_eq!(r.text(&args)?.as_deref(), Some("OK"));
+    }
+    match r.call(&["KEYS", "*"])? {
+        Reply::Array(k) => assert_eq!(k.len(), SCAN_KEYS_MAX, "KEYS at the limit"),
+        other => return Err(format!("KEYS: {other:?}").into()),
+    }
+    assert_eq!(r.text(&["SET", "one-more", "v"])?.as_deref(), Some("OK"));
+    let refused = r
+        .call(&["KEYS", "*"])
+        .expect_err("KEYS past the limit answered");
+    assert!(refused.contains("use SCAN"), "{refused}");
+    let count = (SCAN_KEYS_MAX * 2).to_string();
+    let Reply::Array(first) = r.call(&["SCAN", "0", "COUNT", &count])? else {
+        return Err("SCAN did not answer an array".into());
+    };
+    match first.as_slice() {
+        [Reply::Text(cursor), Reply::Array(page)] => {
+            assert!(
+                page.len() <= SCAN_KEYS_MAX,
+                "{} keys in one call",
+                page.len()
+            );
+            assert_ne!(cursor, "0", "all {} keys in one call", SCAN_KEYS_MAX + 1);
+        }
+        other => return Err(format!("unexpected SCAN reply {other:?}").into()),
+    }
+    let (keys, _) = r.scan_all(&["COUNT", &count])?;
+    let unique: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(keys.len(), SCAN_KEYS_MAX + 1);
+    assert_eq!(unique.len(), keys.len(), "a key came twice");
+    Ok(())
+}
