@@ -455,6 +455,60 @@ mod tests {
         assert!(valid_node_id("node-1.rack_2"));
     }
 
+    /// Each numeric flag with a named bound: accepted at the bound, refused just past it.
+    #[test]
+    fn flag_limits_at_and_past_the_boundary() {
+        let dir = crate::test_dir("config-flag-limits");
+        let dir = dir.to_string_lossy().to_string();
+        let config = |extra: &[&str]| {
+            let mut argv = vec!["kvstore-node", "--node-id", "lim", "--data-dir", &dir];
+            argv.extend_from_slice(extra);
+            Config::from_args(&Args::try_parse_from(argv).expect("parse")).map(drop)
+        };
+        let n = |v: usize| v.to_string();
+        let cores_max = n(CORES_MAX);
+        assert!(config(&["--cores", &cores_max]).is_ok());
+        assert!(matches!(
+            config(&["--cores", &n(CORES_MAX + 1)]),
+            Err(Error::BadCores(_))
+        ));
+        assert!(matches!(config(&["--cores", "0"]), Err(Error::BadCores(0))));
+        assert!(config(&["--max-value-bytes", &n(VALUE_BYTES_CEILING)]).is_ok());
+        for bad in [0, VALUE_BYTES_CEILING + 1] {
+            assert!(matches!(
+                config(&["--max-value-bytes", &n(bad)]),
+                Err(Error::BadValueLimit(_))
+            ));
+        }
+        assert!(config(&["--max-connections", &n(CONNECTIONS_MAX)]).is_ok());
+        for bad in [0, CONNECTIONS_MAX + 1] {
+            assert!(matches!(
+                config(&["--max-connections", &n(bad)]),
+                Err(Error::BadConnections(_))
+            ));
+        }
+        // (a segment must also hold the largest record: small values for the small segment)
+        let chunk = WAL_ZERO_FILL_CHUNK_BYTES as u64;
+        let segment = |bytes: u64| {
+            let bytes = bytes.to_string();
+            config(&["--max-value-bytes", "1000", "--wal-segment-bytes", &bytes])
+        };
+        for good in [WAL_SEGMENT_BYTES_MIN, WAL_SEGMENT_BYTES_MAX] {
+            assert!(segment(good).is_ok());
+        }
+        assert!(matches!(
+            config(&["--wal-segment-bytes", &WAL_SEGMENT_BYTES_MIN.to_string()]),
+            Err(Error::BadSegmentSize { .. })
+        ));
+        for bad in [
+            WAL_SEGMENT_BYTES_MIN - chunk,
+            WAL_SEGMENT_BYTES_MIN + 1,
+            WAL_SEGMENT_BYTES_MAX + chunk,
+        ] {
+            assert!(matches!(segment(bad), Err(Error::BadSegmentSize { .. })));
+        }
+    }
+
     #[test]
     fn a_bad_listen_address_is_an_error_not_a_panic() {
         assert!(matches!(
