@@ -562,7 +562,15 @@ async fn create_segment(
         let _ = std::fs::remove_file(&path);
         return Err(Error::io(&path, e));
     }
-    if let Err(e) = sync_dir(&dir) {
+    // On the blocking pool: a directory fsync waits for the file system's journal, and the
+    // executor must keep serving meanwhile.
+    let synced = {
+        let dir = dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || sync_dir(&dir))
+            .await
+    };
+    if let Err(e) = synced {
         let _ = file.close().await;
         let _ = std::fs::remove_file(&path);
         return Err(e);
