@@ -1232,9 +1232,8 @@ pub(crate) struct Reactor {
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
-    /// kvstore: when the armed latency preemption timer fires.
-    latency_preemption_deadline: Cell<Option<Instant>>,
+    /// The armed latency preemption timer, and (kvstore) when it fires.
+    latency_preemption_timer: Cell<Option<(Source, Instant)>>,
     /// kvstore: the last sleep was ended by the latency timer, not by work.
     idle: Cell<bool>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
@@ -1367,8 +1366,7 @@ impl Reactor {
             main_ring: RefCell::new(main_ring),
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
-            latency_preemption_timeout_src: Cell::new(None),
-            latency_preemption_deadline: Cell::new(None),
+            latency_preemption_timer: Cell::new(None),
             idle: Cell::new(false),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
@@ -1846,12 +1844,9 @@ impl Reactor {
             Some(preempt) => deadline <= now + preempt,
             None => !self.idle.get() && user_timer.is_some_and(|u| deadline <= now + u),
         };
-        let keep_latency_timer = match (
-            self.latency_preemption_timeout_src.take(),
-            self.latency_preemption_deadline.get(),
-        ) {
-            (Some(src), Some(deadline)) if src.result().is_none() && keep(deadline) => {
-                self.latency_preemption_timeout_src.set(Some(src));
+        let keep_latency_timer = match self.latency_preemption_timer.take() {
+            Some((src, deadline)) if src.result().is_none() && keep(deadline) => {
+                self.latency_preemption_timer.set(Some((src, deadline)));
                 true
             }
             // Cancel the old timer regardless of whether we can sleep:
@@ -1860,9 +1855,8 @@ impl Reactor {
             //
             // But if we will sleep, there might be a timer registered that needs
             // to be removed otherwise we'll wake up when it expires.
-            (old, _) => {
+            old => {
                 drop(old);
-                self.latency_preemption_deadline.set(None);
                 false
             }
         };
@@ -1901,9 +1895,10 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer.filter(|_| !keep_latency_timer) {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                self.latency_preemption_deadline.set(Some(now + dur));
+                self.latency_preemption_timer.set(Some((
+                    lat_ring.prepare_latency_preemption_timer(dur),
+                    now + dur,
+                )));
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1929,10 +1924,10 @@ impl Reactor {
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
                     // kvstore: whether our own timer ended this sleep (see `keep` above).
-                    let timer = self.latency_preemption_timeout_src.take();
+                    let timer = self.latency_preemption_timer.take();
                     self.idle
-                        .set(timer.as_ref().is_some_and(|t| t.result().is_some()));
-                    self.latency_preemption_timeout_src.set(timer);
+                        .set(timer.as_ref().is_some_and(|(t, _)| t.result().is_some()));
+                    self.latency_preemption_timer.set(timer);
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
@@ -1940,10 +1935,10 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer().filter(|_| !keep_latency_timer) {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            self.latency_preemption_deadline
-                .set(Some(Instant::now() + preempt));
+            self.latency_preemption_timer.set(Some((
+                lat_ring.prepare_latency_preemption_timer(preempt),
+                Instant::now() + preempt,
+            )));
             flush_rings!(lat_ring, main_ring)?;
         }
 
