@@ -23,9 +23,11 @@ use crate::core::cell;
 use crate::core::version::Version;
 use crate::limits::{KEY_BYTES_MAX, STORED_VALUE_BYTES_CEILING, WAL_RECORD_HEADER_BYTES};
 
-/// Bytes before the key in a slot's blob: the version's `hlc` and the key's length,
-/// little-endian.
-const BLOB_HEADER_BYTES: usize = 10;
+/// A slot's blob opens with the version's `hlc` and the key's length, little-endian.
+const BLOB_HLC_BYTES: usize = 8;
+const BLOB_KEY_LEN_BYTES: usize = 2;
+/// Bytes before the key in a slot's blob.
+const BLOB_HEADER_BYTES: usize = BLOB_HLC_BYTES + BLOB_KEY_LEN_BYTES;
 
 /// `Slot::len_live`'s bit saying the slot holds a value (clear: a tombstone).
 const LIVE_BIT: u32 = 1 << 31;
@@ -84,8 +86,9 @@ impl Slot {
     }
 
     fn key_len(&self) -> usize {
-        let b = self.blob();
-        u16::from_le_bytes([b[8], b[9]]) as usize
+        let mut len = [0u8; BLOB_KEY_LEN_BYTES];
+        len.copy_from_slice(&self.blob()[BLOB_HLC_BYTES..BLOB_HEADER_BYTES]);
+        u16::from_le_bytes(len) as usize
     }
 
     fn key(&self) -> &[u8] {
@@ -98,8 +101,8 @@ impl Slot {
     }
 
     fn version(&self) -> Version {
-        let mut hlc = [0u8; 8];
-        hlc.copy_from_slice(&self.blob()[..8]);
+        let mut hlc = [0u8; BLOB_HLC_BYTES];
+        hlc.copy_from_slice(&self.blob()[..BLOB_HLC_BYTES]);
         Version {
             hlc: u64::from_le_bytes(hlc),
             writer: self.writer,
