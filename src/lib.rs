@@ -45,3 +45,19 @@ pub(crate) fn test_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create test dir");
     dir
 }
+
+/// Run a unit test's future on a glommio executor of its own thread (with the node's I/O
+/// memory), and wait for it.
+#[cfg(test)]
+pub(crate) fn on_executor<G, F>(f: G)
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + 'static,
+{
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(crate::limits::IO_MEMORY_BYTES_PER_CORE)
+        .spawn(f)
+        .expect("executor")
+        .join()
+        .expect("join");
+}

@@ -750,18 +750,7 @@ mod tests {
     use crate::core::ring::LocalRing;
     use crate::storage::recovery;
 
-    fn run<G, F>(f: G)
-    where
-        G: FnOnce() -> F + Send + 'static,
-        F: Future<Output = ()> + 'static,
-    {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(crate::limits::IO_MEMORY_BYTES_PER_CORE)
-            .spawn(f)
-            .expect("executor")
-            .join()
-            .expect("join");
-    }
+    use crate::on_executor as run;
 
     fn v(hlc: u64) -> Version {
         Version { hlc, writer: 9 }

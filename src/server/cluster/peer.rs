@@ -576,13 +576,7 @@ mod tests {
     use crate::wire::native::{Response, Status};
     use std::time::Instant;
 
-    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .spawn(f)
-            .expect("executor")
-            .join()
-            .expect("join");
-    }
+    use crate::on_executor as run;
 
     /// A peer that records the ids of the requests it reads and answers (OK) only the ids it
     /// is told to, when it is told to.
