@@ -77,17 +77,12 @@ impl Hops {
         self.queued.borrow().iter().any(|q| !q.is_empty())
     }
 
-    fn take_queued(&self) -> Vec<Vec<Group>> {
-        let mut queued = self.queued.borrow_mut();
-        let empty = (0..queued.len()).map(|_| Vec::new()).collect();
-        std::mem::replace(&mut *queued, empty)
-    }
-
     /// The sender task: run it once per core, for the executor's life.
     pub async fn run(self: Rc<Self>) {
         loop {
             self.queued_changed.wait_until(|| self.has_queued()).await;
-            for (core, groups) in self.take_queued().into_iter().enumerate() {
+            for core in 0..self.peers.len() {
+                let groups = std::mem::take(&mut self.queued.borrow_mut()[core]);
                 if !groups.is_empty() {
                     self.send(core, groups).await;
                 }
@@ -164,56 +159,50 @@ mod tests {
     /// the answer back, in order.
     #[test]
     fn one_message_per_destination_per_turn() {
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .expect("executor")
-            .run(async {
-                let (tx, rx) = flume::bounded(8);
-                let (tx0, _rx0) = flume::bounded(8);
-                let hops = Rc::new(Hops::new(vec![tx0, tx]));
-                glommio::spawn_local(hops.clone().run()).detach();
-                let a = hops.call(1, vec![put("a1"), put("a2")]);
-                let b = hops.call(1, vec![put("b1")]);
-                let Ok(CoreMsg::Ops { ops, reply }) = rx.recv_async().await else {
-                    panic!("expected one Ops message");
-                };
-                assert_eq!(ops.len(), 3);
-                assert!(rx.is_empty(), "a second message was sent");
-                reply
-                    .send(vec![written(1), written(2), written(3)])
-                    .expect("reply");
-                assert_eq!(a.recv().await, Some(vec![written(1), written(2)]));
-                assert_eq!(b.recv().await, Some(vec![written(3)]));
-                assert_eq!(hops.counts(), (1, 2));
-            });
+        crate::on_executor(|| async {
+            let (tx, rx) = flume::bounded(8);
+            let (tx0, _rx0) = flume::bounded(8);
+            let hops = Rc::new(Hops::new(vec![tx0, tx]));
+            glommio::spawn_local(hops.clone().run()).detach();
+            let a = hops.call(1, vec![put("a1"), put("a2")]);
+            let b = hops.call(1, vec![put("b1")]);
+            let Ok(CoreMsg::Ops { ops, reply }) = rx.recv_async().await else {
+                panic!("expected one Ops message");
+            };
+            assert_eq!(ops.len(), 3);
+            assert!(rx.is_empty(), "a second message was sent");
+            reply
+                .send(vec![written(1), written(2), written(3)])
+                .expect("reply");
+            assert_eq!(a.recv().await, Some(vec![written(1), written(2)]));
+            assert_eq!(b.recv().await, Some(vec![written(3)]));
+            assert_eq!(hops.counts(), (1, 2));
+        });
     }
 
     /// A destination that answers with the wrong count, or not at all, fails every group.
     #[test]
     fn a_bad_or_missing_answer_fails_every_group() {
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .expect("executor")
-            .run(async {
-                let (tx, rx) = flume::bounded(8);
-                let hops = Rc::new(Hops::new(vec![tx]));
-                glommio::spawn_local(hops.clone().run()).detach();
-                let a = hops.call(0, vec![put("a")]);
-                let b = hops.call(0, vec![put("b")]);
-                let Ok(CoreMsg::Ops { reply, .. }) = rx.recv_async().await else {
-                    panic!("expected one Ops message");
-                };
-                reply.send(vec![written(1)]).expect("reply");
-                assert_eq!(a.recv().await, None);
-                assert_eq!(b.recv().await, None);
-                let c = hops.call(0, vec![put("c")]);
-                let Ok(CoreMsg::Ops { reply, .. }) = rx.recv_async().await else {
-                    panic!("expected one Ops message");
-                };
-                drop(reply);
-                assert_eq!(c.recv().await, None);
-                drop(rx);
-                assert_eq!(hops.call(0, vec![put("d")]).recv().await, None);
-            });
+        crate::on_executor(|| async {
+            let (tx, rx) = flume::bounded(8);
+            let hops = Rc::new(Hops::new(vec![tx]));
+            glommio::spawn_local(hops.clone().run()).detach();
+            let a = hops.call(0, vec![put("a")]);
+            let b = hops.call(0, vec![put("b")]);
+            let Ok(CoreMsg::Ops { reply, .. }) = rx.recv_async().await else {
+                panic!("expected one Ops message");
+            };
+            reply.send(vec![written(1)]).expect("reply");
+            assert_eq!(a.recv().await, None);
+            assert_eq!(b.recv().await, None);
+            let c = hops.call(0, vec![put("c")]);
+            let Ok(CoreMsg::Ops { reply, .. }) = rx.recv_async().await else {
+                panic!("expected one Ops message");
+            };
+            drop(reply);
+            assert_eq!(c.recv().await, None);
+            drop(rx);
+            assert_eq!(hops.call(0, vec![put("d")]).recv().await, None);
+        });
     }
 }
