@@ -497,13 +497,15 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
         // for too (a slow peer looks stalled for a moment), since without it the operation
         // fails anyway.
         let deadline = Instant::now() + timeout();
-        let mut needed_full = full.clone();
-        needed_full.sort_by_key(|m| ctx.peer(&replicas[*m].addr).stalled());
-        for m in needed_full {
+        let mut needed_full: Vec<(usize, Rc<Peer>)> = full
+            .iter()
+            .map(|&m| (m, ctx.peer(&replicas[m].addr)))
+            .collect();
+        needed_full.sort_by_key(|(_, peer)| peer.stalled());
+        for (m, peer) in needed_full {
             if live - full.len() >= needed {
                 break;
             }
-            let peer = ctx.peer(&replicas[m].addr);
             if wait_for_room(&peer, deadline, false).await {
                 full.retain(|f| *f != m);
             }
