@@ -19,9 +19,10 @@ PORT=${PORT:-7541}
 DIR=$PWD/target/cpu-per-request
 [ $# -gt 0 ] || set -- target/release/kvstore-node
 command -v redis-benchmark >/dev/null || bash scripts/install-test-deps.sh
-TCK=$(getconf CLK_TCK)
-pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; true' EXIT
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+pids=()
+trap 'for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done; true' EXIT
 
 one() { # label command...
   local label=$1
@@ -29,25 +30,22 @@ one() { # label command...
   rm -rf "$DIR"
   mkdir -p "$DIR"
   "$@" >"$DIR.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 200); do
-    redis-cli -p "$PORT" ping 2>/dev/null | grep -q PONG && break
-    sleep 0.05
-  done
+  pids=($!)
+  wait_ping "$PORT"
   local line="$label" t before after r perfpid=
   for t in set get; do
     if [ "${SYSCALLS:-0}" = 1 ]; then
       perf stat -e 'syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,context-switches' \
-        -p "$pid" -o "$DIR.perf" 2>/dev/null &
+        -p "${pids[0]}" -o "$DIR.perf" 2>/dev/null &
       perfpid=$!
       sleep 0.3
     fi
-    before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    before=$(cpu_ticks)
     r=$(redis-benchmark -p "$PORT" -t "$t" -n "$N" -c 50 -d 100 -r 100000 -q 2>/dev/null |
       tr '\r' '\n' | grep 'requests per second' | tail -1)
-    after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    after=$(cpu_ticks)
     line="$line | $t $(echo "$r" | awk '{print $2}') ops/s $(echo "$r" | grep -o 'p50=[0-9.]*')"
-    line="$line $(echo "($after - $before) * 1000000 / $TCK / $N" | bc -l | xargs printf '%.1f') µs"
+    line="$line $(cpu_us "$before" "$after" "$N") µs"
     if [ -n "$perfpid" ]; then
       kill -INT "$perfpid"
       wait "$perfpid" || true
@@ -57,9 +55,9 @@ one() { # label command...
     fi
   done
   echo "$line"
-  kill "$pid"
-  wait "$pid" 2>/dev/null || true
-  pid=
+  kill "${pids[0]}"
+  wait "${pids[0]}" 2>/dev/null || true
+  pids=()
 }
 
 for _ in $(seq 1 "$ROUNDS"); do
