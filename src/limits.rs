@@ -48,6 +48,12 @@ pub const REPLY_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 /// A frame that has started must be complete within this time (slow clients cannot pin memory).
 pub const FRAME_DEADLINE_MS: u64 = 10_000;
+/// Read deadlines (idle, frame) are checked this many times per the shortest of them...
+pub const READ_DEADLINE_TICKS_PER_TIMEOUT: u64 = 8;
+/// ...but no more often than this (a 0 ms idle timeout must not spin the reaper)...
+pub const READ_DEADLINE_TICK_MS_MIN: u64 = 10;
+/// ...and no less often than this: a deadline is enforced at most this late.
+pub const READ_DEADLINE_TICK_MS_MAX: u64 = 1_000;
 
 /// Virtual nodes per physical node on the ring.
 pub const VNODES_PER_NODE: usize = 150;

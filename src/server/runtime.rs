@@ -58,6 +58,8 @@ pub struct CoreCtx {
     pub hops: Rc<Hops>,
     pub node: Arc<NodeInfo>,
     pub shutdown: Latch,
+    /// Read deadlines of this core's client connections (`front::deadline`).
+    pub read_deadlines: crate::server::front::deadline::Deadlines,
     /// Client connections open on this core.
     pub connections: Cell<usize>,
     pub connections_changed: Notify,
@@ -393,12 +395,20 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         links: PeerLinks::new(identity, peer_tls),
         gossip,
         metrics: Default::default(),
+        read_deadlines: Default::default(),
         skip_log: Default::default(),
         hint_drop_log: Default::default(),
     });
     let mailbox = glommio::spawn_local(mailbox(ctx.clone(), s.rx));
     // Lives as long as the executor: connections and coordinators hop until the last drains.
     glommio::spawn_local(ctx.hops.clone().run()).detach();
+    let reaper = {
+        let c = ctx.clone();
+        let tick = crate::server::front::deadline::tick_for(c.node.idle_timeout_ms);
+        glommio::spawn_local(async move {
+            crate::server::front::deadline::run(&c.read_deadlines, &c.shutdown, tick).await
+        })
+    };
     let acceptor = s.listener_fd.map(|fd| {
         // SAFETY: the fd is a bound, listening socket created by `bind_exclusive`, owned by
         // nobody else from here on.
@@ -458,6 +468,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
     if let Some(m) = membership {
         m.await;
     }
+    reaper.await;
     ctx.connections_changed
         .wait_until(|| ctx.connections.get() == 0)
         .await;

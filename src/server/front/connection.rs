@@ -30,6 +30,7 @@ use crate::server::data::messages::{CoreMsg, CoreStats, Op, OpResult};
 use crate::server::data::shard::{storage_failure, OpRef};
 use crate::server::data::update::Change;
 use crate::server::front::auth::{Session, WRONGPASS};
+use crate::server::front::deadline::{Ended, Watch};
 use crate::server::front::original_front::OriginalFront;
 use crate::server::front::resp_front::RespFront;
 use crate::server::front::tls::{self, Transport};
@@ -39,6 +40,9 @@ use crate::wire::native::{self, Opcode, Request, Response, Status, FLAG_TOMBSTON
 use crate::wire::{detect_protocol, Protocol};
 
 const READ_BUFFER_BYTES_INITIAL: usize = 16 * 1024;
+/// Requests a connection's batch scratch keeps room for between batches (more, from a
+/// pipelined burst, is freed after that batch).
+const BATCH_SCRATCH_KEEP: usize = 64;
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -110,8 +114,10 @@ fn read_buf() -> ReadBuf {
 }
 
 async fn run(ctx: &Rc<CoreCtx>, mut stream: TcpStream) -> Result<(), Error> {
+    let watch = ctx.read_deadlines.watch();
+    let watch = &*watch;
     let mut rbuf = read_buf();
-    if read_some(ctx, &mut stream, &mut rbuf, None).await? == 0 {
+    if read_some(ctx, watch, &mut stream, &mut rbuf, None).await? == 0 {
         return Ok(());
     }
     let loopback = stream
@@ -125,7 +131,7 @@ async fn run(ctx: &Rc<CoreCtx>, mut stream: TcpStream) -> Result<(), Error> {
                 "a plain connection, and this node serves TLS only (--tls-only)".into(),
             ));
         }
-        return serve_protocol(ctx, &mut stream, rbuf, loopback).await;
+        return serve_protocol(ctx, watch, &mut stream, rbuf, loopback).await;
     }
     // TLS on the same port: the handshake (replaying the bytes already read), then the
     // protocol inside it, detected the same way.
@@ -134,23 +140,31 @@ async fn run(ctx: &Rc<CoreCtx>, mut stream: TcpStream) -> Result<(), Error> {
             "a TLS handshake, but this node has no --tls-cert".into(),
         ));
     };
-    stream
-        .set_read_timeout(Some(Duration::from_millis(FRAME_DEADLINE_MS)))
-        .map_err(std::io::Error::from)?;
-    let mut tls = t
+    watch.arm(Instant::now() + Duration::from_millis(FRAME_DEADLINE_MS));
+    let handshake = t
         .acceptor
-        .accept(tls::Prefixed::new(rbuf.pending().to_vec(), stream))
-        .await?;
+        .accept(tls::Prefixed::new(rbuf.pending().to_vec(), stream));
+    let accepted = future::or(async { Ok(handshake.await) }, async {
+        Err(watch.ended().await)
+    })
+    .await;
+    watch.disarm();
+    let mut tls = match accepted {
+        Ok(tls) => tls?,
+        Err(Ended::ShuttingDown) => return Ok(()),
+        Err(Ended::TimedOut) => return Err(Error::Timeout),
+    };
     let mut rbuf = read_buf();
-    if read_some(ctx, &mut tls, &mut rbuf, None).await? == 0 {
+    if read_some(ctx, watch, &mut tls, &mut rbuf, None).await? == 0 {
         return Ok(());
     }
-    serve_protocol(ctx, &mut tls, rbuf, loopback).await
+    serve_protocol(ctx, watch, &mut tls, rbuf, loopback).await
 }
 
 /// Detect the protocol from the first byte and serve it.
 async fn serve_protocol<S: Transport>(
     ctx: &Rc<CoreCtx>,
+    watch: &Watch,
     stream: &mut S,
     rbuf: ReadBuf,
     loopback: bool,
@@ -159,12 +173,12 @@ async fn serve_protocol<S: Transport>(
     let original = protocol == Protocol::Original;
     let session = Rc::new(Session::new(ctx.node.creds.clone(), loopback, original));
     match protocol {
-        Protocol::Native => serve_with(ctx, &session, stream, rbuf, NativeFront).await,
+        Protocol::Native => serve_with(ctx, watch, &session, stream, rbuf, NativeFront).await,
         Protocol::Resp => {
             let front = RespFront::new(session.clone());
-            serve_with(ctx, &session, stream, rbuf, front).await
+            serve_with(ctx, watch, &session, stream, rbuf, front).await
         }
-        Protocol::Original => serve_with(ctx, &session, stream, rbuf, OriginalFront).await,
+        Protocol::Original => serve_with(ctx, watch, &session, stream, rbuf, OriginalFront).await,
     }
 }
 
@@ -172,47 +186,48 @@ async fn serve_protocol<S: Transport>(
 /// when the unfinished frame in `rbuf` began (it gets the frame deadline, not the idle one).
 async fn read_some<S: Transport>(
     ctx: &Rc<CoreCtx>,
+    watch: &Watch,
     stream: &mut S,
     rbuf: &mut ReadBuf,
     partial_since: Option<Instant>,
 ) -> Result<usize, Error> {
-    let timeout = match partial_since {
-        Some(t) => Duration::from_millis(FRAME_DEADLINE_MS)
-            .saturating_sub(t.elapsed())
-            .max(Duration::from_millis(1)),
-        None => Duration::from_millis(ctx.node.idle_timeout_ms),
-    };
-    stream.set_read_timeout(Some(timeout))?;
-    let read = future::or(async { Some(stream.read(rbuf.spare()).await) }, async {
-        ctx.shutdown.wait().await;
-        None
+    watch.arm(match partial_since {
+        Some(t) => t + Duration::from_millis(FRAME_DEADLINE_MS),
+        None => Instant::now() + Duration::from_millis(ctx.node.idle_timeout_ms),
+    });
+    let read = future::or(async { Ok(stream.read(rbuf.spare()).await) }, async {
+        Err(watch.ended().await)
     })
     .await;
+    watch.disarm();
     match read {
-        None | Some(Ok(0)) => Ok(0),
-        Some(Ok(n)) => {
+        Err(Ended::ShuttingDown) | Ok(Ok(0)) => Ok(0),
+        Err(Ended::TimedOut) => Err(Error::Timeout),
+        Ok(Ok(n)) => {
             rbuf.end += n;
             Ok(n)
         }
-        Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err(Error::Timeout),
-        Some(Err(e)) => Err(e.into()),
+        Ok(Err(e)) => Err(e.into()),
     }
 }
 
 async fn serve_with<F: Front, S: Transport>(
     ctx: &Rc<CoreCtx>,
+    watch: &Watch,
     session: &Session,
     stream: &mut S,
     mut rbuf: ReadBuf,
     mut front: F,
 ) -> Result<(), Error> {
     let mut out = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
+    let mut batch = Batch::new(ctx.peers.len());
     let mut partial_since: Option<Instant> = None;
     loop {
         // A batch is capped (requests, reply budget): keep going while whole frames remain,
         // never wait on the socket with answerable requests already buffered.
         loop {
-            let (fatal, close) = process_batch(ctx, session, &mut rbuf, &mut out, &mut front).await;
+            let (fatal, close) =
+                process_batch(ctx, session, &mut rbuf, &mut out, &mut front, &mut batch).await;
             if !out.is_empty() {
                 stream.write_all(&out).await?;
                 // TLS holds records until flushed (plain TCP: nothing to do).
@@ -241,7 +256,7 @@ async fn serve_with<F: Front, S: Transport>(
             (false, Some(t)) => Some(t),
             (false, None) => Some(Instant::now()),
         };
-        if read_some(ctx, stream, &mut rbuf, partial_since).await? == 0 {
+        if read_some(ctx, watch, stream, &mut rbuf, partial_since).await? == 0 {
             return Ok(());
         }
     }
@@ -547,19 +562,65 @@ impl NodeReport {
 /// Decode every complete command in `rbuf`, run them, and encode the answers into `out`.
 /// Returns a fatal framing error (after its error reply has been encoded) and whether a reply
 /// asked to close the connection.
+/// One connection's per-batch working space, kept between batches so that serving a request
+/// allocates none of it again (an unpipelined client sends one request per batch).
+struct Batch<R> {
+    slots: Vec<Slot>,
+    opcodes: Vec<u8>,
+    replies: Vec<(R, usize, usize)>,
+    /// Operations for each other core's keys (emptied into one hop per core).
+    remote: Vec<Vec<Op>>,
+    remote_results: Vec<Option<Vec<OpResult>>>,
+    results: Vec<OpResult>,
+}
+
+impl<R> Batch<R> {
+    fn new(cores: usize) -> Self {
+        Batch {
+            slots: Vec::new(),
+            opcodes: Vec::new(),
+            replies: Vec::new(),
+            remote: (0..cores).map(|_| Vec::new()).collect(),
+            remote_results: (0..cores).map(|_| None).collect(),
+            results: Vec::new(),
+        }
+    }
+
+    /// After a batch: drop its answers (values must not outlive the batch on an idle
+    /// connection) and give back what a pipelined burst grew past `BATCH_SCRATCH_KEEP`.
+    fn release(&mut self) {
+        self.results.clear();
+        self.replies.clear();
+        if self.slots.capacity() > BATCH_SCRATCH_KEEP {
+            self.slots = Vec::new();
+            self.opcodes = Vec::new();
+            self.replies = Vec::new();
+            self.results = Vec::new();
+        }
+    }
+}
+
 async fn process_batch<F: Front>(
     ctx: &Rc<CoreCtx>,
     session: &Session,
     rbuf: &mut ReadBuf,
     out: &mut Vec<u8>,
     front: &mut F,
+    batch: &mut Batch<F::Reply>,
 ) -> (Option<F::Fatal>, bool) {
-    let cores = ctx.peers.len();
     let started = Instant::now();
-    let mut slots = Vec::new();
-    let mut opcodes = Vec::new();
-    let mut replies = Vec::new();
-    let mut remote: Vec<Vec<Op>> = (0..cores).map(|_| Vec::new()).collect();
+    let Batch {
+        slots,
+        opcodes,
+        replies,
+        remote,
+        remote_results,
+        results,
+    } = batch;
+    slots.clear();
+    opcodes.clear();
+    replies.clear();
+    results.clear();
     let mut last_ticket = None;
     let mut fatal = None;
     // Reads answer with up to `max_value_bytes` each: cap them so a batch's replies stay
@@ -577,7 +638,7 @@ async fn process_batch<F: Front>(
             .contains(&req.opcode);
             reads += usize::from(is_read);
             opcodes.push(req.opcode);
-            slots.push(dispatch(ctx, session, &req, &mut remote, &mut last_ticket));
+            slots.push(dispatch(ctx, session, &req, remote, &mut last_ticket));
         };
         match front.decode(rbuf.pending(), ctx.node.max_value_bytes, &mut op) {
             Ok(Some((reply, used))) => {
@@ -592,10 +653,10 @@ async fn process_batch<F: Front>(
         }
     }
     let pending: Vec<_> = remote
-        .into_iter()
+        .iter_mut()
         .enumerate()
         .filter(|(_, ops)| !ops.is_empty())
-        .map(|(core, ops)| (core, ctx.hops.call(core, ops)))
+        .map(|(core, ops)| (core, ctx.hops.call(core, std::mem::take(ops))))
         .collect();
     let local_failure = match last_ticket {
         Some(t) => ctx
@@ -611,17 +672,16 @@ async fn process_batch<F: Front>(
         // A replica write applied and durable here, its coordinator not yet answered.
         crate::failpoint::hit("replica:applied");
     }
-    let mut remote_results: Vec<Option<Vec<OpResult>>> = (0..cores).map(|_| None).collect();
     for (core, answer) in pending {
         remote_results[core] = answer.recv().await;
     }
-    let mut results = Vec::with_capacity(slots.len());
-    for slot in slots {
-        results.push(resolve(slot, &local_failure, &mut remote_results).await);
+    for slot in slots.drain(..) {
+        results.push(resolve(slot, &local_failure, remote_results).await);
     }
+    remote_results.iter_mut().for_each(|r| *r = None);
     let elapsed = started.elapsed();
     let m = &ctx.metrics;
-    for (opcode, result) in opcodes.iter().zip(&results) {
+    for (opcode, result) in opcodes.iter().zip(results.iter()) {
         m.count(*opcode, result);
         match Opcode::from_u8(*opcode) {
             Some(Opcode::Get | Opcode::LocalGet) => m.read_latency.observe(elapsed),
@@ -641,7 +701,7 @@ async fn process_batch<F: Front>(
         report: report.as_ref(),
     };
     let mut close = false;
-    for (reply, first, end) in replies {
+    for (reply, first, end) in replies.drain(..) {
         close |= front.encode(out, reply, &mut results[first..end], &cx);
         if close {
             break;
@@ -650,6 +710,7 @@ async fn process_batch<F: Front>(
     if let Some(e) = &fatal {
         front.encode_fatal(out, e);
     }
+    batch.release();
     (fatal, close)
 }
 
@@ -1040,6 +1101,22 @@ fn info_json(ctx: &CoreCtx, view: &RingView, report: &NodeReport) -> String {
 mod tests {
     use super::*;
     use crate::limits::{VALUE_BYTES_CEILING, VALUE_BYTES_MAX_DEFAULT};
+
+    /// A batch keeps room for `BATCH_SCRATCH_KEEP` requests and frees a burst past it; its
+    /// answers never outlive the batch.
+    #[test]
+    fn batch_scratch_is_kept_up_to_its_bound() {
+        for (n, kept) in [(BATCH_SCRATCH_KEEP, true), (BATCH_SCRATCH_KEEP + 1, false)] {
+            let mut b: Batch<()> = Batch::new(2);
+            b.slots = Vec::with_capacity(n);
+            b.slots.extend((0..n).map(|_| Slot::Pong));
+            b.slots.clear();
+            b.results.push(OpResult::NotFound);
+            b.release();
+            assert!(b.results.is_empty());
+            assert_eq!(b.slots.capacity() >= n, kept, "{n} requests");
+        }
+    }
 
     #[test]
     fn reads_per_batch_keep_replies_within_the_limit() {

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod connection;
+pub mod deadline;
 pub mod listener;
 pub mod original_front;
 pub mod resp_expiry;

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
@@ -181,26 +180,11 @@ pub fn server_name(addr: &str) -> Option<rustls::pki_types::ServerName<'static>>
 }
 
 /// What the connection loop reads and writes: plain TCP or TLS over it.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin {
-    /// The read timeout of the TCP socket underneath.
-    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()>;
-}
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {}
 
-impl Transport for TcpStream {
-    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, d).map_err(io::Error::from)
-    }
-}
+impl Transport for TcpStream {}
 
-impl Transport for futures_rustls::server::TlsStream<Prefixed> {
-    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.get_ref()
-            .0
-            .inner
-            .set_read_timeout(d)
-            .map_err(io::Error::from)
-    }
-}
+impl Transport for futures_rustls::server::TlsStream<Prefixed> {}
 
 /// A TCP stream that first yields bytes already read from it (the ones protocol detection
 /// consumed), so the TLS handshake sees the whole ClientHello.
