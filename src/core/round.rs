@@ -166,6 +166,47 @@ impl<V> ReadRound<V> {
     }
 }
 
+/// How a replica's connection stands, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Standing {
+    /// Open and answering lately: a full window frees soon.
+    Answering,
+    /// Open, requests pending, nothing answered for `PEER_STALL_MS`: stopped, or slow.
+    Silent,
+    /// Broken: a request would reconnect first (and fail fast if the peer is gone).
+    Broken,
+}
+
+/// A replica left out of a request because its connection's window was full, now looked at
+/// again: its index, its standing, and whether its window has room now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub index: usize,
+    pub standing: Standing,
+    pub room: bool,
+}
+
+/// Which full replicas a request that needs `short` more of them takes back now: those with
+/// room, best standing first — but, unless `settle` (its wait is over), none of a worse
+/// standing while a better one is still full: a broken connection has "room" at once, and
+/// taking it over a working replica that is merely busy would fail the request.
+pub fn take_back(candidates: &[Candidate], short: usize, settle: bool) -> Vec<usize> {
+    let mut ranked = candidates.to_vec();
+    ranked.sort_by_key(|c| (c.standing, !c.room));
+    let mut taken = Vec::new();
+    for c in ranked {
+        if taken.len() >= short {
+            break;
+        }
+        if c.room {
+            taken.push(c.index);
+        } else if !settle {
+            break;
+        }
+    }
+    taken
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +300,47 @@ mod tests {
         f.absorb(0, None);
         assert_eq!(f.absorb(1, None), Outcome::Lost);
         assert_eq!(f.successes(), 0);
+    }
+
+    fn cand(index: usize, standing: Standing, room: bool) -> Candidate {
+        Candidate {
+            index,
+            standing,
+            room,
+        }
+    }
+
+    /// A stopped replica's connection breaks (and so has "room") while a working one is busy:
+    /// the request waits for the working one instead of taking the broken one.
+    #[test]
+    fn a_busy_working_replica_is_preferred_to_a_broken_one() {
+        let busy = cand(1, Standing::Silent, false);
+        let broken = cand(2, Standing::Broken, true);
+        assert_eq!(take_back(&[broken, busy], 1, false), Vec::<usize>::new());
+        assert_eq!(
+            take_back(&[broken, cand(1, Standing::Silent, true)], 1, false),
+            vec![1]
+        );
+        // Once its wait is over, the request takes what has room.
+        assert_eq!(take_back(&[broken, busy], 1, true), vec![2]);
+    }
+
+    #[test]
+    fn take_back_takes_the_best_with_room_and_no_more_than_needed() {
+        let c = [
+            cand(0, Standing::Silent, true),
+            cand(1, Standing::Answering, true),
+            cand(2, Standing::Answering, true),
+        ];
+        assert_eq!(take_back(&c, 1, false), vec![1]);
+        assert_eq!(take_back(&c, 2, false), vec![1, 2]);
+        assert_eq!(take_back(&c, 3, false), vec![1, 2, 0]);
+        assert_eq!(take_back(&c, 0, false), Vec::<usize>::new());
+        // Equally good: the one with room now is taken while the other is still full.
+        let tie = [
+            cand(0, Standing::Silent, false),
+            cand(1, Standing::Silent, true),
+        ];
+        assert_eq!(take_back(&tie, 1, false), vec![1]);
     }
 }

@@ -119,7 +119,11 @@ impl Node {
             .arg(&self.dir)
             .args(small.iter().flatten())
             .args(&self.extra)
-            .env("RUST_LOG", "warn")
+            // KV_TEST_RUST_LOG=debug shows the nodes' own logs when a test fails.
+            .env(
+                "RUST_LOG",
+                std::env::var("KV_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -26,6 +26,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::client::Reply;
+use crate::core::round::Standing;
 use crate::core::version::Version;
 use crate::limits::{
     PEER_CONNECT_TIMEOUT_MS, PEER_INFLIGHT_MAX, PEER_RECONNECT_BACKOFF_MS, PEER_STALL_MS,
@@ -173,6 +174,16 @@ impl Peer {
                     && c.progress.get().elapsed() >= stall
             }
             None => false,
+        }
+    }
+
+    /// How this peer's connection stands (no connection yet counts as answering: the next
+    /// request connects).
+    pub fn standing(&self) -> Standing {
+        match self.conn.borrow().as_ref() {
+            Some(c) if c.broken.get() => Standing::Broken,
+            Some(_) if self.stalled() => Standing::Silent,
+            _ => Standing::Answering,
         }
     }
 

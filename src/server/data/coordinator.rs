@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::Reply;
 use crate::core::quorum::Outcome;
-use crate::core::round::{Held, ReadRound, WriteAnswer, WriteRound};
+use crate::core::round::{take_back, Candidate, Held, ReadRound, WriteAnswer, WriteRound};
 use crate::core::version::Version;
 use crate::limits::{PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, PEER_STALL_MS, REPLICA_TIMEOUT_MS};
 use crate::server::cluster::peer::{Call, Error as PeerError, Peer};
@@ -493,22 +493,48 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
     }
     let live = replicas.iter().filter(|t| !t.dead).count();
     if live - full.len() < needed {
-        // The quorum needs some of them: those answering lately first; a stalled one is waited
-        // for too (a slow peer looks stalled for a moment), since without it the operation
-        // fails anyway.
+        // The quorum needs some of them: wait (up to the replica timeout) for room, taking back
+        // the best-standing ones first. A stalled one is waited for too (a slow peer looks
+        // stalled for a moment), since without it the operation fails anyway; a broken one
+        // (it has "room" at once) only when nothing better is left (`round::take_back`).
         let deadline = Instant::now() + timeout();
-        let mut needed_full: Vec<(usize, Rc<Peer>)> = full
+        let slice = Duration::from_millis(PEER_STALL_MS);
+        let peers: Vec<(usize, Rc<Peer>)> = full
             .iter()
             .map(|&m| (m, ctx.peer(&replicas[m].addr)))
             .collect();
-        needed_full.sort_by_key(|(_, peer)| peer.stalled());
-        for (m, peer) in needed_full {
-            if live - full.len() >= needed {
-                break;
-            }
-            if wait_for_room(&peer, deadline, false).await {
+        loop {
+            let settle = Instant::now() >= deadline;
+            let still: Vec<&(usize, Rc<Peer>)> =
+                peers.iter().filter(|(m, _)| full.contains(m)).collect();
+            let candidates: Vec<Candidate> = still
+                .iter()
+                .map(|(m, p)| Candidate {
+                    index: *m,
+                    standing: p.standing(),
+                    room: p.has_room(),
+                })
+                .collect();
+            let short = needed.saturating_sub(live - full.len());
+            for m in take_back(&candidates, short, settle) {
                 full.retain(|f| *f != m);
             }
+            if live - full.len() >= needed || settle {
+                break;
+            }
+            // Wait one slice for room on the best-standing replica still full.
+            let Some((_, best)) = still
+                .iter()
+                .filter(|(m, _)| full.contains(m))
+                .min_by_key(|(_, p)| p.standing())
+            else {
+                break;
+            };
+            let _ = glommio::timer::timeout(slice, async {
+                best.wait_for_space().await;
+                Ok(())
+            })
+            .await;
         }
     }
     full
