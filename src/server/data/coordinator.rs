@@ -487,7 +487,7 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
             continue;
         }
         let peer = ctx.peer(&t.addr);
-        if !wait_for_room(&peer, room_wait, true).await {
+        if !wait_for_room(&peer, room_wait).await {
             full.push(m);
         }
     }
@@ -498,7 +498,6 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
         // stalled for a moment), since without it the operation fails anyway; a broken one
         // (it has "room" at once) only when nothing better is left (`round::take_back`).
         let deadline = Instant::now() + timeout();
-        let slice = Duration::from_millis(PEER_STALL_MS);
         let peers: Vec<(usize, Rc<Peer>)> = full
             .iter()
             .map(|&m| (m, ctx.peer(&replicas[m].addr)))
@@ -530,35 +529,35 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
             else {
                 break;
             };
-            let _ = glommio::timer::timeout(slice, async {
-                best.wait_for_space().await;
-                Ok(())
-            })
-            .await;
+            wait_one_slice(best).await;
         }
     }
     full
 }
 
-/// Wait for room on a busy peer's connection until `deadline`, in slices of `PEER_STALL_MS`.
-/// With `give_up_if_stalled`, a peer that stops answering meanwhile (silent, not slow) is given
-/// up at once, since waiting for it would only add latency to every request. Whether there is
-/// room.
-async fn wait_for_room(peer: &Peer, deadline: Instant, give_up_if_stalled: bool) -> bool {
-    let slice = Duration::from_millis(PEER_STALL_MS);
+/// Wait for room on a busy peer's connection until `deadline`, in slices of `PEER_STALL_MS`;
+/// a peer that stops answering meanwhile (silent, not slow) is given up at once, since waiting
+/// for it would only add latency to every request. Whether there is room.
+async fn wait_for_room(peer: &Peer, deadline: Instant) -> bool {
     loop {
         if peer.has_room() {
             return true;
         }
-        if (give_up_if_stalled && peer.stalled()) || Instant::now() >= deadline {
+        if peer.stalled() || Instant::now() >= deadline {
             return false;
         }
-        let _ = glommio::timer::timeout(slice, async {
-            peer.wait_for_space().await;
-            Ok(())
-        })
-        .await;
+        wait_one_slice(peer).await;
     }
+}
+
+/// Wait up to `PEER_STALL_MS` for room on `peer`'s connection.
+async fn wait_one_slice(peer: &Peer) {
+    let slice = Duration::from_millis(PEER_STALL_MS);
+    let _ = glommio::timer::timeout(slice, async {
+        peer.wait_for_space().await;
+        Ok(())
+    })
+    .await;
 }
 
 /// Run `op` on target `t` (locally when it is us) and send `(m, result)` to `tx`, `m` being

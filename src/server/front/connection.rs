@@ -15,7 +15,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::core::cell;
@@ -140,16 +140,11 @@ async fn run(ctx: &Rc<CoreCtx>, mut stream: TcpStream) -> Result<(), Error> {
             "a TLS handshake, but this node has no --tls-cert".into(),
         ));
     };
-    watch.arm(Instant::now() + Duration::from_millis(FRAME_DEADLINE_MS));
     let handshake = t
         .acceptor
         .accept(tls::Prefixed::new(rbuf.pending().to_vec(), stream));
-    let accepted = future::or(async { Ok(handshake.await) }, async {
-        Err(watch.ended().await)
-    })
-    .await;
-    watch.disarm();
-    let mut tls = match accepted {
+    let deadline = Instant::now() + Duration::from_millis(FRAME_DEADLINE_MS);
+    let mut tls = match watch.within(deadline, handshake).await {
         Ok(tls) => tls?,
         Err(Ended::ShuttingDown) => return Ok(()),
         Err(Ended::TimedOut) => return Err(Error::Timeout),
@@ -191,16 +186,11 @@ async fn read_some<S: Transport>(
     rbuf: &mut ReadBuf,
     partial_since: Option<Instant>,
 ) -> Result<usize, Error> {
-    watch.arm(match partial_since {
+    let deadline = match partial_since {
         Some(t) => t + Duration::from_millis(FRAME_DEADLINE_MS),
         None => Instant::now() + Duration::from_millis(ctx.node.idle_timeout_ms),
-    });
-    let read = future::or(async { Ok(stream.read(rbuf.spare()).await) }, async {
-        Err(watch.ended().await)
-    })
-    .await;
-    watch.disarm();
-    match read {
+    };
+    match watch.within(deadline, stream.read(rbuf.spare())).await {
         Err(Ended::ShuttingDown) | Ok(Ok(0)) => Ok(0),
         Err(Ended::TimedOut) => Err(Error::Timeout),
         Ok(Ok(n)) => {

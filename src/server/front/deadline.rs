@@ -8,7 +8,7 @@
 //! waiter list: together ~2 % of an unpipelined GET's CPU under `perf`.) The price is
 //! resolution: a deadline is noticed up to one tick late (`tick_for`).
 //!
-//! Never touches a socket: the connection races its read against `Watch::ended`.
+//! Never touches a socket: the connection runs its read inside `Watch::within`.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -41,8 +41,20 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Run `fut` (a read, a handshake) under `deadline`: its output, or why it was ended.
+    pub async fn within<T>(
+        &self,
+        deadline: Instant,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, Ended> {
+        self.arm(deadline);
+        let r = future::or(async { Ok(fut.await) }, async { Err(self.ended().await) }).await;
+        self.disarm();
+        r
+    }
+
     /// Until `disarm`, the connection's read must complete by `deadline`.
-    pub fn arm(&self, deadline: Instant) {
+    fn arm(&self, deadline: Instant) {
         // A read that completed in the same turn the reaper ended it was not late after all.
         if self.ended.get() == Some(Ended::TimedOut) {
             self.ended.set(None);
@@ -51,12 +63,12 @@ impl Watch {
     }
 
     /// The read completed: no deadline until the next `arm`.
-    pub fn disarm(&self) {
+    fn disarm(&self) {
         self.deadline.set(None);
     }
 
     /// Resolves once the armed deadline has passed or the node shuts down.
-    pub fn ended(&self) -> EndedFuture<'_> {
+    fn ended(&self) -> EndedFuture<'_> {
         EndedFuture { watch: self }
     }
 
@@ -68,7 +80,7 @@ impl Watch {
     }
 }
 
-pub struct EndedFuture<'a> {
+struct EndedFuture<'a> {
     watch: &'a Watch,
 }
 
@@ -185,12 +197,18 @@ mod tests {
         Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    #[test]
-    fn an_armed_read_ends_at_its_deadline_and_not_before() {
+    /// A core's deadlines with one connection armed `after` past the returned instant.
+    fn one_armed(after: Duration) -> (Deadlines, Rc<Watch>, Instant) {
         let d = Deadlines::default();
         let w = d.watch();
         let t0 = Instant::now();
-        w.arm(t0 + Duration::from_millis(100));
+        w.arm(t0 + after);
+        (d, w, t0)
+    }
+
+    #[test]
+    fn an_armed_read_ends_at_its_deadline_and_not_before() {
+        let (d, w, t0) = one_armed(Duration::from_millis(100));
         d.check(t0 + Duration::from_millis(99));
         assert_eq!(poll(&w), Poll::Pending);
         d.check(t0 + Duration::from_millis(100));
@@ -199,10 +217,7 @@ mod tests {
 
     #[test]
     fn a_disarmed_connection_never_times_out() {
-        let d = Deadlines::default();
-        let w = d.watch();
-        let t0 = Instant::now();
-        w.arm(t0);
+        let (d, w, t0) = one_armed(Duration::ZERO);
         w.disarm();
         d.check(t0 + Duration::from_secs(3600));
         assert_eq!(poll(&w), Poll::Pending);
@@ -210,10 +225,7 @@ mod tests {
 
     #[test]
     fn rearming_forgives_a_timeout_the_read_beat() {
-        let d = Deadlines::default();
-        let w = d.watch();
-        let t0 = Instant::now();
-        w.arm(t0);
+        let (d, w, t0) = one_armed(Duration::ZERO);
         d.check(t0);
         // The read completed in the same turn; the next read gets a fresh deadline.
         w.arm(t0 + Duration::from_secs(1));
