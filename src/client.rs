@@ -434,6 +434,15 @@ impl Client {
         })
     }
 
+    /// `kv scrub`: verify every sealed WAL segment of the node now; its JSON report.
+    pub fn scrub(&mut self) -> Result<serde_json::Value, Error> {
+        let r = self.call(Opcode::Scrub, &[], &[])?;
+        serde_json::from_slice(&r.value).map_err(|e| Error::Server {
+            status: Status::Internal,
+            message: format!("scrub report is not JSON: {e}"),
+        })
+    }
+
     /// The node's INFO document (JSON).
     pub fn info(&mut self) -> Result<serde_json::Value, Error> {
         let r = self.call(Opcode::Info, &[], &[])?;

@@ -45,6 +45,16 @@ pub struct Args {
     /// WAL durability: none | interval (fdatasync every second) | batch (fdatasync before ack).
     #[arg(long, env = "KVSTORE_FSYNC", value_enum, default_value = "interval")]
     pub fsync: FsyncMode,
+    /// What replay does on WAL corruption (not a torn tail): strict (alone: refuse to start;
+    /// in a cluster: repair from the peers before answering replica reads) | skip-corrupt
+    /// (start and serve every valid record).
+    #[arg(
+        long,
+        env = "KVSTORE_WAL_RECOVERY",
+        value_enum,
+        default_value = "strict"
+    )]
+    pub wal_recovery: crate::core::wal_damage::RecoveryMode,
     /// Largest value accepted, in bytes (at most 15 MiB).
     #[arg(long, env = "KVSTORE_MAX_VALUE_BYTES", default_value_t = VALUE_BYTES_MAX_DEFAULT)]
     pub max_value_bytes: usize,
@@ -200,6 +210,7 @@ pub struct Config {
     pub pin: bool,
     pub seeds: Vec<String>,
     pub fsync: FsyncMode,
+    pub wal_recovery: crate::core::wal_damage::RecoveryMode,
     pub max_value_bytes: usize,
     pub max_connections: usize,
     pub idle_timeout_ms: u64,
@@ -302,6 +313,7 @@ impl Config {
             pin: args.pin,
             seeds: args.seeds.clone(),
             fsync: args.fsync,
+            wal_recovery: args.wal_recovery,
             max_value_bytes: args.max_value_bytes,
             max_connections: args.max_connections,
             idle_timeout_ms: args.idle_timeout_ms,

@@ -8,6 +8,10 @@
 //! `wal:written` (a group of records is on the device, not yet synced, no writer told);
 //! `replica:applied` (a replica write is applied and durable, its coordinator not answered);
 //! `stream:sent` (mid-stream to a joining member: the first batch sent, the rest not).
+//!
+//! I/O errors instead of a crash: `KVSTORE_FAILPOINT=eio:<name>` makes the read at point
+//! `name` fail with EIO (from the n-th time with `@n`): `replay:read` (a segment read during
+//! replay at start), `scrub:read` (a sealed segment read by the scrubber).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -39,4 +43,17 @@ pub fn hit(name: &str) {
         // SAFETY: kill(2) on our own pid with SIGKILL; it does not return.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
+}
+
+/// Fail with EIO here if `eio:<name>` is armed (from its n-th hit on).
+pub fn eio(name: &str) -> std::io::Result<()> {
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let Some((armed, at)) = armed() else {
+        return Ok(());
+    };
+    if armed.strip_prefix("eio:") == Some(name) && HITS.fetch_add(1, Ordering::Relaxed) + 1 >= at {
+        log::error!("failpoint eio:{name}: failing the read");
+        return Err(std::io::Error::from_raw_os_error(libc::EIO));
+    }
+    Ok(())
 }

@@ -108,9 +108,19 @@ pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = 10 * 24 * 3600 * 1000;
 /// A new segment is zero-filled (after fallocate) in writes of this size, so every later WAL
 /// write is a pure overwrite that io_uring issues inline (see `storage::wal_file`).
 pub const WAL_ZERO_FILL_CHUNK_BYTES: usize = 256 * 1024;
-/// Replay reads a segment in chunks starting at this size (doubling), and stops where its
-/// records end: the zero-filled rest of a segment is not read.
+/// Replay reads each segment whole (damage can sit anywhere), in reads of this size.
 pub const RECOVERY_READ_CHUNK_BYTES: usize = 1024 * 1024;
+/// `kv info` and `INFO` show at most this many of the latest WAL damage findings.
+pub const WAL_FINDINGS_SHOWN_MAX: usize = 16;
+/// A node owing a repair after WAL damage retries its anti-entropy pass this often.
+pub const WAL_REPAIR_RETRY_MS: u64 = 1_000;
+/// The scrubber re-reads sealed segments at most this fast, in reads of `SCRUB_READ_BYTES`,
+/// in a task queue of `SCRUB_TASK_SHARES` (behind requests).
+pub const SCRUB_BYTES_PER_SEC: u64 = 32 * 1024 * 1024;
+pub const SCRUB_READ_BYTES: usize = 1024 * 1024;
+pub const SCRUB_TASK_SHARES: usize = 50;
+/// A background scrub pass starts this long after the last one ended (`kv scrub`: now).
+pub const SCRUB_PASS_INTERVAL_MS: u64 = 6 * 3600 * 1000;
 /// Group commit: the writer takes at most this many pending bytes per write.
 pub const WAL_GROUP_BYTES_MAX: usize = 1024 * 1024;
 /// `--fsync interval` syncs this often.

@@ -11,3 +11,4 @@ pub mod quorum;
 pub mod ring;
 pub mod round;
 pub mod version;
+pub mod wal_damage;

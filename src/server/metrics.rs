@@ -306,13 +306,69 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What replay and the scrubber found damaged (`server::wal_health`).
+fn render_wal_health(r: &mut Registry, w: &crate::server::wal_health::WalHealthStats) {
+    let pending = Gauge::<i64>::default();
+    pending.set(i64::from(w.repair_pending));
+    r.register(
+        "wal_repair_pending",
+        "1 while this node owes a repair after WAL damage (it answers no replica read)",
+        pending,
+    );
+    for (name, help, v) in [
+        (
+            "wal_damaged_segments",
+            "WAL segments found holding corruption (kept under damaged/)",
+            w.damaged_segments,
+        ),
+        (
+            "wal_records_lost",
+            "WAL records lost to corruption, counted from sequence numbers",
+            w.records_lost,
+        ),
+        (
+            "wal_unknown_losses",
+            "Damaged WAL stretches whose record count is unknown (bad tail before later \
+             segments, missing or unreadable segment)",
+            w.unknown_losses,
+        ),
+        (
+            "wal_torn_tails",
+            "Torn WAL tails cut at replay (the write in flight at a crash)",
+            w.torn_tails,
+        ),
+        (
+            "scrub_passes",
+            "Scrub passes over sealed WAL segments completed",
+            w.scrub_passes,
+        ),
+        (
+            "scrub_bytes",
+            "WAL bytes re-read and verified by the scrubber",
+            w.scrub_bytes,
+        ),
+        (
+            "scrub_damaged_segments",
+            "Sealed WAL segments the scrubber found damaged",
+            w.scrub_damaged_segments,
+        ),
+    ] {
+        counter(r, name, help, v);
+    }
+}
+
 fn counter(registry: &mut Registry, name: &str, help: &str, v: u64) {
     registry.register(name, help, ConstCounter::new(v));
 }
 
 /// The exposition text for every core's snapshot and the membership view.
-pub fn render(cores: &[MetricsSnapshot], members: &[(MemberStatus, u64)]) -> String {
+pub fn render(
+    cores: &[MetricsSnapshot],
+    members: &[(MemberStatus, u64)],
+    wal: &crate::server::wal_health::WalHealthStats,
+) -> String {
     let mut r = Registry::with_prefix("kvstore");
+    render_wal_health(&mut r, wal);
     let mut req_counts = vec![vec![0u64; OUTCOMES.len()]; KINDS.len()];
     for c in cores {
         for (k, row) in c.requests.iter().enumerate() {
@@ -673,7 +729,7 @@ async fn answer(ctx: &Rc<CoreCtx>, mut s: glommio::net::TcpStream) -> std::io::R
         .iter()
         .map(|u| (u.status, u.incarnation))
         .collect();
-    let body = render(&cores, &members);
+    let body = render(&cores, &members, &ctx.node.wal.stats());
     respond(
         &mut s,
         "200 OK",
@@ -732,9 +788,15 @@ mod tests {
         m.read_latency.observe(Duration::from_micros(300));
         m.quorum_failure(true);
         let snap = m.snapshot(CoreStats::default(), 3, (0, 0));
+        let wal = crate::server::wal_health::WalHealthStats {
+            records_lost: 7,
+            repair_pending: true,
+            ..Default::default()
+        };
         let text = render(
             &[snap],
             &[(MemberStatus::Alive, 1), (MemberStatus::Dead, 2)],
+            &wal,
         );
         for want in [
             "kvstore_requests_total{kind=\"put\",outcome=\"not_found\"} 1",
@@ -743,6 +805,8 @@ mod tests {
             "kvstore_request_duration_seconds_bucket{le=\"0.0005\",kind=\"read\"} 1",
             "kvstore_request_duration_seconds_bucket{le=\"inf\",kind=\"read\"} 1",
             "kvstore_quorum_failures_read_total 1",
+            "kvstore_wal_records_lost_total 7",
+            "kvstore_wal_repair_pending 1",
             "kvstore_core_queue_depth{core=\"0\"} 3",
             "kvstore_members{status=\"dead\"} 1",
             "kvstore_wal_group_commit_records_count 0",

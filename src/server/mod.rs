@@ -22,6 +22,7 @@ pub mod front;
 pub mod metrics;
 pub mod notify;
 pub mod runtime;
+pub mod wal_health;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub struct NodeInfo {
     pub creds: Arc<crate::server::front::auth::Credentials>,
     /// `--tls-cert` and friends (`None`: plain TCP only).
     pub tls: Option<crate::server::front::tls::Tls>,
+    /// WAL damage found and whether a repair is owed (`wal_health`).
+    pub wal: wal_health::WalHealth,
 }
 
 /// Runtime errors of the node daemon.
@@ -90,6 +93,8 @@ pub enum Error {
     Storage(#[from] crate::storage::Error),
     #[error("core {core} failed: {cause}")]
     Core { core: usize, cause: String },
+    #[error("{0}")]
+    WalCorrupt(String),
 }
 
 /// Loud but bounded: a warning that could repeat on every request (a peer's wrong clock, a

@@ -25,8 +25,10 @@ use crate::core::membership::Timing;
 use crate::core::quorum::Replication;
 use crate::core::ring::LocalRing;
 use crate::core::version::{writer_id, Clock};
+use crate::core::wal_damage::{self, Decision};
 use crate::limits::{
     BIND_PROBE_TIMEOUT_MS, BIND_RETRY_PAUSE_MS, COMPACTION_TASK_SHARES, MEMBERSHIP_TASK_SHARES,
+    SCRUB_TASK_SHARES,
 };
 use crate::limits::{
     BIND_RETRY_MS, CORE_CHANNEL_CAPACITY, IO_MEMORY_BYTES_PER_CORE, WAL_GROUP_BYTES_MAX,
@@ -75,6 +77,8 @@ pub struct CoreCtx {
     pub hint_drop_log: crate::server::LogThrottle,
     /// This core's counters and histograms (read by `/metrics` through a message).
     pub metrics: crate::server::metrics::CoreMetrics,
+    /// One compaction at a time (the periodic one, or the scrubber's rewrite of damage).
+    pub compaction_turn: glommio::sync::Semaphore,
 }
 
 impl CoreCtx {
@@ -164,6 +168,32 @@ pub fn run(config: Config) -> Result<(), Error> {
     }
     let ring = LocalRing::new(&config.node_id, config.cores);
     let recovered = recovery::recover(&config.data_dir, &ring)?;
+    let wal_health = crate::server::wal_health::WalHealth::new(config.data_dir.clone());
+    wal_health.record(&recovered.report);
+    let owed = recovery::repair_pending(&config.data_dir);
+    let clustered = !config.seeds.is_empty();
+    match wal_damage::decide(
+        config.wal_recovery,
+        recovered.report.is_corrupt() || owed,
+        clustered,
+    ) {
+        Decision::Serve => {
+            if recovered.report.is_corrupt() || owed {
+                log::error!(
+                    "wal: serving with {} records lost (--wal-recovery skip-corrupt)",
+                    recovered.report.records_lost()
+                );
+                recovery::set_repair_pending(&config.data_dir, false)?;
+            }
+        }
+        Decision::RepairFirst => wal_health.owe_repair()?,
+        Decision::Refuse => {
+            return Err(Error::WalCorrupt(crate::server::wal_health::refusal(
+                &recovered.report,
+                &recovered.kept,
+            )))
+        }
+    }
     log::info!(
         "node {}: replayed {} records from {} segments ({} keys) in {:.3}s",
         config.node_id,
@@ -190,6 +220,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         creds: config.creds.clone(),
         tls: config.tls.clone(),
         tombstone_grace_ms: config.tombstone_grace_ms,
+        wal: wal_health,
     });
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
         .map(|_| flume::bounded(CORE_CHANNEL_CAPACITY))
@@ -223,7 +254,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             ring: ring.clone(),
             wal_dir: config.data_dir.join(core_dir_name(core)),
             fsync: config.fsync,
-            first_segment: recovered.next_segment_id + core as u64,
+            run: recovered.next_segment_id,
             listener_fd: if core == 0 { listener_fd.take() } else { None },
             metrics_fd: if core == 0 { metrics_fd.take() } else { None },
             snap_tx: snap_tx.clone(),
@@ -298,7 +329,8 @@ struct CoreStart {
     ring: LocalRing,
     wal_dir: PathBuf,
     fsync: FsyncMode,
-    first_segment: u64,
+    /// This start's run: core `c` writes segments `run + c + k * cores`.
+    run: u64,
     listener_fd: Option<RawFd>,
     metrics_fd: Option<RawFd>,
     snap_tx: flume::Sender<usize>,
@@ -312,13 +344,16 @@ struct CoreStart {
 
 async fn core_main(s: CoreStart) -> Result<(), Error> {
     let cores = s.node.cores;
-    let wal = Rc::new(Wal::with_segment_size(
-        &s.wal_dir,
-        s.fsync,
-        s.first_segment,
-        cores as u64,
-        s.node.wal_segment_bytes,
-    )?);
+    let wal = Rc::new(
+        Wal::with_segment_size(
+            &s.wal_dir,
+            s.fsync,
+            s.run + s.core as u64,
+            cores as u64,
+            s.node.wal_segment_bytes,
+        )?
+        .with_chain(s.run, s.core as u32),
+    );
     let segment = wal.open().await?;
     let flusher = glommio::spawn_local(wal.clone().run_flusher(segment));
     snapshot(&s.map, &s.hints, &wal).await?;
@@ -395,6 +430,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         links: PeerLinks::new(identity, peer_tls),
         gossip,
         metrics: Default::default(),
+        compaction_turn: glommio::sync::Semaphore::new(1),
         read_deadlines: Default::default(),
         skip_log: Default::default(),
         hint_drop_log: Default::default(),
@@ -458,8 +494,17 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
     let expiry =
         glommio::spawn_local_into(crate::server::data::expiry::run(ctx.clone()), background)
             .map_err(|e| core_err(ctx.core, e))?;
+    let scrub_queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(SCRUB_TASK_SHARES),
+        glommio::Latency::NotImportant,
+        "scrub",
+    );
+    let scrubber =
+        glommio::spawn_local_into(crate::server::data::scrubber::run(ctx.clone()), scrub_queue)
+            .map_err(|e| core_err(ctx.core, e))?;
     ctx.shutdown.wait().await;
     compactor.await;
+    scrubber.await;
     handoff.await;
     expiry.await;
     if let Some(a) = acceptor {
@@ -513,6 +558,8 @@ async fn snapshot(map: &Map, hints: &HintStore, wal: &Rc<Wal>) -> Result<(), Err
             wal.durable(wal.last_ticket()).await?;
         }
     }
+    // Every chain has at least this record: replay tells a complete start snapshot by it.
+    wal.mark_snapshotted(wal.chain_first());
     wal.synced(wal.last_ticket()).await?;
     Ok(())
 }
@@ -563,6 +610,15 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
             }
             CoreMsg::Stats { reply } => {
                 let _ = reply.try_send(ctx.shard.stats(ctx.connections.get()));
+            }
+            CoreMsg::Scrub { reply } => {
+                let c = ctx.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply
+                        .send_async(crate::server::data::scrubber::pass(&c).await)
+                        .await;
+                })
+                .detach();
             }
             CoreMsg::Shutdown => ctx.shutdown.set(),
             CoreMsg::Ring(view) => *ctx.view.borrow_mut() = view,

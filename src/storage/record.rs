@@ -12,7 +12,7 @@
 //! | writer    | u32     | version: writer id (node hash, core)                 |
 //! | key_len   | u32     |                                                      |
 //! | value_len | u32     |                                                      |
-//! | kind      | u8      | 1 put, 2 tombstone, 3 forget, 4–6 hints (below)      |
+//! | kind      | u8      | 1 put, 2 tombstone, 3 forget, 4–6 hints, 7–8 markers |
 //! | format    | u8      | 1: the value is a cell (`core::cell`); 0: raw bytes  |
 //! | reserved  | [u8; 2] | zero                                                 |
 //!
@@ -20,8 +20,18 @@
 //! expiry: replay reads such a put's value as a cell that never expires.
 //!
 //! The segment id and the consecutive sequence number mean stale bytes in a reused or
-//! preallocated file can never pass as records. A `len` of zero is the clean end of a segment
-//! (preallocated space and block padding are zeros).
+//! preallocated file can never pass as records. A `len` of zero with nothing valid after it is
+//! the clean end of a segment (preallocated space and block padding are zeros).
+//!
+//! Two marker kinds let replay tell a missing segment from a removed one (`core::wal_damage`):
+//! every segment a writer opens starts with a `SegmentStart` record naming the segment written
+//! before it in the same chain (one chain per core per run), and a synced snapshot (at start,
+//! and by compaction) ends with a `Snapshotted` record naming the segment from which the chain
+//! holds everything it needs.
+//!
+//! `scan` does not stop at the first bad record: it resynchronises on the next record that
+//! decodes (right segment, later sequence, good CRC) and reports the damaged byte range and the
+//! sequence numbers it skipped, so one flipped byte costs one record, not the rest of the log.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -63,6 +73,56 @@ pub enum Kind {
     HintTombstone = 5,
     /// That hint (same key field and version) was delivered: replay drops it.
     HintDone = 6,
+    /// The first record of a segment: its chain and predecessor (`SegmentStart`, the value).
+    SegmentStart = 7,
+    /// A snapshot of the chain is synced: segments of the chain before the one named (the
+    /// value, u64) are superseded and may be gone.
+    Snapshotted = 8,
+}
+
+/// The value of a `SegmentStart` record: where the segment sits in its chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentStart {
+    /// The segment written before this one in the chain; 0: the chain's first.
+    pub prev: u64,
+    /// The run (the first segment id handed out at the node's start) and the core of the
+    /// chain, and how many cores the run had.
+    pub run: u64,
+    pub core: u32,
+    pub cores: u32,
+}
+
+/// Encoded length of a `SegmentStart` value.
+pub const SEGMENT_START_BYTES: usize = 24;
+
+impl SegmentStart {
+    pub fn encode(&self) -> [u8; SEGMENT_START_BYTES] {
+        let mut b = [0u8; SEGMENT_START_BYTES];
+        b[..8].copy_from_slice(&self.prev.to_le_bytes());
+        b[8..16].copy_from_slice(&self.run.to_le_bytes());
+        b[16..20].copy_from_slice(&self.core.to_le_bytes());
+        b[20..].copy_from_slice(&self.cores.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<SegmentStart> {
+        if b.len() != SEGMENT_START_BYTES {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
+        Some(SegmentStart {
+            prev: u64_at(0),
+            run: u64_at(8),
+            core: u32_at(16),
+            cores: u32_at(20),
+        })
+    }
+}
+
+/// The boundary a `Snapshotted` record names, if its value is well formed.
+pub fn snapshotted_boundary(value: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(value.try_into().ok()?))
 }
 
 /// A decoded record borrowing key and value from the segment bytes.
@@ -78,7 +138,7 @@ pub struct Record<'a> {
 }
 
 /// Why decoding stopped. `End` is a clean end; every other case is a torn or corrupt tail.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stop {
     End,
     Truncated,
@@ -187,6 +247,8 @@ pub fn decode(buf: &[u8], segment: u64, seq: u64) -> Result<(Record<'_>, usize),
         4 => Kind::HintPut,
         5 => Kind::HintTombstone,
         6 => Kind::HintDone,
+        7 => Kind::SegmentStart,
+        8 => Kind::Snapshotted,
         k => return Err(Stop::BadKind(k)),
     };
     let key_end = WAL_RECORD_HEADER_BYTES + key_len;
@@ -207,7 +269,8 @@ pub fn decode(buf: &[u8], segment: u64, seq: u64) -> Result<(Record<'_>, usize),
 }
 
 /// The valid prefix of a segment's bytes: its records, the byte offset where it ends and why.
-pub fn scan(buf: &[u8], segment: u64) -> (Vec<Record<'_>>, u64, Stop) {
+/// (What a torn-tail-only reader sees; `scan` reads past damage.)
+pub fn scan_prefix(buf: &[u8], segment: u64) -> (Vec<Record<'_>>, u64, Stop) {
     let mut records = Vec::new();
     let mut at = 0usize;
     loop {
@@ -219,6 +282,115 @@ pub fn scan(buf: &[u8], segment: u64) -> (Vec<Record<'_>>, u64, Stop) {
             Err(stop) => return (records, at as u64, stop),
         }
     }
+}
+
+/// A damaged stretch of a segment with valid records after it: bytes `[start, end)` did not
+/// decode, and the records with sequence numbers `[first_seq, next_seq)` were in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    pub start: u64,
+    pub end: u64,
+    pub first_seq: u64,
+    pub next_seq: u64,
+    /// Why the record at `start` did not decode.
+    pub reason: String,
+}
+
+impl Damage {
+    pub fn records_lost(&self) -> u64 {
+        self.next_seq - self.first_seq
+    }
+}
+
+/// How the bytes after the last valid record end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tail {
+    /// Offset just past the last valid record.
+    pub at: u64,
+    /// `Stop::End`: zeros or the file's end, a clean end. Anything else is a bad record with
+    /// nothing valid after it: a torn tail in a chain's last segment, lost records elsewhere.
+    pub stop: Stop,
+    /// Offset just past the last non-zero byte (`at` when the rest is zeros).
+    pub written_end: u64,
+}
+
+/// Everything `scan` found in a segment.
+#[derive(Debug)]
+pub struct Scan<'a> {
+    pub records: Vec<Record<'a>>,
+    pub damage: Vec<Damage>,
+    pub tail: Tail,
+}
+
+/// Every valid record of a segment, reading past damage (see the module docs).
+pub fn scan(buf: &[u8], segment: u64) -> Scan<'_> {
+    let mut records = Vec::new();
+    let mut damage = Vec::new();
+    let mut at = 0usize;
+    let mut seq = 0u64;
+    loop {
+        match decode(&buf[at..], segment, seq) {
+            Ok((rec, n)) => {
+                records.push(rec);
+                at += n;
+                seq += 1;
+            }
+            Err(stop) => match resync(buf, segment, at + 1, seq) {
+                Some(next) => {
+                    let found = decode_at(buf, segment, next)
+                        .map(|(r, _)| r.seq)
+                        .unwrap_or(seq);
+                    damage.push(Damage {
+                        start: at as u64,
+                        end: next as u64,
+                        first_seq: seq,
+                        next_seq: found,
+                        reason: stop.to_string(),
+                    });
+                    at = next;
+                    seq = found;
+                }
+                None => {
+                    let written_end = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                    let tail = Tail {
+                        at: at as u64,
+                        stop,
+                        written_end: written_end.max(at) as u64,
+                    };
+                    return Scan {
+                        records,
+                        damage,
+                        tail,
+                    };
+                }
+            },
+        }
+    }
+}
+
+/// The record at `at` if one decodes there with any sequence number.
+fn decode_at(buf: &[u8], segment: u64, at: usize) -> Option<(Record<'_>, usize)> {
+    let rest = buf.get(at..)?;
+    if rest.len() < WAL_RECORD_HEADER_BYTES {
+        return None;
+    }
+    let seq = u64::from_le_bytes(rest[16..24].try_into().ok()?);
+    decode(rest, segment, seq).ok()
+}
+
+/// The first offset at or after `from` where a record of `segment` with sequence `seq` or later
+/// decodes. Cheap tests first (length in range, segment id) so zeros and value bytes are
+/// skipped without a CRC.
+fn resync(buf: &[u8], segment: u64, from: usize, seq: u64) -> Option<usize> {
+    let seg = segment.to_le_bytes();
+    let last = buf.len().checked_sub(WAL_RECORD_HEADER_BYTES)?;
+    (from..=last).find(|&at| {
+        let len = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        (WAL_RECORD_HEADER_BYTES..=WAL_RECORD_BYTES_MAX).contains(&len)
+            && at + len <= buf.len()
+            && buf[at + 8..at + 16] == seg
+            && decode_at(buf, segment, at).is_some_and(|(r, _)| r.seq >= seq)
+    })
 }
 
 #[cfg(test)]
@@ -251,7 +423,7 @@ mod tests {
     #[test]
     fn append_and_replay() {
         let buf = segment_of(10, 3);
-        let (recs, end, stop) = scan(&buf, 3);
+        let (recs, end, stop) = scan_prefix(&buf, 3);
         assert_eq!(recs.len(), 10);
         assert_eq!(end as usize, buf.len());
         assert_eq!(stop, Stop::End);
@@ -265,7 +437,7 @@ mod tests {
         let mut buf = segment_of(3, 1);
         let len = buf.len();
         buf.resize(len + 4096, 0);
-        let (recs, end, stop) = scan(&buf, 1);
+        let (recs, end, stop) = scan_prefix(&buf, 1);
         assert_eq!((recs.len(), end as usize, stop), (3, len, Stop::End));
     }
 
@@ -274,7 +446,7 @@ mod tests {
         let full = segment_of(5, 1);
         let prefix = segment_of(4, 1).len();
         for cut in prefix..full.len() {
-            let (recs, end, stop) = scan(&full[..cut], 1);
+            let (recs, end, stop) = scan_prefix(&full[..cut], 1);
             assert_eq!(recs.len(), 4, "cut at {cut}");
             assert_eq!(end as usize, prefix);
             if cut > prefix {
@@ -286,10 +458,10 @@ mod tests {
     #[test]
     fn records_of_another_segment_or_a_replayed_seq_are_refused() {
         let buf = segment_of(2, 7);
-        assert_eq!(scan(&buf, 8).2, Stop::WrongSegment(7));
+        assert_eq!(scan_prefix(&buf, 8).2, Stop::WrongSegment(7));
         let mut dup = buf.clone();
         dup.extend_from_slice(&buf);
-        let (recs, end, stop) = scan(&dup, 7);
+        let (recs, end, stop) = scan_prefix(&dup, 7);
         assert_eq!((recs.len(), end as usize), (2, buf.len()));
         assert_eq!(
             stop,
@@ -300,6 +472,48 @@ mod tests {
         );
     }
 
+    #[test]
+    fn zeroed_block_in_the_middle_is_damage_with_the_records_it_held() {
+        let mut buf = segment_of(200, 4);
+        let len = buf.len();
+        buf.resize(len + 8192, 0);
+        buf[4096..8192].iter_mut().for_each(|b| *b = 0);
+        let got = scan(&buf, 4);
+        assert_eq!(got.damage.len(), 1);
+        let d = &got.damage[0];
+        assert!(d.start <= 4096 && d.end >= 8192, "{d:?}");
+        let kept: Vec<u64> = got.records.iter().map(|r| r.seq).collect();
+        assert_eq!(kept.len() as u64 + d.records_lost(), 200);
+        assert!(kept.iter().all(|s| *s < d.first_seq || *s >= d.next_seq));
+        assert_eq!(got.tail.stop, Stop::End);
+        assert_eq!(got.tail.at as usize, len);
+        assert_eq!(got.tail.written_end as usize, len);
+    }
+
+    #[test]
+    fn a_torn_tail_is_a_tail_not_damage() {
+        let full = segment_of(5, 1);
+        let got = scan(&full[..full.len() - 3], 1);
+        assert!(got.damage.is_empty());
+        assert_eq!(got.records.len(), 4);
+        assert_eq!(got.tail.stop, Stop::Truncated);
+        assert_eq!(got.tail.written_end as usize, full.len() - 3);
+    }
+
+    #[test]
+    fn segment_start_round_trips() {
+        let s = SegmentStart {
+            prev: 9,
+            run: 3,
+            core: 1,
+            cores: 2,
+        };
+        assert_eq!(SegmentStart::decode(&s.encode()), Some(s));
+        assert_eq!(SegmentStart::decode(&[0; 23]), None);
+        assert_eq!(snapshotted_boundary(&7u64.to_le_bytes()), Some(7));
+        assert_eq!(snapshotted_boundary(&[1, 2]), None);
+    }
+
     proptest! {
         /// Flip one bit anywhere: replay returns exactly the records before the damaged one.
         #[test]
@@ -308,8 +522,8 @@ mod tests {
             let at = at % buf.len();
             let mut bad = buf.clone();
             bad[at] ^= 1 << bit;
-            let (recs, end, _) = scan(&bad, 1);
-            let (good, _, _) = scan(&buf, 1);
+            let (recs, end, _) = scan_prefix(&bad, 1);
+            let (good, _, _) = scan_prefix(&buf, 1);
             let mut offset = 0usize;
             let mut damaged = 0usize;
             for (i, r) in good.iter().enumerate() {
@@ -321,8 +535,43 @@ mod tests {
             prop_assert_eq!(end as usize, offset);
         }
 
+        /// Flip one bit anywhere: `scan` loses exactly the damaged record and reads every
+        /// record after it.
+        #[test]
+        fn a_flipped_bit_costs_exactly_the_damaged_record(at in 0usize..1000, bit in 0u8..8) {
+            let buf = segment_of(12, 1);
+            let at = at % buf.len();
+            let mut bad = buf.clone();
+            bad[at] ^= 1 << bit;
+            let (good, _, _) = scan_prefix(&buf, 1);
+            let mut offset = 0usize;
+            let mut damaged = 0usize;
+            for (i, r) in good.iter().enumerate() {
+                let n = encoded_len(r.key, r.value);
+                if at < offset + n { damaged = i; break; }
+                offset += n;
+            }
+            let got = scan(&bad, 1);
+            let seqs: Vec<u64> = got.records.iter().map(|r| r.seq).collect();
+            let want: Vec<u64> = (0..12).filter(|&s| s != damaged as u64).collect();
+            if damaged == 11 {
+                // The last record: nothing valid after it, a tail.
+                prop_assert_eq!(&seqs[..], &want[..]);
+                prop_assert!(got.damage.is_empty());
+                prop_assert_eq!(got.tail.at as usize, offset);
+            } else {
+                prop_assert_eq!(&seqs[..], &want[..]);
+                prop_assert_eq!(got.damage.len(), 1);
+                let d = &got.damage[0];
+                prop_assert_eq!(d.start as usize, offset);
+                prop_assert_eq!((d.first_seq, d.next_seq), (damaged as u64, damaged as u64 + 1));
+                prop_assert_eq!(got.tail.stop.clone(), Stop::End);
+            }
+        }
+
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = scan_prefix(&bytes, 0);
             let _ = scan(&bytes, 0);
         }
     }

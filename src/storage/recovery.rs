@@ -1,21 +1,30 @@
 //! Replay of a node's WAL at start, before any executor runs (plain std I/O).
 //!
-//! Owns: finding every segment under every `core-*` directory, replaying its valid prefix and
-//! routing each record to the core that owns the key *now* (so a restart with another
-//! `--cores` loses nothing). A torn, zero or CRC-bad tail is logged with file and offset and cut
-//! (the file is truncated there): nothing after the first bad record of a segment is applied.
-//! Never writes anything but those truncations.
+//! Owns: finding every segment under every `core-*` directory, reading each one whole with
+//! `record::scan` (which reads past damage), routing each valid record to the core that owns
+//! the key *now* (so a restart with another `--cores` loses nothing), and carrying out what
+//! `core::wal_damage` decides about what it found: a torn tail is cut (the file truncated
+//! there); a segment holding corruption is kept as evidence under `damaged/` (a hard link named
+//! after its directory, file and first damaged offset, so the start snapshot's removal of the
+//! replayed segments never deletes it). Never decides what is torn and what is corrupt.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::core::ring::LocalRing;
+use crate::core::wal_damage::{self, Finding, SegmentSeen};
 use crate::limits::HINT_WINDOW_MS_DEFAULT;
 use crate::limits::RECOVERY_READ_CHUNK_BYTES;
 use crate::storage::hints::{self, HintStore};
 use crate::storage::map::Map;
-use crate::storage::record::{self, Kind, Stop};
+use crate::storage::record::{self, Kind, Stop, Tail};
 use crate::storage::{parse_segment_file_name, Error};
+
+/// Directory under the data dir where damaged segments are kept.
+pub const DAMAGED_DIR: &str = "damaged";
+/// File under `damaged/` that says a repair with the peers is still owed (a cluster member
+/// that found corruption keeps it until a repair round completed).
+pub const REPAIR_PENDING_FILE: &str = "REPAIR_PENDING";
 
 /// One segment file found on disk.
 #[derive(Clone, Debug)]
@@ -35,8 +44,10 @@ pub struct Recovered {
     /// The smallest segment id not yet used.
     pub next_segment_id: u64,
     pub records: u64,
-    /// Tails cut: (file, offset, reason).
-    pub cuts: Vec<(PathBuf, u64, String)>,
+    /// Everything found wrong (torn tails cut, corruption kept aside).
+    pub report: wal_damage::Report,
+    /// Where each segment with corruption was kept.
+    pub kept: Vec<PathBuf>,
 }
 
 /// Every `core-*/wal-*.log` under `data_dir`, ordered by segment id.
@@ -80,51 +91,92 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let mut records = 0u64;
-    let mut cuts = Vec::new();
     let next_segment_id = segments.last().map(|s| s.id + 1).unwrap_or(1);
+    let mut seen = Vec::with_capacity(segments.len());
     let mut replayed = Vec::with_capacity(segments.len());
     for seg in segments {
-        let bytes = read_written(&seg.path, seg.id).map_err(|e| Error::io(&seg.path, e))?;
-        let (recs, end, stop) = record::scan(&bytes, seg.id);
-        for r in &recs {
-            if matches!(r.kind, Kind::HintPut | Kind::HintTombstone | Kind::HintDone) {
-                replay_hint(&mut hints, ring, r, now_ms);
+        let dir = seg
+            .path
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let bytes = match read_segment(&seg.path) {
+            Ok(b) => b,
+            Err(e) => {
+                // Unreadable (EIO): every record in it is lost to this replay, not a torn tail.
+                log::error!("wal {}: cannot read it: {e}", seg.path.display());
+                seen.push(unreadable(&seg, dir, &e));
+                replayed.push(seg);
                 continue;
             }
-            let map = &mut maps[ring.core_for_key(r.key)];
+        };
+        let scan = record::scan(&bytes, seg.id);
+        let mut view = SegmentSeen {
+            id: seg.id,
+            dir,
+            start: None,
+            snapshotted: Vec::new(),
+            damage: scan.damage.clone(),
+            tail: scan.tail.clone(),
+        };
+        let mut data_records = 0u64;
+        for r in &scan.records {
             match r.kind {
-                Kind::Put => {
-                    map.apply(r.key, Some(&stored_value(r)), r.version);
+                Kind::SegmentStart if r.seq == 0 => {
+                    view.start = record::SegmentStart::decode(r.value)
                 }
-                Kind::Tombstone => {
-                    map.apply(r.key, None, r.version);
+                Kind::SegmentStart => {}
+                Kind::Snapshotted => view
+                    .snapshotted
+                    .extend(record::snapshotted_boundary(r.value)),
+                Kind::HintPut | Kind::HintTombstone | Kind::HintDone => {
+                    replay_hint(&mut hints, ring, r, now_ms);
+                    data_records += 1;
                 }
-                Kind::Forget => {
-                    map.forget(r.key, r.version);
+                Kind::Put | Kind::Tombstone | Kind::Forget => {
+                    apply(&mut maps[ring.core_for_key(r.key)], r);
+                    data_records += 1;
                 }
-                Kind::HintPut | Kind::HintTombstone | Kind::HintDone => {}
             }
         }
-        records += recs.len() as u64;
-        if stop != Stop::End {
-            log::warn!(
-                "wal {}: {} at offset {}; cutting the tail ({} bytes after it ignored)",
-                seg.path.display(),
-                stop,
-                end,
-                bytes.len() as u64 - end
-            );
-            cut(&seg.path, end)?;
-            cuts.push((seg.path.clone(), end, stop.to_string()));
-        }
-        if recs.is_empty() {
-            // Holds nothing (a segment made ahead and never used, or one cut to nothing):
-            // give its space back now rather than after the snapshot.
+        records += data_records;
+        let empty = scan.records.is_empty() && scan.damage.is_empty();
+        seen.push(view);
+        if empty && scan.tail.stop == Stop::End {
+            // Holds nothing (a segment made ahead and never used): give its space back now.
             log::debug!("wal {}: no records, removed", seg.path.display());
             fs::remove_file(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
             continue;
         }
         replayed.push(seg);
+    }
+    let report = wal_damage::classify(&seen);
+    let path_of = |id: u64| replayed.iter().find(|s| s.id == id).map(|s| s.path.clone());
+    for f in &report.findings {
+        match f {
+            Finding::TornTail { .. } => log::warn!("wal: {f}; cut"),
+            Finding::Superseded { .. } => log::info!("wal: {f}"),
+            _ => log::error!("wal: {f}"),
+        }
+    }
+    for (id, at) in report.cuts() {
+        if let Some(path) = path_of(id) {
+            cut(&path, at)?;
+        }
+    }
+    let mut kept = Vec::new();
+    for id in report.damaged_segments() {
+        let Some(path) = path_of(id) else { continue };
+        let first = report
+            .findings
+            .iter()
+            .find_map(|f| match f {
+                Finding::Lost { segment, start, .. } if *segment == id => Some(*start),
+                _ => None,
+            })
+            .unwrap_or(0);
+        kept.push(keep_aside(data_dir, &path, first)?);
     }
     Ok(Recovered {
         maps,
@@ -132,8 +184,103 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
         segments: replayed,
         next_segment_id,
         records,
-        cuts,
+        report,
+        kept,
     })
+}
+
+/// What replay saw of a segment it could not read at all.
+fn unreadable(seg: &SegmentFile, dir: String, e: &std::io::Error) -> SegmentSeen {
+    let len = fs::metadata(&seg.path).map(|m| m.len()).unwrap_or(0);
+    SegmentSeen {
+        id: seg.id,
+        dir,
+        start: None,
+        snapshotted: Vec::new(),
+        damage: vec![record::Damage {
+            start: 0,
+            end: len,
+            first_seq: 0,
+            next_seq: 0,
+            reason: format!("unreadable: {e}"),
+        }],
+        tail: Tail {
+            at: len,
+            stop: Stop::End,
+            written_end: len,
+        },
+    }
+}
+
+fn apply(map: &mut Map, r: &record::Record<'_>) {
+    match r.kind {
+        Kind::Put => {
+            map.apply(r.key, Some(&stored_value(r)), r.version);
+        }
+        Kind::Tombstone => {
+            map.apply(r.key, None, r.version);
+        }
+        Kind::Forget => {
+            map.forget(r.key, r.version);
+        }
+        _ => {}
+    }
+}
+
+/// Keep a damaged segment as evidence: hard-link it as `damaged/<dir>-<file>.at-<offset>`
+/// (same filesystem: no copy, and the replayed name can still be removed after the snapshot).
+pub fn keep_aside(data_dir: &Path, path: &Path, offset: u64) -> Result<PathBuf, Error> {
+    let dir = data_dir.join(DAMAGED_DIR);
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let parent = path
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut target = dir.join(format!("{parent}-{file}.at-{offset}"));
+    let mut n = 1;
+    while target.exists() {
+        target = dir.join(format!("{parent}-{file}.at-{offset}.{n}"));
+        n += 1;
+    }
+    fs::hard_link(path, &target).map_err(|e| Error::io(&target, e))?;
+    sync_dir(&dir)?;
+    sync_dir(data_dir)?;
+    log::error!("wal: kept {} as {}", path.display(), target.display());
+    Ok(target)
+}
+
+/// Whether an earlier start found corruption whose repair has not completed.
+pub fn repair_pending(data_dir: &Path) -> bool {
+    data_dir
+        .join(DAMAGED_DIR)
+        .join(REPAIR_PENDING_FILE)
+        .exists()
+}
+
+/// Record (`true`) or clear (`false`) that a repair with the peers is owed, durably.
+pub fn set_repair_pending(data_dir: &Path, pending: bool) -> Result<(), Error> {
+    let dir = data_dir.join(DAMAGED_DIR);
+    let file = dir.join(REPAIR_PENDING_FILE);
+    if pending {
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        fs::write(&file, b"a repair round with every peer is owed\n")
+            .map_err(|e| Error::io(&file, e))?;
+        fs::File::open(&file)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&file, e))?;
+    } else {
+        match fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&file, e)),
+        }
+    }
+    sync_dir(&dir)
 }
 
 /// A put record's value as the map stores it: a cell (a record from before cells carries
@@ -167,27 +314,19 @@ fn replay_hint(hints: &mut [HintStore], ring: &LocalRing, r: &record::Record<'_>
     }
 }
 
-/// A segment's bytes up to where its records end: read in chunks that double, until the
-/// records stop inside what was read (a clean end or a bad record) or the file ends. The rest
-/// of a segment is zeros (segments are zero-filled when made), not worth reading.
-fn read_written(path: &Path, segment: u64) -> std::io::Result<Vec<u8>> {
+/// A segment's bytes, whole, read in `RECOVERY_READ_CHUNK_BYTES` pieces (damage can sit
+/// anywhere, so replay cannot stop where the records first stop). The failpoint
+/// `eio:replay:read` makes this fail as a disk read error would.
+pub fn read_segment(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
+    crate::failpoint::eio("replay:read")?;
     let mut f = fs::File::open(path)?;
-    let mut buf = Vec::new();
-    let mut chunk = RECOVERY_READ_CHUNK_BYTES;
-    loop {
-        let got = (&mut f).take(chunk as u64).read_to_end(&mut buf)?;
-        if got < chunk {
-            return Ok(buf); // the whole file
-        }
-        let (_, _, stop) = record::scan(&buf, segment);
-        // Truncated: the last record (or header) runs past what was read; anything else is
-        // decided by bytes already read.
-        if stop != Stop::Truncated {
-            return Ok(buf);
-        }
-        chunk = chunk.saturating_mul(2);
+    let len = f.metadata()?.len() as usize;
+    let mut buf = vec![0u8; len];
+    for piece in buf.chunks_mut(RECOVERY_READ_CHUNK_BYTES) {
+        f.read_exact(piece)?;
     }
+    Ok(buf)
 }
 
 /// Truncate `path` at `offset`, so the bad tail can never be replayed later.
@@ -254,7 +393,7 @@ mod tests {
         assert_eq!(live, 2, "a was deleted");
         let owner = ring.core_for_key(b"c");
         assert!(rec.maps[owner].get(b"c").is_some());
-        assert!(rec.cuts.is_empty());
+        assert!(rec.report.findings.is_empty());
     }
 
     /// Segments longer than the first read chunk replay whole; the zero tail ends them; a
@@ -283,7 +422,7 @@ mod tests {
         fs::write(&path, &buf).expect("write");
         let rec = recover(&dir, &LocalRing::new("n", 1)).expect("recover");
         assert_eq!(rec.records, n as u64);
-        assert!(rec.cuts.is_empty());
+        assert!(rec.report.findings.is_empty());
         // Tear the record that crosses the second chunk boundary.
         let torn = ends
             .iter()
@@ -292,7 +431,7 @@ mod tests {
         fs::write(&path, &buf[..ends[torn] - 10]).expect("write torn");
         let rec = recover(&dir, &LocalRing::new("n", 1)).expect("recover");
         assert_eq!(rec.records, torn as u64);
-        assert_eq!(rec.cuts.len(), 1);
+        assert_eq!(rec.report.cuts().len(), 1);
         assert_eq!(
             fs::metadata(&path).expect("stat").len(),
             ends[torn - 1] as u64
@@ -347,15 +486,18 @@ mod tests {
         fs::write(&path, &bytes).expect("write");
         let rec = recover(&dir, &LocalRing::new("n", 1)).expect("recover");
         assert_eq!(rec.records, 2);
-        assert_eq!(rec.cuts.len(), 1);
-        assert_eq!(rec.cuts[0].1, third as u64);
+        assert_eq!(rec.report.cuts().len(), 1);
+        assert_eq!(rec.report.cuts()[0].1, third as u64);
         assert_eq!(
             fs::metadata(&path).expect("stat").len(),
             third as u64,
             "tail truncated"
         );
         let again = recover(&dir, &LocalRing::new("n", 1)).expect("recover");
-        assert!(again.cuts.is_empty(), "cut once, clean afterwards");
+        assert!(
+            again.report.findings.is_empty(),
+            "cut once, clean afterwards"
+        );
         assert_eq!(again.records, 2);
     }
 }

@@ -42,8 +42,8 @@ use glommio::io::{DmaFile, OpenOptions};
 
 use crate::core::version::Version;
 use crate::limits::{
-    WAL_DISK_FULL_RETRY_MS, WAL_GROUP_BYTES_MAX, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
-    WAL_SYNC_INTERVAL_MS, WAL_ZERO_FILL_CHUNK_BYTES,
+    WAL_DISK_FULL_RETRY_MS, WAL_GROUP_BYTES_MAX, WAL_RECORD_HEADER_BYTES, WAL_SEGMENT_BYTES_MAX,
+    WAL_SEGMENT_BYTES_MIN, WAL_SYNC_INTERVAL_MS, WAL_ZERO_FILL_CHUNK_BYTES,
 };
 use crate::storage::record::{self, Kind};
 use crate::storage::recovery::sync_dir;
@@ -75,12 +75,16 @@ struct Chunk {
 struct State {
     /// Segment that `append` is filling (may be ahead of the file being written).
     append_segment: u64,
+    /// The segment before it in this chain (0: none yet), named by its `SegmentStart`.
+    prev_segment: u64,
     append_seq: u64,
     append_segment_bytes: u64,
     appended: Ticket,
     pending: Vec<Chunk>,
-    /// Highest ticket whose O_DIRECT write completed.
+    /// Highest ticket whose O_DIRECT write completed, and the segment it went to (every
+    /// segment before that one is complete: the scrubber may read it).
     written: Ticket,
+    written_segment: u64,
     /// Highest ticket known to be fdatasync'ed, and the highest one somebody waits to be.
     synced: Ticket,
     sync_wanted: Ticket,
@@ -107,6 +111,9 @@ pub struct Wal {
     id_step: u64,
     /// Roll to a new segment before one would grow past this (`WAL_SEGMENT_BYTES_MAX`).
     segment_bytes_max: u64,
+    /// This chain's run and core (`record::SegmentStart`).
+    run: u64,
+    core: u32,
     state: RefCell<State>,
     flusher: Cell<Option<Waker>>,
     waiters: RefCell<Vec<Waker>>,
@@ -154,13 +161,17 @@ impl Wal {
             mode,
             id_step,
             segment_bytes_max,
+            run: first_segment,
+            core: 0,
             state: RefCell::new(State {
                 append_segment: first_segment,
+                prev_segment: 0,
                 append_seq: 0,
                 append_segment_bytes: 0,
                 appended: 0,
                 pending: Vec::new(),
                 written: 0,
+                written_segment: 0,
                 synced: 0,
                 sync_wanted: 0,
                 failed_through: 0,
@@ -175,6 +186,31 @@ impl Wal {
             flusher: Cell::new(None),
             waiters: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Name this WAL's chain: run `run` (the node's first segment id this start), core `core`
+    /// (its first segment is `run + core`).
+    pub fn with_chain(mut self, run: u64, core: u32) -> Wal {
+        assert_eq!(self.state.borrow().append_segment, run + u64::from(core));
+        self.run = run;
+        self.core = core;
+        self
+    }
+
+    /// This chain's first segment (the boundary its start snapshot names).
+    pub fn chain_first(&self) -> u64 {
+        self.run + u64::from(self.core)
+    }
+
+    /// Append a `Snapshotted(boundary)` marker: every record this chain needs from before
+    /// segment `boundary` is now in segments from it on (the caller syncs it).
+    pub fn mark_snapshotted(&self, boundary: u64) -> Ticket {
+        self.append(
+            Kind::Snapshotted,
+            Version::ZERO,
+            &[],
+            &boundary.to_le_bytes(),
+        )
     }
 
     /// Whether a new record would be accepted now (check before changing the map).
@@ -197,30 +233,36 @@ impl Wal {
     /// Append one record; the returned ticket becomes durable later (`durable(ticket)`).
     pub fn append(&self, kind: Kind, version: Version, key: &[u8], value: &[u8]) -> Ticket {
         let len = record::encoded_len(key, value) as u64;
+        let start_len = (WAL_RECORD_HEADER_BYTES + record::SEGMENT_START_BYTES) as u64;
         let mut st = self.state.borrow_mut();
         if st.append_segment_bytes > 0 && st.append_segment_bytes + len > self.segment_bytes_max {
             st.append_segment += self.id_step;
             st.append_seq = 0;
             st.append_segment_bytes = 0;
         }
-        let (segment, seq) = (st.append_segment, st.append_seq);
-        st.append_seq += 1;
-        st.append_segment_bytes += len;
+        if st.append_seq == 0 {
+            // A segment's first record says where it sits in the chain (`core::wal_damage`).
+            let start = record::SegmentStart {
+                prev: st.prev_segment,
+                run: self.run,
+                core: self.core,
+                cores: self.id_step as u32,
+            };
+            st.prev_segment = st.append_segment;
+            self.encode_into(
+                &mut st,
+                Kind::SegmentStart,
+                Version::ZERO,
+                &[],
+                &start.encode(),
+            );
+            st.wal_bytes += start_len;
+        }
         st.appended += 1;
         st.wal_bytes += len;
-        *st.segments.entry(segment).or_default() += len;
         let ticket = st.appended;
-        let reuse = matches!(st.pending.last(), Some(c) if c.segment == segment
-            && c.bytes.len() < WAL_GROUP_BYTES_MAX);
-        if !reuse {
-            st.pending.push(Chunk {
-                segment,
-                bytes: Vec::with_capacity(4096),
-                last_ticket: 0,
-            });
-        }
+        self.encode_into(&mut st, kind, version, key, value);
         if let Some(chunk) = st.pending.last_mut() {
-            record::encode(&mut chunk.bytes, segment, seq, kind, version, key, value);
             chunk.last_ticket = ticket;
         }
         drop(st);
@@ -228,6 +270,28 @@ impl Wal {
             w.wake();
         }
         ticket
+    }
+
+    /// Encode one record into the pending chunk of the current segment.
+    fn encode_into(&self, st: &mut State, kind: Kind, version: Version, key: &[u8], value: &[u8]) {
+        let len = record::encoded_len(key, value) as u64;
+        let (segment, seq) = (st.append_segment, st.append_seq);
+        st.append_seq += 1;
+        st.append_segment_bytes += len;
+        *st.segments.entry(segment).or_default() += len;
+        let reuse = matches!(st.pending.last(), Some(c) if c.segment == segment
+            && c.bytes.len() < WAL_GROUP_BYTES_MAX);
+        if !reuse {
+            let last_ticket = st.appended;
+            st.pending.push(Chunk {
+                segment,
+                bytes: Vec::with_capacity(4096),
+                last_ticket,
+            });
+        }
+        if let Some(chunk) = st.pending.last_mut() {
+            record::encode(&mut chunk.bytes, segment, seq, kind, version, key, value);
+        }
     }
 
     /// Send the next record to a new segment (unless the current one is still empty) and return
@@ -281,6 +345,16 @@ impl Wal {
         }
         st.wal_bytes -= bytes;
         Ok((old.len(), bytes))
+    }
+
+    /// This WAL's segments that are complete on the device (the writer has moved past them),
+    /// oldest first: what the scrubber may verify.
+    pub fn sealed_segments(&self) -> Vec<(u64, PathBuf)> {
+        let st = self.state.borrow();
+        st.segments
+            .range(..st.written_segment.min(st.append_segment))
+            .map(|(id, _)| (*id, self.dir.join(segment_file_name(*id))))
+            .collect()
     }
 
     /// The highest ticket issued so far.
@@ -390,6 +464,7 @@ impl Wal {
                 }
                 continue;
             }
+            let top_segment = chunks.last().map_or(0, |c| c.segment);
             match self.write_chunks(&mut out, chunks).await {
                 Ok(last) => {
                     // On the device, not yet synced, nobody told: a crash here loses nothing
@@ -398,6 +473,7 @@ impl Wal {
                     {
                         let mut st = self.state.borrow_mut();
                         st.written = st.written.max(last);
+                        st.written_segment = st.written_segment.max(top_segment);
                     }
                     let wanted = self.state.borrow().sync_wanted > self.state.borrow().synced;
                     if out.dsync {
@@ -940,7 +1016,24 @@ mod tests {
             );
             let rec = recovery::recover(&dir, &LocalRing::new("n", 1)).expect("recover");
             assert_eq!(rec.records, 501, "{mode:?}");
-            assert!(rec.cuts.is_empty(), "{mode:?}: {:?}", rec.cuts);
+            assert!(
+                rec.report.findings.is_empty(),
+                "{mode:?}: {:?}",
+                rec.report.findings
+            );
+            // A middle segment removed: the chain names it, replay reports it missing.
+            if mode == FsyncMode::Batch {
+                std::fs::remove_file(&segments[2].path).expect("remove");
+                let rec = recovery::recover(&dir, &LocalRing::new("n", 1)).expect("recover");
+                assert_eq!(
+                    rec.report.findings,
+                    vec![crate::core::wal_damage::Finding::Missing {
+                        segment: segments[2].id,
+                        run: 1,
+                        core: 0
+                    }]
+                );
+            }
             let map = &rec.maps[0];
             assert_eq!(map.live_len(), 299);
             let (val, ver) = map.get(b"key-10").expect("key-10");

@@ -108,6 +108,9 @@ pub enum Opcode {
     /// SCAN: key = cursor (u64) and count (u32), value = a glob (empty: all); the answer is the
     /// next cursor and the keys.
     Scan = 27,
+    /// `kv scrub`: verify every sealed WAL segment of every core now; the answer is a JSON
+    /// report.
+    Scrub = 28,
 }
 
 impl Opcode {
@@ -134,6 +137,7 @@ impl Opcode {
             25 => Opcode::PeerProve,
             26 => Opcode::RangeKeys,
             27 => Opcode::Scan,
+            28 => Opcode::Scrub,
             _ => return None,
         })
     }

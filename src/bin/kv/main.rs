@@ -88,6 +88,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify every sealed WAL segment of the node now (the background scrub, at once) and
+    /// print what it found; exit 3 if it found damage.
+    Scrub {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print every key in the cluster (matching a Redis glob), one per line, as SCAN walks it.
     Scan {
         /// Only keys matching this glob (`*`, `?`, `[a-z]`).
@@ -148,7 +154,10 @@ fn main() -> ExitCode {
     if let Command::Check(args) = command {
         return ExitCode::from(check::run(&addr, timeout, &args));
     }
-    let timeout = if matches!(command, Command::Leave | Command::Repair { .. }) {
+    let timeout = if matches!(
+        command,
+        Command::Leave | Command::Repair { .. } | Command::Scrub { .. }
+    ) {
         timeout.max(Duration::from_millis(LEAVE_TIMEOUT_MS))
     } else {
         timeout
@@ -234,6 +243,24 @@ fn run_command(client: &mut Client, command: Command) -> u8 {
                 }
             }
         }
+        Command::Scrub { json } => client.scrub().map(|r| {
+            if json {
+                println!("{r}");
+            } else {
+                println!(
+                    "scrubbed {} segments ({} bytes): {} damaged",
+                    r["segments"], r["bytes"], r["damaged_segments"]
+                );
+                for f in r["findings"].as_array().into_iter().flatten() {
+                    println!("  {}", f.as_str().unwrap_or("?"));
+                }
+            }
+            if r["damaged_segments"].as_u64().unwrap_or(0) > 0 {
+                EXIT_ERROR_REPLY
+            } else {
+                0
+            }
+        }),
         Command::Repair { json } => client.repair().map(|r| {
             if json {
                 println!("{r}");
@@ -285,6 +312,24 @@ pub fn format_info(info: &serde_json::Value) -> String {
                 "core {} keys={} memory_bytes={} wal_bytes={}\n",
                 c["core"], c["keys"], c["memory_bytes"], c["wal_bytes"]
             ));
+        }
+    }
+    let w = &info["wal_health"];
+    if w.is_object() {
+        s.push_str(&format!(
+            "wal repair_pending={} damaged_segments={} records_lost={} unknown_losses={} \
+             torn_tails={} scrub_passes={} scrub_bytes={} scrub_damaged_segments={}\n",
+            w["repair_pending"],
+            w["damaged_segments"],
+            w["records_lost"],
+            w["unknown_losses"],
+            w["torn_tails"],
+            w["scrub_passes"],
+            w["scrub_bytes"],
+            w["scrub_damaged_segments"]
+        ));
+        for f in w["findings"].as_array().into_iter().flatten() {
+            s.push_str(&format!("wal_finding {}\n", f.as_str().unwrap_or("?")));
         }
     }
     if let Some(members) = info["members"].as_array() {

@@ -31,6 +31,7 @@ use crate::core::merkle::{self, Action, Tree};
 use crate::core::version::Version;
 use crate::limits::{
     ANTI_ENTROPY_KEYS_PER_ROUND_MAX, ANTI_ENTROPY_LEAVES_PER_REQUEST, REPLICA_TIMEOUT_MS,
+    WAL_REPAIR_RETRY_MS,
 };
 use crate::server::cluster::links::PeerLinks;
 use crate::server::cluster::peer::{Call, Error as PeerError};
@@ -53,13 +54,22 @@ pub struct Report {
     pub keys_pushed: usize,
     /// Tree and entry bytes received from peers (what comparing cost on the wire, one way).
     pub bytes_received: usize,
+    /// A round stopped at `ANTI_ENTROPY_KEYS_PER_ROUND_MAX` keys: differences may remain.
+    pub cut_short: bool,
 }
 
 /// Periodic rounds with every ALIVE ring member, until shutdown (core 0).
 pub async fn run(ctx: Rc<CoreCtx>) {
     let every = Duration::from_millis(ctx.node.anti_entropy_interval_ms);
+    let owed = Duration::from_millis(WAL_REPAIR_RETRY_MS).min(every);
     loop {
-        futures_lite::future::or(glommio::timer::sleep(every), ctx.shutdown.wait()).await;
+        // A node owing a repair after WAL damage retries soon, not at the next interval.
+        let wait = if ctx.node.wal.repair_pending() {
+            owed
+        } else {
+            every
+        };
+        futures_lite::future::or(glommio::timer::sleep(wait), ctx.shutdown.wait()).await;
         if ctx.shutdown.is_set() {
             return;
         }
@@ -102,6 +112,7 @@ pub async fn repair(ctx: &Rc<CoreCtx>) -> Report {
                 total.keys_pulled += r.keys_pulled;
                 total.keys_pushed += r.keys_pushed;
                 total.bytes_received += r.bytes_received;
+                total.cut_short |= r.cut_short;
             }
             Err(e) => {
                 total.peers_failed += 1;
@@ -116,6 +127,13 @@ pub async fn repair(ctx: &Rc<CoreCtx>) -> Report {
         ctx.node
             .repaired_through_ms
             .fetch_max(started_ms, Ordering::Relaxed);
+        // Every member's copies compared and pulled: the hole WAL damage left is filled. A
+        // node that knows no peer yet has repaired nothing.
+        if total.peers > 0 && !total.cut_short {
+            if let Err(e) = ctx.node.wal.repaired() {
+                log::error!("wal damage repaired, but the marker stays: {e}");
+            }
+        }
     }
     ctx.metrics.anti_entropy(&total);
     total
@@ -168,6 +186,7 @@ async fn round(ctx: &Rc<CoreCtx>, peer: &str, addr: &str) -> Result<Report, Stri
         let mine = node_entries(ctx, peer, &leaves).await?;
         exchange(ctx, addr, mine, theirs, &mut report).await?;
         if report.keys_pulled + report.keys_pushed >= ANTI_ENTROPY_KEYS_PER_ROUND_MAX {
+            report.cut_short = true;
             break;
         }
     }

@@ -80,6 +80,7 @@ pub async fn run(ctx: Rc<CoreCtx>) {
 
 /// One compaction (the module's steps).
 pub async fn compact(ctx: &CoreCtx) -> Result<Report, Error> {
+    let _turn = ctx.compaction_turn.acquire_permit(1).await;
     let started = Instant::now();
     let wal = &ctx.shard.wal;
     let bytes_before = wal.stats().wal_bytes;
@@ -114,6 +115,8 @@ pub async fn compact(ctx: &CoreCtx) -> Result<Report, Error> {
     }
     // Hints held are logged again too: their old records are about to go.
     ctx.shard.snapshot_hints();
+    // Replay may now take segments before the boundary as removed, not missing.
+    wal.mark_snapshotted(boundary);
     wal.synced(wal.last_ticket()).await?;
     failpoint::hit("compaction:synced");
     let (segments_removed, _) = wal.remove_before(boundary).await?;

@@ -380,6 +380,17 @@ fn start(ctx: &Rc<CoreCtx>, replicas: &[Target], skip: &[usize], op: OpRef<'_>) 
             ));
             continue;
         }
+        if t.local && matches!(op, OpRef::ReplicaGet(_)) && ctx.node.wal.repair_pending() {
+            // This replica's WAL was damaged: its answer could be the hole, never count it.
+            let _ = tx.send((
+                m,
+                OpResult::Failed {
+                    status: Status::Unavailable,
+                    message: crate::server::front::connection::REPAIRING.to_string(),
+                },
+            ));
+            continue;
+        }
         if t.local && ctx.ring.core_for_key(key) == ctx.core {
             answers.here = Some(Here::run(ctx, m, op));
             continue;

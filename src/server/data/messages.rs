@@ -141,6 +141,10 @@ pub enum CoreMsg {
     Stats {
         reply: flume::Sender<CoreStats>,
     },
+    /// `kv scrub`: one scrub pass over this core's sealed segments now.
+    Scrub {
+        reply: flume::Sender<crate::server::data::scrubber::Report>,
+    },
     /// This core's metrics, for a scrape.
     Metrics {
         reply: flume::Sender<crate::server::metrics::MetricsSnapshot>,

@@ -1,6 +1,6 @@
 //! The data path: one core's shard (map, clock, WAL, hints), the quorum coordinator, the
 //! messages cores exchange, and the background work that keeps a core's data in shape
-//! (compaction, hint delivery, the expiry sweep). Reaches other nodes only through `cluster::peer`.
+//! (compaction, hint delivery, the expiry sweep, the WAL scrubber). Reaches other nodes only through `cluster::peer`.
 
 pub mod compactor;
 pub mod coordinator;
@@ -9,5 +9,6 @@ pub mod handoff;
 pub mod hops;
 pub mod messages;
 pub mod scan;
+pub mod scrubber;
 pub mod shard;
 pub mod update;

@@ -62,9 +62,12 @@ pub fn need_of(opcode: Opcode) -> Need {
         | Opcode::AeEntries
         | Opcode::RangeKeys => Need::Member,
         Opcode::Get | Opcode::Info | Opcode::LocalGet | Opcode::Scan => Need::Reader,
-        Opcode::Put | Opcode::Update | Opcode::Delete | Opcode::Leave | Opcode::Repair => {
-            Need::Client
-        }
+        Opcode::Put
+        | Opcode::Update
+        | Opcode::Delete
+        | Opcode::Leave
+        | Opcode::Repair
+        | Opcode::Scrub => Need::Client,
     }
 }
 

@@ -277,6 +277,10 @@ enum Slot {
     Task(glommio::task::JoinHandle<OpResult>),
 }
 
+/// What a replica read gets while this node owes a repair after WAL damage.
+pub const REPAIRING: &str =
+    "LOADING this replica is being repaired from its peers after wal damage; try another node";
+
 /// A client GET/PUT/DELETE through the quorum coordinator (a PUT's value as a cell).
 fn spawn_coordinated(
     ctx: &Rc<CoreCtx>,
@@ -428,6 +432,23 @@ fn spawn_scan(
 
 /// Anti-entropy: a peer asks for our tree or entries of the keys we share with it (its id in
 /// the key), or `kv repair` asks for a round with every member now.
+/// `kv scrub`: a scrub pass on every core now, answered as one JSON report.
+fn spawn_scrub(ctx: &Rc<CoreCtx>) -> glommio::task::JoinHandle<OpResult> {
+    let c = ctx.clone();
+    glommio::spawn_local(async move {
+        let mut report = crate::server::data::scrubber::pass(&c).await;
+        let answer = match c.ask_other_cores(|reply| CoreMsg::Scrub { reply }).await {
+            Ok(others) => {
+                others.into_iter().for_each(|r| report.add(r));
+                serde_json::to_vec(&report).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
+        };
+        answer_result(answer)
+    })
+    .detach()
+}
+
 fn spawn_anti_entropy(
     ctx: &Rc<CoreCtx>,
     opcode: Opcode,
@@ -907,6 +928,7 @@ fn dispatch(
         Opcode::RangeKeys | Opcode::Scan => {
             return Slot::Task(spawn_scan(ctx, opcode, req.key, req.value));
         }
+        Opcode::Scrub => return Slot::Task(spawn_scrub(ctx)),
         Opcode::AeTree | Opcode::AeEntries | Opcode::Repair => {
             return Slot::Task(spawn_anti_entropy(ctx, opcode, req.key, req.value));
         }
@@ -933,6 +955,18 @@ fn dispatch(
             return Slot::Refused {
                 status: Status::BadRequest,
                 message: "invalid expire time: past the year 9999",
+            };
+        }
+        Opcode::ReplicaGet | Opcode::LocalGet if ctx.node.wal.repair_pending() => {
+            return Slot::Refused {
+                status: Status::Unavailable,
+                message: REPAIRING,
+            };
+        }
+        Opcode::Get if ctx.is_solo() && ctx.node.wal.repair_pending() => {
+            return Slot::Refused {
+                status: Status::Unavailable,
+                message: REPAIRING,
             };
         }
         Opcode::Get | Opcode::Put | Opcode::Delete if !ctx.is_solo() => {
@@ -1083,6 +1117,7 @@ fn info_json(ctx: &CoreCtx, view: &RingView, report: &NodeReport) -> String {
         "used_memory": report.cores.iter().map(|c| c.memory_bytes).sum::<u64>(),
         "max_memory": node.max_memory.unwrap_or(0),
         "core_stats": report.cores,
+        "wal_health": node.wal.stats(),
     })
     .to_string()
 }
