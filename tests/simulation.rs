@@ -14,6 +14,14 @@
 //! replicas converge (the same version of every key everywhere); no acknowledged write is lost;
 //! no read returned a version nobody wrote, or one older than a write acknowledged before the
 //! read began (a write that failed or timed out may still win later: not held against it).
+//!
+//! Storage faults (`STORAGE_FAULT_RATE` of the crashes): at the restart, the node's log turns
+//! out to have a corrupted record, a lost write (a group the disk acknowledged but never
+//! persisted) or a misdirected one (it landed on another record): those keys' durable versions
+//! are gone. Replay detects it (`storage::record::scan`, mid-log damage), and
+//! `core::wal_damage::decide` makes the node owe a repair: it answers no replica read until an
+//! anti-entropy round with every other node completed. Faults hit fewer than W replicas of a
+//! key at a time (one damaged node at a time), and no acknowledged write may be lost.
 //! A failing seed is printed; `KV_SIM_SEED=<n>` replays one, `KV_SIM_SEEDS=<n>` sets how many
 //! run (default 300).
 //!
@@ -26,6 +34,7 @@ use kvstore::core::merkle::{self, Action, Tree};
 use kvstore::core::quorum::Outcome as Quorum;
 use kvstore::core::round::{ReadRound, WriteAnswer, WriteRound};
 use kvstore::core::version::{Clock, Version};
+use kvstore::core::wal_damage;
 use kvstore::storage::hints::HintStore;
 use kvstore::storage::map::{Applied, Map};
 
@@ -40,6 +49,8 @@ const HINT_EVERY: u64 = 250;
 const AE_EVERY: u64 = 500;
 /// A node's group commit: what it applied becomes durable, and its waiting answers go out.
 const SYNC_EVERY: u64 = 20;
+/// The share of crashes whose restart finds the node's log damaged.
+const STORAGE_FAULT_RATE: f64 = 0.3;
 
 type Held = Option<(Option<String>, Version)>;
 
@@ -90,6 +101,8 @@ struct Node {
     skew_ms: i64,
     hints: HintStore,
     paused_until: u64,
+    /// Owes a repair after storage damage: the others it completed anti-entropy with since.
+    repairing: Option<Vec<usize>>,
 }
 
 #[derive(Debug)]
@@ -139,6 +152,10 @@ struct Sim {
     reads: Vec<ReadRec>,
     /// Which write issued each version (retries issue new ones).
     version_of_op: HashMap<Version, usize>,
+    /// Storage faults at this share of crashes; and whether a damaged node keeps out of reads
+    /// until repaired (off only to show the checker catches it).
+    storage_fault_rate: f64,
+    gate_damaged_reads: bool,
 }
 
 fn kb(key: u32) -> [u8; 4] {
@@ -179,6 +196,7 @@ impl Sim {
                 skew_ms: rng.i64(-2_000..=2_000),
                 hints: HintStore::new(u64::MAX),
                 paused_until: 0,
+                repairing: None,
             })
             .collect();
         Sim {
@@ -193,6 +211,8 @@ impl Sim {
             writes: Vec::new(),
             reads: Vec::new(),
             version_of_op: HashMap::new(),
+            storage_fault_rate: STORAGE_FAULT_RATE,
+            gate_damaged_reads: true,
         }
     }
 
@@ -248,6 +268,10 @@ impl Sim {
     /// Node `n` crashes and restarts at once with what was durable.
     fn crash(&mut self, n: usize) {
         let phys = self.physical(n);
+        let others_damaged = self.nodes.iter().any(|x| x.repairing.is_some());
+        if !others_damaged && self.rng.f64() < self.storage_fault_rate {
+            self.storage_fault(n);
+        }
         let node = &mut self.nodes[n];
         node.unsynced.clear();
         node.waiting.clear();
@@ -279,6 +303,29 @@ impl Sim {
                 self.writes[id].end = Some(now);
             }
         }
+    }
+
+    /// Node `n`'s log is found damaged at its restart: a corrupted record (one key), a lost
+    /// write (a group of consecutive keys) or a misdirected one (two keys): their durable
+    /// versions are gone. Replay detected it, so the recovery rule decides what the node does.
+    fn storage_fault(&mut self, n: usize) {
+        let keys: Vec<u32> = match self.rng.u8(0..3) {
+            0 => vec![self.rng.u32(0..KEYS)],
+            1 => {
+                let first = self.rng.u32(0..KEYS);
+                (first..(first + self.rng.u32(1..=3)).min(KEYS)).collect()
+            }
+            _ => vec![self.rng.u32(0..KEYS), self.rng.u32(0..KEYS)],
+        };
+        let node = &mut self.nodes[n];
+        for key in keys {
+            if let Some(v) = node.durable.version_of(&kb(key)) {
+                node.durable.forget(&kb(key), v);
+            }
+        }
+        let decision = wal_damage::decide(wal_damage::RecoveryMode::Strict, true, true);
+        assert_eq!(decision, wal_damage::Decision::RepairFirst);
+        node.repairing = Some(Vec::new());
     }
 
     fn issue_write(
@@ -394,6 +441,9 @@ impl Sim {
                 self.answer_when_durable(to, from, Msg::PutAck { op, attempt, stale });
             }
             Msg::PutAck { op, attempt, stale } => self.put_ack(op, attempt, from, stale),
+            Msg::Get { .. } if self.gate_damaged_reads && self.nodes[to].repairing.is_some() => {
+                // owes a repair: its answer could be the hole, so it gives none
+            }
             Msg::Get { op, key } => {
                 let h = held(&self.nodes[to].map, key);
                 self.send(to, from, Msg::GetAck { op, held: h });
@@ -587,6 +637,21 @@ impl Sim {
             }
             t
         };
+        // A completed round repairs a damaged side's share with the other.
+        for (x, y) in [(a, b), (b, a)] {
+            let done = match &mut self.nodes[x].repairing {
+                Some(with) => {
+                    if !with.contains(&y) {
+                        with.push(y);
+                    }
+                    with.len() == NODES - 1
+                }
+                None => false,
+            };
+            if done {
+                self.nodes[x].repairing = None;
+            }
+        }
         let (ta, tb) = (tree(&self.nodes[a].map), tree(&self.nodes[b].map));
         if ta.root() == tb.root() {
             return 0;
@@ -814,4 +879,18 @@ fn the_checker_catches_a_replica_that_never_converges() {
     // replicas disagree
     sim.nodes[2].map = Map::new();
     assert!(sim.check().is_err(), "a wiped replica went unnoticed");
+}
+
+/// The storage fault model can fail the checker: a damaged replica that answers reads before
+/// it was repaired returns the hole (an older version, or nothing) for an acknowledged write.
+#[test]
+fn the_checker_catches_a_damaged_replica_that_answers_reads() {
+    let caught = (1..=300u64).any(|seed| {
+        let mut sim = Sim::new(seed);
+        sim.storage_fault_rate = 1.0;
+        sim.gate_damaged_reads = false;
+        sim.run();
+        sim.check().is_err()
+    });
+    assert!(caught, "no seed caught a damaged replica answering reads");
 }
