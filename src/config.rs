@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::limits::{
-    ANTI_ENTROPY_INTERVAL_MS_DEFAULT, CONNECTIONS_MAX, CORES_MAX, HINT_WINDOW_MS_DEFAULT,
+    ANTI_ENTROPY_INTERVAL_MS_DEFAULT, MAX_CLOCK_OFFSET_MS_CEILING, MAX_CLOCK_OFFSET_MS_DEFAULT, CONNECTIONS_MAX, CORES_MAX, HINT_WINDOW_MS_DEFAULT,
     IDLE_TIMEOUT_MS_DEFAULT, KEY_BYTES_MAX, NODE_ID_BYTES_MAX, SUSPECT_TIMEOUT_MS_DEFAULT,
     TOMBSTONE_GRACE_MS_DEFAULT, VALUE_BYTES_CEILING, VALUE_BYTES_MAX_DEFAULT,
     WAL_RECORD_HEADER_BYTES, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
@@ -143,6 +143,10 @@ pub struct Args {
     /// grow still work). 0: no limit.
     #[arg(long, env = "KVSTORE_MAX_MEMORY", default_value = "0", value_parser = parse_memory)]
     pub max_memory: u64,
+    /// A node whose clock is further than this (ms) from a majority of its peers fences
+    /// itself: it coordinates and stores no writes until the clock is back within it.
+    #[arg(long, env = "KVSTORE_MAX_CLOCK_OFFSET_MS", default_value_t = MAX_CLOCK_OFFSET_MS_DEFAULT)]
+    pub max_clock_offset_ms: u64,
     /// Log level (error, warn, info, debug, trace); RUST_LOG wins when set.
     #[arg(long, env = "KVSTORE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -161,6 +165,8 @@ pub enum Error {
     BadValueLimit(usize),
     #[error("--max-connections {0}: must be 1..={CONNECTIONS_MAX}")]
     BadConnections(usize),
+    #[error("--max-clock-offset-ms {0}: must be 1..={MAX_CLOCK_OFFSET_MS_CEILING}")]
+    BadClockOffset(u64),
     #[error("data dir {dir} belongs to node {stored:?}, not {given:?}; refusing to start")]
     NodeIdMismatch {
         dir: PathBuf,
@@ -222,6 +228,7 @@ pub struct Config {
     pub wal_segment_bytes: u64,
     pub tombstone_grace_ms: u64,
     pub max_memory: Option<u64>,
+    pub max_clock_offset_ms: u64,
     pub hint_window_ms: u64,
     pub anti_entropy_interval_ms: u64,
     pub creds: std::sync::Arc<crate::server::front::auth::Credentials>,
@@ -281,6 +288,9 @@ impl Config {
                 min: min_segment,
             });
         }
+        if !(1..=MAX_CLOCK_OFFSET_MS_CEILING).contains(&args.max_clock_offset_ms) {
+            return Err(Error::BadClockOffset(args.max_clock_offset_ms));
+        }
         let creds = credentials(args, listen)?;
         let mut tls = crate::server::front::tls::Tls::load(
             args.tls_cert.as_deref(),
@@ -302,6 +312,7 @@ impl Config {
             wal_segment_bytes: seg,
             tombstone_grace_ms: args.tombstone_grace_ms,
             max_memory: (args.max_memory > 0).then_some(args.max_memory),
+            max_clock_offset_ms: args.max_clock_offset_ms,
             hint_window_ms: args.hint_window_ms,
             anti_entropy_interval_ms: args.anti_entropy_interval_ms.max(1),
             creds,
@@ -497,6 +508,16 @@ mod tests {
             assert!(matches!(
                 config(&["--max-connections", &n(bad)]),
                 Err(Error::BadConnections(_))
+            ));
+        }
+        let offset_max = MAX_CLOCK_OFFSET_MS_CEILING.to_string();
+        assert!(config(&["--max-clock-offset-ms", &offset_max]).is_ok());
+        assert!(config(&["--max-clock-offset-ms", "1"]).is_ok());
+        let past = (MAX_CLOCK_OFFSET_MS_CEILING + 1).to_string();
+        for bad in ["0", past.as_str()] {
+            assert!(matches!(
+                config(&["--max-clock-offset-ms", bad]),
+                Err(Error::BadClockOffset(_))
             ));
         }
         // (a segment must also hold the largest record: small values for the small segment)

@@ -141,6 +141,20 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub const IO_MEMORY_BYTES_PER_CORE: usize = 512 * 1024;
 /// Versions more than this far ahead of a replica's clock are refused and logged.
 pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
+/// Default `--max-clock-offset-ms`: a node further than this from a majority of its peers
+/// fences itself (CockroachDB's `--max-offset` default; NTP keeps clocks within tens of ms,
+/// and a version this far ahead outlives at most this much of a later write's real time).
+pub const MAX_CLOCK_OFFSET_MS_DEFAULT: u64 = 500;
+/// The largest `--max-clock-offset-ms`: a fenced node must be fenced before replicas refuse
+/// its versions as too far ahead, or a write refused everywhere else would stay on its own
+/// replica (and win every later read that hears it).
+pub const MAX_CLOCK_OFFSET_MS_CEILING: u64 = MAX_CLOCK_SKEW_MS / 2;
+const _: () = assert!(MAX_CLOCK_OFFSET_MS_DEFAULT <= MAX_CLOCK_OFFSET_MS_CEILING);
+/// A write coordinated before this node's clock was first measured against a peer (just
+/// after a start) waits up to this long for that measurement, then is refused.
+pub const CLOCK_FIRST_PROBE_WAIT_MS: u64 = 2 * PROBE_INTERVAL_MS;
+/// How often such a write looks again.
+pub const CLOCK_UNMEASURED_POLL_MS: u64 = 10;
 /// A core repeats a warning that could come with every request (a peer's wrong clock, a
 /// replica left out, hints dropped) at most this often.
 pub const WARN_LOG_INTERVAL_MS: u64 = 1_000;

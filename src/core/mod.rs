@@ -4,6 +4,7 @@
 //! in `server` and `storage::wal_file` carry them out.
 
 pub mod cell;
+pub mod clock_fence;
 pub mod cluster_ring;
 pub mod membership;
 pub mod merkle;

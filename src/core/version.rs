@@ -56,6 +56,14 @@ impl Version {
     pub fn physical_ms(&self) -> u64 {
         self.hlc >> COUNTER_BITS
     }
+
+    /// A bare clock reading (no writer): how a GOSSIP answer tells the prober our time.
+    pub fn at_physical_ms(physical_ms: u64) -> Version {
+        Version {
+            hlc: physical_ms << COUNTER_BITS,
+            writer: 0,
+        }
+    }
 }
 
 /// A writer id: the upper 24 bits identify the node, the low byte the core.

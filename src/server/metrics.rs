@@ -361,14 +361,69 @@ fn counter(registry: &mut Registry, name: &str, help: &str, v: u64) {
     registry.register(name, help, ConstCounter::new(v));
 }
 
+/// This node's clock against its peers' (`server::clock_fence`).
+fn render_clock(r: &mut Registry, c: &crate::server::clock_fence::ClockStats) {
+    let gauge = |v: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        g
+    };
+    r.register(
+        "clock_fenced",
+        "1 while this node's clock is off its peers (or not yet measured): it writes nothing",
+        gauge(i64::from(c.fenced)),
+    );
+    r.register(
+        "clock_offset_ms",
+        "Median offset of this node's clock from its peers' (positive: ahead)",
+        gauge(c.ahead_ms),
+    );
+    r.register(
+        "clock_max_offset_ms",
+        "--max-clock-offset-ms: the offset past which this node fences itself",
+        gauge(c.bound_ms as i64),
+    );
+    let offsets = Family::<Vec<(String, String)>, Gauge>::default();
+    let errors = Family::<Vec<(String, String)>, Gauge>::default();
+    for p in &c.peers {
+        let l = labels(&[("peer", &p.peer)]);
+        offsets.get_or_create(&l).set(p.ahead_ms);
+        errors.get_or_create(&l).set(p.error_ms as i64);
+    }
+    r.register(
+        "clock_peer_offset_ms",
+        "This node's clock minus the peer's, from the last probe's round trip",
+        offsets,
+    );
+    r.register(
+        "clock_peer_offset_error_ms",
+        "Half the last probe's round trip: the offset's error bound",
+        errors,
+    );
+    counter(
+        r,
+        "clock_fence_events",
+        "Times this node fenced itself for its clock",
+        c.fence_events,
+    );
+    counter(
+        r,
+        "clock_refused_writes",
+        "Writes refused (coordinated or as a replica) while the clock was fenced",
+        c.refused_writes,
+    );
+}
+
 /// The exposition text for every core's snapshot and the membership view.
 pub fn render(
     cores: &[MetricsSnapshot],
     members: &[(MemberStatus, u64)],
     wal: &crate::server::wal_health::WalHealthStats,
+    clock: &crate::server::clock_fence::ClockStats,
 ) -> String {
     let mut r = Registry::with_prefix("kvstore");
     render_wal_health(&mut r, wal);
+    render_clock(&mut r, clock);
     let mut req_counts = vec![vec![0u64; OUTCOMES.len()]; KINDS.len()];
     for c in cores {
         for (k, row) in c.requests.iter().enumerate() {
@@ -729,7 +784,12 @@ async fn answer(ctx: &Rc<CoreCtx>, mut s: glommio::net::TcpStream) -> std::io::R
         .iter()
         .map(|u| (u.status, u.incarnation))
         .collect();
-    let body = render(&cores, &members, &ctx.node.wal.stats());
+    let body = render(
+        &cores,
+        &members,
+        &ctx.node.wal.stats(),
+        &ctx.node.clock.stats(),
+    );
     respond(
         &mut s,
         "200 OK",
@@ -793,10 +853,21 @@ mod tests {
             repair_pending: true,
             ..Default::default()
         };
+        let clock = crate::server::clock_fence::ClockStats {
+            fenced: true,
+            ahead_ms: 70_001,
+            peers: vec![crate::server::clock_fence::PeerOffset {
+                peer: "n2".into(),
+                ahead_ms: 70_002,
+                error_ms: 1,
+            }],
+            ..Default::default()
+        };
         let text = render(
             &[snap],
             &[(MemberStatus::Alive, 1), (MemberStatus::Dead, 2)],
             &wal,
+            &clock,
         );
         for want in [
             "kvstore_requests_total{kind=\"put\",outcome=\"not_found\"} 1",
@@ -807,6 +878,9 @@ mod tests {
             "kvstore_quorum_failures_read_total 1",
             "kvstore_wal_records_lost_total 7",
             "kvstore_wal_repair_pending 1",
+            "kvstore_clock_fenced 1",
+            "kvstore_clock_offset_ms 70001",
+            "kvstore_clock_peer_offset_ms{peer=\"n2\"} 70002",
             "kvstore_core_queue_depth{core=\"0\"} 3",
             "kvstore_members{status=\"dead\"} 1",
             "kvstore_wal_group_commit_records_count 0",

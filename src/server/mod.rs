@@ -22,6 +22,7 @@ pub mod front;
 pub mod metrics;
 pub mod notify;
 pub mod runtime;
+pub mod clock_fence;
 pub mod wal_health;
 
 use std::sync::atomic::AtomicUsize;
@@ -67,6 +68,8 @@ pub struct NodeInfo {
     pub tls: Option<crate::server::front::tls::Tls>,
     /// WAL damage found and whether a repair is owed (`wal_health`).
     pub wal: wal_health::WalHealth,
+    /// Whether this node's clock lets it write (`clock_fence`).
+    pub clock: clock_fence::ClockFence,
 }
 
 /// Runtime errors of the node daemon.

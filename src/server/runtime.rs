@@ -221,6 +221,15 @@ pub fn run(config: Config) -> Result<(), Error> {
         tls: config.tls.clone(),
         tombstone_grace_ms: config.tombstone_grace_ms,
         wal: wal_health,
+        clock: crate::server::clock_fence::ClockFence::new(
+            config.max_clock_offset_ms,
+            started,
+            crate::server::cluster::gossip::knows_peers(
+                &config.data_dir,
+                &config.node_id,
+                &config.seeds,
+            ),
+        ),
     });
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
         .map(|_| flume::bounded(CORE_CHANNEL_CAPACITY))

@@ -332,6 +332,22 @@ pub fn format_info(info: &serde_json::Value) -> String {
             s.push_str(&format!("wal_finding {}\n", f.as_str().unwrap_or("?")));
         }
     }
+    let c = &info["clock"];
+    if c.is_object() {
+        let peers: Vec<String> = c["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}:{}±{}", p["peer"].as_str().unwrap_or("?"), p["ahead_ms"], p["error_ms"]))
+            .collect();
+        s.push_str(&format!(
+            "clock fenced={} offset_ms={} max_offset_ms={} peers={}\n",
+            c["fenced"],
+            c["ahead_ms"],
+            c["bound_ms"],
+            peers.join(",")
+        ));
+    }
     if let Some(members) = info["members"].as_array() {
         for m in members {
             // A ring role other than plain membership (joining, leaving, waiting) is appended.

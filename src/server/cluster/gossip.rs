@@ -16,6 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::core::clock_fence::{FenceView, Offsets, Probe};
 use crate::core::membership::{
     topology_digest, Change, Founding, Membership, Role, Status, Timing, Update,
 };
@@ -26,6 +27,7 @@ use crate::limits::{
 };
 use crate::server::cluster::peer::Call;
 use crate::server::cluster::view::RingView;
+use crate::server::clock_fence::PeerOffset;
 use crate::server::data::messages::CoreMsg;
 use crate::server::runtime::CoreCtx;
 use crate::server::wall_clock_ms;
@@ -46,6 +48,22 @@ pub struct Gossip {
     data_dir: PathBuf,
     seeds: Vec<String>,
     started: Instant,
+    /// Our clock's offset from each peer, from the gossip exchanges we start.
+    offsets: RefCell<Offsets>,
+}
+
+/// Whether a node starting with `seeds` and the view saved in `data_dir` has peers to measure
+/// its clock against (it then starts fenced until one answers).
+pub fn knows_peers(data_dir: &std::path::Path, me: &str, seeds: &[String]) -> bool {
+    let saved: Option<Saved> = std::fs::read(data_dir.join(MEMBERSHIP_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let saved_peers = saved.is_some_and(|s| {
+        s.members
+            .iter()
+            .any(|u| u.id != me && u.status != Status::Left)
+    });
+    saved_peers || !seeds.is_empty()
 }
 
 impl Gossip {
@@ -87,6 +105,7 @@ impl Gossip {
             data_dir: data_dir.to_path_buf(),
             seeds,
             started: Instant::now(),
+            offsets: RefCell::new(Offsets::default()),
         }
     }
 
@@ -235,6 +254,7 @@ impl Gossip {
         let body = self.snapshot_json();
         let peer = ctx.peer(addr);
         let me = ctx.node.node_id.as_bytes();
+        let sent_wall_ms = wall_clock_ms();
         let reply = peer
             .request_exact(
                 Call {
@@ -248,12 +268,53 @@ impl Gossip {
             Ok(r) if r.status == WireStatus::Ok && r.value.len() <= GOSSIP_BYTES_MAX => {
                 let updates = serde_json::from_slice::<Vec<Update>>(&r.value).ok()?;
                 // It answered: direct contact with the member at `addr` (if we know it yet).
+                let probe = Probe {
+                    sent_wall_ms,
+                    received_wall_ms: wall_clock_ms(),
+                    received_mono_ms: ctx.node.clock.mono_ms(),
+                    peer_wall_ms: r.version.physical_ms(),
+                };
                 let id = self.membership.borrow().id_at(addr).map(String::from);
                 self.merge(ctx, &updates, id.as_deref());
+                let id = self.membership.borrow().id_at(addr).map(String::from);
+                // a peer that does not stamp its answers (version zero) tells us nothing
+                if let Some(id) = id.filter(|_| probe.peer_wall_ms > 0) {
+                    self.offsets.borrow_mut().observe(&id, probe);
+                    self.judge_clock(ctx);
+                }
                 Some(updates)
             }
             _ => None,
         }
+    }
+
+    /// Decide from the estimates whether this node's clock lets it write, and tell every core.
+    pub fn judge_clock(&self, ctx: &CoreCtx) {
+        let (has_peers, peers) = {
+            let m = self.membership.borrow();
+            let me = m.me().to_string();
+            let mut offsets = self.offsets.borrow_mut();
+            offsets.retain(|id| m.get(id).is_some_and(|x| x.state.status != Status::Left));
+            let has_peers = m
+                .members()
+                .any(|x| x.state.id != me && x.state.status != Status::Left);
+            let peers = offsets
+                .estimates()
+                .map(|(peer, e)| PeerOffset {
+                    peer: peer.to_string(),
+                    ahead_ms: e.ahead_ms,
+                    error_ms: e.error_ms,
+                })
+                .collect();
+            (has_peers, peers)
+        };
+        let fence = &ctx.node.clock;
+        let (wall, mono) = (wall_clock_ms(), fence.mono_ms());
+        let verdict = self
+            .offsets
+            .borrow()
+            .verdict(has_peers, wall, mono, fence.bound_ms());
+        fence.publish(FenceView::new(verdict, wall, mono, fence.bound_ms()), peers);
     }
 
     /// Probe `target` for another member (PING_REQ).
@@ -357,6 +418,8 @@ pub async fn run(ctx: Rc<CoreCtx>, g: Rc<Gossip>) {
             g1.probe_round(&c1).await;
             let changes = g1.membership.borrow_mut().tick(g1.now_ms());
             g1.publish(&c1, &changes);
+            // every round, answered or not: follows our own clock's jumps and members leaving
+            g1.judge_clock(&c1);
             sleep_or_shutdown(&c1, Duration::from_millis(PROBE_INTERVAL_MS)).await;
         }
     });

@@ -31,7 +31,9 @@ use crate::client::Reply;
 use crate::core::quorum::Outcome;
 use crate::core::round::{take_back, Candidate, Held, ReadRound, WriteAnswer, WriteRound};
 use crate::core::version::Version;
-use crate::limits::{PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, PEER_STALL_MS, REPLICA_TIMEOUT_MS};
+use crate::limits::{
+    CLOCK_FIRST_PROBE_WAIT_MS, CLOCK_UNMEASURED_POLL_MS, PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, PEER_STALL_MS, REPLICA_TIMEOUT_MS,
+};
 use crate::server::cluster::peer::{Call, Error as PeerError, Peer};
 use crate::server::cluster::view::{RingView, Target};
 use crate::server::data::messages::{Op, OpResult};
@@ -54,6 +56,9 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
     // Wait for room *before* taking a version: versions leave this core in the order they
     // are issued, so its own concurrent writes to one key never reach a replica stale.
     let skip = wait_for_replicas(&ctx, &targets.0, view.effective().w).await;
+    if let Err(fenced) = clock_checked(&ctx).await {
+        return clock_fenced(fenced);
+    }
     let mut version = match ctx.shard.tick_leased().await {
         Ok(v) => v,
         Err(e) => return storage_failure(&e),
@@ -90,12 +95,35 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
                 stored.hlc, stored.writer
             ));
         }
+        if let Err(fenced) = ctx.node.clock.check() {
+            return clock_fenced(fenced);
+        }
         version = match ctx.shard.tick_leased().await {
             Ok(v) => v,
             Err(e) => return storage_failure(&e),
         };
         attempt += 1;
         log::debug!("stale write retried past {stored:?} (attempt {attempt})");
+    }
+}
+
+/// Whether this node's clock lets it write. Just after a start, before any peer answered a
+/// probe, a write waits for the first measurement (`CLOCK_FIRST_PROBE_WAIT_MS`) rather than
+/// fail at once.
+async fn clock_checked(ctx: &CoreCtx) -> Result<(), crate::core::clock_fence::Fenced> {
+    use crate::core::clock_fence::Fenced;
+    let end = Instant::now() + Duration::from_millis(CLOCK_FIRST_PROBE_WAIT_MS);
+    while matches!(ctx.node.clock.peek(), Err(Fenced::Unmeasured)) && Instant::now() < end {
+        glommio::timer::sleep(Duration::from_millis(CLOCK_UNMEASURED_POLL_MS)).await;
+    }
+    ctx.node.clock.check()
+}
+
+/// A write this node may not coordinate: its clock is off (`core::clock_fence`).
+fn clock_fenced(fenced: crate::core::clock_fence::Fenced) -> OpResult {
+    OpResult::Failed {
+        status: Status::Unavailable,
+        message: fenced.to_string(),
     }
 }
 

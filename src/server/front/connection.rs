@@ -277,6 +277,21 @@ enum Slot {
     Task(glommio::task::JoinHandle<OpResult>),
 }
 
+/// What a replica write gets while this node's clock is fenced (`server::clock_fence`).
+fn clock_fenced(ctx: &CoreCtx) -> Slot {
+    let message = match ctx.node.clock.peek() {
+        Err(e) => e.to_string(),
+        Ok(()) => "clock fenced".to_string(),
+    };
+    Slot::Done {
+        result: OpResult::Failed {
+            status: Status::Unavailable,
+            message,
+        },
+        local_write: false,
+    }
+}
+
 /// What a replica read gets while this node owes a repair after WAL damage.
 pub const REPAIRING: &str =
     "LOADING this replica is being repaired from its peers after wal damage; try another node";
@@ -344,9 +359,10 @@ fn spawn_gossip(
             }
         };
         let json = serde_json::to_vec(&snapshot).unwrap_or_default();
+        // the answer carries our wall clock: the prober measures its offset from us
         OpResult::Value {
             value: json.into(),
-            version: Version::ZERO,
+            version: Version::at_physical_ms(wall_clock_ms()),
         }
     })
     .detach()
@@ -957,6 +973,8 @@ fn dispatch(
                 message: "invalid expire time: past the year 9999",
             };
         }
+        // a replica with a wrong clock stores nothing (the coordinator hints it for later)
+        Opcode::ReplicaPut if ctx.node.clock.check().is_err() => return clock_fenced(ctx),
         Opcode::ReplicaGet | Opcode::LocalGet if ctx.node.wal.repair_pending() => {
             return Slot::Refused {
                 status: Status::Unavailable,
@@ -1118,6 +1136,7 @@ fn info_json(ctx: &CoreCtx, view: &RingView, report: &NodeReport) -> String {
         "max_memory": node.max_memory.unwrap_or(0),
         "core_stats": report.cores,
         "wal_health": node.wal.stats(),
+        "clock": node.clock.stats(),
     })
     .to_string()
 }

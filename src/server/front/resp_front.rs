@@ -731,6 +731,13 @@ fn info_text(cx: &ReplyCtx<'_>, keys: usize) -> String {
             u.role.as_str()
         ));
     }
+    let clock = node.clock.stats();
+    s.push_str(&format!(
+        "clock_fenced:{}\r\nclock_offset_ms:{}\r\nclock_max_offset_ms:{}\r\n",
+        u8::from(clock.fenced),
+        clock.ahead_ms,
+        clock.bound_ms
+    ));
     s
 }
 
