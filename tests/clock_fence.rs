@@ -7,9 +7,9 @@
 
 mod common;
 
-use std::collections::HashMap;
 use common::*;
 use kvstore::client::{Client, Error as ClientError};
+use std::collections::HashMap;
 
 /// libfaketime's preload library, if installed (Debian's `faketime`); under CI its absence is
 /// an error.
@@ -89,7 +89,8 @@ fn checked_run(nodes: &[Node], tag: &str, ops: usize) -> Result<Run, String> {
                 false
             }
             Err(e) => {
-                run.other_failures.push(format!("put {key} via node{}: {e}", via + 1));
+                run.other_failures
+                    .push(format!("put {key} via node{}: {e}", via + 1));
                 false
             }
         };
@@ -170,9 +171,7 @@ fn wait_fenced(node: &Node, key: &str) -> Result<String, String> {
     let mut c = node.client();
     poll("the node to fence itself", START_DEADLINE, || {
         match c.put(key.as_bytes(), b"x") {
-            Err(ClientError::Server { message, .. }) if message.contains("ms off") => {
-                Some(message)
-            }
+            Err(ClientError::Server { message, .. }) if message.contains("ms off") => Some(message),
             _ => None,
         }
     })
@@ -206,7 +205,10 @@ fn a_node_started_with_a_wrong_clock_is_fenced_before_its_first_write() -> TestR
         let mut nodes = skewed_cluster(name, &env, &[])?;
         let run = checked_run(&nodes, name, 240)?;
         assert_clean(&run, skew);
-        assert_eq!(run.acked[2], 0, "{skew}: node3 acknowledged writes: {run:?}");
+        assert_eq!(
+            run.acked[2], 0,
+            "{skew}: node3 acknowledged writes: {run:?}"
+        );
         assert_eq!(run.fenced[2], 80, "{skew}: {run:?}");
         assert_eq!((run.acked[0], run.acked[1]), (80, 80), "{skew}: {run:?}");
         let m = wait_fenced(&nodes[2], "probe")?;
@@ -215,12 +217,22 @@ fn a_node_started_with_a_wrong_clock_is_fenced_before_its_first_write() -> TestR
         let info = stdout(&nodes[2].kv(&["info"]));
         assert!(info.contains("clock fenced=true"), "{info}");
         let info = stdout(&nodes[0].kv(&["info"]));
-        assert!(info.contains("clock fenced=false"), "a healthy node: {info}");
+        assert!(
+            info.contains("clock fenced=false"),
+            "a healthy node: {info}"
+        );
         // the clock is fixed: node3 restarts with the true time and writes again
         nodes[2].terminate()?;
         let (dir, port) = (nodes[2].dir.clone(), nodes[2].port);
         let seed = nodes[0].addr();
-        let args = ["--cores", "1", "--suspect-timeout-ms", SUSPECT_MS, "--seed", &seed];
+        let args = [
+            "--cores",
+            "1",
+            "--suspect-timeout-ms",
+            SUSPECT_MS,
+            "--seed",
+            &seed,
+        ];
         nodes[2] = Node::start_on("node3", &dir, port, &args)?;
         wait_writable(&nodes[2], "after-fix")?;
         let run = checked_run(&nodes, &format!("{name}-fixed"), 60)?;

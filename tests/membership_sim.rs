@@ -299,3 +299,257 @@ fn a_node_that_never_answers_is_convicted() {
     assert!(sim.everyone_alive().is_some());
     assert!(!sim.accusations.is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Clocks: `core::clock_fence` driven the way the gossip shell drives it. Each of five nodes has
+// a wall clock of its own (a fixed skew, a drift rate, and steps at seeded times) over a true
+// time and a monotonic clock that never steps; every gossip round each node probes
+// `GOSSIP_FANOUT` random others over a network with seeded one-way delays and loss, measures
+// an offset from each answer, and judges its fence; between rounds, every node tries writes
+// and checks its fence as each core does. Two nodes at most are ever off, so a majority always
+// has good clocks. Checked for every seed:
+// - safety: no write passes the fence while the writer's clock is further from true time than
+//   the bound plus what the measurement cannot see (the good nodes' own spread and the largest
+//   one-way delay);
+// - liveness: a node whose clock has been comfortably inside the bound, and not stepped, for a
+//   probe interval passes it (from `CLOCK_FIRST_MEASURED_MS` on, once the first probes are in).
+// A planted bug — cores that trust the last verdict and ignore their own clock's steps — must
+// fail (`a_fence_that_ignores_clock_steps_is_caught`).
+
+use kvstore::core::clock_fence::{FenceView, Offsets, Probe};
+
+const CLOCK_BOUND_MS: u64 = 500;
+const CLOCK_SIM_MS: u64 = 120_000;
+/// Good clocks stay within this of true time (NTP-disciplined).
+const GOOD_SPREAD_MS: i64 = 20;
+const DELAY_MAX_MS: u64 = 40;
+/// By then every node has measured a majority of the others (seeded fanout and loss).
+const CLOCK_FIRST_MEASURED_MS: u64 = 3 * PROBE_INTERVAL_MS;
+
+#[derive(Clone)]
+struct SimClock {
+    /// Wall = true + skew + drift_ppm * (true - T0) / 1e6 + the steps taken so far.
+    skew_ms: i64,
+    drift_ppm: i64,
+    steps: Vec<(u64, i64)>,
+}
+
+impl SimClock {
+    fn wall(&self, t: u64) -> u64 {
+        let stepped: i64 = self
+            .steps
+            .iter()
+            .filter(|(at, _)| *at <= t)
+            .map(|s| s.1)
+            .sum();
+        let since = (t - T0) as i64;
+        (t as i64 + self.skew_ms + self.drift_ppm * since / 1_000_000 + stepped) as u64
+    }
+
+    fn off(&self, t: u64) -> i64 {
+        self.wall(t) as i64 - t as i64
+    }
+}
+
+struct ClockSim {
+    rng: fastrand::Rng,
+    clocks: Vec<SimClock>,
+    offsets: Vec<Offsets>,
+    views: Vec<Option<FenceView>>,
+    /// A verdict being judged: when it takes effect, and what it is.
+    pending: Vec<Option<(u64, FenceView)>>,
+    /// When each node's clock was last outside the comfortable band.
+    last_bad: Vec<u64>,
+    ignore_steps: bool,
+}
+
+const T0: u64 = 1_700_000_000_000;
+
+impl ClockSim {
+    fn new(seed: u64, ignore_steps: bool) -> ClockSim {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let bad: Vec<usize> = {
+            let mut all: Vec<usize> = (0..NODES).collect();
+            rng.shuffle(&mut all);
+            all.truncate(2);
+            all
+        };
+        let bound = CLOCK_BOUND_MS as i64;
+        let clocks = (0..NODES)
+            .map(|n| {
+                if !bad.contains(&n) {
+                    return SimClock {
+                        skew_ms: rng.i64(-GOOD_SPREAD_MS / 2..=GOOD_SPREAD_MS / 2),
+                        drift_ppm: rng.i64(-50..=50),
+                        steps: Vec::new(),
+                    };
+                }
+                // a bad clock: skewed (maybe far), drifting fast, stepped now and then
+                let skew_ms = match rng.u8(0..3) {
+                    0 => rng.i64(-70_000..=70_000),
+                    1 => rng.i64(-3 * bound..=3 * bound),
+                    _ => 0,
+                };
+                let steps = (0..rng.usize(0..4))
+                    .map(|_| {
+                        let at = T0 + rng.u64(0..CLOCK_SIM_MS);
+                        (at, rng.i64(-4 * bound..=4 * bound))
+                    })
+                    .collect();
+                SimClock {
+                    skew_ms,
+                    drift_ppm: rng.i64(-20_000..=20_000),
+                    steps,
+                }
+            })
+            .collect();
+        ClockSim {
+            rng,
+            clocks,
+            offsets: vec![Offsets::default(); NODES],
+            views: vec![None; NODES],
+            pending: vec![None; NODES],
+            last_bad: vec![T0; NODES],
+            ignore_steps,
+        }
+    }
+
+    /// One gossip round at true time `t`: probes, then each node judges.
+    fn round(&mut self, t: u64) {
+        for a in 0..NODES {
+            let mut others: Vec<usize> = (0..NODES).filter(|&b| b != a).collect();
+            self.rng.shuffle(&mut others);
+            for &b in others.iter().take(GOSSIP_FANOUT) {
+                if self.rng.f64() < 0.1 {
+                    continue;
+                }
+                let (d1, d2) = (
+                    self.rng.u64(0..=DELAY_MAX_MS),
+                    self.rng.u64(0..=DELAY_MAX_MS),
+                );
+                let back = t + d1 + d2;
+                let probe = Probe {
+                    sent_mono_ms: t,
+                    received_mono_ms: back,
+                    received_wall_ms: self.clocks[a].wall(back),
+                    peer_wall_ms: self.clocks[b].wall(t + d1),
+                };
+                self.offsets[a].observe(&id(b), probe);
+            }
+            // judged once every answer is in, with the clocks of that moment
+            let at = t + 2 * DELAY_MAX_MS;
+            let (wall, mono) = (self.clocks[a].wall(at), at);
+            let live: Vec<String> = (0..NODES).filter(|&b| b != a).map(id).collect();
+            let live: Vec<&str> = live.iter().map(String::as_str).collect();
+            let v = self.offsets[a].verdict(&live, true, wall, mono, CLOCK_BOUND_MS);
+            self.pending[a] = Some((at, FenceView::new(v, wall, mono, CLOCK_BOUND_MS)));
+        }
+    }
+
+    /// Verdicts judged by `t` take effect.
+    fn promote(&mut self, t: u64) {
+        for n in 0..NODES {
+            if let Some((at, view)) = self.pending[n] {
+                if at <= t {
+                    self.views[n] = Some(view);
+                    self.pending[n] = None;
+                }
+            }
+        }
+    }
+
+    /// Node `n` tries a write at true time `t`: may it?
+    fn may_write(&self, n: usize, t: u64) -> bool {
+        let Some(view) = self.views[n] else {
+            return false;
+        };
+        if self.ignore_steps {
+            return matches!(
+                view.verdict,
+                kvstore::core::clock_fence::Verdict::Serving { .. }
+            );
+        }
+        view.check(self.clocks[n].wall(t), t).is_ok()
+    }
+}
+
+fn run_clock_seed(seed: u64, ignore_steps: bool) -> Result<(), String> {
+    let mut sim = ClockSim::new(seed, ignore_steps);
+    // what a measurement cannot tell apart from a good clock
+    let slack = GOOD_SPREAD_MS + DELAY_MAX_MS as i64 + 1;
+    let unsafe_past = CLOCK_BOUND_MS as i64 + slack;
+    let comfortable = CLOCK_BOUND_MS as i64 - slack;
+    let mut t = T0;
+    while t < T0 + CLOCK_SIM_MS {
+        sim.round(t);
+        // writes between this round and the next, every 10 ms
+        for w in (t + 1..t + TICK_MS).step_by(10) {
+            sim.promote(w);
+            for n in 0..NODES {
+                let off = sim.clocks[n].off(w);
+                // a step (even back toward the truth) is re-measured before it is trusted
+                let stepped = sim.clocks[n]
+                    .steps
+                    .iter()
+                    .any(|(at, _)| *at <= w && w - at < 10);
+                if off.abs() > comfortable || stepped {
+                    sim.last_bad[n] = w;
+                }
+                let ok = sim.may_write(n, w);
+                if ok && off.abs() > unsafe_past {
+                    return Err(format!(
+                        "seed {seed}: n{n} wrote at {w} with its clock {off} ms off (bound \
+                         {CLOCK_BOUND_MS})"
+                    ));
+                }
+                // (random fanout with loss may take a few rounds to reach every peer once)
+                let settled =
+                    w > T0 + CLOCK_FIRST_MEASURED_MS && w - sim.last_bad[n] > PROBE_INTERVAL_MS;
+                if !ok && settled {
+                    return Err(format!(
+                        "seed {seed}: n{n} refused at {w} with its clock {off} ms off, inside \
+                         the bound for {} ms; clocks now {:?}; its view {:?}, estimates {:?}",
+                        w - sim.last_bad[n],
+                        (0..NODES).map(|m| sim.clocks[m].off(w)).collect::<Vec<_>>(),
+                        sim.views[n],
+                        sim.offsets[n].estimates().collect::<Vec<_>>()
+                    ));
+                }
+            }
+        }
+        t += TICK_MS;
+    }
+    Ok(())
+}
+
+fn clock_seeds() -> Vec<u64> {
+    match std::env::var("KV_CLOCK_SEED") {
+        Ok(s) => vec![s.parse().expect("KV_CLOCK_SEED is a number")],
+        Err(_) => {
+            let n = std::env::var("KV_CLOCK_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(100);
+            (1..=n).collect()
+        }
+    }
+}
+
+#[test]
+fn a_node_with_a_wrong_clock_fences_itself_and_a_good_one_never_does() {
+    for seed in clock_seeds() {
+        if let Err(e) = run_clock_seed(seed, false) {
+            panic!("{e}\nreplay: KV_CLOCK_SEED={seed} cargo test --test membership_sim");
+        }
+    }
+}
+
+/// The checker is not vacuous: cores that trust the last verdict and ignore their own
+/// clock's steps let a stepped clock write before the next probe round.
+#[test]
+fn a_fence_that_ignores_clock_steps_is_caught() {
+    let caught = (1..=100)
+        .filter(|&s| run_clock_seed(s, true).is_err())
+        .count();
+    assert!(caught > 0, "no seed caught the planted bug");
+}

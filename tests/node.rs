@@ -62,7 +62,11 @@ fn put_get_delete_through_kv_and_the_client_library() -> TestResult {
         })
         .map(|k| k.and_then(|k| k.parse::<usize>().ok()).unwrap_or(0))
         .sum();
-    assert_eq!(lines.len(), 6, "node, two cores, WAL, clock, one member: {info}");
+    assert_eq!(
+        lines.len(),
+        6,
+        "node, two cores, WAL, clock, one member: {info}"
+    );
     assert!(lines[3].starts_with("wal repair_pending=false damaged_segments=0 records_lost=0"));
     assert!(lines[4].starts_with("clock fenced=false offset_ms=0 max_offset_ms=500"));
     assert!(lines[5].starts_with(&format!("member n1 127.0.0.1:{} ALIVE inc=", node.port)));

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::core::clock_fence::{Fenced, FenceView, Verdict};
+use crate::core::clock_fence::{FenceView, Fenced, Verdict};
 
 const SERVING: u8 = 0;
 const FENCED: u8 = 1;
@@ -191,7 +191,10 @@ mod tests {
         let serving = Verdict::Serving { ahead_ms: 3 };
         f.publish(FenceView::new(serving, wall, mono, 500), Vec::new());
         assert_eq!(f.check(), Ok(()));
-        f.publish(FenceView::new(Verdict::Unmeasured, wall, mono, 500), Vec::new());
+        f.publish(
+            FenceView::new(Verdict::Unmeasured, wall, mono, 500),
+            Vec::new(),
+        );
         assert!(matches!(f.check(), Err(Fenced::Unmeasured)));
     }
 }

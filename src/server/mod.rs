@@ -16,13 +16,13 @@
 //! wins. Dependencies point one way: `front` and `cluster` call into `data`; `data` reaches
 //! other nodes only through `cluster::peer` and the ring view.
 
+pub mod clock_fence;
 pub mod cluster;
 pub mod data;
 pub mod front;
 pub mod metrics;
 pub mod notify;
 pub mod runtime;
-pub mod clock_fence;
 pub mod wal_health;
 
 use std::sync::atomic::AtomicUsize;

@@ -338,7 +338,14 @@ pub fn format_info(info: &serde_json::Value) -> String {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|p| format!("{}:{}±{}", p["peer"].as_str().unwrap_or("?"), p["ahead_ms"], p["error_ms"]))
+            .map(|p| {
+                format!(
+                    "{}:{}±{}",
+                    p["peer"].as_str().unwrap_or("?"),
+                    p["ahead_ms"],
+                    p["error_ms"]
+                )
+            })
             .collect();
         s.push_str(&format!(
             "clock fenced={} offset_ms={} max_offset_ms={} peers={}\n",

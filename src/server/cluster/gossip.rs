@@ -25,9 +25,9 @@ use crate::limits::{
     GOSSIP_BYTES_MAX, GOSSIP_FANOUT, GOSSIP_INTERVAL_MS, INDIRECT_PROBES, PROBE_INTERVAL_MS,
     PROBE_TIMEOUT_MS,
 };
+use crate::server::clock_fence::PeerOffset;
 use crate::server::cluster::peer::Call;
 use crate::server::cluster::view::RingView;
-use crate::server::clock_fence::PeerOffset;
 use crate::server::data::messages::CoreMsg;
 use crate::server::runtime::CoreCtx;
 use crate::server::wall_clock_ms;
@@ -254,7 +254,7 @@ impl Gossip {
         let body = self.snapshot_json();
         let peer = ctx.peer(addr);
         let me = ctx.node.node_id.as_bytes();
-        let sent_wall_ms = wall_clock_ms();
+        let sent_mono_ms = ctx.node.clock.mono_ms();
         let reply = peer
             .request_exact(
                 Call {
@@ -269,9 +269,9 @@ impl Gossip {
                 let updates = serde_json::from_slice::<Vec<Update>>(&r.value).ok()?;
                 // It answered: direct contact with the member at `addr` (if we know it yet).
                 let probe = Probe {
-                    sent_wall_ms,
-                    received_wall_ms: wall_clock_ms(),
+                    sent_mono_ms,
                     received_mono_ms: ctx.node.clock.mono_ms(),
+                    received_wall_ms: wall_clock_ms(),
                     peer_wall_ms: r.version.physical_ms(),
                 };
                 let id = self.membership.borrow().id_at(addr).map(String::from);
@@ -290,7 +290,7 @@ impl Gossip {
 
     /// Decide from the estimates whether this node's clock lets it write, and tell every core.
     pub fn judge_clock(&self, ctx: &CoreCtx) {
-        let (has_peers, peers) = {
+        let (has_peers, live, peers) = {
             let m = self.membership.borrow();
             let me = m.me().to_string();
             let mut offsets = self.offsets.borrow_mut();
@@ -298,6 +298,12 @@ impl Gossip {
             let has_peers = m
                 .members()
                 .any(|x| x.state.id != me && x.state.status != Status::Left);
+            let live: Vec<String> = m
+                .members()
+                .filter(|x| x.state.id != me)
+                .filter(|x| matches!(x.state.status, Status::Alive | Status::Suspect))
+                .map(|x| x.state.id.clone())
+                .collect();
             let peers = offsets
                 .estimates()
                 .map(|(peer, e)| PeerOffset {
@@ -306,14 +312,15 @@ impl Gossip {
                     error_ms: e.error_ms,
                 })
                 .collect();
-            (has_peers, peers)
+            (has_peers, live, peers)
         };
+        let live: Vec<&str> = live.iter().map(String::as_str).collect();
         let fence = &ctx.node.clock;
         let (wall, mono) = (wall_clock_ms(), fence.mono_ms());
         let verdict = self
             .offsets
             .borrow()
-            .verdict(has_peers, wall, mono, fence.bound_ms());
+            .verdict(&live, has_peers, wall, mono, fence.bound_ms());
         fence.publish(FenceView::new(verdict, wall, mono, fence.bound_ms()), peers);
     }
 

@@ -32,7 +32,8 @@ use crate::core::quorum::Outcome;
 use crate::core::round::{take_back, Candidate, Held, ReadRound, WriteAnswer, WriteRound};
 use crate::core::version::Version;
 use crate::limits::{
-    CLOCK_FIRST_PROBE_WAIT_MS, CLOCK_UNMEASURED_POLL_MS, PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS, PEER_STALL_MS, REPLICA_TIMEOUT_MS,
+    CLOCK_FIRST_PROBE_WAIT_MS, CLOCK_UNMEASURED_POLL_MS, PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS,
+    PEER_STALL_MS, REPLICA_TIMEOUT_MS,
 };
 use crate::server::cluster::peer::{Call, Error as PeerError, Peer};
 use crate::server::cluster::view::{RingView, Target};
