@@ -239,6 +239,28 @@ fn without_a_secret_replica_frames_are_served() -> TestResult {
     Ok(())
 }
 
+/// A replica write whose value is not a stored cell (its first byte no known cell tag) is
+/// refused, so a buggy or hostile peer cannot make a key unreadable everywhere.
+#[test]
+fn a_replica_write_of_a_malformed_cell_is_refused() -> TestResult {
+    let dir = data_dir("bad-cell");
+    let node = Node::start("b1", &dir, &["--cores", "1"])?;
+    let mut c: Client = node.client();
+    for bad in [&b"evil"[..], &[][..], &[1, 2, 3][..]] {
+        match c.call(Opcode::ReplicaPut, b"k", bad) {
+            Err(ClientError::Server { status, message }) => {
+                assert_eq!(status, Status::BadRequest, "{bad:?}");
+                assert!(message.contains("not a stored cell"), "{message}");
+            }
+            other => return Err(format!("{bad:?}: expected a refusal, got {other:?}").into()),
+        }
+    }
+    assert_eq!(c.get(b"k")?, None, "nothing was stored; the key reads");
+    c.put(b"k", b"v")?;
+    assert_eq!(c.get(b"k")?, Some(b"v".to_vec()));
+    Ok(())
+}
+
 #[test]
 fn the_read_only_user_reads_through_every_client_and_writes_nothing() -> TestResult {
     const READER: &str = "only-looking";

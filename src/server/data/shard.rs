@@ -142,6 +142,13 @@ impl Shard {
         value: Option<&[u8]>,
         version: Version,
     ) -> (OpResult, Option<Ticket>) {
+        // What every replica path stores must read back: a value that is not a cell (a buggy
+        // or hostile peer) would make the key unreadable on every replica read repair reaches.
+        if let Some(Err(e)) = value.map(crate::core::cell::decode) {
+            let message = format!("replica value refused: not a stored cell ({e})");
+            let status = Status::BadRequest;
+            return (OpResult::Failed { status, message }, None);
+        }
         if let Err(e) = self.clock.borrow_mut().observe(version, wall_clock_ms()) {
             if let Some(more) = self.skew_log.due() {
                 log::warn!(
