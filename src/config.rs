@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::limits::{
-    ANTI_ENTROPY_INTERVAL_MS_DEFAULT, CONNECTIONS_MAX, CORES_MAX, HINT_WINDOW_MS_DEFAULT,
-    IDLE_TIMEOUT_MS_DEFAULT, KEY_BYTES_MAX, MAX_CLOCK_OFFSET_MS_CEILING,
-    MAX_CLOCK_OFFSET_MS_DEFAULT, NODE_ID_BYTES_MAX, SUSPECT_TIMEOUT_MS_DEFAULT,
-    TOMBSTONE_GRACE_MS_DEFAULT, VALUE_BYTES_CEILING, VALUE_BYTES_MAX_DEFAULT,
-    WAL_RECORD_HEADER_BYTES, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
+    ANTI_ENTROPY_INTERVAL_MS_DEFAULT, AUTH_TIMEOUT_MS_DEFAULT, AUTH_TIMEOUT_MS_MAX,
+    CONNECTIONS_MAX, CORES_MAX, HINT_WINDOW_MS_DEFAULT, IDLE_TIMEOUT_MS_DEFAULT, KEY_BYTES_MAX,
+    MAX_CLOCK_OFFSET_MS_CEILING, MAX_CLOCK_OFFSET_MS_DEFAULT, NODE_ID_BYTES_MAX,
+    SUSPECT_TIMEOUT_MS_DEFAULT, TOMBSTONE_GRACE_MS_DEFAULT, VALUE_BYTES_CEILING,
+    VALUE_BYTES_MAX_DEFAULT, WAL_RECORD_HEADER_BYTES, WAL_SEGMENT_BYTES_MAX, WAL_SEGMENT_BYTES_MIN,
     WAL_ZERO_FILL_CHUNK_BYTES,
 };
 use crate::storage::wal_file::FsyncMode;
@@ -144,6 +144,10 @@ pub struct Args {
     /// grow still work). 0: no limit.
     #[arg(long, env = "KVSTORE_MAX_MEMORY", default_value = "0", value_parser = parse_memory)]
     pub max_memory: u64,
+    /// A connection that has not authenticated (AUTH, or a peer's proof of the cluster
+    /// secret) this long (ms) after opening is closed, whatever it sends.
+    #[arg(long, env = "KVSTORE_AUTH_TIMEOUT_MS", default_value_t = AUTH_TIMEOUT_MS_DEFAULT)]
+    pub auth_timeout_ms: u64,
     /// A node whose clock is further than this (ms) from a majority of its peers fences
     /// itself: it coordinates and stores no writes until the clock is back within it.
     #[arg(long, env = "KVSTORE_MAX_CLOCK_OFFSET_MS", default_value_t = MAX_CLOCK_OFFSET_MS_DEFAULT)]
@@ -166,6 +170,8 @@ pub enum Error {
     BadValueLimit(usize),
     #[error("--max-connections {0}: must be 1..={CONNECTIONS_MAX}")]
     BadConnections(usize),
+    #[error("--auth-timeout-ms {0}: must be 1..={AUTH_TIMEOUT_MS_MAX}")]
+    BadAuthTimeout(u64),
     #[error("--max-clock-offset-ms {0}: must be 1..={MAX_CLOCK_OFFSET_MS_CEILING}")]
     BadClockOffset(u64),
     #[error("data dir {dir} belongs to node {stored:?}, not {given:?}; refusing to start")]
@@ -230,6 +236,7 @@ pub struct Config {
     pub tombstone_grace_ms: u64,
     pub max_memory: Option<u64>,
     pub max_clock_offset_ms: u64,
+    pub auth_timeout_ms: u64,
     pub hint_window_ms: u64,
     pub anti_entropy_interval_ms: u64,
     pub creds: std::sync::Arc<crate::server::front::auth::Credentials>,
@@ -292,6 +299,9 @@ impl Config {
         if !(1..=MAX_CLOCK_OFFSET_MS_CEILING).contains(&args.max_clock_offset_ms) {
             return Err(Error::BadClockOffset(args.max_clock_offset_ms));
         }
+        if !(1..=AUTH_TIMEOUT_MS_MAX).contains(&args.auth_timeout_ms) {
+            return Err(Error::BadAuthTimeout(args.auth_timeout_ms));
+        }
         let creds = credentials(args, listen)?;
         let mut tls = crate::server::front::tls::Tls::load(
             args.tls_cert.as_deref(),
@@ -314,6 +324,7 @@ impl Config {
             tombstone_grace_ms: args.tombstone_grace_ms,
             max_memory: (args.max_memory > 0).then_some(args.max_memory),
             max_clock_offset_ms: args.max_clock_offset_ms,
+            auth_timeout_ms: args.auth_timeout_ms,
             hint_window_ms: args.hint_window_ms,
             anti_entropy_interval_ms: args.anti_entropy_interval_ms.max(1),
             creds,
@@ -509,6 +520,15 @@ mod tests {
             assert!(matches!(
                 config(&["--max-connections", &n(bad)]),
                 Err(Error::BadConnections(_))
+            ));
+        }
+        let auth_max = AUTH_TIMEOUT_MS_MAX.to_string();
+        assert!(config(&["--auth-timeout-ms", &auth_max]).is_ok());
+        let past = (AUTH_TIMEOUT_MS_MAX + 1).to_string();
+        for bad in ["0", past.as_str()] {
+            assert!(matches!(
+                config(&["--auth-timeout-ms", bad]),
+                Err(Error::BadAuthTimeout(_))
             ));
         }
         let offset_max = MAX_CLOCK_OFFSET_MS_CEILING.to_string();

@@ -216,6 +216,15 @@ pub const GOSSIP_BYTES_MAX: usize = 256 * 1024;
 /// delay (brute force gets a handful of guesses a second per connection).
 pub const AUTH_FAILURES_MAX: u32 = 10;
 pub const AUTH_FAILURE_DELAY_MS: u64 = 200;
+/// Default `--auth-timeout-ms`: a connection that has not authenticated (AUTH, or a peer's
+/// proof of the cluster secret) this long after opening is closed, whatever it sends
+/// (MySQL's `connect_timeout`; PostgreSQL's `authentication_timeout` is 60 s).
+pub const AUTH_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Largest `--auth-timeout-ms`.
+pub const AUTH_TIMEOUT_MS_MAX: u64 = 600_000;
+/// Unauthenticated connections may hold at most this share of `--max-connections` (split over
+/// the cores); past it a new one evicts the oldest (OpenSSH's `MaxStartups`).
+pub const UNADMITTED_SHARE_PERCENT: usize = 25;
 /// Client library: default connect / request timeout.
 pub const CLIENT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// Node ids: `[A-Za-z0-9._-]{1,64}`.

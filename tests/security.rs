@@ -330,3 +330,79 @@ fn the_read_only_user_reads_through_every_client_and_writes_nothing() -> TestRes
     );
     Ok(())
 }
+
+/// Fifty connections that never authenticate — silent, sending blank lines, sending PING —
+/// on a node with a password and `--max-connections 50`: a client with the password gets in
+/// at once every time (it takes an unauthenticated connection's slot), and every one of the
+/// fifty is closed by the auth deadline, whatever it sends.
+#[test]
+fn connections_that_never_authenticate_lock_nobody_out_and_are_closed() -> TestResult {
+    const HOLDERS: usize = 50;
+    const AUTH_TIMEOUT_MS: u64 = 2_000;
+    let dir = data_dir("auth-deadline");
+    let env = [("KVSTORE_PASSWORD", PASSWORD)];
+    let timeout = AUTH_TIMEOUT_MS.to_string();
+    let args = [
+        "--cores",
+        "2",
+        "--max-connections",
+        "50",
+        "--auth-timeout-ms",
+        &timeout,
+    ];
+    let node = Node::start_with_env("a1", &dir, free_port(), &args, &env)?;
+    let addr = node.addr();
+    let mut holders: Vec<(usize, std::net::TcpStream)> = Vec::new();
+    for i in 0..HOLDERS {
+        let s = std::net::TcpStream::connect(&addr).map_err(|e| e.to_string())?;
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        holders.push((i % 3, s));
+    }
+    let opened = Instant::now();
+    let mut open = vec![true; HOLDERS];
+    let mut logins = 0;
+    while open.iter().any(|o| *o) {
+        assert!(
+            opened.elapsed() < START_DEADLINE,
+            "{} of {HOLDERS} unauthenticated connections still open",
+            open.iter().filter(|o| **o).count()
+        );
+        // the two chatty kinds keep sending; none of it extends the deadline
+        for (i, (kind, s)) in holders.iter_mut().enumerate() {
+            let msg: &[u8] = match kind {
+                0 => b"",
+                1 => b"\r\n",
+                _ => b"PING\r\n",
+            };
+            if open[i] && !msg.is_empty() && s.write_all(msg).is_err() {
+                open[i] = false;
+            }
+            let mut buf = [0u8; 256];
+            match s.read(&mut buf) {
+                Ok(0) => open[i] = false,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => open[i] = false,
+            }
+        }
+        // a client with the password gets in, whatever the others hold
+        if logins < 5 {
+            let mut c = Client::connect(&addr, CLIENT_TIMEOUT).map_err(|e| e.to_string())?;
+            c.auth(PASSWORD.as_bytes())?;
+            c.ping()?;
+            logins += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(logins, 5);
+    let closed_after = opened.elapsed();
+    assert!(
+        closed_after.as_millis() as u64 >= AUTH_TIMEOUT_MS / 2,
+        "closed before any deadline could pass: {closed_after:?}"
+    );
+    // and with the holders gone, everyone authenticated still works
+    let mut c = node.client();
+    c.auth(PASSWORD.as_bytes())?;
+    c.ping()?;
+    Ok(())
+}

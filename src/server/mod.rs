@@ -47,6 +47,8 @@ pub struct NodeInfo {
     pub max_value_bytes: usize,
     pub max_connections: usize,
     pub idle_timeout_ms: u64,
+    /// `--auth-timeout-ms`: a connection must authenticate within it.
+    pub auth_timeout_ms: u64,
     /// Open client connections across all cores (touched on open and close only).
     pub connections: Arc<AtomicUsize>,
     /// The address other nodes reach us at.

@@ -64,6 +64,8 @@ pub struct CoreCtx {
     pub read_deadlines: crate::server::front::deadline::Deadlines,
     /// Client connections open on this core.
     pub connections: Cell<usize>,
+    /// This core's connections that have not authenticated yet (`front::admission`).
+    pub admission: crate::server::front::admission::Pool,
     pub connections_changed: Notify,
     drained: Cell<usize>,
     /// The ring this core routes by (replaced by `CoreMsg::Ring` from the gossip core).
@@ -210,6 +212,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         max_value_bytes: config.max_value_bytes,
         max_connections: config.max_connections,
         idle_timeout_ms: config.idle_timeout_ms,
+        auth_timeout_ms: config.auth_timeout_ms,
         connections: Arc::new(AtomicUsize::new(0)),
         advertise: config.advertise.clone(),
         fsync: config.fsync,
@@ -416,6 +419,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         })
     });
     let peer_tls = s.node.tls.as_ref().and_then(|t| t.connector.clone());
+    let unadmitted = crate::server::front::admission::unadmitted_max(s.node.max_connections, cores);
     let ctx = Rc::new(CoreCtx {
         core: s.core,
         ring: s.ring,
@@ -433,6 +437,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         node: s.node,
         shutdown: Latch::default(),
         connections: Cell::new(0),
+        admission: crate::server::front::admission::Pool::new(unadmitted),
         connections_changed: Notify::default(),
         drained: Cell::new(0),
         view: RefCell::new(Arc::new(solo)),
@@ -604,8 +609,21 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
         };
         match msg {
             CoreMsg::Ops { ops, reply } => execute_remote(&ctx, ops, reply),
-            CoreMsg::Conn(stream) => {
+            CoreMsg::Conn { stream, over_limit } => {
                 let stream = stream.bind_to_executor();
+                // Over --max-connections: only in the slot of an unauthenticated connection.
+                if over_limit && !ctx.admission.evict_oldest() {
+                    log::warn!(
+                        "connection limit {} reached, every slot authenticated: closing a new \
+                         connection",
+                        ctx.node.max_connections
+                    );
+                    ctx.node
+                        .connections
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                }
                 ctx.connection_opened();
                 let c = ctx.clone();
                 glommio::spawn_local(async move {

@@ -137,7 +137,12 @@ pub enum CoreMsg {
         reply: flume::Sender<Vec<OpResult>>,
     },
     /// A client connection to serve on this core for its whole life.
-    Conn(AcceptedTcpStream),
+    /// A client connection for this core; `over_limit`: it arrived past `--max-connections`
+    /// and may only take an unauthenticated connection's slot.
+    Conn {
+        stream: AcceptedTcpStream,
+        over_limit: bool,
+    },
     Stats {
         reply: flume::Sender<CoreStats>,
     },

@@ -278,6 +278,8 @@ pub struct Session {
     original: bool,
     /// Handshake in progress: (dialer id, dialer nonce, our nonce).
     pending: RefCell<Option<Hello>>,
+    /// A cluster opcode ran on this connection (with no secret, that is how a peer shows).
+    peer_seen: Cell<bool>,
 }
 
 /// Why an operation was refused (status `Unauthorized`).
@@ -306,6 +308,22 @@ impl Session {
             failures: Cell::new(0),
             original,
             pending: RefCell::new(None),
+            peer_seen: Cell::new(false),
+        }
+    }
+
+    /// Whether this connection has shown who it is: a client that authenticated (or needs
+    /// no password), or a peer (that proved the cluster secret, or with none, sent a cluster
+    /// frame). Until then it holds one of the few unauthenticated slots, under a deadline.
+    pub fn admitted(&self) -> bool {
+        self.client.get() || self.is_peer()
+    }
+
+    /// Whether this connection is another node's (counted apart from clients).
+    pub fn is_peer(&self) -> bool {
+        match self.creds.secret {
+            Some(_) => self.member.get(),
+            None => self.peer_seen.get(),
         }
     }
 
@@ -322,7 +340,10 @@ impl Session {
             Need::Client | Need::Reader if self.creds.protected => Err(DENIED),
             Need::Client | Need::Reader => Err(NOAUTH),
             // A member may also read and write through the client opcodes: it is trusted.
-            Need::Member if self.member.get() => Ok(()),
+            Need::Member if self.member.get() => {
+                self.peer_seen.set(true);
+                Ok(())
+            }
             Need::Member => Err(NOT_A_MEMBER),
         }
     }

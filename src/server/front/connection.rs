@@ -13,6 +13,7 @@
 //! opcode, empty key) is answered with an error and the connection lives on.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -53,6 +54,10 @@ pub enum Error {
     Framing(String),
     #[error("idle or slow client timed out")]
     Timeout,
+    #[error("not authenticated within {0} ms (--auth-timeout-ms)")]
+    NotAuthenticated(u64),
+    #[error("not authenticated, and its slot was given to a newer connection")]
+    Evicted,
 }
 
 /// Serve `stream` until the peer closes, errs, times out or the node shuts down.
@@ -113,17 +118,95 @@ fn read_buf() -> ReadBuf {
     }
 }
 
-async fn run(ctx: &Rc<CoreCtx>, mut stream: TcpStream) -> Result<(), Error> {
-    let watch = ctx.read_deadlines.watch();
-    let watch = &*watch;
-    let mut rbuf = read_buf();
-    if read_some(ctx, watch, &mut stream, &mut rbuf, None).await? == 0 {
-        return Ok(());
-    }
+async fn run(ctx: &Rc<CoreCtx>, stream: TcpStream) -> Result<(), Error> {
+    let watch_rc = ctx.read_deadlines.watch();
     let loopback = stream
         .peer_addr()
         .map(|a| a.ip().is_loopback())
         .unwrap_or(false);
+    // Until it shows who it is, the connection holds one of the few unadmitted slots, and
+    // must do so by a deadline its bytes do not extend (`admission`).
+    let creds = &ctx.node.creds;
+    let gate = creds.has_password() || creds.secret().is_some() || (creds.protected && !loopback);
+    let mut admission = gate.then(|| {
+        if ctx.admission.enter(&watch_rc) {
+            log::debug!("core {}: evicted an unauthenticated connection", ctx.core);
+        }
+        Admission {
+            ctx,
+            watch: watch_rc.clone(),
+            by: Instant::now() + Duration::from_millis(ctx.node.auth_timeout_ms),
+            peer: false,
+        }
+    });
+    let watch = &*watch_rc;
+    let r = run_gated(ctx, watch, stream, loopback, &mut admission).await;
+    drop(admission);
+    r
+}
+
+/// A connection's standing while it has not shown who it is (`admission`), and, once it
+/// shows it is a peer, taking it off the client count. Dropped when the connection ends.
+struct Admission<'a> {
+    ctx: &'a CoreCtx,
+    watch: Rc<Watch>,
+    /// Admitted by then, or closed.
+    by: Instant,
+    /// Counted as a peer (not a client) from here on.
+    peer: bool,
+}
+
+impl Admission<'_> {
+    /// After a batch: leave the unadmitted pool once the session is admitted. Err when the
+    /// deadline passed without it.
+    fn settle(this: &mut Option<Self>, session: &Session) -> Result<(), Error> {
+        let Some(a) = this else { return Ok(()) };
+        if session.admitted() {
+            a.ctx.admission.leave(&a.watch);
+            if session.is_peer() && !a.peer {
+                // peers are counted apart: clients can never lock them out
+                a.peer = true;
+                a.ctx.node.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+            if !a.peer {
+                *this = None;
+            }
+            return Ok(());
+        }
+        if Instant::now() >= a.by {
+            return Err(Error::NotAuthenticated(a.ctx.node.auth_timeout_ms));
+        }
+        Ok(())
+    }
+
+    /// The deadline a read of a connection in `this` standing must keep.
+    fn read_by(this: &Option<Self>) -> Option<Instant> {
+        this.as_ref().filter(|a| !a.peer).map(|a| a.by)
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.ctx.admission.leave(&self.watch);
+        if self.peer {
+            // `connection_closed` takes it off the count it was on
+            self.ctx.node.connections.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn run_gated(
+    ctx: &Rc<CoreCtx>,
+    watch: &Watch,
+    mut stream: TcpStream,
+    loopback: bool,
+    admission: &mut Option<Admission<'_>>,
+) -> Result<(), Error> {
+    let mut rbuf = read_buf();
+    let by = Admission::read_by(admission);
+    if read_some(ctx, watch, &mut stream, &mut rbuf, None, by).await? == 0 {
+        return Ok(());
+    }
     if rbuf.pending()[0] != tls::HANDSHAKE_BYTE {
         if ctx.node.tls.as_ref().is_some_and(|t| t.only) {
             ctx.metrics.refused();
@@ -131,7 +214,7 @@ async fn run(ctx: &Rc<CoreCtx>, mut stream: TcpStream) -> Result<(), Error> {
                 "a plain connection, and this node serves TLS only (--tls-only)".into(),
             ));
         }
-        return serve_protocol(ctx, watch, &mut stream, rbuf, loopback).await;
+        return serve_protocol(ctx, watch, &mut stream, rbuf, loopback, admission).await;
     }
     // TLS on the same port: the handshake (replaying the bytes already read), then the
     // protocol inside it, detected the same way.
@@ -143,17 +226,21 @@ async fn run(ctx: &Rc<CoreCtx>, mut stream: TcpStream) -> Result<(), Error> {
     let handshake = t
         .acceptor
         .accept(tls::Prefixed::new(rbuf.pending().to_vec(), stream));
-    let deadline = Instant::now() + Duration::from_millis(FRAME_DEADLINE_MS);
+    let mut deadline = Instant::now() + Duration::from_millis(FRAME_DEADLINE_MS);
+    if let Some(by) = Admission::read_by(admission) {
+        deadline = deadline.min(by);
+    }
     let mut tls = match watch.within(deadline, handshake).await {
         Ok(tls) => tls?,
         Err(Ended::ShuttingDown) => return Ok(()),
-        Err(Ended::TimedOut) => return Err(Error::Timeout),
+        Err(Ended::TimedOut | Ended::Evicted) => return Err(Error::Timeout),
     };
     let mut rbuf = read_buf();
-    if read_some(ctx, watch, &mut tls, &mut rbuf, None).await? == 0 {
+    let by = Admission::read_by(admission);
+    if read_some(ctx, watch, &mut tls, &mut rbuf, None, by).await? == 0 {
         return Ok(());
     }
-    serve_protocol(ctx, watch, &mut tls, rbuf, loopback).await
+    serve_protocol(ctx, watch, &mut tls, rbuf, loopback, admission).await
 }
 
 /// Detect the protocol from the first byte and serve it.
@@ -163,17 +250,21 @@ async fn serve_protocol<S: Transport>(
     stream: &mut S,
     rbuf: ReadBuf,
     loopback: bool,
+    admission: &mut Option<Admission<'_>>,
 ) -> Result<(), Error> {
     let protocol = detect_protocol(rbuf.pending()[0]);
     let original = protocol == Protocol::Original;
     let session = Rc::new(Session::new(ctx.node.creds.clone(), loopback, original));
+    let a = admission;
     match protocol {
-        Protocol::Native => serve_with(ctx, watch, &session, stream, rbuf, NativeFront).await,
+        Protocol::Native => serve_with(ctx, watch, &session, stream, rbuf, NativeFront, a).await,
         Protocol::Resp => {
             let front = RespFront::new(session.clone());
-            serve_with(ctx, watch, &session, stream, rbuf, front).await
+            serve_with(ctx, watch, &session, stream, rbuf, front, a).await
         }
-        Protocol::Original => serve_with(ctx, watch, &session, stream, rbuf, OriginalFront).await,
+        Protocol::Original => {
+            serve_with(ctx, watch, &session, stream, rbuf, OriginalFront, a).await
+        }
     }
 }
 
@@ -185,14 +276,22 @@ async fn read_some<S: Transport>(
     stream: &mut S,
     rbuf: &mut ReadBuf,
     partial_since: Option<Instant>,
+    admit_by: Option<Instant>,
 ) -> Result<usize, Error> {
-    let deadline = match partial_since {
+    let mut deadline = match partial_since {
         Some(t) => t + Duration::from_millis(FRAME_DEADLINE_MS),
         None => Instant::now() + Duration::from_millis(ctx.node.idle_timeout_ms),
     };
+    if let Some(by) = admit_by {
+        deadline = deadline.min(by);
+    }
     match watch.within(deadline, stream.read(rbuf.spare())).await {
         Err(Ended::ShuttingDown) | Ok(Ok(0)) => Ok(0),
+        Err(Ended::TimedOut) if admit_by.is_some_and(|by| Instant::now() >= by) => {
+            Err(Error::NotAuthenticated(ctx.node.auth_timeout_ms))
+        }
         Err(Ended::TimedOut) => Err(Error::Timeout),
+        Err(Ended::Evicted) => Err(Error::Evicted),
         Ok(Ok(n)) => {
             rbuf.end += n;
             Ok(n)
@@ -208,6 +307,7 @@ async fn serve_with<F: Front, S: Transport>(
     stream: &mut S,
     mut rbuf: ReadBuf,
     mut front: F,
+    admission: &mut Option<Admission<'_>>,
 ) -> Result<(), Error> {
     let mut out = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
     let mut batch = Batch::new(ctx.peers.len());
@@ -224,6 +324,7 @@ async fn serve_with<F: Front, S: Transport>(
                 stream.flush().await?;
                 out.clear();
             }
+            Admission::settle(admission, session)?;
             if session.too_many_failures() {
                 log::warn!(
                     "core {}: closing a connection after repeated wrong passwords",
@@ -246,7 +347,8 @@ async fn serve_with<F: Front, S: Transport>(
             (false, Some(t)) => Some(t),
             (false, None) => Some(Instant::now()),
         };
-        if read_some(ctx, watch, stream, &mut rbuf, partial_since).await? == 0 {
+        let by = Admission::read_by(admission);
+        if read_some(ctx, watch, stream, &mut rbuf, partial_since, by).await? == 0 {
             return Ok(());
         }
     }

@@ -30,6 +30,8 @@ use crate::server::notify::{Latch, Notify};
 pub enum Ended {
     TimedOut,
     ShuttingDown,
+    /// Its slot was given to a newer connection (`admission`): it had not authenticated.
+    Evicted,
 }
 
 /// One connection's read deadline.
@@ -70,6 +72,16 @@ impl Watch {
     /// Resolves once the armed deadline has passed or the node shuts down.
     fn ended(&self) -> EndedFuture<'_> {
         EndedFuture { watch: self }
+    }
+
+    /// End this connection's reads for good: it had not authenticated and its slot is needed.
+    pub fn evict(&self) {
+        self.end(Ended::Evicted);
+    }
+
+    /// Whether (and why) this connection's reads have been ended.
+    pub fn ended_now(&self) -> Option<Ended> {
+        self.ended.get()
     }
 
     fn end(&self, why: Ended) {

@@ -2,7 +2,8 @@
 //!
 //! Placement is round robin over cores: connections are long-lived and requests are spread
 //! over cores by key anyway, so the simplest fair choice. Over the connection limit a new
-//! connection is closed at once (and logged); everyone else is unaffected.
+//! connection may only take the slot of one that has not authenticated (`admission`); past
+//! that it is closed at once (and logged); everyone else is unaffected.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -12,6 +13,7 @@ use futures_lite::future;
 
 use crate::limits::ACCEPT_RETRY_PAUSE_MS;
 use crate::server::data::messages::CoreMsg;
+use crate::server::front::admission::unadmitted_max;
 use crate::server::runtime::CoreCtx;
 
 /// The next accepted connection, or `None` once the node shuts down. A failed accept (e.g.
@@ -44,19 +46,24 @@ pub async fn accept_loop(ctx: Rc<CoreCtx>, listener: glommio::net::TcpListener) 
     let mut next = 0usize;
     while let Some(stream) = next_accepted(&ctx, "clients", || listener.shared_accept()).await {
         let open = ctx.node.connections.fetch_add(1, Ordering::Relaxed);
-        if open >= ctx.node.max_connections {
+        // Past the limit a connection may still take an unauthenticated one's slot (its core
+        // evicts one or closes it); past that too, it is closed here.
+        let cores = ctx.peers.len();
+        let slack = unadmitted_max(ctx.node.max_connections, cores) * cores;
+        if open >= ctx.node.max_connections + slack {
             ctx.node.connections.fetch_sub(1, Ordering::Relaxed);
             log::warn!(
                 "connection limit {} reached: closing a new connection",
-                open
+                ctx.node.max_connections
             );
             drop(stream.bind_to_executor());
             continue;
         }
-        let target = next % ctx.peers.len();
+        let over_limit = open >= ctx.node.max_connections;
+        let target = next % cores;
         next = next.wrapping_add(1);
         if ctx.peers[target]
-            .send_async(CoreMsg::Conn(stream))
+            .send_async(CoreMsg::Conn { stream, over_limit })
             .await
             .is_err()
         {

@@ -2,6 +2,7 @@
 //! port (plain or TLS), and deciding who may ask what. Never decides where a key lives or which
 //! version wins: key operations go to `data` (the shard or the coordinator).
 
+pub mod admission;
 pub mod auth;
 pub mod connection;
 pub mod deadline;
