@@ -359,7 +359,7 @@ fn connections_that_never_authenticate_lock_nobody_out_and_are_closed() -> TestR
         holders.push((i % 3, s));
     }
     let opened = Instant::now();
-    let mut open = vec![true; HOLDERS];
+    let mut open = [true; HOLDERS];
     let mut logins = 0;
     while open.iter().any(|o| *o) {
         assert!(
