@@ -44,6 +44,17 @@ pub const INFLIGHT_REQUESTS_MAX: usize = 1024;
 /// Replies one connection's batch may hold: a batch stops taking reads once that many reads of
 /// the largest allowed value could exceed it (64 reads of 1 MiB, 1024 of up to 64 KiB).
 pub const REPLY_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// One command's reply (MGET, KEYS, …): past it the command answers an error instead, and
+/// what it had gathered is freed. Values are gathered in waves of at most a batch's reads, so
+/// a command never holds much more than this.
+pub const REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Values one core's connections may hold for replies not yet sent, all together: past it a
+/// command that gathers more answers an error (retry later). Counted toward `--max-memory`.
+pub const CORE_REPLY_BYTES_MAX: usize = 256 * 1024 * 1024;
+const _: () = assert!(REPLY_BYTES_MAX <= CORE_REPLY_BYTES_MAX);
+const _: () = assert!(VALUE_BYTES_CEILING <= REPLY_BYTES_MAX);
+/// A connection's output buffer above this capacity is given back after its batch is sent.
+pub const OUT_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
 /// Default idle timeout for a client connection.
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 /// A frame that has started must be complete within this time (slow clients cannot pin memory).

@@ -643,6 +643,13 @@ pub fn render(
         &mut r,
     );
     per_core(
+        "core_reply_bytes",
+        "Values the core's connections hold for replies not yet sent (counted toward \
+         --max-memory, bounded per core)",
+        |c| c.stats.reply_bytes as i64,
+        &mut r,
+    );
+    per_core(
         "core_memory_bytes",
         "Memory of the core's keys, values and table (what --max-memory limits)",
         |c| c.stats.memory_bytes as i64,

@@ -29,6 +29,15 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Hand memory this thread freed back to the OS now (mimalloc otherwise purges it only on a
+/// later allocation, so an idle node kept a large reply's pages). Called after a batch whose
+/// replies held more than `OUT_BUFFER_KEEP_BYTES`, never on the small-request path.
+pub fn give_back_memory() {
+    // SAFETY: mi_collect only walks this thread's own heap; with another global allocator
+    // (the library's tests) that heap is empty and the call does nothing.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 /// Milliseconds since the Unix epoch: the wall clock the shells pass into `core` (which
 /// never reads a clock itself).
 pub fn wall_clock_ms() -> u64 {

@@ -119,6 +119,8 @@ pub struct CoreStats {
     pub keys: usize,
     /// Memory of the core's map (keys, values, table): what `--max-memory` limits.
     pub memory_bytes: u64,
+    /// Values held for replies not yet sent (counted toward `--max-memory` too).
+    pub reply_bytes: u64,
     /// Hints held for other replicas.
     pub hints: usize,
     pub wal_bytes: u64,

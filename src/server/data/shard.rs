@@ -45,6 +45,9 @@ pub struct Shard {
     /// writes in order.
     dir: std::path::PathBuf,
     lease_lock: glommio::sync::Semaphore,
+    /// Bytes of values this core's connections hold for replies not yet sent (counted
+    /// toward `--max-memory`; bounded by `CORE_REPLY_BYTES_MAX`).
+    pub reply_bytes: Rc<std::cell::Cell<usize>>,
 }
 
 impl Shard {
@@ -67,6 +70,7 @@ impl Shard {
             hints: RefCell::new(hints),
             dir,
             lease_lock: glommio::sync::Semaphore::new(1),
+            reply_bytes: Rc::new(std::cell::Cell::new(0)),
         }
     }
 
@@ -271,15 +275,17 @@ impl Shard {
         let budget = self.memory_budget?;
         let value = value?;
         let map = self.map.borrow();
-        let used = map.memory_bytes();
+        let replies = self.reply_bytes.get() as u64;
+        let used = map.memory_bytes() + replies;
         if used < budget || !map.would_grow(key, value.len()) {
             return None;
         }
         Some(OpResult::Failed {
             status: Status::OutOfMemory,
             message: format!(
-                "out of memory: core {} holds {used} bytes of keys and values, its share of \
-                 --max-memory is {budget}; deletes and writes that do not grow still work",
+                "out of memory: core {} holds {used} bytes of keys, values and replies in \
+                 flight ({replies}), its share of --max-memory is {budget}; deletes and \
+                 writes that do not grow still work",
                 self.core
             ),
         })
@@ -448,6 +454,7 @@ impl Shard {
             core: self.core,
             keys: self.map.borrow().live_len(),
             memory_bytes: self.map.borrow().memory_bytes(),
+            reply_bytes: self.reply_bytes.get() as u64,
             hints: self.hints.borrow().len(),
             wal_bytes: wal.wal_bytes,
             wal_syncs: wal.syncs,

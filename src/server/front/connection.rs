@@ -23,7 +23,8 @@ use crate::core::cell;
 use crate::core::membership::Update;
 use crate::core::version::Version;
 use crate::limits::{
-    AUTH_FAILURE_DELAY_MS, FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX, REPLY_BUFFER_BYTES_MAX,
+    AUTH_FAILURE_DELAY_MS, FRAME_DEADLINE_MS, INFLIGHT_REQUESTS_MAX, OUT_BUFFER_KEEP_BYTES,
+    REPLY_BUFFER_BYTES_MAX,
 };
 use crate::server::cluster::view::RingView;
 use crate::server::data::coordinator;
@@ -33,6 +34,7 @@ use crate::server::data::update::Change;
 use crate::server::front::auth::{Session, WRONGPASS};
 use crate::server::front::deadline::{Ended, Watch};
 use crate::server::front::original_front::OriginalFront;
+use crate::server::front::reply_budget::ReplyBudget;
 use crate::server::front::resp_front::RespFront;
 use crate::server::front::tls::{self, Transport};
 use crate::server::runtime::CoreCtx;
@@ -310,7 +312,7 @@ async fn serve_with<F: Front, S: Transport>(
     admission: &mut Option<Admission<'_>>,
 ) -> Result<(), Error> {
     let mut out = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
-    let mut batch = Batch::new(ctx.peers.len());
+    let mut batch = Batch::new(ctx.peers.len(), ctx.shard.reply_bytes.clone());
     let mut partial_since: Option<Instant> = None;
     loop {
         // A batch is capped (requests, reply budget): keep going while whole frames remain,
@@ -318,11 +320,20 @@ async fn serve_with<F: Front, S: Transport>(
         loop {
             let (fatal, close) =
                 process_batch(ctx, session, &mut rbuf, &mut out, &mut front, &mut batch).await;
+            let written = match out.is_empty() {
+                true => Ok(()),
+                false => write_out(stream, &out).await,
+            };
+            // the replies' bytes count against the core's limit until they are sent
+            batch.budget.release();
+            written?;
             if !out.is_empty() {
-                stream.write_all(&out).await?;
-                // TLS holds records until flushed (plain TCP: nothing to do).
-                stream.flush().await?;
                 out.clear();
+                // a large reply's buffer is given back, not kept for the connection's life
+                if out.capacity() > OUT_BUFFER_KEEP_BYTES {
+                    out = Vec::with_capacity(READ_BUFFER_BYTES_INITIAL);
+                    crate::server::give_back_memory();
+                }
             }
             Admission::settle(admission, session)?;
             if session.too_many_failures() {
@@ -377,6 +388,11 @@ enum Slot {
     },
     /// Work that needs other nodes (quorum requests, gossip), running concurrently.
     Task(glommio::task::JoinHandle<OpResult>),
+    /// A read past the batch's share, fetched later in a wave (`resolve_all`).
+    Deferred {
+        opcode: Opcode,
+        key: Box<[u8]>,
+    },
 }
 
 /// What a replica write gets while this node's clock is fenced (`server::clock_fence`).
@@ -701,10 +717,11 @@ struct Batch<R> {
     remote: Vec<Vec<Op>>,
     remote_results: Vec<Option<Vec<OpResult>>>,
     results: Vec<OpResult>,
+    budget: ReplyBudget,
 }
 
 impl<R> Batch<R> {
-    fn new(cores: usize) -> Self {
+    fn new(cores: usize, reply_bytes: Rc<std::cell::Cell<usize>>) -> Self {
         Batch {
             slots: Vec::new(),
             opcodes: Vec::new(),
@@ -712,6 +729,7 @@ impl<R> Batch<R> {
             remote: (0..cores).map(|_| Vec::new()).collect(),
             remote_results: (0..cores).map(|_| None).collect(),
             results: Vec::new(),
+            budget: ReplyBudget::new(reply_bytes),
         }
     }
 
@@ -745,6 +763,7 @@ async fn process_batch<F: Front>(
         remote,
         remote_results,
         results,
+        budget,
     } = batch;
     slots.clear();
     opcodes.clear();
@@ -759,15 +778,18 @@ async fn process_batch<F: Front>(
     while slots.len() < INFLIGHT_REQUESTS_MAX && reads < reads_max {
         let first = slots.len();
         let mut op = |req: Request<'_>| {
-            let is_read = [
-                Opcode::Get as u8,
-                Opcode::LocalGet as u8,
-                Opcode::ReplicaGet as u8,
-            ]
-            .contains(&req.opcode);
-            reads += usize::from(is_read);
+            let is_read = is_read(req.opcode);
             opcodes.push(req.opcode);
-            slots.push(dispatch(ctx, session, &req, remote, &mut last_ticket));
+            // A command's reads past the batch's share wait: they are fetched in waves as the
+            // reply is resolved, and not at all once the reply is over its limit.
+            match Opcode::from_u8(req.opcode) {
+                Some(opcode) if is_read && reads >= reads_max => slots.push(Slot::Deferred {
+                    opcode,
+                    key: req.key.into(),
+                }),
+                _ => slots.push(dispatch(ctx, session, &req, remote, &mut last_ticket)),
+            }
+            reads += usize::from(is_read);
         };
         match front.decode(rbuf.pending(), ctx.node.max_value_bytes, &mut op) {
             Ok(Some((reply, used))) => {
@@ -804,9 +826,17 @@ async fn process_batch<F: Front>(
     for (core, answer) in pending {
         remote_results[core] = answer.recv().await;
     }
-    for slot in slots.drain(..) {
-        results.push(resolve(slot, &local_failure, remote_results).await);
-    }
+    resolve_all(
+        ctx,
+        session,
+        slots,
+        replies,
+        &local_failure,
+        remote_results,
+        budget,
+        results,
+    )
+    .await;
     remote_results.iter_mut().for_each(|r| *r = None);
     let elapsed = started.elapsed();
     let m = &ctx.metrics;
@@ -829,6 +859,8 @@ async fn process_batch<F: Front>(
         view: &view,
         report: report.as_ref(),
     };
+    // one allocation for the replies' values, not a doubling growth past them
+    out.reserve(budget.held() + REPLY_FRAMING_BYTES * results.len());
     let mut close = false;
     for (reply, first, end) in replies.drain(..) {
         close |= front.encode(out, reply, &mut results[first..end], &cx);
@@ -841,6 +873,156 @@ async fn process_batch<F: Front>(
     }
     batch.release();
     (fatal, close)
+}
+
+async fn write_out<S: Transport>(stream: &mut S, out: &[u8]) -> Result<(), Error> {
+    stream.write_all(out).await?;
+    // TLS holds records until flushed (plain TCP: nothing to do).
+    stream.flush().await?;
+    Ok(())
+}
+
+/// Room reserved per result for its framing (headers, lengths) beside its value.
+const REPLY_FRAMING_BYTES: usize = 64;
+
+fn is_read(opcode: u8) -> bool {
+    [
+        Opcode::Get as u8,
+        Opcode::LocalGet as u8,
+        Opcode::ReplicaGet as u8,
+    ]
+    .contains(&opcode)
+}
+
+/// Resolve every slot of a batch into `results`, in order: deferred reads are fetched in
+/// waves of at most a batch's reads, and each command's gathered values are counted against
+/// the reply limits (`reply_budget`). A command past a limit answers that error, everything it
+/// gathered is dropped at once, and its later reads are not fetched.
+#[allow(clippy::too_many_arguments)]
+async fn resolve_all<R>(
+    ctx: &Rc<CoreCtx>,
+    session: &Session,
+    slots: &mut Vec<Slot>,
+    replies: &[(R, usize, usize)],
+    local_failure: &Option<OpResult>,
+    remote_results: &mut [Option<Vec<OpResult>>],
+    budget: &mut ReplyBudget,
+    results: &mut Vec<OpResult>,
+) {
+    let wave_max = reads_per_batch(ctx.node.max_value_bytes);
+    let mut commands = replies
+        .iter()
+        .map(|(_, first, end)| (*first, *end))
+        .peekable();
+    let mut command_first = 0;
+    let mut wave: Vec<Option<Vec<OpResult>>> = (0..ctx.peers.len()).map(|_| None).collect();
+    let n = slots.len();
+    let mut i = 0;
+    while i < n {
+        while commands.peek().is_some_and(|(_, end)| i >= *end) {
+            commands.next();
+        }
+        if commands.peek().is_some_and(|(first, _)| i == *first) {
+            command_first = i;
+            budget.begin();
+        }
+        let command_end = commands.peek().map(|(_, end)| *end).unwrap_or(n);
+        if matches!(slots[i], Slot::Deferred { .. }) {
+            // the next wave: deferred reads of this command, fetched together
+            let end = (i..command_end.min(i + wave_max))
+                .take_while(|&j| matches!(slots[j], Slot::Deferred { .. }))
+                .last()
+                .map_or(i + 1, |j| j + 1);
+            fetch_wave(
+                ctx,
+                session,
+                &mut slots[i..end],
+                budget.over().is_some(),
+                &mut wave,
+            )
+            .await;
+            for slot in &mut slots[i..end] {
+                let slot = std::mem::replace(slot, Slot::Pong);
+                let r = resolve(slot, local_failure, &mut wave).await;
+                push_counted(r, budget, results, command_first);
+            }
+            wave.iter_mut().for_each(|r| *r = None);
+            i = end;
+            continue;
+        }
+        let slot = std::mem::replace(&mut slots[i], Slot::Pong);
+        let r = resolve(slot, local_failure, remote_results).await;
+        push_counted(r, budget, results, command_first);
+        i += 1;
+    }
+    slots.clear();
+}
+
+/// Dispatch a wave of deferred reads (`skip`: the command is already over its limit, so
+/// none is fetched) and gather the answers of other cores into `wave`.
+async fn fetch_wave(
+    ctx: &Rc<CoreCtx>,
+    session: &Session,
+    slots: &mut [Slot],
+    skip: bool,
+    wave: &mut [Option<Vec<OpResult>>],
+) {
+    let mut remote: Vec<Vec<Op>> = (0..ctx.peers.len()).map(|_| Vec::new()).collect();
+    let mut no_ticket = None;
+    for slot in slots.iter_mut() {
+        let Slot::Deferred { opcode, key } = slot else {
+            continue;
+        };
+        *slot = if skip {
+            Slot::Done {
+                result: OpResult::NotFound,
+                local_write: false,
+            }
+        } else {
+            let req = Request::new(*opcode, key, &[]);
+            dispatch(ctx, session, &req, &mut remote, &mut no_ticket)
+        };
+    }
+    let pending: Vec<_> = remote
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, ops)| !ops.is_empty())
+        .map(|(core, ops)| (core, ctx.hops.call(core, std::mem::take(ops))))
+        .collect();
+    for (core, answer) in pending {
+        wave[core] = answer.recv().await;
+    }
+}
+
+/// Keep `r` in `results` if the command's reply budget takes its value; otherwise the
+/// command answers the budget's error and what it already gathered is dropped.
+fn push_counted(
+    r: OpResult,
+    budget: &mut ReplyBudget,
+    results: &mut Vec<OpResult>,
+    command_first: usize,
+) {
+    let bytes = match &r {
+        OpResult::Value { value, .. } => value.len(),
+        _ => 0,
+    };
+    let was_over = budget.over().is_some();
+    if !was_over && budget.take(bytes) {
+        results.push(r);
+        return;
+    }
+    let message = budget.over().unwrap_or("reply too large").to_string();
+    let failed = OpResult::Failed {
+        status: Status::TooLarge,
+        message,
+    };
+    if !was_over {
+        // free what the command gathered so far (its bytes stay counted until the batch ends)
+        for earlier in &mut results[command_first..] {
+            *earlier = failed.clone();
+        }
+    }
+    results.push(failed);
 }
 
 /// The native protocol: one operation per frame, answered by request id.
@@ -958,6 +1140,10 @@ async fn resolve(
         Slot::Refused { status, message } => OpResult::Failed {
             status,
             message: message.to_string(),
+        },
+        Slot::Deferred { .. } => OpResult::Failed {
+            status: Status::Internal,
+            message: "a deferred read was never fetched".into(),
         },
     }
 }
@@ -1253,7 +1439,7 @@ mod tests {
     #[test]
     fn batch_scratch_is_kept_up_to_its_bound() {
         for (n, kept) in [(BATCH_SCRATCH_KEEP, true), (BATCH_SCRATCH_KEEP + 1, false)] {
-            let mut b: Batch<()> = Batch::new(2);
+            let mut b: Batch<()> = Batch::new(2, Rc::default());
             b.slots = Vec::with_capacity(n);
             b.slots.extend((0..n).map(|_| Slot::Pong));
             b.slots.clear();

@@ -8,6 +8,7 @@ pub mod connection;
 pub mod deadline;
 pub mod listener;
 pub mod original_front;
+pub mod reply_budget;
 pub mod resp_expiry;
 pub mod resp_front;
 pub mod tls;

@@ -700,6 +700,12 @@ fn info_text(cx: &ReplyCtx<'_>, keys: usize) -> String {
         .map(|r| r.cores.iter().map(|c| c.memory_bytes).sum())
         .unwrap_or(0);
     s.push_str(&format!("used_memory:{used}\r\n"));
+    let replies: u64 = cx
+        .report
+        .map(|r| r.cores.iter().map(|c| c.reply_bytes).sum())
+        .unwrap_or(0);
+    // Redis 7's name for what clients' buffers hold (here: replies not yet sent)
+    s.push_str(&format!("mem_clients_normal:{replies}\r\n"));
     s.push_str(&format!("maxmemory:{}\r\n", node.max_memory.unwrap_or(0)));
     s.push_str("maxmemory_policy:noeviction\r\n");
     s.push_str("\r\n# Persistence\r\n");
