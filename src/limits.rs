@@ -136,6 +136,14 @@ pub const SCRUB_PASS_INTERVAL_MS: u64 = 6 * 3600 * 1000;
 pub const WAL_GROUP_BYTES_MAX: usize = 1024 * 1024;
 /// `--fsync interval` syncs this often.
 pub const WAL_SYNC_INTERVAL_MS: u64 = 1_000;
+/// Per core, the staging file that `--fsync interval`/`none` acknowledge in (`stage`): a group
+/// that does not fit while older staged records wait for their segment write waits too.
+pub const STAGE_BYTES: u64 = 8 * 1024 * 1024;
+/// Staged records go to their segment once this many bytes or this much time has gathered
+/// (what a power loss can take on top of `WAL_SYNC_INTERVAL_MS`).
+pub const STAGE_FLUSH_BYTES: usize = 1024 * 1024;
+pub const STAGE_FLUSH_MS: u64 = 200;
+const _: () = assert!(STAGE_FLUSH_BYTES as u64 * 2 <= STAGE_BYTES);
 /// When the disk is full, writes are retried this often.
 pub const WAL_DISK_FULL_RETRY_MS: u64 = 1_000;
 

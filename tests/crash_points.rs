@@ -1,5 +1,6 @@
 //! Crashes where they hurt most (`KVSTORE_FAILPOINT`, SIGKILL at a named point): after a WAL
-//! write before its sync, after a replica applied a write before it answered, and mid-stream
+//! group reached the staging file (or, with `--fsync batch`, the device) before anyone was
+//! told, with staged groups not yet in their segment, after a replica applied a write before it answered, and mid-stream
 //! to a joining member. Each time every acknowledged write survives, and the crashed node
 //! replays and serves again. (Compaction's crash points are in `tests/compaction.rs`.)
 
@@ -29,12 +30,13 @@ fn died(node: &mut Node, point: &str) -> Result<(), String> {
 
 #[test]
 fn a_crash_after_a_wal_write_before_its_sync_loses_nothing_acknowledged() -> TestResult {
-    const POINT: &str = "wal:written";
-    for fsync in ["interval", "batch"] {
+    // `interval` acknowledges once a group is in the staging file, `batch` once it is on the
+    // device: the 40th such group kills the node, before anyone is told
+    for (fsync, point) in [("interval", "wal:staged"), ("batch", "wal:written")] {
         let dir = data_dir(&format!("crash-wal-written-{fsync}"));
         let args = ["--cores", "1", "--fsync", fsync];
-        // the 40th group of records on the device kills it, before anyone is told
-        let env = [("KVSTORE_FAILPOINT", "wal:written@40")];
+        let armed = format!("{point}@40");
+        let env = [("KVSTORE_FAILPOINT", armed.as_str())];
         let mut node = Node::start_with_env("w1", &dir, free_port(), &args, &env)?;
         let mut c = node.client();
         let mut acked = BTreeMap::new();
@@ -53,7 +55,7 @@ fn a_crash_after_a_wal_write_before_its_sync_loses_nothing_acknowledged() -> Tes
         }
         let (key, value) = unknown.ok_or("the failpoint was never reached")?;
         drop(c);
-        died(&mut node, POINT)?;
+        died(&mut node, point)?;
         let node = Node::start("w1", &dir, &args)?;
         let mut c = node.client();
         let got = c.get(key.as_bytes())?;

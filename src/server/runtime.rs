@@ -242,6 +242,7 @@ pub fn run(config: Config) -> Result<(), Error> {
 
     let mut handles = Vec::new();
     let old_segments = recovered.segments;
+    let old_stages = recovered.stages;
     let mut listener_fd = Some(listener_fd);
     let mut metrics_fd = metrics_fd;
     let cores_input = recovered
@@ -274,6 +275,11 @@ pub fn run(config: Config) -> Result<(), Error> {
                 Some(snap_rx.clone())
             } else {
                 None
+            },
+            old_stages: if core == 0 {
+                old_stages.clone()
+            } else {
+                Vec::new()
             },
             old_segments: if core == 0 {
                 old_segments.clone()
@@ -348,6 +354,8 @@ struct CoreStart {
     snap_tx: flume::Sender<usize>,
     snap_rx: Option<flume::Receiver<usize>>,
     old_segments: Vec<SegmentFile>,
+    /// Staging files replayed at start: removed with the segments.
+    old_stages: Vec<PathBuf>,
     data_dir: PathBuf,
     seeds: Vec<String>,
     replication: Replication,
@@ -378,6 +386,10 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
             rx.recv_async().await.map_err(|e| core_err(s.core, e))?;
         }
         remove_superseded(&s.old_segments, &s.data_dir)?;
+        let live = crate::storage::stage::file_name(s.run);
+        for stage in s.old_stages.iter().filter(|p| !p.ends_with(&live)) {
+            std::fs::remove_file(stage).map_err(|e| crate::storage::Error::io(stage, e))?;
+        }
         log::info!(
             "node {}: serving on {} with {} cores (started in {:.3}s)",
             s.node.node_id,

@@ -12,6 +12,7 @@ pub mod hints;
 pub mod map;
 pub mod record;
 pub mod recovery;
+pub mod stage;
 pub mod wal_file;
 
 use std::path::PathBuf;

@@ -18,6 +18,7 @@ use crate::limits::RECOVERY_READ_CHUNK_BYTES;
 use crate::storage::hints::{self, HintStore};
 use crate::storage::map::Map;
 use crate::storage::record::{self, Kind, Stop, Tail};
+use crate::storage::stage;
 use crate::storage::{parse_segment_file_name, Error};
 
 /// Directory under the data dir where damaged segments are kept.
@@ -48,6 +49,10 @@ pub struct Recovered {
     pub report: wal_damage::Report,
     /// Where each segment with corruption was kept.
     pub kept: Vec<PathBuf>,
+    /// Staging files replayed (`stage`): superseded with the segments.
+    pub stages: Vec<PathBuf>,
+    /// Records replayed from them (acknowledged, not yet in a segment at the crash).
+    pub staged_records: u64,
 }
 
 /// Every `core-*/wal-*.log` under `data_dir`, ordered by segment id.
@@ -94,6 +99,9 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
     let next_segment_id = segments.last().map(|s| s.id + 1).unwrap_or(1);
     let mut seen = Vec::with_capacity(segments.len());
     let mut replayed = Vec::with_capacity(segments.len());
+    // Each chain's (run, core) last record found in the segments: staged records follow it.
+    let mut chain_last: std::collections::HashMap<(u64, u32), stage::Position> =
+        std::collections::HashMap::new();
     for seg in segments {
         let dir = seg
             .path
@@ -141,6 +149,12 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
             }
         }
         records += data_records;
+        if let (Some(start), Some(last)) = (&view.start, scan.records.last()) {
+            let at = chain_last
+                .entry((start.run, start.core))
+                .or_insert((seg.id, last.seq));
+            *at = (*at).max((seg.id, last.seq));
+        }
         let empty = scan.records.is_empty() && scan.damage.is_empty();
         seen.push(view);
         if empty && scan.tail.stop == Stop::End {
@@ -151,6 +165,9 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
         }
         replayed.push(seg);
     }
+    let (stages, staged_records) =
+        replay_stages(data_dir, ring, &chain_last, &mut maps, &mut hints)?;
+    records += staged_records;
     let report = wal_damage::classify(&seen);
     let path_of = |id: u64| replayed.iter().find(|s| s.id == id).map(|s| s.path.clone());
     for f in &report.findings {
@@ -186,7 +203,73 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
         records,
         report,
         kept,
+        stages,
+        staged_records,
     })
+}
+
+/// Replay every `core-<i>/stage-<run>.log`: the records of chain (run, i) that follow, with no
+/// gap, its last record in the segments (`stage::staged_after`).
+fn replay_stages(
+    data_dir: &Path,
+    ring: &LocalRing,
+    chain_last: &std::collections::HashMap<(u64, u32), stage::Position>,
+    maps: &mut [Map],
+    hints: &mut [HintStore],
+) -> Result<(Vec<PathBuf>, u64), Error> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut stages = Vec::new();
+    let mut replayed = 0u64;
+    let Ok(dirs) = fs::read_dir(data_dir) else {
+        return Ok((stages, 0));
+    };
+    for d in dirs.flatten() {
+        let name = d.file_name().to_string_lossy().into_owned();
+        let Some(core) = name
+            .strip_prefix("core-")
+            .and_then(|c| c.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(files) = fs::read_dir(d.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let fname = f.file_name().to_string_lossy().into_owned();
+            let Some(run) = stage::parse_file_name(&fname) else {
+                continue;
+            };
+            let path = f.path();
+            let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let last = chain_last.get(&(run, core)).copied();
+            let staged = stage::staged_after(&bytes, last, run + u64::from(core));
+            for r in &staged {
+                match r.kind {
+                    Kind::HintPut | Kind::HintTombstone | Kind::HintDone => {
+                        replay_hint(hints, ring, r, now_ms);
+                        replayed += 1;
+                    }
+                    Kind::Put | Kind::Tombstone | Kind::Forget => {
+                        apply(&mut maps[ring.core_for_key(r.key)], r);
+                        replayed += 1;
+                    }
+                    Kind::SegmentStart | Kind::Snapshotted => {}
+                }
+            }
+            if !staged.is_empty() {
+                log::info!(
+                    "wal {}: {} staged records replayed (acknowledged, not yet in a segment)",
+                    path.display(),
+                    staged.len()
+                );
+            }
+            stages.push(path);
+        }
+    }
+    Ok((stages, replayed))
 }
 
 /// What replay saw of a segment it could not read at all.

@@ -1,0 +1,224 @@
+//! One core's staging file (`core-<i>/stage-<run>.log`): where `--fsync interval` and
+//! `--fsync none` acknowledge a write, instead of waiting for its O_DIRECT segment write.
+//!
+//! Owns: copying each group of encoded records (the very bytes the segment will get) into the
+//! file through the page cache (one `pwrite` per group), and reading a staging file back at
+//! replay. The page cache survives a crash of the process (kill -9, an OOM kill, a container
+//! restart), so a staged record is as safe from those as one written to a segment; the segment
+//! writes then go out in large groups on their own schedule (`STAGE_FLUSH_MS`,
+//! `STAGE_FLUSH_BYTES`), and the interval fdatasync bounds what a power loss takes (see
+//! `wal_file`). Never decides when a record is acknowledged or flushed (`wal_file` does).
+//!
+//! Layout: records back to back from offset 0, in append order. When every staged record has
+//! reached its segment, the next group starts again at offset 0 (the file is reused, never
+//! grown past `STAGE_BYTES`); bytes of an earlier fill may follow the new ones. A group that
+//! does not fit while older staged records still wait for their segment write is not staged:
+//! it waits for its segment write, as with `--fsync batch`.
+//!
+//! Replay (`staged_after`): the records that follow, without a gap, the last record of the
+//! same chain found in the segments. Older records (already in the segments) are skipped; the
+//! first record that does not decode or does not follow on ends it (a group torn by the crash
+//! was never acknowledged; leftovers of an earlier fill are older). So a stale record can
+//! never be replayed over a newer state, and nothing after a gap is.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::limits::{STAGE_BYTES, WAL_RECORD_HEADER_BYTES};
+
+/// The staging file is zero-filled in pieces of this size at creation.
+const STAGE_ZERO_CHUNK_BYTES: usize = 1024 * 1024;
+const _: () = assert!(STAGE_BYTES % STAGE_ZERO_CHUNK_BYTES as u64 == 0);
+use crate::storage::record::{self, Kind, Record};
+use crate::storage::Error;
+
+/// The staging file of chain `run` in a core's directory.
+pub fn file_name(run: u64) -> String {
+    format!("stage-{run:020}.log")
+}
+
+/// The run a staging file belongs to, from its name.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    name.strip_prefix("stage-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+pub struct Stage {
+    file: File,
+    path: PathBuf,
+    /// Where the next group goes.
+    pos: u64,
+}
+
+impl Stage {
+    /// Create (or empty) this run's staging file, written through with zeros: a later group
+    /// only overwrites blocks it owns, so a full disk can never fail it (a full disk at start
+    /// fails the start instead).
+    pub fn create(dir: &Path, run: u64) -> Result<Stage, Error> {
+        let path = dir.join(file_name(run));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let zeros = vec![0u8; STAGE_ZERO_CHUNK_BYTES];
+        let mut at = 0;
+        while at < STAGE_BYTES {
+            file.write_all_at(&zeros, at)
+                .map_err(|e| Error::io(&path, e))?;
+            at += STAGE_ZERO_CHUNK_BYTES as u64;
+        }
+        file.sync_data().map_err(|e| Error::io(&path, e))?;
+        Ok(Stage { file, path, pos: 0 })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stage `groups` (encoded records, in order). `all_written`: every record staged so far
+    /// has reached its segment (the file may start over). Ok(false): it does not fit.
+    pub fn put(&mut self, groups: &[&[u8]], all_written: bool) -> Result<bool, Error> {
+        let len: u64 = groups.iter().map(|g| g.len() as u64).sum();
+        if all_written {
+            self.pos = 0;
+        }
+        if self.pos + len > STAGE_BYTES {
+            return Ok(false);
+        }
+        for g in groups {
+            self.file
+                .write_all_at(g, self.pos)
+                .map_err(|e| Error::io(&self.path, e))?;
+            self.pos += g.len() as u64;
+        }
+        Ok(true)
+    }
+}
+
+/// The position of a record in its chain: (segment id, sequence in the segment).
+pub type Position = (u64, u64);
+
+/// Of a staging file's bytes, the records that follow `last` (the chain's last record in the
+/// segments; `None`: the segments hold none, so the first must open the chain's first segment
+/// `first_segment`) without a gap, in order.
+pub fn staged_after(bytes: &[u8], last: Option<Position>, first_segment: u64) -> Vec<Record<'_>> {
+    let mut out = Vec::new();
+    let mut last = last;
+    let mut at = 0usize;
+    while let Some((pos, r, n)) = decode_any(&bytes[at..]) {
+        at += n;
+        let follows = match last {
+            _ if last.is_some_and(|l| pos <= l) => {
+                continue; // already in the segments
+            }
+            Some((seg, seq)) => {
+                pos == (seg, seq + 1) || (pos.0 > seg && pos.1 == 0 && r.kind == Kind::SegmentStart)
+            }
+            None => pos == (first_segment, 0) && r.kind == Kind::SegmentStart,
+        };
+        if !follows {
+            break;
+        }
+        last = Some(pos);
+        out.push(r);
+    }
+    out
+}
+
+/// Decode the record at the front of `buf`, whatever segment and sequence it claims.
+fn decode_any(buf: &[u8]) -> Option<(Position, Record<'_>, usize)> {
+    if buf.len() < WAL_RECORD_HEADER_BYTES {
+        return None;
+    }
+    let segment = u64::from_le_bytes(buf[8..16].try_into().ok()?);
+    let seq = u64::from_le_bytes(buf[16..24].try_into().ok()?);
+    let (r, n) = record::decode(buf, segment, seq).ok()?;
+    Some(((segment, seq), r, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::version::Version;
+
+    fn rec(out: &mut Vec<u8>, seg: u64, seq: u64, kind: Kind, key: &str) {
+        let v = Version {
+            hlc: seq + 1,
+            writer: 1,
+        };
+        record::encode(out, seg, seq, kind, v, key.as_bytes(), b"\x00v");
+    }
+
+    fn keys(rs: &[Record<'_>]) -> Vec<String> {
+        rs.iter()
+            .map(|r| String::from_utf8_lossy(r.key).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn records_after_the_segments_replay_and_older_ones_are_skipped() {
+        let mut b = Vec::new();
+        rec(&mut b, 5, 3, Kind::Put, "a");
+        rec(&mut b, 5, 4, Kind::Put, "b");
+        rec(&mut b, 5, 5, Kind::Put, "c");
+        rec(&mut b, 7, 0, Kind::SegmentStart, "");
+        rec(&mut b, 7, 1, Kind::Put, "d");
+        // the segments end at (5, 3): b, c, the new segment's start, d follow
+        assert_eq!(
+            keys(&staged_after(&b, Some((5, 3)), 5)),
+            ["b", "c", "", "d"]
+        );
+        // all of it already in the segments
+        assert!(staged_after(&b, Some((7, 1)), 5).is_empty());
+    }
+
+    #[test]
+    fn a_gap_a_torn_group_or_leftovers_end_it() {
+        let mut b = Vec::new();
+        rec(&mut b, 5, 4, Kind::Put, "b");
+        rec(&mut b, 5, 6, Kind::Put, "after-a-gap");
+        assert_eq!(keys(&staged_after(&b, Some((5, 3)), 5)), ["b"]);
+        // torn: the second record cut short
+        let mut t = Vec::new();
+        rec(&mut t, 5, 4, Kind::Put, "b");
+        let whole = t.len();
+        rec(&mut t, 5, 5, Kind::Put, "c");
+        t.truncate(whole + 10);
+        assert_eq!(keys(&staged_after(&t, Some((5, 3)), 5)), ["b"]);
+        // a new fill over an older one: the old records left behind are older, so skipped
+        let mut f = Vec::new();
+        rec(&mut f, 5, 9, Kind::Put, "new");
+        rec(&mut f, 5, 2, Kind::Put, "old-leftover");
+        rec(&mut f, 5, 3, Kind::Put, "old-leftover");
+        assert_eq!(keys(&staged_after(&f, Some((5, 8)), 5)), ["new"]);
+        // a segment that does not open with its start record is not a follower
+        let mut s = Vec::new();
+        rec(&mut s, 7, 0, Kind::Put, "x");
+        assert!(staged_after(&s, Some((5, 3)), 5).is_empty());
+    }
+
+    #[test]
+    fn with_nothing_in_the_segments_the_chain_must_start_at_its_first_segment() {
+        let mut b = Vec::new();
+        rec(&mut b, 3, 0, Kind::SegmentStart, "");
+        rec(&mut b, 3, 1, Kind::Put, "a");
+        assert_eq!(keys(&staged_after(&b, None, 3)), ["", "a"]);
+        assert!(staged_after(&b, None, 4).is_empty(), "another chain's");
+        assert!(
+            staged_after(&[0u8; 64], None, 3).is_empty(),
+            "zeros: nothing"
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(parse_file_name(&file_name(42)), Some(42));
+        assert_eq!(parse_file_name("wal-1.log"), None);
+    }
+}
