@@ -48,6 +48,7 @@ use crate::limits::{
 };
 use crate::storage::record::{self, Kind};
 use crate::storage::recovery::sync_dir;
+use crate::storage::stage::Stage;
 use crate::storage::{segment_file_name, Error};
 
 /// When an acknowledged write is durable. See the module docs.
@@ -434,7 +435,7 @@ impl Wal {
         out.id_step = self.id_step;
         out.roll(&self.dir, first, self.segment_bytes_max).await?;
         if self.mode != FsyncMode::Batch {
-            out.stage = Some(crate::storage::stage::Stage::create(&self.dir, self.run)?);
+            out.stage = Some(Stage::create(&self.dir, self.run)?);
         }
         Ok(out)
     }
@@ -444,124 +445,195 @@ impl Wal {
     /// Under `--fsync interval` and `none` each group is first copied into the staging file
     /// (`stage`) and acknowledged; its segment write waits until `STAGE_FLUSH_BYTES` or
     /// `STAGE_FLUSH_MS` has gathered (or a sync is wanted, or shutdown), so one large O_DIRECT
-    /// write carries many groups. Under `batch` (no staging) every group is written at once.
+    /// write carries many groups. That write (and the interval fdatasync after it) runs as a
+    /// task of its own, one at a time, while this loop goes on staging and acknowledging. Under
+    /// `batch` (no staging) each group's write is its acknowledgement, as before.
     pub async fn run_flusher(self: Rc<Self>, mut out: SegmentWriter) -> Result<(), Error> {
+        let mut stage = out.stage.take();
+        let mut out = Some(out);
+        let mut inflight: Option<glommio::Task<WriteDone>> = None;
         let mut last_sync = Instant::now();
         let mut held: Vec<Chunk> = Vec::new();
         let mut held_bytes = 0usize;
         let mut held_since: Option<Instant> = None;
+        let mut retry_at: Option<Instant> = None;
         let flush_after = Duration::from_millis(STAGE_FLUSH_MS);
+        let interval = Duration::from_millis(WAL_SYNC_INTERVAL_MS);
         loop {
             let unsynced = {
                 let st = self.state.borrow();
                 st.written > st.synced
             };
+            let sync_at = (self.mode == FsyncMode::Interval && unsynced && inflight.is_none())
+                .then(|| last_sync + interval);
             let flush_at = held_since.map(|t| t + flush_after);
-            self.wait_for_work(
-                self.mode == FsyncMode::Interval && unsynced,
-                last_sync,
-                flush_at,
-            )
-            .await;
+            let wake_at = [sync_at, flush_at, retry_at].into_iter().flatten().min();
+            // With no write in flight, held records that must go now (no staging, a sync or
+            // shutdown wanted, enough gathered) go without waiting.
+            let go_now = inflight.is_none()
+                && retry_at.is_none()
+                && !held.is_empty()
+                && (stage.is_none()
+                    || held_bytes >= STAGE_FLUSH_BYTES
+                    || self.sync_or_shutdown_wanted());
+            if let Some(task) = inflight.as_mut() {
+                // Stage what arrives meanwhile; nothing else can move until the write is back.
+                let work = async {
+                    PendingReady { wal: &self }.await;
+                    None
+                };
+                // (the write first: a finished one is taken back before more is staged)
+                if let Some(done) = futures_lite::future::or(async { Some(task.await) }, work).await
+                {
+                    inflight = None;
+                    out = Some(self.written(done, &mut held, &mut retry_at, &mut last_sync)?);
+                    continue;
+                }
+            } else if !go_now {
+                self.wait_for_work(wake_at).await;
+            }
             // Let every task woken before this one finish its turn first, so what they append
-            // joins this write (larger groups: fewer device writes and completions to wake for).
+            // joins this group (larger groups: fewer copies and writes).
             futures_lite::future::yield_now().await;
             let (chunks, shutting_down, sync_wanted) = {
                 let mut st = self.state.borrow_mut();
                 let wanted = st.sync_wanted > st.synced;
                 (std::mem::take(&mut st.pending), st.shutting_down, wanted)
             };
-            let mut now = !chunks.is_empty() && out.stage.is_none();
+            let mut now = !chunks.is_empty() && stage.is_none();
             if !chunks.is_empty() {
-                if out.stage.is_some() {
-                    now |= !self.stage(&mut out, &chunks)?;
+                if let Some(stage) = stage.as_mut() {
+                    now |= !self.stage(stage, &chunks)?;
                 }
                 held_bytes += chunks.iter().map(|c| c.bytes.len()).sum::<usize>();
-                held.extend(chunks);
+                hold(&mut held, chunks);
                 held_since.get_or_insert_with(Instant::now);
             }
-            let due = held_bytes >= STAGE_FLUSH_BYTES
+            if retry_at.is_some_and(|t| Instant::now() < t) {
+                continue; // disk full: the next try waits
+            }
+            retry_at = None;
+            let due = now
+                || shutting_down
+                || sync_wanted
+                || held_bytes >= STAGE_FLUSH_BYTES
                 || held_since.is_some_and(|t| t.elapsed() >= flush_after);
-            if held.is_empty() || !(now || due || shutting_down || sync_wanted) {
-                let interval_due = self.mode == FsyncMode::Interval
-                    && last_sync.elapsed() >= Duration::from_millis(WAL_SYNC_INTERVAL_MS);
-                if held.is_empty() && unsynced && (shutting_down || sync_wanted || interval_due) {
-                    self.sync(&mut out).await?;
-                    last_sync = Instant::now();
-                }
-                if held.is_empty() && shutting_down {
-                    if let Some(f) = out.file.take() {
-                        let _ = f.close().await;
+            let Some(mut writer) = out.take() else {
+                continue; // a write is in flight: these wait for the next
+            };
+            if !held.is_empty() && due {
+                let chunks = std::mem::take(&mut held);
+                held_bytes = 0;
+                held_since = None;
+                let sync = sync_wanted
+                    || (self.mode == FsyncMode::Interval && last_sync.elapsed() >= interval);
+                let wal = self.clone();
+                inflight = Some(glommio::spawn_local(async move {
+                    let top_segment = chunks.last().map_or(0, |c| c.segment);
+                    let result = wal.write_chunks(&mut writer, chunks).await;
+                    let synced = match (&result, sync && !writer.dsync) {
+                        (Ok(_), true) => Some(writer.sync(&wal).await),
+                        _ => None,
+                    };
+                    WriteDone {
+                        writer,
+                        result,
+                        top_segment,
+                        synced,
                     }
-                    return Ok(());
-                }
+                }));
                 continue;
             }
-            let chunks = std::mem::take(&mut held);
-            held_bytes = 0;
-            held_since = None;
-            let top_segment = chunks.last().map_or(0, |c| c.segment);
-            match self.write_chunks(&mut out, chunks).await {
-                Ok(last) => {
-                    // On the device, not yet synced, nobody told: a crash here loses nothing
-                    // acknowledged.
-                    crate::failpoint::hit("wal:written");
-                    {
-                        let mut st = self.state.borrow_mut();
-                        st.written = st.written.max(last);
-                        st.written_segment = st.written_segment.max(top_segment);
-                    }
-                    let wanted = self.state.borrow().sync_wanted > self.state.borrow().synced;
-                    if out.dsync {
-                        // O_DSYNC: the write completed only once its data (and the metadata to
-                        // read it back) was on stable storage: no separate fdatasync.
-                        let mut st = self.state.borrow_mut();
-                        st.synced = st.written;
-                        st.syncs += 1;
-                    } else if wanted
-                        || (self.mode == FsyncMode::Interval
-                            && last_sync.elapsed() >= Duration::from_millis(WAL_SYNC_INTERVAL_MS))
-                    {
-                        // Under sustained load the flusher is never idle: the interval sync is
-                        // due here too, or `--fsync interval` would not sync while writes flow.
-                        self.sync(&mut out).await?;
-                        last_sync = Instant::now();
-                    }
-                    let mut st = self.state.borrow_mut();
-                    if matches!(st.fault, Some(Fault::DiskFull)) {
-                        log::info!("wal {}: disk space available again", self.dir.display());
-                        st.fault = None;
-                    }
-                    drop(st);
-                    self.wake_waiters();
+            let interval_due = self.mode == FsyncMode::Interval && last_sync.elapsed() >= interval;
+            if held.is_empty() && unsynced && (shutting_down || sync_wanted || interval_due) {
+                self.sync(&mut writer).await?;
+                last_sync = Instant::now();
+            }
+            if held.is_empty() && shutting_down {
+                if let Some(f) = writer.file.take() {
+                    let _ = f.close().await;
                 }
-                Err((e, unwritten)) => {
-                    if matches!(e, Error::DiskFull { .. }) {
-                        log::error!("{e}");
-                        {
-                            let mut st = self.state.borrow_mut();
-                            let mut rest = unwritten;
-                            rest.append(&mut st.pending);
-                            st.pending = rest;
-                        }
-                        self.fail_pending(Fault::DiskFull);
-                        glommio::timer::sleep(Duration::from_millis(WAL_DISK_FULL_RETRY_MS)).await;
-                    } else {
+                return Ok(());
+            }
+            out = Some(writer);
+        }
+    }
+
+    fn sync_or_shutdown_wanted(&self) -> bool {
+        let st = self.state.borrow();
+        st.shutting_down || st.sync_wanted > st.synced
+    }
+
+    /// A segment write (and the sync after it) completed: record it, tell the waiters, and
+    /// hand the writer back. Disk full puts the chunks back to be retried; any other failure
+    /// poisons this WAL.
+    fn written(
+        &self,
+        done: WriteDone,
+        held: &mut Vec<Chunk>,
+        retry_at: &mut Option<Instant>,
+        last_sync: &mut Instant,
+    ) -> Result<SegmentWriter, Error> {
+        let WriteDone {
+            writer,
+            result,
+            top_segment,
+            synced,
+        } = done;
+        match result {
+            Ok(last) => {
+                // On the device, not yet synced, nobody told: a crash here loses nothing
+                // acknowledged.
+                crate::failpoint::hit("wal:written");
+                let mut st = self.state.borrow_mut();
+                st.written = st.written.max(last);
+                st.written_segment = st.written_segment.max(top_segment);
+                if writer.dsync {
+                    // O_DSYNC: the write completed only once its data (and the metadata to
+                    // read it back) was on stable storage: no separate fdatasync.
+                    st.synced = st.written;
+                    st.syncs += 1;
+                }
+                if matches!(st.fault, Some(Fault::DiskFull)) {
+                    log::info!("wal {}: disk space available again", self.dir.display());
+                    st.fault = None;
+                }
+                drop(st);
+                match synced {
+                    Some(Err(e)) => {
                         log::error!("wal {} poisoned: {e}", self.dir.display());
                         self.fail_pending(Fault::Poisoned(e.to_string()));
                         return Err(e);
                     }
+                    Some(Ok(())) => {
+                        self.state.borrow_mut().synced = last;
+                        *last_sync = Instant::now();
+                    }
+                    None => {}
                 }
+                self.wake_waiters();
+                Ok(writer)
+            }
+            Err((e, unwritten)) if matches!(e, Error::DiskFull { .. }) => {
+                log::error!("{e}");
+                let mut rest = unwritten;
+                rest.append(held);
+                *held = rest;
+                self.fail_pending(Fault::DiskFull);
+                *retry_at = Some(Instant::now() + Duration::from_millis(WAL_DISK_FULL_RETRY_MS));
+                Ok(writer)
+            }
+            Err((e, _)) => {
+                log::error!("wal {} poisoned: {e}", self.dir.display());
+                self.fail_pending(Fault::Poisoned(e.to_string()));
+                Err(e)
             }
         }
     }
 
     /// Copy `chunks` into the staging file and acknowledge them; false when they do not fit
     /// (they then wait for their segment write). A failed copy poisons this WAL.
-    fn stage(&self, out: &mut SegmentWriter, chunks: &[Chunk]) -> Result<bool, Error> {
-        let Some(stage) = out.stage.as_mut() else {
-            return Ok(false);
-        };
+    fn stage(&self, stage: &mut Stage, chunks: &[Chunk]) -> Result<bool, Error> {
         let all_written = {
             let st = self.state.borrow();
             st.staged <= st.written
@@ -599,13 +671,11 @@ impl Wal {
         Ok(())
     }
 
-    /// Wait until records are pending, shutdown began, (interval mode) a sync is due, or
-    /// staged records are due at their segment (`flush_at`).
-    async fn wait_for_work(&self, sync_due: bool, last_sync: Instant, flush_at: Option<Instant>) {
-        let interval = Duration::from_millis(WAL_SYNC_INTERVAL_MS);
+    /// Wait until records are pending, shutdown began, a sync is wanted, or `wake_at` (an
+    /// interval sync, a flush of staged records, a retry on a full disk) comes.
+    async fn wait_for_work(&self, wake_at: Option<Instant>) {
         let work = WorkReady { wal: self };
-        let sync_at = sync_due.then(|| last_sync + interval);
-        match sync_at.into_iter().chain(flush_at).min() {
+        match wake_at {
             Some(at) => {
                 let left = at.saturating_duration_since(Instant::now());
                 futures_lite::future::or(work, glommio::timer::sleep(left)).await;
@@ -672,8 +742,8 @@ pub struct SegmentWriter {
     id_step: u64,
     /// The next segment, created and zero-filled in the background while this one fills.
     spare: Option<(u64, glommio::Task<Result<DmaFile, Error>>)>,
-    /// The staging file (`--fsync interval` and `none`).
-    stage: Option<crate::storage::stage::Stage>,
+    /// The staging file (`--fsync interval` and `none`), taken by the flusher.
+    stage: Option<Stage>,
 }
 
 /// Create segment `segment` in `dir`: fallocated, zero-filled (see the module doc), its
@@ -858,6 +928,49 @@ impl Future for WorkReady<'_> {
     }
 }
 
+/// Add `chunks` to those waiting for their segment write, joining each to the one before it
+/// when they go to the same segment and fit one write: a flush is then a few large device
+/// writes, not one per group staged.
+fn hold(held: &mut Vec<Chunk>, chunks: Vec<Chunk>) {
+    for c in chunks {
+        match held.last_mut() {
+            Some(last)
+                if last.segment == c.segment
+                    && last.bytes.len() + c.bytes.len() <= WAL_GROUP_BYTES_MAX =>
+            {
+                last.bytes.extend_from_slice(&c.bytes);
+                last.last_ticket = c.last_ticket;
+            }
+            _ => held.push(c),
+        }
+    }
+}
+
+/// Resolves once records are pending (while a segment write is in flight).
+struct PendingReady<'a> {
+    wal: &'a Wal,
+}
+
+impl Future for PendingReady<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.wal.state.borrow().pending.is_empty() {
+            return Poll::Ready(());
+        }
+        self.wal.flusher.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// What a segment write task hands back: the writer, what was written (or the failure and the
+/// chunks left), its last segment, and the result of the sync after it (if one was due).
+struct WriteDone {
+    writer: SegmentWriter,
+    result: Result<Ticket, (Error, Vec<Chunk>)>,
+    top_segment: u64,
+    synced: Option<Result<(), Error>>,
+}
+
 /// Resolves once a ticket is durable (`Ok`) or its write failed (`Err`).
 pub struct Durable {
     wal: Rc<Wal>,
@@ -933,7 +1046,8 @@ mod tests {
             let syncs = wal.stats().syncs;
             assert!(
                 syncs >= 1,
-                "no sync in 10 intervals of sustained writes ({i} appends)"
+                "no sync in 10 intervals of sustained writes ({i} appends, {} writes)",
+                wal.stats().writes
             );
             wal.shut_down();
             flusher.await.expect("flusher");
