@@ -487,6 +487,8 @@ impl Wal {
                 {
                     inflight = None;
                     out = Some(self.written(done, &mut held, &mut retry_at, &mut last_sync)?);
+                    // (a full disk handed its chunks back: they go again at the retry)
+                    held_bytes = held.iter().map(|c| c.bytes.len()).sum();
                     continue;
                 }
             } else if !go_now {
@@ -509,11 +511,16 @@ impl Wal {
                 hold(&mut held, chunks);
                 held_since.get_or_insert_with(Instant::now);
             }
-            if retry_at.is_some_and(|t| Instant::now() < t) {
-                continue; // disk full: the next try waits
+            let mut retry = false;
+            if let Some(at) = retry_at {
+                if Instant::now() < at {
+                    continue; // disk full: the next try waits
+                }
+                retry_at = None;
+                retry = true;
             }
-            retry_at = None;
             let due = now
+                || retry
                 || shutting_down
                 || sync_wanted
                 || held_bytes >= STAGE_FLUSH_BYTES
