@@ -132,6 +132,21 @@ impl ClockFence {
         r
     }
 
+    /// Whether this node's replica must refuse to store a write: when its clock is known to be
+    /// off (fenced, or stepped since measured). Not while it is still unmeasured just after a
+    /// start: a replica stores the coordinator's version, not one of its own clock, and
+    /// refusing then would fail writes on every start until the first probe answers.
+    pub fn replica_refuses(&self) -> bool {
+        let refused = matches!(
+            self.peek(),
+            Err(Fenced::Offset { .. } | Fenced::Jumped { .. })
+        );
+        if refused {
+            self.refused_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        refused
+    }
+
     /// The same answer as `check`, not counted (for building an error message).
     pub fn peek(&self) -> Result<(), Fenced> {
         let kind = self.kind.load(Ordering::Acquire);

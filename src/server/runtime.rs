@@ -386,8 +386,11 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
             rx.recv_async().await.map_err(|e| core_err(s.core, e))?;
         }
         remove_superseded(&s.old_segments, &s.data_dir)?;
-        let live = crate::storage::stage::file_name(s.run);
-        for stage in s.old_stages.iter().filter(|p| !p.ends_with(&live)) {
+        let live = |p: &PathBuf| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            name.and_then(|n| crate::storage::stage::parse_file_name(&n)) == Some(s.run)
+        };
+        for stage in s.old_stages.iter().filter(|p| !live(p)) {
             std::fs::remove_file(stage).map_err(|e| crate::storage::Error::io(stage, e))?;
         }
         log::info!(

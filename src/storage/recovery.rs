@@ -237,6 +237,9 @@ fn replay_stages(
         let Ok(files) = fs::read_dir(d.path()) else {
             continue;
         };
+        // each chain's halves, read whole
+        let mut chains: std::collections::BTreeMap<u64, Vec<(PathBuf, Vec<u8>)>> =
+            std::collections::BTreeMap::new();
         for f in files.flatten() {
             let fname = f.file_name().to_string_lossy().into_owned();
             let Some(run) = stage::parse_file_name(&fname) else {
@@ -244,29 +247,40 @@ fn replay_stages(
             };
             let path = f.path();
             let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-            let last = chain_last.get(&(run, core)).copied();
-            let staged = stage::staged_after(&bytes, last, run + u64::from(core));
-            for r in &staged {
-                match r.kind {
-                    Kind::HintPut | Kind::HintTombstone | Kind::HintDone => {
-                        replay_hint(hints, ring, r, now_ms);
-                        replayed += 1;
+            chains.entry(run).or_default().push((path, bytes));
+        }
+        for (run, halves) in chains {
+            let first = run + u64::from(core);
+            let mut last = chain_last.get(&(run, core)).copied();
+            // the half whose run follows the segments first, then the other from where it ends
+            let starts = |b: &[u8]| stage::staged_after(b, last, first).first().map(|r| r.0);
+            let mut order: Vec<&(PathBuf, Vec<u8>)> = halves.iter().collect();
+            order.sort_by_key(|(_, b)| (starts(b).is_none(), starts(b)));
+            let mut n = 0;
+            for (path, bytes) in order {
+                for (pos, r) in stage::staged_after(bytes, last, first) {
+                    match r.kind {
+                        Kind::HintPut | Kind::HintTombstone | Kind::HintDone => {
+                            replay_hint(hints, ring, &r, now_ms);
+                            n += 1;
+                        }
+                        Kind::Put | Kind::Tombstone | Kind::Forget => {
+                            apply(&mut maps[ring.core_for_key(r.key)], &r);
+                            n += 1;
+                        }
+                        Kind::SegmentStart | Kind::Snapshotted => {}
                     }
-                    Kind::Put | Kind::Tombstone | Kind::Forget => {
-                        apply(&mut maps[ring.core_for_key(r.key)], r);
-                        replayed += 1;
-                    }
-                    Kind::SegmentStart | Kind::Snapshotted => {}
+                    last = Some(pos);
                 }
+                stages.push(path.clone());
             }
-            if !staged.is_empty() {
+            if n > 0 {
                 log::info!(
-                    "wal {}: {} staged records replayed (acknowledged, not yet in a segment)",
-                    path.display(),
-                    staged.len()
+                    "wal {}: {n} staged records replayed (acknowledged, not yet in a segment)",
+                    d.path().display()
                 );
             }
-            stages.push(path);
+            replayed += n;
         }
     }
     Ok((stages, replayed))

@@ -1,4 +1,4 @@
-//! One core's staging file (`core-<i>/stage-<run>.log`): where `--fsync interval` and
+//! One core's staging files (`core-<i>/stage-<run>-{a,b}.log`): where `--fsync interval` and
 //! `--fsync none` acknowledge a write, instead of waiting for its O_DIRECT segment write.
 //!
 //! Owns: copying each group of encoded records (the very bytes the segment will get) into the
@@ -9,14 +9,16 @@
 //! `STAGE_FLUSH_BYTES`), and the interval fdatasync bounds what a power loss takes (see
 //! `wal_file`). Never decides when a record is acknowledged or flushed (`wal_file` does).
 //!
-//! Layout: records back to back from offset 0, in append order. When every staged record has
-//! reached its segment, the next group starts again at offset 0 (the file is reused, never
-//! grown past `STAGE_BYTES`); bytes of an earlier fill may follow the new ones. A group that
-//! does not fit while older staged records still wait for their segment write is not staged:
-//! it waits for its segment write, as with `--fsync batch`.
+//! Layout: two files (halves `a` and `b`, `STAGE_BYTES` in all), each holding records back to
+//! back from offset 0 in append order. Groups go to the current half; when it is full, the
+//! other half starts over from its offset 0 once every record staged in it has reached its
+//! segment (under sustained load the older half has long been written by then). When every
+//! staged record has reached its segment, the current half starts over. Bytes of an earlier
+//! fill may follow the new ones. A group that neither half can take waits for its segment
+//! write, as with `--fsync batch`.
 //!
-//! Replay (`staged_after`): the records that follow, without a gap, the last record of the
-//! same chain found in the segments. Older records (already in the segments) are skipped; the
+//! Replay (`staged_after`, for each half, the one whose run starts earlier first): the records
+//! that follow, without a gap, the last record of the same chain found in the segments. Older records (already in the segments) are skipped; the
 //! first record that does not decode or does not follow on ends it (a group torn by the crash
 //! was never acknowledged; leftovers of an earlier fill are older). So a stale record can
 //! never be replayed over a newer state, and nothing after a gap is.
@@ -26,77 +28,108 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::limits::{STAGE_BYTES, WAL_RECORD_HEADER_BYTES};
-
-/// The staging file is zero-filled in pieces of this size at creation.
-const STAGE_ZERO_CHUNK_BYTES: usize = 1024 * 1024;
-const _: () = assert!(STAGE_BYTES % STAGE_ZERO_CHUNK_BYTES as u64 == 0);
 use crate::storage::record::{self, Kind, Record};
 use crate::storage::Error;
 
-/// The staging file of chain `run` in a core's directory.
-pub fn file_name(run: u64) -> String {
-    format!("stage-{run:020}.log")
+/// The staging file is zero-filled in pieces of this size at creation.
+const STAGE_ZERO_CHUNK_BYTES: usize = 1024 * 1024;
+/// Each of the two halves of the stage (`STAGE_BYTES` in all).
+const HALF_BYTES: u64 = STAGE_BYTES / 2;
+const _: () = assert!(HALF_BYTES % STAGE_ZERO_CHUNK_BYTES as u64 == 0);
+
+/// The staging files of chain `run` in a core's directory (two halves, `a` and `b`).
+pub fn file_name(run: u64, half: usize) -> String {
+    let h = if half == 0 { 'a' } else { 'b' };
+    format!("stage-{run:020}-{h}.log")
 }
 
 /// The run a staging file belongs to, from its name.
 pub fn parse_file_name(name: &str) -> Option<u64> {
-    name.strip_prefix("stage-")?
-        .strip_suffix(".log")?
-        .parse()
-        .ok()
+    let rest = name.strip_prefix("stage-")?.strip_suffix(".log")?;
+    let (run, half) = rest.rsplit_once('-')?;
+    matches!(half, "a" | "b").then_some(())?;
+    run.parse().ok()
+}
+
+/// One half: its file and the highest ticket staged in it.
+struct Half {
+    file: File,
+    path: PathBuf,
+    last_ticket: u64,
 }
 
 pub struct Stage {
-    file: File,
-    path: PathBuf,
-    /// Where the next group goes.
+    halves: [Half; 2],
+    /// The half groups go to, and where in it.
+    current: usize,
     pos: u64,
 }
 
 impl Stage {
-    /// Create (or empty) this run's staging file, written through with zeros: a later group
-    /// only overwrites blocks it owns, so a full disk can never fail it (a full disk at start
-    /// fails the start instead).
+    /// Create (or empty) this run's two staging files, written through with zeros: a later
+    /// group only overwrites blocks it owns, so a full disk can never fail it (a full disk at
+    /// start fails the start instead).
     pub fn create(dir: &Path, run: u64) -> Result<Stage, Error> {
-        let path = dir.join(file_name(run));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        let zeros = vec![0u8; STAGE_ZERO_CHUNK_BYTES];
-        let mut at = 0;
-        while at < STAGE_BYTES {
-            file.write_all_at(&zeros, at)
+        let make = |half: usize| -> Result<Half, Error> {
+            let path = dir.join(file_name(run, half));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
-            at += STAGE_ZERO_CHUNK_BYTES as u64;
-        }
-        file.sync_data().map_err(|e| Error::io(&path, e))?;
-        Ok(Stage { file, path, pos: 0 })
+            let zeros = vec![0u8; STAGE_ZERO_CHUNK_BYTES];
+            let mut at = 0;
+            while at < HALF_BYTES {
+                file.write_all_at(&zeros, at)
+                    .map_err(|e| Error::io(&path, e))?;
+                at += STAGE_ZERO_CHUNK_BYTES as u64;
+            }
+            file.sync_data().map_err(|e| Error::io(&path, e))?;
+            Ok(Half {
+                file,
+                path,
+                last_ticket: 0,
+            })
+        };
+        Ok(Stage {
+            halves: [make(0)?, make(1)?],
+            current: 0,
+            pos: 0,
+        })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn paths(&self) -> [&Path; 2] {
+        [&self.halves[0].path, &self.halves[1].path]
     }
 
-    /// Stage `groups` (encoded records, in order). `all_written`: every record staged so far
-    /// has reached its segment (the file may start over). Ok(false): it does not fit.
-    pub fn put(&mut self, groups: &[&[u8]], all_written: bool) -> Result<bool, Error> {
+    /// Stage `groups` (encoded records, in order, the last ending at `last_ticket`).
+    /// `written`: every ticket up to it has reached its segment. When the current half is full
+    /// the other takes over from its start, once everything staged in it has reached its
+    /// segment. Ok(false): neither can take the groups now.
+    pub fn put(&mut self, groups: &[&[u8]], last_ticket: u64, written: u64) -> Result<bool, Error> {
         let len: u64 = groups.iter().map(|g| g.len() as u64).sum();
+        let all_written = self.halves.iter().all(|h| h.last_ticket <= written);
         if all_written {
             self.pos = 0;
         }
-        if self.pos + len > STAGE_BYTES {
-            return Ok(false);
+        if self.pos + len > HALF_BYTES {
+            let other = 1 - self.current;
+            if self.halves[other].last_ticket > written || len > HALF_BYTES {
+                return Ok(false);
+            }
+            self.current = other;
+            self.pos = 0;
         }
+        let half = &mut self.halves[self.current];
         for g in groups {
-            self.file
+            half.file
                 .write_all_at(g, self.pos)
-                .map_err(|e| Error::io(&self.path, e))?;
+                .map_err(|e| Error::io(&half.path, e))?;
             self.pos += g.len() as u64;
         }
+        half.last_ticket = last_ticket;
         Ok(true)
     }
 }
@@ -107,7 +140,11 @@ pub type Position = (u64, u64);
 /// Of a staging file's bytes, the records that follow `last` (the chain's last record in the
 /// segments; `None`: the segments hold none, so the first must open the chain's first segment
 /// `first_segment`) without a gap, in order.
-pub fn staged_after(bytes: &[u8], last: Option<Position>, first_segment: u64) -> Vec<Record<'_>> {
+pub fn staged_after(
+    bytes: &[u8],
+    last: Option<Position>,
+    first_segment: u64,
+) -> Vec<(Position, Record<'_>)> {
     let mut out = Vec::new();
     let mut last = last;
     let mut at = 0usize;
@@ -126,7 +163,7 @@ pub fn staged_after(bytes: &[u8], last: Option<Position>, first_segment: u64) ->
             break;
         }
         last = Some(pos);
-        out.push(r);
+        out.push((pos, r));
     }
     out
 }
@@ -155,9 +192,9 @@ mod tests {
         record::encode(out, seg, seq, kind, v, key.as_bytes(), b"\x00v");
     }
 
-    fn keys(rs: &[Record<'_>]) -> Vec<String> {
+    fn keys(rs: &[(Position, Record<'_>)]) -> Vec<String> {
         rs.iter()
-            .map(|r| String::from_utf8_lossy(r.key).into_owned())
+            .map(|(_, r)| String::from_utf8_lossy(r.key).into_owned())
             .collect()
     }
 
@@ -218,7 +255,30 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        assert_eq!(parse_file_name(&file_name(42)), Some(42));
+        assert_eq!(parse_file_name(&file_name(42, 0)), Some(42));
+        assert_eq!(parse_file_name(&file_name(42, 1)), Some(42));
         assert_eq!(parse_file_name("wal-1.log"), None);
+        assert_eq!(parse_file_name("stage-1-c.log"), None);
+    }
+
+    #[test]
+    fn a_full_half_hands_over_to_the_other_once_it_is_written() {
+        let dir = crate::test_dir("stage-halves");
+        let mut st = Stage::create(&dir, 1).expect("create");
+        let big = vec![1u8; (HALF_BYTES / 2) as usize + 1];
+        assert!(st.put(&[&big], 1, 0).expect("put"));
+        // the first half cannot take another; the second is empty: it takes over
+        assert!(st.put(&[&big], 2, 0).expect("put"));
+        assert_eq!(st.current, 1);
+        // both hold unwritten records: nowhere to go until ticket 1 is written
+        assert!(!st.put(&[&big], 3, 0).expect("put"));
+        assert!(st.put(&[&big], 3, 1).expect("put"));
+        assert_eq!((st.current, st.pos), (0, big.len() as u64));
+        // everything written: the current half starts over
+        assert!(st.put(&[&[2u8; 10]], 4, 3).expect("put"));
+        assert_eq!(st.pos, 10);
+        assert!(!st
+            .put(&[&vec![0u8; HALF_BYTES as usize + 1]], 5, 4)
+            .expect("put"));
     }
 }

@@ -1262,7 +1262,7 @@ fn dispatch(
             };
         }
         // a replica with a wrong clock stores nothing (the coordinator hints it for later)
-        Opcode::ReplicaPut if ctx.node.clock.check().is_err() => return clock_fenced(ctx),
+        Opcode::ReplicaPut if ctx.node.clock.replica_refuses() => return clock_fenced(ctx),
         Opcode::ReplicaGet | Opcode::LocalGet if ctx.node.wal.repair_pending() => {
             return Slot::Refused {
                 status: Status::Unavailable,
