@@ -11,26 +11,6 @@ use common::*;
 use kvstore::client::{Client, Error as ClientError};
 use std::collections::HashMap;
 
-/// libfaketime's preload library, if installed (Debian's `faketime`); under CI its absence is
-/// an error.
-fn faketime_lib() -> Result<Option<String>, String> {
-    for dir in [
-        "/usr/lib/x86_64-linux-gnu",
-        "/usr/lib/aarch64-linux-gnu",
-        "/usr/lib",
-    ] {
-        let lib = format!("{dir}/faketime/libfaketimeMT.so.1");
-        if std::path::Path::new(&lib).exists() {
-            return Ok(Some(lib));
-        }
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        return Err("libfaketime is required under CI (.ci/run installs faketime)".into());
-    }
-    eprintln!("skipping: libfaketime (Debian's faketime) is not installed");
-    Ok(None)
-}
-
 /// What one checked run saw.
 #[derive(Default, Debug)]
 struct Run {
@@ -120,14 +100,7 @@ fn checked_run(nodes: &[Node], tag: &str, ops: usize) -> Result<Run, String> {
 fn skewed_cluster(name: &str, env: &[(&str, &str)], extra: &[&str]) -> Result<Vec<Node>, String> {
     let mut nodes = cluster(name, 2, extra)?;
     let seed = nodes[0].addr();
-    let mut args = vec![
-        "--cores",
-        "1",
-        "--suspect-timeout-ms",
-        SUSPECT_MS,
-        "--seed",
-        &seed,
-    ];
+    let mut args = member_args(&seed).to_vec();
     args.extend_from_slice(extra);
     let dir = data_dir(&format!("{name}-n3"));
     nodes.push(Node::start_with_env(
@@ -225,15 +198,7 @@ fn a_node_started_with_a_wrong_clock_is_fenced_before_its_first_write() -> TestR
         nodes[2].terminate()?;
         let (dir, port) = (nodes[2].dir.clone(), nodes[2].port);
         let seed = nodes[0].addr();
-        let args = [
-            "--cores",
-            "1",
-            "--suspect-timeout-ms",
-            SUSPECT_MS,
-            "--seed",
-            &seed,
-        ];
-        nodes[2] = Node::start_on("node3", &dir, port, &args)?;
+        nodes[2] = Node::start_on("node3", &dir, port, &member_args(&seed))?;
         wait_writable(&nodes[2], "after-fix")?;
         let run = checked_run(&nodes, &format!("{name}-fixed"), 60)?;
         assert_clean(&run, &format!("{skew}, fixed"));

@@ -71,26 +71,6 @@ fn a_node_in_no_ring_answers_a_clear_error_and_stays_up() -> TestResult {
     Ok(())
 }
 
-/// libfaketime's preload library, if installed (Debian's `faketime`); under CI its absence is
-/// an error.
-fn faketime_lib() -> Result<Option<String>, String> {
-    for dir in [
-        "/usr/lib/x86_64-linux-gnu",
-        "/usr/lib/aarch64-linux-gnu",
-        "/usr/lib",
-    ] {
-        let lib = format!("{dir}/faketime/libfaketimeMT.so.1");
-        if std::path::Path::new(&lib).exists() {
-            return Ok(Some(lib));
-        }
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        return Err("libfaketime is required under CI (.ci/run installs faketime)".into());
-    }
-    eprintln!("skipping: libfaketime (Debian's faketime) is not installed");
-    Ok(None)
-}
-
 /// One node's wall clock 70 s fast must not stop writes across the cluster. The fast node's
 /// versions reach the others in read answers; their clocks used to adopt them, after which
 /// their own replicas refused their writes as too far ahead. Now those versions are refused,

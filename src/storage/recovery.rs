@@ -253,11 +253,18 @@ fn replay_stages(
             let first = run + u64::from(core);
             let mut last = chain_last.get(&(run, core)).copied();
             // the half whose run follows the segments first, then the other from where it ends
-            let starts = |b: &[u8]| stage::staged_after(b, last, first).first().map(|r| r.0);
-            let mut order: Vec<&(PathBuf, Vec<u8>)> = halves.iter().collect();
-            order.sort_by_key(|(_, b)| (starts(b).is_none(), starts(b)));
+            let mut order: Vec<_> = halves
+                .iter()
+                .map(|h| {
+                    (
+                        stage::staged_after(&h.1, last, first).first().map(|r| r.0),
+                        h,
+                    )
+                })
+                .collect();
+            order.sort_by_key(|(start, _)| (start.is_none(), *start));
             let mut n = 0;
-            for (path, bytes) in order {
+            for (_, (path, bytes)) in order {
                 for (pos, r) in stage::staged_after(bytes, last, first) {
                     match r.kind {
                         Kind::HintPut | Kind::HintTombstone | Kind::HintDone => {

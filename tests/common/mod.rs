@@ -216,18 +216,49 @@ pub fn stdout(o: &Output) -> String {
 
 pub const SUSPECT_MS: &str = "1500";
 
+/// libfaketime's preload library, if installed (Debian's `faketime`); under CI its absence is
+/// an error.
+pub fn faketime_lib() -> Result<Option<String>, String> {
+    for dir in [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ] {
+        let lib = format!("{dir}/faketime/libfaketimeMT.so.1");
+        if std::path::Path::new(&lib).exists() {
+            return Ok(Some(lib));
+        }
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        return Err("libfaketime is required under CI (.ci/run installs faketime)".into());
+    }
+    eprintln!("skipping: libfaketime (Debian's faketime) is not installed");
+    Ok(None)
+}
+
+/// A one-core member joining through `seed`, with the tests' suspect timeout.
+pub fn member_args(seed: &str) -> [&str; 6] {
+    [
+        "--cores",
+        "1",
+        "--suspect-timeout-ms",
+        SUSPECT_MS,
+        "--seed",
+        seed,
+    ]
+}
+
 /// Start `n` nodes seeded from the first; wait until every node sees all of them ALIVE.
 pub fn cluster(name: &str, n: usize, extra: &[&str]) -> Result<Vec<Node>, String> {
     let mut nodes: Vec<Node> = Vec::new();
     for i in 1..=n {
         let dir = data_dir(&format!("{name}-n{i}"));
         let seed = nodes.first().map(|s| s.addr());
-        let mut args = vec!["--cores", "1", "--suspect-timeout-ms", SUSPECT_MS];
+        let mut args = match &seed {
+            Some(s) => member_args(s).to_vec(),
+            None => vec!["--cores", "1", "--suspect-timeout-ms", SUSPECT_MS],
+        };
         args.extend_from_slice(extra);
-        if let Some(s) = &seed {
-            args.push("--seed");
-            args.push(s);
-        }
         nodes.push(Node::start(&format!("node{i}"), &dir, &args)?);
     }
     for node in &nodes {

@@ -803,12 +803,7 @@ async fn process_batch<F: Front>(
             }
         }
     }
-    let pending: Vec<_> = remote
-        .iter_mut()
-        .enumerate()
-        .filter(|(_, ops)| !ops.is_empty())
-        .map(|(core, ops)| (core, ctx.hops.call(core, std::mem::take(ops))))
-        .collect();
+    let pending = send_hops(ctx, remote);
     let local_failure = match last_ticket {
         Some(t) => ctx
             .shard
@@ -885,6 +880,19 @@ async fn write_out<S: Transport>(stream: &mut S, out: &[u8]) -> Result<(), Error
 /// Room reserved per result for its framing (headers, lengths) beside its value.
 const REPLY_FRAMING_BYTES: usize = 64;
 
+/// Send each core's queued operations as one hop; the answers to await, by core.
+fn send_hops(
+    ctx: &CoreCtx,
+    remote: &mut [Vec<Op>],
+) -> Vec<(usize, crate::server::notify::Receiver<Vec<OpResult>>)> {
+    remote
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, ops)| !ops.is_empty())
+        .map(|(core, ops)| (core, ctx.hops.call(core, std::mem::take(ops))))
+        .collect()
+}
+
 fn is_read(opcode: u8) -> bool {
     [
         Opcode::Get as u8,
@@ -915,7 +923,8 @@ async fn resolve_all<R>(
         .map(|(_, first, end)| (*first, *end))
         .peekable();
     let mut command_first = 0;
-    let mut wave: Vec<Option<Vec<OpResult>>> = (0..ctx.peers.len()).map(|_| None).collect();
+    // other cores' answers to one wave (made at the first wave: most batches have none)
+    let mut wave: Vec<Option<Vec<OpResult>>> = Vec::new();
     let n = slots.len();
     let mut i = 0;
     while i < n {
@@ -983,12 +992,7 @@ async fn fetch_wave(
             dispatch(ctx, session, &req, &mut remote, &mut no_ticket)
         };
     }
-    let pending: Vec<_> = remote
-        .iter_mut()
-        .enumerate()
-        .filter(|(_, ops)| !ops.is_empty())
-        .map(|(core, ops)| (core, ctx.hops.call(core, std::mem::take(ops))))
-        .collect();
+    let pending = send_hops(ctx, &mut remote);
     for (core, answer) in pending {
         wave[core] = answer.recv().await;
     }
