@@ -208,8 +208,8 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
     })
 }
 
-/// Replay every `core-<i>/stage-<run>.log`: the records of chain (run, i) that follow, with no
-/// gap, its last record in the segments (`stage::staged_after`).
+/// Replay every `core-<i>/stage-<run>-{a,b}.log`: the records of chain (run, i) that follow,
+/// with no gap, its last record in the segments (`stage::staged_after`).
 fn replay_stages(
     data_dir: &Path,
     ring: &LocalRing,
