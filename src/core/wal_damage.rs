@@ -178,6 +178,31 @@ pub fn decide(mode: RecoveryMode, corrupt: bool, clustered: bool) -> Decision {
     }
 }
 
+/// Whether the last run may have lost the page cache's share of its writes: it did not stop
+/// cleanly (`left_behind`: the boot id its mark names, see `storage::boot_mark`) and the machine
+/// has booted since (`current`, unknown when the kernel does not tell). A crash of the process
+/// alone keeps the page cache, and so every staged record.
+pub fn power_loss_suspected(left_behind: Option<&str>, current: Option<&str>) -> bool {
+    match (left_behind, current) {
+        (None, _) => false,
+        (Some(then), Some(now)) => then != now,
+        (Some(_), None) => true,
+    }
+}
+
+/// The rule after a suspected power loss, which may have taken the last ~1 s of acknowledged
+/// writes (the contract of `--fsync interval`; nothing in `--fsync batch`): in a cluster the
+/// peers hold them (W replicas acknowledged each), so the node repairs before it answers a
+/// replica read, as after corruption; alone, there is nothing to repair from, and it serves
+/// what it has.
+pub fn after_power_loss(suspected: bool, clustered: bool) -> Decision {
+    if suspected && clustered {
+        Decision::RepairFirst
+    } else {
+        Decision::Serve
+    }
+}
+
 type ChainKey = (String, u64, u32);
 
 /// Classify everything replay saw (see the module docs).
@@ -288,6 +313,19 @@ pub fn classify(segments: &[SegmentSeen]) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_unclean_stop_in_another_boot_suspects_a_power_loss() {
+        assert!(!power_loss_suspected(None, Some("b1")));
+        assert!(!power_loss_suspected(None, None));
+        assert!(!power_loss_suspected(Some("b1"), Some("b1")));
+        assert!(power_loss_suspected(Some("b1"), Some("b2")));
+        assert!(power_loss_suspected(Some(""), Some("b2")));
+        assert!(power_loss_suspected(Some("b1"), None));
+        assert_eq!(after_power_loss(true, true), Decision::RepairFirst);
+        assert_eq!(after_power_loss(true, false), Decision::Serve);
+        assert_eq!(after_power_loss(false, true), Decision::Serve);
+    }
 
     fn clean(at: u64) -> Tail {
         Tail {

@@ -196,6 +196,30 @@ pub fn run(config: Config) -> Result<(), Error> {
             )))
         }
     }
+    let boot = crate::storage::boot_mark::current();
+    let left_behind = crate::storage::boot_mark::left_behind(&config.data_dir)?;
+    let power_lost = wal_damage::power_loss_suspected(left_behind.as_deref(), boot.as_deref());
+    if power_lost {
+        log::warn!(
+            "wal: the machine restarted under the last run (it did not stop cleanly, boot id \
+             {:?} then, {:?} now): under --fsync interval, writes acknowledged in its last \
+             ~1 s may be lost{}",
+            left_behind.as_deref().unwrap_or_default(),
+            boot.as_deref().unwrap_or("unknown"),
+            if clustered {
+                "; the peers hold them"
+            } else {
+                ""
+            }
+        );
+    }
+    if wal_damage::after_power_loss(power_lost, clustered) == Decision::RepairFirst {
+        wal_health.owe_repair()?;
+    }
+    crate::storage::boot_mark::mark_running(
+        &config.data_dir,
+        boot.as_deref().unwrap_or("unknown"),
+    )?;
     log::info!(
         "node {}: replayed {} records from {} segments ({} keys) in {:.3}s",
         config.node_id,
@@ -326,6 +350,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             return Err(e);
         }
     }
+    crate::storage::boot_mark::mark_stopped(&config.data_dir)?;
     log::info!("node {}: shut down cleanly", config.node_id);
     Ok(())
 }
