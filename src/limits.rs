@@ -28,8 +28,13 @@ pub const CLOCK_LEASE_MS: u64 = 1_000;
 pub const NATIVE_HEADER_BYTES: usize = 1 + 32;
 /// Largest native frame: header plus the largest key and value the node can ever accept.
 pub const FRAME_BYTES_MAX: usize = NATIVE_HEADER_BYTES + KEY_BYTES_MAX + STORED_VALUE_BYTES_CEILING;
-/// RESP: arguments in one command (so `MGET`/`DEL` of up to 1024 keys, `MSET` of 512 pairs).
-pub const RESP_ARGS_MAX: usize = 1 + 1024;
+/// RESP: arguments in one command (Redis's own multibulk bound: 1,048,576, so `DEL` of a
+/// million keys, `MSET` of half a million pairs). What bounds a command's memory is its bytes.
+pub const RESP_ARGS_MAX: usize = 1 + 1024 * 1024;
+/// RESP: one command's bytes, headers included (Redis bounds its query buffer at 1 GB). A
+/// command is held whole in its connection's read buffer until it is answered.
+pub const RESP_COMMAND_BYTES_MAX: usize = 128 * 1024 * 1024;
+const _: () = assert!(RESP_COMMAND_BYTES_MAX > 2 * (KEY_BYTES_MAX + VALUE_BYTES_CEILING));
 /// RESP: an inline command line (Redis uses the same 64 KiB).
 pub const RESP_INLINE_BYTES_MAX: usize = 64 * 1024;
 /// RESP: a `*<n>` or `$<len>` header line, CRLF included.

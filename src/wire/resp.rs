@@ -11,7 +11,13 @@
 //! either tie themselves to tokio codecs or decode without a size limit, which would let a
 //! `$999999999` header pin memory.
 
-use crate::limits::{RESP_ARGS_MAX, RESP_INLINE_BYTES_MAX, RESP_LINE_BYTES_MAX};
+use crate::limits::{
+    RESP_ARGS_MAX, RESP_COMMAND_BYTES_MAX, RESP_INLINE_BYTES_MAX, RESP_LINE_BYTES_MAX,
+};
+
+/// Argument slots reserved up front from a command's declared count (the rest as they arrive:
+/// a header alone never allocates for a million arguments).
+const ARGS_RESERVED_MAX: usize = 1024;
 
 /// One decoded command: `args[0]` is its name. An empty `args` is an empty command (a blank
 /// inline line or `*0`), which Redis answers with nothing.
@@ -28,6 +34,8 @@ pub enum DecodeError {
     MultibulkLength,
     #[error("too many arguments in one command (at most {RESP_ARGS_MAX})")]
     TooManyArgs,
+    #[error("command larger than {RESP_COMMAND_BYTES_MAX} bytes")]
+    CommandTooLarge,
     #[error("expected '$', got '{}'", char::from(*.0))]
     ExpectedBulk(u8),
     #[error("invalid bulk length")]
@@ -100,7 +108,7 @@ fn decode_multibulk(
     if n as usize > RESP_ARGS_MAX {
         return Err(DecodeError::TooManyArgs);
     }
-    let mut args = Vec::with_capacity(n as usize);
+    let mut args = Vec::with_capacity((n as usize).min(ARGS_RESERVED_MAX));
     for _ in 0..n {
         let Some(&tag) = buf.get(pos) else {
             return Ok(None);
@@ -125,6 +133,9 @@ fn decode_multibulk(
         }
         let start = end + 2;
         let stop = start + len as usize;
+        if stop + 2 > RESP_COMMAND_BYTES_MAX {
+            return Err(DecodeError::CommandTooLarge);
+        }
         if buf.len() < stop + 2 {
             return Ok(None);
         }
@@ -311,13 +322,26 @@ mod tests {
         assert!(decode(&encode(&at)).unwrap().is_some());
         let header = format!("*{}\r\n", RESP_ARGS_MAX + 1);
         assert_eq!(decode(header.as_bytes()), Err(DecodeError::TooManyArgs));
-        let inline_at = vec!["k"; RESP_ARGS_MAX].join(" ") + "\r\n";
-        assert!(decode(inline_at.as_bytes()).unwrap().is_some());
-        let inline_past = vec!["k"; RESP_ARGS_MAX + 1].join(" ") + "\r\n";
-        assert_eq!(
-            decode(inline_past.as_bytes()),
-            Err(DecodeError::TooManyArgs)
-        );
+        // an inline line is bounded by its bytes first
+        let inline_most = vec!["k"; RESP_INLINE_BYTES_MAX / 2 - 1].join(" ") + "\n";
+        assert!(decode(inline_most.as_bytes()).unwrap().is_some());
+    }
+
+    #[test]
+    fn command_bytes_at_and_past_the_boundary() {
+        // *2 $3 SET $<len> ...: the header lines, then a bulk that ends the command exactly at
+        // the limit, or one byte past it (refused from its header, before its bytes arrive)
+        let head = |len: usize| format!("*2\r\n$3\r\nSET\r\n${len}\r\n");
+        let fixed = |len: usize| head(len).len() + 2;
+        let mut len = RESP_COMMAND_BYTES_MAX - fixed(RESP_COMMAND_BYTES_MAX);
+        while fixed(len) + len != RESP_COMMAND_BYTES_MAX {
+            len += 1;
+        }
+        let (at, past) = (head(len), head(len + 1));
+        let at = decode_command(at.as_bytes(), usize::MAX);
+        assert_eq!(at, Ok(None), "at the limit: waits for the body");
+        let past = decode_command(past.as_bytes(), usize::MAX);
+        assert_eq!(past, Err(DecodeError::CommandTooLarge));
     }
 
     #[test]

@@ -303,3 +303,21 @@ pub fn local(node: &Node, key: &str) -> Option<String> {
     let o = node.kv(&["get", "--local", key]);
     (o.status.code() == Some(0)).then(|| stdout(&o).trim_end().to_string())
 }
+
+/// Whether `tool` can run here; under CI its absence is an error.
+pub fn have(tool: &str, probe: &[&str]) -> Result<bool, String> {
+    let ok = Command::new(tool)
+        .args(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
+        return Err(format!("{tool} is required under CI (.ci/run installs it)"));
+    }
+    if !ok {
+        eprintln!("skipping: {tool} is not installed");
+    }
+    Ok(ok)
+}

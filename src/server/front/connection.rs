@@ -937,6 +937,9 @@ async fn resolve_all<R>(
         }
         let command_end = commands.peek().map(|(_, end)| *end).unwrap_or(n);
         if matches!(slots[i], Slot::Deferred { .. }) {
+            if wave.is_empty() {
+                wave.resize_with(ctx.peers.len(), || None);
+            }
             // the next wave: deferred reads of this command, fetched together
             let end = (i..command_end.min(i + wave_max))
                 .take_while(|&j| matches!(slots[j], Slot::Deferred { .. }))

@@ -11,4 +11,6 @@ pub mod original_front;
 pub mod reply_budget;
 pub mod resp_expiry;
 pub mod resp_front;
+pub mod resp_keyspace;
+pub mod resp_string;
 pub mod tls;

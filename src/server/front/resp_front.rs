@@ -5,11 +5,12 @@
 //! commands become the same GET/PUT/DELETE operations the native protocol uses, so quorum,
 //! versions and read repair apply to them unchanged (see `connection::Front`).
 //!
-//! Served: PING ECHO GET SET DEL EXISTS MGET MSET DBSIZE INFO COMMAND CONFIG CLIENT SELECT HELLO
-//! AUTH SCAN KEYS QUIT, and the expiry commands (`resp_expiry`): SET's EX PX EXAT PXAT KEEPTTL,
-//! SETEX PSETEX EXPIRE PEXPIRE EXPIREAT PEXPIREAT TTL PTTL EXPIRETIME PEXPIRETIME PERSIST GETEX
-//! GETDEL. Refused with a clear error: conditional writes (NX, XX, GT, LT, GET), anything else
-//! (`unknown command`).
+//! Served: PING ECHO GET SET DEL UNLINK EXISTS TOUCH MGET MSET DBSIZE INFO COMMAND CONFIG
+//! CLIENT SELECT HELLO AUTH SCAN KEYS QUIT; the expiry commands (`resp_expiry`): SET's EX PX EXAT
+//! PXAT KEEPTTL, SETEX PSETEX EXPIRE PEXPIRE EXPIREAT PEXPIREAT TTL PTTL EXPIRETIME PEXPIRETIME
+//! PERSIST GETEX GETDEL; STRLEN GETRANGE SUBSTR (`resp_string`); TYPE OBJECT RANDOMKEY
+//! (`resp_keyspace`). Refused with a clear error: conditional writes (NX, XX, GT, LT, GET),
+//! CONFIG SET, anything else (`unknown command`).
 
 use crate::limits::{KEY_BYTES_MAX, KEY_BYTES_MIN};
 use std::rc::Rc;
@@ -18,6 +19,8 @@ use crate::server::data::messages::OpResult;
 use crate::server::front::auth::Session;
 use crate::server::front::connection::{Front, ReplyCtx};
 use crate::server::front::resp_expiry::{self as expiry, Ttl, TtlQuery};
+use crate::server::front::resp_keyspace as keyspace;
+use crate::server::front::resp_string as string;
 use crate::server::wall_clock_ms;
 use crate::storage::wal_file::FsyncMode;
 use crate::wire::native::{Opcode, Request, Status};
@@ -66,6 +69,14 @@ const COMMANDS: &[(&str, i64, i64, i64, i64)] = &[
     ("persist", 2, 1, 1, 1),
     ("getex", -2, 1, 1, 1),
     ("getdel", 2, 1, 1, 1),
+    ("strlen", 2, 1, 1, 1),
+    ("getrange", 4, 1, 1, 1),
+    ("substr", 4, 1, 1, 1),
+    ("type", 2, 1, 1, 1),
+    ("unlink", -2, 1, -1, 1),
+    ("touch", -2, 1, -1, 1),
+    ("randomkey", 1, 0, 0, 0),
+    ("object", -2, 2, 2, 1),
 ];
 
 /// How to build one command's reply.
@@ -102,6 +113,16 @@ pub enum RespReply {
     Updated {
         persist: bool,
     },
+    /// STRLEN: the value's length, 0 when missing.
+    Strlen,
+    /// GETRANGE, SUBSTR: part of the value, empty when missing.
+    Range(string::Range),
+    /// TYPE: `string` or `none`.
+    Type,
+    /// OBJECT ENCODING / REFCOUNT: nil when missing.
+    Object(keyspace::Object),
+    /// RANDOMKEY: the first key of the first page (from a random point, then from the start).
+    RandomKey,
 }
 
 /// Per-connection state: the client name and the protocol version (2 until `HELLO 3`).
@@ -373,19 +394,40 @@ impl RespFront {
                 }
                 self.writes(rest, None, max_value_bytes, op)
             }
-            "del" | "exists" | "mget" => {
+            "del" | "unlink" | "exists" | "touch" | "mget" => {
                 if let Some(e) = check_keys(rest.iter().copied()) {
                     return e;
                 }
                 let (opcode, reply) = match name {
-                    "del" => (Opcode::Delete, RespReply::Deleted),
-                    "exists" => (Opcode::Get, RespReply::Existing),
+                    "del" | "unlink" => (Opcode::Delete, RespReply::Deleted),
+                    "exists" | "touch" => (Opcode::Get, RespReply::Existing),
                     _ => (Opcode::Get, RespReply::Values),
                 };
                 for k in rest {
                     op(Request::new(opcode, k, &[]));
                 }
                 reply
+            }
+            "strlen" | "getrange" | "substr" | "type" => {
+                if let Some(e) = check_keys(rest[..1].iter().copied()) {
+                    return e;
+                }
+                let reply = match name {
+                    "strlen" => RespReply::Strlen,
+                    "type" => RespReply::Type,
+                    _ => match string::range(rest[1], rest[2]) {
+                        Ok(r) => RespReply::Range(r),
+                        Err(e) => return err(e),
+                    },
+                };
+                op(Request::new(Opcode::Get, rest[0], &[]));
+                reply
+            }
+            "object" => object(rest, op),
+            "randomkey" => {
+                scan_op(keyspace::random_cursor(), 1, b"", op);
+                scan_op(0, 1, b"", op);
+                RespReply::RandomKey
             }
             "dbsize" => RespReply::DbSize,
             "info" => RespReply::Info(
@@ -593,11 +635,50 @@ fn command(rest: &[&[u8]]) -> RespReply {
     RespReply::Ready(out)
 }
 
-/// CONFIG GET answers the parameters tools ask for at start; CONFIG SET is refused.
+/// `OBJECT ENCODING|REFCOUNT|FREQ|IDLETIME key`, `OBJECT HELP`.
+fn object(rest: &[&[u8]], op: &mut dyn FnMut(Request<'_>)) -> RespReply {
+    let sub = String::from_utf8_lossy(rest[0]).to_ascii_lowercase();
+    let ask = match (sub.as_str(), rest.len()) {
+        ("help", 1) => {
+            let mut out = Vec::new();
+            resp::array(&mut out, keyspace::OBJECT_HELP.len());
+            for line in keyspace::OBJECT_HELP {
+                resp::simple(&mut out, line);
+            }
+            return RespReply::Ready(out);
+        }
+        ("encoding", 2) => keyspace::Object::Encoding,
+        ("refcount", 2) => keyspace::Object::RefCount,
+        ("freq", 2) => return err(keyspace::FREQ_NOT_TRACKED),
+        ("idletime", 2) => return err(keyspace::IDLETIME_NOT_TRACKED),
+        _ => {
+            return err(&format!(
+                "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try OBJECT HELP."
+            ))
+        }
+    };
+    if let Some(e) = check_keys(rest[1..].iter().copied()) {
+        return e;
+    }
+    op(Request::new(Opcode::Get, rest[1], &[]));
+    RespReply::Object(ask)
+}
+
+/// What CONFIG SET could change, if it were served: each is a flag of `kvstore-node`, read at
+/// start (a running node's settings never change under its clients).
+const SET_AT_START: &str = "--max-memory (maxmemory), --idle-timeout-ms (timeout), \
+    --max-value-bytes (proto-max-bulk-len), --fsync (appendfsync), --max-connections \
+    (maxclients), --password-file (requirepass)";
+
+/// CONFIG GET answers the parameters tools ask for at start; CONFIG SET, RESETSTAT and REWRITE
+/// are refused, naming the flags that set them.
 fn config(rest: &[&[u8]]) -> RespReply {
     let sub = String::from_utf8_lossy(rest[0]).to_ascii_lowercase();
     if sub != "get" || rest.len() < 2 {
-        return err("ERR kvstore serves CONFIG GET only (configuration is set by flags at start)");
+        return err(&format!(
+            "ERR kvstore serves CONFIG GET only: settings are flags of kvstore-node, read at \
+             start ({SET_AT_START}; see kvstore-node --help)"
+        ));
     }
     RespReply::Config(
         rest[1..]
@@ -642,6 +723,12 @@ fn encode_config(out: &mut Vec<u8>, params: &[String], cx: &ReplyCtx<'_>, proto:
         resp::bulk(out, k.as_bytes());
         resp::bulk(out, v.as_bytes());
     }
+}
+
+/// Stored bytes that are not a cell: an internal error, never a value.
+fn encode_error(out: &mut Vec<u8>, e: &crate::core::cell::CellError) -> bool {
+    resp::error(out, &format!("ERR {e}"));
+    false
 }
 
 fn encode_value(out: &mut Vec<u8>, result: &OpResult, proto: u8) {
@@ -849,6 +936,40 @@ impl Front for RespFront {
                     _ => false,
                 };
                 resp::integer(out, i64::from(n));
+            }
+            RespReply::Strlen | RespReply::Range(_) | RespReply::Type | RespReply::Object(_) => {
+                let got = results.first().map(|r| r.live_cell(wall_clock_ms()));
+                let value = match got {
+                    Some(Err(e)) => return encode_error(out, &e),
+                    Some(Ok(c)) => c.map(|(c, _)| c.value),
+                    None => None,
+                };
+                match (reply, value) {
+                    (RespReply::Strlen, v) => resp::integer(out, v.map_or(0, |v| v.len()) as i64),
+                    (RespReply::Range(r), v) => {
+                        resp::bulk(out, string::substring(v.unwrap_or_default(), r))
+                    }
+                    (RespReply::Type, v) => {
+                        resp::simple(out, if v.is_some() { "string" } else { "none" })
+                    }
+                    (RespReply::Object(_), None) => resp::null(out, self.proto),
+                    (RespReply::Object(keyspace::Object::RefCount), Some(_)) => {
+                        resp::integer(out, 1)
+                    }
+                    (_, Some(v)) => resp::bulk(out, keyspace::string_encoding(v).as_bytes()),
+                    (_, None) => resp::null(out, self.proto),
+                }
+            }
+            RespReply::RandomKey => {
+                let key = results.iter().find_map(|r| match r {
+                    OpResult::Value { value, .. } => crate::server::data::scan::decode_page(value)
+                        .and_then(|(_, keys)| keys.first().map(|k| k.to_vec())),
+                    _ => None,
+                });
+                match key {
+                    Some(k) => resp::bulk(out, &k),
+                    None => resp::null(out, self.proto),
+                }
             }
             RespReply::Values => {
                 resp::array(out, results.len());

@@ -1,0 +1,202 @@
+//! Differential test against Redis itself: seeded random sequences of the commands kvstore
+//! serves, on a small key space, sent to a `redis-server` and to one node; every reply must be
+//! the same bytes, except where Redis leaves the order unspecified (KEYS: compared as sets) or
+//! the value depends on when it is read (TTL: compared as missing / no expiry / expiring).
+//!
+//! `redis-server` is installed by `.ci/run`; elsewhere this test says so and passes, except
+//! under `CI=true`. `KV_DIFF_SEED=<n>` replays one seed, `KV_DIFF_SEEDS=<n>` sets how many run.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+/// Commands per seed, and the keys each seed uses (its own prefix: kvstore has no FLUSHALL
+/// between seeds).
+const COMMANDS_PER_SEED: usize = 150;
+const KEYS: u32 = 5;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Conn {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn connect(port: u16) -> Result<Conn, String> {
+        let w = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        w.set_read_timeout(Some(CLIENT_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let r = BufReader::new(w.try_clone().map_err(|e| e.to_string())?);
+        Ok(Conn { w, r })
+    }
+
+    /// One command; its reply's exact bytes.
+    fn call(&mut self, args: &[String]) -> Result<Vec<u8>, String> {
+        let mut cmd = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            cmd.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        self.w.write_all(&cmd).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        read_raw(&mut self.r, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Append one whole reply's bytes to `out`.
+fn read_raw(r: &mut impl BufRead, out: &mut Vec<u8>) -> Result<(), String> {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+    out.extend_from_slice(&line);
+    let text = String::from_utf8_lossy(&line).trim_end().to_string();
+    let n = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| format!("bad reply line {text:?}"))
+    };
+    match text.as_bytes().first() {
+        Some(b'$') if n(&text[1..])? >= 0 => {
+            let mut body = vec![0; n(&text[1..])? as usize + 2];
+            std::io::Read::read_exact(r, &mut body).map_err(|e| e.to_string())?;
+            out.extend_from_slice(&body);
+        }
+        Some(b'*') => {
+            for _ in 0..n(&text[1..])?.max(0) {
+                read_raw(r, out)?;
+            }
+        }
+        Some(b'+' | b'-' | b':' | b'$') => {}
+        _ => return Err(format!("unexpected reply {text:?}")),
+    }
+    Ok(())
+}
+
+/// A reply as compared: KEYS' elements sorted; TTL's integer as its class.
+fn normalised(command: &str, reply: &[u8]) -> String {
+    let text = String::from_utf8_lossy(reply).into_owned();
+    match command {
+        "KEYS" => {
+            let mut lines: Vec<&str> = text.split("\r\n").skip(1).collect();
+            let mut keys: Vec<String> = lines
+                .chunks_mut(2)
+                .filter(|c| c.len() == 2)
+                .map(|c| c[1].to_string())
+                .collect();
+            keys.sort();
+            format!("keys {keys:?}")
+        }
+        "TTL" | "PTTL" => match text.trim_end().strip_prefix(':').map(str::parse::<i64>) {
+            Some(Ok(n)) if n >= 0 => "expiring".into(),
+            _ => text,
+        },
+        _ => text,
+    }
+}
+
+fn random_command(rng: &mut fastrand::Rng, prefix: &str) -> Vec<String> {
+    let key = |rng: &mut fastrand::Rng| format!("{prefix}k{}", rng.u32(0..KEYS));
+    let value = |rng: &mut fastrand::Rng| match rng.u8(0..5) {
+        0 => rng.i64(-1000..1000).to_string(),
+        1 => String::new(),
+        2 => "x".repeat(rng.usize(40..50)),
+        3 => "010".into(),
+        _ => format!("v{}", rng.u32(0..100)),
+    };
+    let offset = |rng: &mut fastrand::Rng| rng.i64(-12..12).to_string();
+    let keys = |rng: &mut fastrand::Rng| -> Vec<String> {
+        (0..rng.usize(1..4)).map(|_| key(rng)).collect()
+    };
+    let s = |x: &str| x.to_string();
+    match rng.u8(0..22) {
+        0..=3 => vec![s("SET"), key(rng), value(rng)],
+        4 => vec![s("SET"), key(rng), value(rng), s("EX"), s("1000")],
+        5 => vec![s("GET"), key(rng)],
+        6 => [vec![s("MGET")], keys(rng)].concat(),
+        7 => {
+            let mut c = vec![s("MSET")];
+            for k in keys(rng) {
+                c.extend([k, value(rng)]);
+            }
+            c
+        }
+        8 => [vec![s("DEL")], keys(rng)].concat(),
+        9 => [vec![s("UNLINK")], keys(rng)].concat(),
+        10 => [vec![s("EXISTS")], keys(rng)].concat(),
+        11 => [vec![s("TOUCH")], keys(rng)].concat(),
+        12 => vec![s("STRLEN"), key(rng)],
+        13 => vec![s("GETRANGE"), key(rng), offset(rng), offset(rng)],
+        14 => vec![s("SUBSTR"), key(rng), offset(rng), offset(rng)],
+        15 => vec![s("TYPE"), key(rng)],
+        16 => vec![s("OBJECT"), s("ENCODING"), key(rng)],
+        17 => vec![s("GETDEL"), key(rng)],
+        18 => vec![s("EXPIRE"), key(rng), s("1000")],
+        19 => vec![s("PERSIST"), key(rng)],
+        20 => vec![s("TTL"), key(rng)],
+        _ => vec![s("KEYS"), format!("{prefix}*")],
+    }
+}
+
+#[test]
+fn replies_match_redis_on_random_command_sequences() -> TestResult {
+    if !have("redis-server", &["--version"])? {
+        return Ok(());
+    }
+    let redis_port = free_port();
+    let server = Server(
+        Command::new("redis-server")
+            .args(["--port", &redis_port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("redis-server: {e}"))?,
+    );
+    let mut redis = poll("redis-server to answer", START_DEADLINE, || {
+        let mut c = Conn::connect(redis_port).ok()?;
+        c.call(&["PING".into()]).ok().map(|_| c)
+    })?;
+    let node = Node::start("d1", &data_dir("redis-differential"), &["--cores", "2"])?;
+    let mut kv = Conn::connect(node.port)?;
+    let seeds: Vec<u64> = match std::env::var("KV_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(one) => vec![one],
+        None => {
+            let n = std::env::var("KV_DIFF_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(50);
+            (1..=n).collect()
+        }
+    };
+    for seed in seeds {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let prefix = format!("s{seed}:");
+        for i in 0..COMMANDS_PER_SEED {
+            let cmd = random_command(&mut rng, &prefix);
+            let (want, got) = (redis.call(&cmd)?, kv.call(&cmd)?);
+            let (want, got) = (normalised(&cmd[0], &want), normalised(&cmd[0], &got));
+            if want != got {
+                return Err(format!(
+                    "seed {seed}, command {i}: {cmd:?}\n  redis:   {want:?}\n  kvstore: {got:?}\n\
+                     replay: KV_DIFF_SEED={seed} cargo test --test redis_differential"
+                )
+                .into());
+            }
+        }
+    }
+    drop(server);
+    Ok(())
+}
