@@ -6,6 +6,7 @@
 pub mod cell;
 pub mod clock_fence;
 pub mod cluster_ring;
+pub mod crdt;
 pub mod membership;
 pub mod merkle;
 pub mod quorum;
