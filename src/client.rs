@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::core::version::Version;
 use crate::limits::{FRAME_BYTES_MAX, READ_CHUNK_BYTES, VALUE_BYTES_CEILING};
-use crate::wire::native::{self, Opcode, Request, Status, FLAG_WAS_LIVE};
+use crate::wire::native::{self, Opcode, Request, Status};
 
 /// Client errors; `kv` maps them to exit codes.
 #[derive(Debug, thiserror::Error)]
@@ -46,21 +46,8 @@ impl Error {
     }
 }
 
-/// An owned reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub request_id: u64,
-    pub status: Status,
-    pub flags: u8,
-    pub version: Version,
-    pub value: Vec<u8>,
-}
-
-impl Reply {
-    pub fn was_live(&self) -> bool {
-        self.flags & FLAG_WAS_LIVE != 0
-    }
-}
+/// An owned reply (the wire's: the node's peer links hold the same).
+pub use crate::wire::native::Reply;
 
 pub struct Client {
     stream: Stream,
@@ -83,7 +70,7 @@ impl Stream {
         addr: &str,
         tcp: TcpStream,
     ) -> std::io::Result<Stream> {
-        let name = crate::server::front::tls::server_name(addr)
+        let name = crate::certs::server_name(addr)
             .ok_or_else(|| std::io::Error::other(format!("no host in {addr} to verify")))?;
         let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
         Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
@@ -119,7 +106,7 @@ impl std::io::Write for Stream {
 static TLS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
 
 /// Make every later `Client::connect` use TLS, trusting the CA certificate(s) in `ca` (PEM).
-pub fn set_tls(ca: &std::path::Path) -> Result<(), crate::server::front::tls::Error> {
+pub fn set_tls(ca: &std::path::Path) -> Result<(), crate::certs::Error> {
     set_tls_with(ca, None)
 }
 
@@ -128,15 +115,15 @@ pub fn set_tls(ca: &std::path::Path) -> Result<(), crate::server::front::tls::Er
 pub fn set_tls_with(
     ca: &std::path::Path,
     identity: Option<(&std::path::Path, &std::path::Path)>,
-) -> Result<(), crate::server::front::tls::Error> {
+) -> Result<(), crate::certs::Error> {
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
-    .with_root_certificates(crate::server::front::tls::roots(ca)?);
+    .with_root_certificates(crate::certs::roots(ca)?);
     let config = match identity {
         Some((cert, key)) => {
-            let (chain, key) = crate::server::front::tls::identity(cert, key)?;
+            let (chain, key) = crate::certs::identity(cert, key)?;
             config.with_client_auth_cert(chain, key)?
         }
         None => config.with_no_client_auth(),
@@ -415,10 +402,10 @@ impl Client {
         count: u32,
         pattern: &[u8],
     ) -> Result<(u64, Vec<Vec<u8>>), Error> {
-        let key = crate::server::data::scan::encode_cursor(cursor, count.max(1));
+        let key = crate::wire::scan::encode_cursor(cursor, count.max(1));
         let r = self.call(Opcode::Scan, &key, pattern)?;
         let (next, keys) =
-            crate::server::data::scan::decode_page(&r.value).ok_or_else(|| Error::Server {
+            crate::wire::scan::decode_page(&r.value).ok_or_else(|| Error::Server {
                 status: Status::Internal,
                 message: "malformed SCAN page".into(),
             })?;

@@ -194,7 +194,7 @@ pub enum Error {
     #[error("{0}")]
     Credentials(#[from] crate::server::front::auth::Error),
     #[error("{0}")]
-    Tls(#[from] crate::server::front::tls::Error),
+    Tls(#[from] crate::certs::Error),
     #[error(
         "--wal-segment-bytes {given}: must be a multiple of {WAL_ZERO_FILL_CHUNK_BYTES} between \
          {min} (one largest record at this --max-value-bytes, and {WAL_SEGMENT_BYTES_MIN}) and \

@@ -51,8 +51,8 @@ pub fn peer(data: &[u8]) {
     let _ = crate::server::cluster::anti_entropy::decode_leaves(data);
     let _ = crate::core::merkle::Tree::from_bytes(data);
     let _ = crate::storage::hints::decode_key(data);
-    let _ = crate::server::data::scan::decode_entries(data);
-    if let Some((_, keys)) = crate::server::data::scan::decode_page(data) {
+    let _ = crate::wire::scan::decode_entries(data);
+    if let Some((_, keys)) = crate::wire::scan::decode_page(data) {
         assert!(keys.iter().map(|k| k.len()).sum::<usize>() <= data.len());
     }
     let _ = serde_json::from_slice::<Vec<crate::core::membership::Update>>(data);

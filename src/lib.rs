@@ -25,6 +25,7 @@
 //! - `fuzz_targets`: every external decoder's promises, for AFL++ (`fuzz/`) and the corpus
 //!   replay in `cargo test`.
 
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod core;

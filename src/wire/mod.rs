@@ -6,6 +6,7 @@
 pub mod native;
 pub mod original;
 pub mod resp;
+pub mod scan;
 
 /// First byte of every native frame (and so of a native connection).
 pub const NATIVE_MAGIC: u8 = 0xA7;

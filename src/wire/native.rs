@@ -356,6 +356,23 @@ pub struct Response<'a> {
     pub value: &'a [u8],
 }
 
+/// A response that owns its value: what a client, or a node's peer link, keeps of one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub request_id: u64,
+    pub status: Status,
+    pub flags: u8,
+    pub version: Version,
+    pub value: Vec<u8>,
+}
+
+impl Reply {
+    /// DELETE and PUT: whether the key was live before.
+    pub fn was_live(&self) -> bool {
+        self.flags & FLAG_WAS_LIVE != 0
+    }
+}
+
 /// Append an encoded response to `out`.
 pub fn encode_response(out: &mut Vec<u8>, resp: &Response<'_>) {
     let h = ResponseHeader {

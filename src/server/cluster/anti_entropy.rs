@@ -25,7 +25,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::client::Reply;
 use crate::core::membership::{Role, Status as MemberStatus};
 use crate::core::merkle::{self, Action, Tree};
 use crate::core::version::Version;
@@ -39,6 +38,7 @@ use crate::server::data::coordinator::local_call;
 use crate::server::data::messages::{CoreMsg, Op, OpResult};
 use crate::server::runtime::CoreCtx;
 use crate::server::wall_clock_ms;
+use crate::wire::native::Reply;
 use crate::wire::native::{Opcode, Status, FLAG_TOMBSTONE};
 
 /// What rounds did (summed over peers for `kv repair`).

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use crate::client::Reply;
 use crate::core::round::Standing;
 use crate::core::version::Version;
 use crate::limits::{
@@ -34,6 +33,7 @@ use crate::limits::{
 };
 use crate::server::front::auth;
 use crate::server::notify::{channel, Notify, Receiver, Sender};
+use crate::wire::native::Reply;
 use crate::wire::native::{self, Opcode, Request};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -293,11 +293,9 @@ impl Peer {
         let mut stream: Box<dyn Duplex> = match &self.tls {
             None => Box::new(tcp),
             Some(connector) => {
-                let name = crate::server::front::tls::server_name(&self.addr).ok_or_else(|| {
-                    Error::Connect {
-                        addr: self.addr.clone(),
-                        cause: "no host name to verify its certificate against".into(),
-                    }
+                let name = crate::certs::server_name(&self.addr).ok_or_else(|| Error::Connect {
+                    addr: self.addr.clone(),
+                    cause: "no host name to verify its certificate against".into(),
                 })?;
                 let shake = glommio::timer::timeout(timeout, async {
                     Ok(connector.connect(name, tcp).await)

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use crate::client::Reply;
 use crate::core::quorum::Outcome;
 use crate::core::round::{take_back, Candidate, Held, ReadRound, WriteAnswer, WriteRound};
 use crate::core::version::Version;
@@ -44,6 +43,7 @@ use crate::server::notify::{channel, Receiver, Sender};
 use crate::server::runtime::CoreCtx;
 use crate::storage::hints::Added;
 use crate::storage::wal_file::Durable;
+use crate::wire::native::Reply;
 use crate::wire::native::{Opcode, Status, FLAG_TOMBSTONE, FLAG_WAS_LIVE};
 
 fn timeout() -> Duration {

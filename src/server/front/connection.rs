@@ -539,13 +539,13 @@ fn spawn_scan(
     let (key, pattern) = (key.to_vec(), value.to_vec());
     glommio::spawn_local(async move {
         let answer = match opcode {
-            Opcode::RangeKeys => match scan::decode_bounds(&key) {
+            Opcode::RangeKeys => match crate::wire::scan::decode_bounds(&key) {
                 Some((lo, hi)) => scan::node_range(&c, lo, hi)
                     .await
-                    .map(|e| scan::encode_entries(&e)),
+                    .map(|e| crate::wire::scan::encode_entries(&e)),
                 None => Err("malformed hash range".into()),
             },
-            _ => match scan::decode_cursor(&key) {
+            _ => match crate::wire::scan::decode_cursor(&key) {
                 Some((cursor, count)) => {
                     // 0: every key (KEYS), refused past SCAN_KEYS_MAX
                     let count = match count as usize {
@@ -554,7 +554,7 @@ fn spawn_scan(
                     };
                     scan::scan(&c, cursor, count, &pattern)
                         .await
-                        .map(|(next, keys)| scan::encode_page(next, &keys))
+                        .map(|(next, keys)| crate::wire::scan::encode_page(next, &keys))
                 }
                 None => Err("SCAN takes a cursor (u64) and a count (u32) as its key".into()),
             },

@@ -199,7 +199,7 @@ fn check_keys<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> Option<RespReply>
 /// Hand the native SCAN request to `op`: cursor and count in the key, the glob in the value
 /// (count 0: every key, as KEYS).
 fn scan_op(cursor: u64, count: u32, pattern: &[u8], op: &mut dyn FnMut(Request<'_>)) {
-    let key = crate::server::data::scan::encode_cursor(cursor, count);
+    let key = crate::wire::scan::encode_cursor(cursor, count);
     op(Request::new(Opcode::Scan, &key, pattern));
 }
 
@@ -883,9 +883,7 @@ impl Front for RespFront {
             RespReply::Hello(bytes) => out.extend_from_slice(&bytes),
             RespReply::Scan | RespReply::Keys => {
                 let page = match results.first() {
-                    Some(OpResult::Value { value, .. }) => {
-                        crate::server::data::scan::decode_page(value)
-                    }
+                    Some(OpResult::Value { value, .. }) => crate::wire::scan::decode_page(value),
                     _ => None,
                 };
                 match (page, &reply) {
@@ -962,7 +960,7 @@ impl Front for RespFront {
             }
             RespReply::RandomKey => {
                 let key = results.iter().find_map(|r| match r {
-                    OpResult::Value { value, .. } => crate::server::data::scan::decode_page(value)
+                    OpResult::Value { value, .. } => crate::wire::scan::decode_page(value)
                         .and_then(|(_, keys)| keys.first().map(|k| k.to_vec())),
                     _ => None,
                 });
