@@ -14,8 +14,7 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 
-/// Commands per seed, and the keys each seed uses (its own prefix: kvstore has no FLUSHALL
-/// between seeds).
+/// Commands per seed, and the keys each seed uses (both stores are flushed between seeds).
 const COMMANDS_PER_SEED: usize = 150;
 const KEYS: u32 = 5;
 
@@ -118,7 +117,7 @@ fn random_command(rng: &mut fastrand::Rng, prefix: &str) -> Vec<String> {
         (0..rng.usize(1..4)).map(|_| key(rng)).collect()
     };
     let s = |x: &str| x.to_string();
-    match rng.u8(0..22) {
+    match rng.u8(0..23) {
         0..=3 => vec![s("SET"), key(rng), value(rng)],
         4 => vec![s("SET"), key(rng), value(rng), s("EX"), s("1000")],
         5 => vec![s("GET"), key(rng)],
@@ -143,6 +142,7 @@ fn random_command(rng: &mut fastrand::Rng, prefix: &str) -> Vec<String> {
         18 => vec![s("EXPIRE"), key(rng), s("1000")],
         19 => vec![s("PERSIST"), key(rng)],
         20 => vec![s("TTL"), key(rng)],
+        21 => vec![s("DBSIZE")],
         _ => vec![s("KEYS"), format!("{prefix}*")],
     }
 }
@@ -182,6 +182,9 @@ fn replies_match_redis_on_random_command_sequences() -> TestResult {
         }
     };
     for seed in seeds {
+        for conn in [&mut redis, &mut kv] {
+            conn.call(&["FLUSHALL".to_string()])?;
+        }
         let mut rng = fastrand::Rng::with_seed(seed);
         let prefix = format!("s{seed}:");
         for i in 0..COMMANDS_PER_SEED {

@@ -700,6 +700,12 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
                 };
                 let _ = reply.try_send(snapshot);
             }
+            CoreMsg::ClockReading { reply } => {
+                let _ = reply.try_send(ctx.shard.clock_reading());
+            }
+            CoreMsg::FlushBelow { floor, reply } => {
+                let _ = reply.try_send(ctx.shard.flush_below(floor));
+            }
             CoreMsg::RangeKeys { lo, hi, reply } => {
                 let _ = reply.try_send(ctx.shard.range_keys(lo, hi));
             }

@@ -142,6 +142,24 @@ impl HintStore {
         }
     }
 
+    /// FLUSHALL at `floor`: drop every hint written at or below it (its target would refuse
+    /// it anyway). Returns how many were dropped.
+    pub fn drop_at_or_below(&mut self, floor: Version) -> usize {
+        let before = self.count;
+        for t in self.targets.values_mut() {
+            t.by_key.retain(|key, (value, v)| {
+                let keep = *v > floor;
+                if !keep {
+                    self.count -= 1;
+                    self.bytes -= hint_bytes(key, value.as_deref());
+                }
+                keep
+            });
+        }
+        self.targets.retain(|_, t| !t.by_key.is_empty());
+        before - self.count
+    }
+
     /// Targets with hints waiting.
     pub fn targets(&self) -> Vec<String> {
         self.targets.keys().cloned().collect()

@@ -144,6 +144,8 @@ pub struct Map {
     blob_heap_bytes: u64,
     /// Live keys that expire: (expiry ms, key hash).
     expiring: BTreeSet<(u64, u64)>,
+    /// FLUSHALL's version: nothing at or below it is stored (`flush_below`).
+    floor: Version,
 }
 
 /// Memory of one expiry index entry: 16 bytes and the B-tree's nodes around it (estimate).
@@ -185,6 +187,10 @@ impl Map {
 
     /// Apply a put (`Some`) or delete (`None`) at `version`.
     pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) -> Applied {
+        if version <= self.floor {
+            // written before a FLUSHALL: gone with it, from whichever path it comes back
+            return Applied::Stale { stored: self.floor };
+        }
         let hasher = &self.hasher;
         let hash = hasher.hash_one(key);
         match self
@@ -228,6 +234,43 @@ impl Map {
                 Applied::New { was_live: false }
             }
         }
+    }
+
+    /// FLUSHALL at `version`: drop every key (tombstones too) written before it, and refuse
+    /// every later write at or below it. Returns how many keys were dropped.
+    pub fn flush_below(&mut self, version: Version) -> usize {
+        self.floor = self.floor.max(version);
+        let floor = self.floor;
+        let before = self.table.len();
+        let hasher = &self.hasher;
+        let mut removed = Vec::new();
+        self.table.retain(|s| {
+            let keep = s.version() > floor;
+            if !keep {
+                let expiry = s.expires_at_ms().map(|at| (at, hasher.hash_one(s.key())));
+                removed.push((
+                    s.live(),
+                    slot_record_bytes(s),
+                    blob_heap_bytes(s.blob_len()),
+                    expiry,
+                ));
+            }
+            keep
+        });
+        for (live, record, heap, expiry) in removed {
+            self.live -= usize::from(live);
+            self.record_bytes -= record;
+            self.blob_heap_bytes -= heap;
+            if let Some(e) = expiry {
+                self.expiring.remove(&e);
+            }
+        }
+        before - self.table.len()
+    }
+
+    /// The version below which nothing is stored (`Version::ZERO`: never flushed).
+    pub fn floor(&self) -> Version {
+        self.floor
     }
 
     /// Drop `key` if its stored version is `up_to` or older (the key moved to other nodes).
@@ -455,6 +498,38 @@ mod tests {
         let r = m.apply(b"k", Some(b"w2"), Version { hlc: 9, writer: 2 });
         assert_eq!(r, Applied::New { was_live: true });
         assert_eq!(m.max_version(), Version { hlc: 9, writer: 2 });
+    }
+
+    #[test]
+    fn a_flush_drops_what_came_before_and_refuses_it_later() {
+        let mut m = Map::new();
+        m.apply(b"a", Some(&expiring(b"1", 100)), v(1));
+        m.apply(b"b", None, v(2));
+        m.apply(b"c", Some(b"x"), v(4));
+        assert_eq!(m.flush_below(v(3)), 2);
+        assert_eq!((m.len(), m.live_len(), m.expiring_len()), (1, 1, 0));
+        assert_eq!(m.floor(), v(3));
+        // at the floor and below: refused (the coordinator retries above it); past it: stored
+        assert_eq!(
+            m.apply(b"a", Some(b"y"), v(3)),
+            Applied::Stale { stored: v(3) }
+        );
+        assert_eq!(
+            m.apply(b"a", Some(b"y"), v(2)),
+            Applied::Stale { stored: v(3) }
+        );
+        assert_eq!(
+            m.apply(b"a", Some(b"y"), v(5)),
+            Applied::New { was_live: false }
+        );
+        // a lower flush never lowers the floor
+        assert_eq!(m.flush_below(v(1)), 0);
+        assert_eq!(m.floor(), v(3));
+        let mut fresh = Map::new();
+        fresh.apply(b"c", Some(b"x"), v(4));
+        fresh.apply(b"a", Some(b"y"), v(5));
+        assert_eq!(m.memory_bytes(), fresh.memory_bytes());
+        assert_eq!(m.record_bytes(), fresh.record_bytes());
     }
 
     fn expiring(value: &[u8], at: u64) -> Box<[u8]> {

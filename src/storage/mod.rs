@@ -9,6 +9,7 @@ pub mod boot_mark;
 pub mod clock_lease;
 pub mod compaction;
 pub mod dir_lock;
+pub mod flush_floor;
 pub mod hints;
 pub mod map;
 pub mod record;

@@ -87,7 +87,12 @@ pub fn list_segments(data_dir: &Path) -> Result<Vec<SegmentFile>, Error> {
 /// Replay every segment under `data_dir` into one map per core of `ring`.
 pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
     let segments = list_segments(data_dir)?;
+    // a FLUSHALL's floor first: nothing written before it is replayed
+    let floor = crate::storage::flush_floor::read(data_dir)?;
     let mut maps: Vec<Map> = (0..ring.cores()).map(|_| Map::new()).collect();
+    for m in &mut maps {
+        m.flush_below(floor);
+    }
     let mut hints: Vec<HintStore> = (0..ring.cores())
         .map(|_| HintStore::new(HINT_WINDOW_MS_DEFAULT))
         .collect();
@@ -167,6 +172,9 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
     }
     let (stages, staged_records) =
         replay_stages(data_dir, ring, &chain_last, &mut maps, &mut hints)?;
+    for h in &mut hints {
+        h.drop_at_or_below(floor);
+    }
     records += staged_records;
     let report = wal_damage::classify(&seen);
     let path_of = |id: u64| replayed.iter().find(|s| s.id == id).map(|s| s.path.clone());

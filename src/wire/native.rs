@@ -77,6 +77,9 @@ pub enum Opcode {
     /// say (`FLAG_EXPIRES`, `FLAG_PERSIST`, `FLAG_DELETE`, `FLAG_KEEP_TTL`); the answer is
     /// the value read, or not found. EXPIRE, PERSIST, GETEX, GETDEL and SET KEEPTTL.
     Update = 9,
+    /// FLUSHALL: every key of the cluster written before now is dropped, on every member
+    /// (refused unless every member is alive); the answer is the members reached.
+    FlushAll = 10,
     /// Node to node: store this exact version (flag `FLAG_TOMBSTONE`: a delete).
     ReplicaPut = 16,
     /// Node to node: this replica's value or tombstone and its version.
@@ -111,6 +114,10 @@ pub enum Opcode {
     /// `kv scrub`: verify every sealed WAL segment of every core now; the answer is a JSON
     /// report.
     Scrub = 28,
+    /// Node to node, FLUSHALL: drop every key and hint at or below the version in the key
+    /// (hlc u64, writer u32, little-endian), and refuse them from now on. With an empty key
+    /// (the first phase): answer a version above every one this node issued or saw.
+    FlushBelow = 29,
 }
 
 impl Opcode {
@@ -125,6 +132,7 @@ impl Opcode {
             7 => Opcode::Leave,
             8 => Opcode::Auth,
             9 => Opcode::Update,
+            10 => Opcode::FlushAll,
             16 => Opcode::ReplicaPut,
             17 => Opcode::ReplicaGet,
             18 => Opcode::Gossip,
@@ -138,6 +146,7 @@ impl Opcode {
             26 => Opcode::RangeKeys,
             27 => Opcode::Scan,
             28 => Opcode::Scrub,
+            29 => Opcode::FlushBelow,
             _ => return None,
         })
     }

@@ -171,6 +171,16 @@ pub enum CoreMsg {
         updates: Vec<crate::core::membership::Update>,
         reply: flume::Sender<Vec<crate::core::membership::Update>>,
     },
+    /// FLUSHALL's first phase: a version above every one this core issued or saw.
+    ClockReading {
+        reply: flume::Sender<crate::core::version::Version>,
+    },
+    /// FLUSHALL: drop this core's keys and hints at or below `floor` (`Shard::flush_below`);
+    /// answered with the keys dropped.
+    FlushBelow {
+        floor: crate::core::version::Version,
+        reply: flume::Sender<usize>,
+    },
     /// SCAN: this core's keys whose ring hash is in `[lo, hi)`.
     RangeKeys {
         lo: u64,

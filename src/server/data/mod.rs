@@ -5,6 +5,7 @@
 pub mod compactor;
 pub mod coordinator;
 pub mod expiry;
+pub mod flush;
 pub mod handoff;
 pub mod hops;
 pub mod messages;

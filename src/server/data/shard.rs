@@ -112,6 +112,20 @@ impl Shard {
     /// Move this core's clock past `seen` (replica answers, stale replies), unless it is too
     /// far ahead of our wall clock: then the clock stays put and the offender (`from`, the
     /// peer that sent it) is logged.
+    /// A version above every one this core has issued or seen (FLUSHALL's first phase).
+    pub fn clock_reading(&self) -> Version {
+        self.clock.borrow_mut().tick(wall_clock_ms())
+    }
+
+    /// FLUSHALL at `floor` (already recorded durably by the caller): drop this core's keys and
+    /// hints written before it, refuse them from now on, and move the clock past it. Returns
+    /// the keys dropped.
+    pub fn flush_below(&self, floor: Version) -> usize {
+        let _ = self.observe(floor, "a FLUSHALL");
+        self.hints.borrow_mut().drop_at_or_below(floor);
+        self.map.borrow_mut().flush_below(floor)
+    }
+
     pub fn observe(&self, seen: Version, from: &str) -> Result<(), Ahead> {
         let r = self.clock.borrow_mut().observe(seen, wall_clock_ms());
         if let Err(e) = &r {

@@ -60,14 +60,16 @@ pub fn need_of(opcode: Opcode) -> Need {
         | Opcode::Stream
         | Opcode::AeTree
         | Opcode::AeEntries
-        | Opcode::RangeKeys => Need::Member,
+        | Opcode::RangeKeys
+        | Opcode::FlushBelow => Need::Member,
         Opcode::Get | Opcode::Info | Opcode::LocalGet | Opcode::Scan => Need::Reader,
         Opcode::Put
         | Opcode::Update
         | Opcode::Delete
         | Opcode::Leave
         | Opcode::Repair
-        | Opcode::Scrub => Need::Client,
+        | Opcode::Scrub
+        | Opcode::FlushAll => Need::Client,
     }
 }
 

@@ -564,6 +564,33 @@ fn spawn_scan(
     .detach()
 }
 
+/// FLUSHALL from a client (every member), or a peer's FLUSH_BELOW (this node's step).
+fn spawn_flush(
+    ctx: &Rc<CoreCtx>,
+    opcode: Opcode,
+    key: &[u8],
+) -> glommio::task::JoinHandle<OpResult> {
+    use crate::server::data::flush;
+    let c = ctx.clone();
+    let (floor, empty) = (flush::decode_floor(key), key.is_empty());
+    glommio::spawn_local(async move {
+        let answer = match (opcode, floor) {
+            (Opcode::FlushAll, _) => flush::flush_all(&c)
+                .await
+                .map(|n| n.to_string().into_bytes()),
+            (_, Some(floor)) => flush::flush_node(&c, floor)
+                .await
+                .map(|n| n.to_string().into_bytes()),
+            (_, None) if empty => flush::node_clock(&c)
+                .await
+                .map(|v| flush::encode_floor(v).to_vec()),
+            (_, None) => Err("FLUSH_BELOW takes a version (12 bytes) as its key".into()),
+        };
+        answer_result(answer)
+    })
+    .detach()
+}
+
 /// Anti-entropy: a peer asks for our tree or entries of the keys we share with it (its id in
 /// the key), or `kv repair` asks for a round with every member now.
 /// `kv scrub`: a scrub pass on every core now, answered as one JSON report.
@@ -1240,6 +1267,9 @@ fn dispatch(
             return Slot::Task(spawn_scan(ctx, opcode, req.key, req.value));
         }
         Opcode::Scrub => return Slot::Task(spawn_scrub(ctx)),
+        Opcode::FlushAll | Opcode::FlushBelow => {
+            return Slot::Task(spawn_flush(ctx, opcode, req.key));
+        }
         Opcode::AeTree | Opcode::AeEntries | Opcode::Repair => {
             return Slot::Task(spawn_anti_entropy(ctx, opcode, req.key, req.value));
         }

@@ -9,7 +9,7 @@
 //! CLIENT SELECT HELLO AUTH SCAN KEYS QUIT; the expiry commands (`resp_expiry`): SET's EX PX EXAT
 //! PXAT KEEPTTL, SETEX PSETEX EXPIRE PEXPIRE EXPIREAT PEXPIREAT TTL PTTL EXPIRETIME PEXPIRETIME
 //! PERSIST GETEX GETDEL; STRLEN GETRANGE SUBSTR (`resp_string`); TYPE OBJECT RANDOMKEY
-//! (`resp_keyspace`). Refused with a clear error: conditional writes (NX, XX, GT, LT, GET),
+//! (`resp_keyspace`); FLUSHDB FLUSHALL (`server::data::flush`). Refused with a clear error: conditional writes (NX, XX, GT, LT, GET),
 //! CONFIG SET, anything else (`unknown command`).
 
 use crate::limits::{KEY_BYTES_MAX, KEY_BYTES_MIN};
@@ -77,6 +77,8 @@ const COMMANDS: &[(&str, i64, i64, i64, i64)] = &[
     ("touch", -2, 1, -1, 1),
     ("randomkey", 1, 0, 0, 0),
     ("object", -2, 2, 2, 1),
+    ("flushdb", -1, 0, 0, 0),
+    ("flushall", -1, 0, 0, 0),
 ];
 
 /// How to build one command's reply.
@@ -428,6 +430,18 @@ impl RespFront {
                 scan_op(keyspace::random_cursor(), 1, b"", op);
                 scan_op(0, 1, b"", op);
                 RespReply::RandomKey
+            }
+            "flushdb" | "flushall" => {
+                let mode_ok = match rest {
+                    [] => true,
+                    [m] => m.eq_ignore_ascii_case(b"sync") || m.eq_ignore_ascii_case(b"async"),
+                    _ => false,
+                };
+                if !mode_ok {
+                    return err("ERR syntax error");
+                }
+                op(Request::new(Opcode::FlushAll, b"", b""));
+                RespReply::Written
             }
             "dbsize" => RespReply::DbSize,
             "info" => RespReply::Info(
