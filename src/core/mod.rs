@@ -6,7 +6,9 @@
 pub mod cell;
 pub mod clock_fence;
 pub mod cluster_ring;
+pub mod consensus;
 pub mod crdt;
+pub mod linearizable;
 pub mod membership;
 pub mod merkle;
 pub mod quorum;

@@ -1,0 +1,107 @@
+//! A replica's consensus state for one key: the highest ballot it promised, and the value it
+//! accepted last with that value's ballot.
+//!
+//! Owns the acceptor's two rules: promise a ballot only above every ballot promised before
+//! (and answer what it accepted), accept only at a ballot no lower than its promise. Its state
+//! must be durable before its answer leaves (a restarted acceptor that forgot a promise could
+//! let two proposers both win).
+
+use super::{Ballot, Value};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acceptor {
+    pub promised: Ballot,
+    pub accepted: Option<(Ballot, Value)>,
+}
+
+/// An acceptor's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Prepare: promised; the value accepted last (if any), with its ballot.
+    Promise {
+        ballot: Ballot,
+        accepted: Option<(Ballot, Value)>,
+    },
+    /// Accept: accepted.
+    Accepted { ballot: Ballot },
+    /// Refused: a higher ballot was promised (the proposer retries above it).
+    Nack { ballot: Ballot, promised: Ballot },
+}
+
+impl Acceptor {
+    pub fn prepare(&mut self, ballot: Ballot) -> Answer {
+        if ballot <= self.promised {
+            return Answer::Nack {
+                ballot,
+                promised: self.promised,
+            };
+        }
+        self.promised = ballot;
+        Answer::Promise {
+            ballot,
+            accepted: self.accepted.clone(),
+        }
+    }
+
+    pub fn accept(&mut self, ballot: Ballot, value: Value) -> Answer {
+        if ballot < self.promised {
+            return Answer::Nack {
+                ballot,
+                promised: self.promised,
+            };
+        }
+        self.promised = ballot;
+        self.accepted = Some((ballot, value));
+        Answer::Accepted { ballot }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(round: u64) -> Ballot {
+        Ballot { round, proposer: 1 }
+    }
+
+    #[test]
+    fn promises_only_rise_and_accepts_respect_them() {
+        let mut a = Acceptor::default();
+        assert!(matches!(
+            a.prepare(b(2)),
+            Answer::Promise { accepted: None, .. }
+        ));
+        assert_eq!(
+            a.prepare(b(2)),
+            Answer::Nack {
+                ballot: b(2),
+                promised: b(2)
+            }
+        );
+        assert_eq!(
+            a.prepare(b(1)),
+            Answer::Nack {
+                ballot: b(1),
+                promised: b(2)
+            }
+        );
+        assert_eq!(
+            a.accept(b(1), Some(b"x".to_vec())),
+            Answer::Nack {
+                ballot: b(1),
+                promised: b(2)
+            }
+        );
+        assert_eq!(
+            a.accept(b(2), Some(b"y".to_vec())),
+            Answer::Accepted { ballot: b(2) }
+        );
+        assert_eq!(
+            a.prepare(b(3)),
+            Answer::Promise {
+                ballot: b(3),
+                accepted: Some((b(2), Some(b"y".to_vec())))
+            }
+        );
+    }
+}
