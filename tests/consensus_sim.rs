@@ -15,6 +15,8 @@
 //! Checked after each run: the history of replies is linearizable per key. A failing seed is
 //! printed; `KV_PAXOS_SEED=<n>` replays one, `KV_PAXOS_SEEDS=<n>` sets how many run (300).
 
+mod seeds;
+
 use std::collections::HashMap;
 
 use kvstore::core::consensus::acceptor::{Acceptor, Answer};
@@ -393,19 +395,7 @@ fn run_seed(seed: u64) -> Result<usize, String> {
 
 #[test]
 fn consensus_rounds_are_linearizable_across_seeds() {
-    let seeds: Vec<u64> = match std::env::var("KV_PAXOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(one) => vec![one],
-        None => {
-            let n = std::env::var("KV_PAXOS_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(300);
-            (1..=n).collect()
-        }
-    };
+    let seeds = seeds::seeds("PAXOS", 300);
     let mut decided = 0;
     for seed in seeds {
         match run_seed(seed) {

@@ -13,6 +13,8 @@
 //! long each seed took to converge after the heal (200–400 ms simulated over 100 seeds).
 //! A planted bug — a member that never refutes an accusation about itself — fails seed 1.
 
+mod seeds;
+
 use kvstore::core::membership::{Membership, Status, Timing};
 use kvstore::limits::{
     GOSSIP_FANOUT, GOSSIP_INTERVAL_MS, INDIRECT_PROBES, PROBE_INTERVAL_MS,
@@ -263,16 +265,7 @@ fn run_seed(seed: u64) -> Result<(), String> {
 
 #[test]
 fn membership_forms_converges_after_faults_and_accuses_no_one_who_answers() {
-    let seeds: Vec<u64> = match std::env::var("KV_MEMBERSHIP_SEED") {
-        Ok(s) => vec![s.parse().expect("KV_MEMBERSHIP_SEED is a number")],
-        Err(_) => {
-            let n = std::env::var("KV_MEMBERSHIP_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(100);
-            (1..=n).collect()
-        }
-    };
+    let seeds = seeds::seeds("MEMBERSHIP", 100);
     for seed in seeds {
         if let Err(e) = run_seed(seed) {
             panic!("{e}\nreplay: KV_MEMBERSHIP_SEED={seed} cargo test --test membership_sim");
@@ -523,16 +516,7 @@ fn run_clock_seed(seed: u64, ignore_steps: bool) -> Result<(), String> {
 }
 
 fn clock_seeds() -> Vec<u64> {
-    match std::env::var("KV_CLOCK_SEED") {
-        Ok(s) => vec![s.parse().expect("KV_CLOCK_SEED is a number")],
-        Err(_) => {
-            let n = std::env::var("KV_CLOCK_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(100);
-            (1..=n).collect()
-        }
-    }
+    seeds::seeds("CLOCK", 100)
 }
 
 #[test]

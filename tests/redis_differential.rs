@@ -8,6 +8,8 @@
 
 mod common;
 
+mod seeds;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -168,19 +170,7 @@ fn replies_match_redis_on_random_command_sequences() -> TestResult {
     })?;
     let node = Node::start("d1", &data_dir("redis-differential"), &["--cores", "2"])?;
     let mut kv = Conn::connect(node.port)?;
-    let seeds: Vec<u64> = match std::env::var("KV_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(one) => vec![one],
-        None => {
-            let n = std::env::var("KV_DIFF_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(50);
-            (1..=n).collect()
-        }
-    };
+    let seeds = seeds::seeds("DIFF", 50);
     for seed in seeds {
         for conn in [&mut redis, &mut kv] {
             conn.call(&["FLUSHALL".to_string()])?;

@@ -35,6 +35,8 @@
 //! Not covered: the I/O shells (timeouts, peer backpressure, hint stragglers), membership (all
 //! three nodes replicate every key; `tests/membership_sim.rs` simulates membership).
 
+mod seeds;
+
 use std::collections::HashMap;
 
 use kvstore::core::merkle::{self, Action, Tree};
@@ -883,19 +885,7 @@ fn run_seed(seed: u64) -> Result<(), String> {
 
 #[test]
 fn the_replication_protocol_holds_across_seeds() {
-    let seeds: Vec<u64> = match std::env::var("KV_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(one) => vec![one],
-        None => {
-            let n = std::env::var("KV_SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(300);
-            (1..=n).collect()
-        }
-    };
+    let seeds = seeds::seeds("SIM", 300);
     for seed in seeds {
         if let Err(e) = run_seed(seed) {
             panic!("seed {seed}: {e}\nreplay: KV_SIM_SEED={seed} cargo test --test simulation");
