@@ -1082,7 +1082,13 @@ mod tests {
     #[test]
     fn errors_are_clear_and_plan_nothing() {
         let cases: &[(&[&[u8]], &str)] = &[
-            (&[b"FLUSHALL"], "-ERR unknown command 'FLUSHALL'"),
+            (&[b"HSET", b"h", b"f", b"v"], "-ERR unknown command 'HSET'"),
+            (&[b"FLUSHALL", b"NOW"], "-ERR syntax error"),
+            (&[b"OBJECT", b"FREQ", b"k"], "-ERR An LFU maxmemory policy"),
+            (
+                &[b"GETRANGE", b"k", b"0", b"x"],
+                "-ERR value is not an integer",
+            ),
             (
                 &[b"GET"],
                 "-ERR wrong number of arguments for 'get' command",
