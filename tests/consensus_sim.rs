@@ -20,9 +20,10 @@ mod seeds;
 use std::collections::HashMap;
 
 use kvstore::core::consensus::acceptor::{Acceptor, Answer};
-use kvstore::core::consensus::change::Change;
+use kvstore::core::consensus::change::{Change, Cond};
+use kvstore::core::consensus::command::Command;
 use kvstore::core::consensus::proposer::{Round, Step};
-use kvstore::core::consensus::{Ballot, Value};
+use kvstore::core::consensus::{Ballot, Entry};
 use kvstore::core::linearizable::{self, Op};
 
 const NODES: usize = 3;
@@ -44,7 +45,13 @@ enum Msg {
         op: usize,
         key: u8,
         ballot: Ballot,
-        value: Value,
+        entry: Entry,
+    },
+    /// A decided write, stored on a replica (newest version wins), as the node's shell
+    /// writes it after the decision; the next rounds' promises carry it.
+    Commit {
+        key: u8,
+        entry: Entry,
     },
     Answer {
         op: usize,
@@ -61,6 +68,8 @@ struct Pending {
     /// Waiting out a backoff before the next attempt (no round in flight).
     resume_at: Option<(u64, Ballot)>,
     answered: Vec<usize>,
+    /// The entry accepted in this round, if it is a new write (committed once decided).
+    writing: Option<Entry>,
 }
 
 struct Sim {
@@ -69,6 +78,8 @@ struct Sim {
     /// Event counter: calls and returns get distinct, ordered times.
     seq: u64,
     acceptors: Vec<HashMap<u8, Acceptor>>,
+    /// Each node's store: the newest committed entry per key.
+    stores: Vec<HashMap<u8, Entry>>,
     skew: Vec<u64>,
     paused_until: Vec<u64>,
     cuts: Vec<(usize, usize, u64)>,
@@ -90,6 +101,7 @@ impl Sim {
             now: 0,
             seq: 0,
             acceptors: vec![HashMap::new(); NODES],
+            stores: vec![HashMap::new(); NODES],
             skew,
             paused_until: vec![0; NODES],
             cuts: Vec::new(),
@@ -140,7 +152,17 @@ impl Sim {
             return;
         };
         let change = self.history[op].change.clone();
-        p.round = Round::with_quorums(ballot, change, NODES, self.prepare_quorum, NODES / 2 + 1);
+        let command = Command::of(change);
+        let now = self.now + self.skew[p.coordinator];
+        p.round = Round::with_quorums(
+            ballot,
+            command,
+            now,
+            NODES,
+            self.prepare_quorum,
+            NODES / 2 + 1,
+        );
+        p.writing = None;
         p.attempts += 1;
         p.deadline = self.now + ROUND_TIMEOUT;
         p.resume_at = None;
@@ -157,17 +179,23 @@ impl Sim {
         let token = |rng: &mut fastrand::Rng| format!("t{}", rng.u8(0..3)).into_bytes();
         let change = match self.rng.u8(0..8) {
             0 | 1 => Change::Incr(1),
-            2 => Change::SetNx(token(&mut self.rng)),
-            3 => Change::SetIfEq {
-                expect: token(&mut self.rng),
+            2 => Change::Set {
                 value: token(&mut self.rng),
+                cond: Cond::Nx,
+                get: false,
             },
-            4 => Change::DelIfEq(token(&mut self.rng)),
+            3 => Change::Set {
+                value: token(&mut self.rng),
+                cond: Cond::IfEq(token(&mut self.rng)),
+                get: false,
+            },
+            4 => Change::Del(Cond::IfEq(token(&mut self.rng))),
             5 => Change::Append(b"a".to_vec()),
             6 => Change::Get,
             _ => match self.rng.bool() {
                 true => Change::Set {
                     value: self.rng.u8(0..5).to_string().into_bytes(),
+                    cond: Cond::Always,
                     get: true,
                 },
                 false => Change::GetDel,
@@ -191,11 +219,12 @@ impl Sim {
             Pending {
                 coordinator,
                 key,
-                round: Round::new(ballot, change, NODES),
+                round: Round::new(ballot, Command::of(change), NODES, 0),
                 attempts: 0,
                 deadline: 0,
                 resume_at: None,
                 answered: Vec::new(),
+                writing: None,
             },
         );
         self.start_round(op, ballot);
@@ -207,20 +236,30 @@ impl Sim {
         }
         match msg {
             Msg::Prepare { op, key, ballot } => {
-                let answer = self.acceptors[to].entry(key).or_default().prepare(ballot);
+                let stored = self.stores[to].get(&key).cloned();
+                let answer = self.acceptors[to]
+                    .entry(key)
+                    .or_default()
+                    .prepare(ballot, stored);
                 self.send(to, from, Msg::Answer { op, answer });
             }
             Msg::Accept {
                 op,
                 key,
                 ballot,
-                value,
+                entry,
             } => {
                 let answer = self.acceptors[to]
                     .entry(key)
                     .or_default()
-                    .accept(ballot, value);
+                    .accept(ballot, entry);
                 self.send(to, from, Msg::Answer { op, answer });
+            }
+            Msg::Commit { key, entry } => {
+                let store = &mut self.stores[to];
+                if store.get(&key).is_none_or(|e| e.version < entry.version) {
+                    store.insert(key, entry);
+                }
             }
             Msg::Answer { op, answer } => {
                 let Some(p) = self.pending.get_mut(&op) else {
@@ -239,13 +278,16 @@ impl Sim {
     fn step(&mut self, op: usize, step: Step) {
         match step {
             Step::Wait => {}
-            Step::Accept { ballot, value } => {
-                let (c, key) = match self.pending.get(&op) {
-                    Some(p) => (p.coordinator, p.key),
+            Step::Accept { ballot, entry, new } => {
+                let (c, key) = match self.pending.get_mut(&op) {
+                    Some(p) => {
+                        p.writing = new.then(|| entry.clone());
+                        (p.coordinator, p.key)
+                    }
                     None => return,
                 };
                 for to in 0..NODES {
-                    let value = value.clone();
+                    let entry = entry.clone();
                     self.send(
                         c,
                         to,
@@ -253,13 +295,21 @@ impl Sim {
                             op,
                             key,
                             ballot,
-                            value,
+                            entry,
                         },
                     );
                 }
             }
             Step::Decided(reply) => {
-                self.pending.remove(&op);
+                let Some(p) = self.pending.remove(&op) else {
+                    return;
+                };
+                if let Some(entry) = p.writing {
+                    for to in 0..NODES {
+                        let entry = entry.clone();
+                        self.send(p.coordinator, to, Msg::Commit { key: p.key, entry });
+                    }
+                }
                 let ret = self.tick_seq();
                 self.history[op].ret = Some(ret);
                 self.history[op].reply = Some(reply);

@@ -78,7 +78,8 @@ fn search(ops: &[&Op], done: u128, value: &Value, seen: &mut HashSet<(u128, Valu
         .min()
         .unwrap_or(u64::MAX);
     for i in (0..ops.len()).filter(|&i| open(i) && ops[i].call <= first_return) {
-        let (next, reply) = ops[i].change.apply(value);
+        let (write, reply) = ops[i].change.apply(value);
+        let next = write.unwrap_or_else(|| value.clone());
         if ops[i].reply.as_ref().is_some_and(|r| *r != reply) {
             continue;
         }
@@ -93,6 +94,7 @@ fn search(ops: &[&Op], done: u128, value: &Value, seen: &mut HashSet<(u128, Valu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::consensus::change::Cond;
 
     fn op(call: u64, ret: Option<u64>, change: Change, reply: Option<Reply>) -> Op {
         Op {
@@ -143,13 +145,21 @@ mod tests {
             op(
                 0,
                 Some(5),
-                Change::SetNx(b"a".to_vec()),
+                Change::Set {
+                    value: b"a".to_vec(),
+                    cond: Cond::Nx,
+                    get: false,
+                },
                 Some(Reply::Done(true)),
             ),
             op(
                 1,
                 Some(6),
-                Change::SetNx(b"b".to_vec()),
+                Change::Set {
+                    value: b"b".to_vec(),
+                    cond: Cond::Nx,
+                    get: false,
+                },
                 Some(Reply::Done(true)),
             ),
         ];
@@ -158,19 +168,27 @@ mod tests {
             op(
                 0,
                 Some(1),
-                Change::SetNx(b"a".to_vec()),
+                Change::Set {
+                    value: b"a".to_vec(),
+                    cond: Cond::Nx,
+                    get: false,
+                },
                 Some(Reply::Done(true)),
             ),
             op(
                 2,
                 Some(3),
-                Change::DelIfEq(b"a".to_vec()),
+                Change::Del(Cond::IfEq(b"a".to_vec())),
                 Some(Reply::Int(1)),
             ),
             op(
                 4,
                 Some(5),
-                Change::SetNx(b"b".to_vec()),
+                Change::Set {
+                    value: b"b".to_vec(),
+                    cond: Cond::Nx,
+                    get: false,
+                },
                 Some(Reply::Done(true)),
             ),
         ];

@@ -6,21 +6,23 @@
 //! must be durable before its answer leaves (a restarted acceptor that forgot a promise could
 //! let two proposers both win).
 
-use super::{Ballot, Value};
+use super::{Ballot, Entry};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Acceptor {
     pub promised: Ballot,
-    pub accepted: Option<(Ballot, Value)>,
+    pub accepted: Option<(Ballot, Entry)>,
 }
 
 /// An acceptor's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// Prepare: promised; the value accepted last (if any), with its ballot.
+    /// Prepare: promised; the entry accepted last (if any), with its ballot, and the entry
+    /// the replica's store holds (plain writes land there, and decided values once written).
     Promise {
         ballot: Ballot,
-        accepted: Option<(Ballot, Value)>,
+        accepted: Option<(Ballot, Entry)>,
+        stored: Option<Entry>,
     },
     /// Accept: accepted.
     Accepted { ballot: Ballot },
@@ -29,7 +31,8 @@ pub enum Answer {
 }
 
 impl Acceptor {
-    pub fn prepare(&mut self, ballot: Ballot) -> Answer {
+    /// Prepare at `ballot`; `stored` is what the replica's store holds for the key.
+    pub fn prepare(&mut self, ballot: Ballot, stored: Option<Entry>) -> Answer {
         if ballot <= self.promised {
             return Answer::Nack {
                 ballot,
@@ -40,10 +43,11 @@ impl Acceptor {
         Answer::Promise {
             ballot,
             accepted: self.accepted.clone(),
+            stored,
         }
     }
 
-    pub fn accept(&mut self, ballot: Ballot, value: Value) -> Answer {
+    pub fn accept(&mut self, ballot: Ballot, entry: Entry) -> Answer {
         if ballot < self.promised {
             return Answer::Nack {
                 ballot,
@@ -51,7 +55,7 @@ impl Acceptor {
             };
         }
         self.promised = ballot;
-        self.accepted = Some((ballot, value));
+        self.accepted = Some((ballot, entry));
         Answer::Accepted { ballot }
     }
 }
@@ -64,43 +68,48 @@ mod tests {
         Ballot { round, proposer: 1 }
     }
 
+    fn e(v: &str) -> Entry {
+        Entry {
+            value: Some(v.as_bytes().to_vec()),
+            ..Entry::ABSENT
+        }
+    }
+
     #[test]
     fn promises_only_rise_and_accepts_respect_them() {
         let mut a = Acceptor::default();
         assert!(matches!(
-            a.prepare(b(2)),
+            a.prepare(b(2), None),
             Answer::Promise { accepted: None, .. }
         ));
         assert_eq!(
-            a.prepare(b(2)),
+            a.prepare(b(2), None),
             Answer::Nack {
                 ballot: b(2),
                 promised: b(2)
             }
         );
         assert_eq!(
-            a.prepare(b(1)),
+            a.prepare(b(1), None),
             Answer::Nack {
                 ballot: b(1),
                 promised: b(2)
             }
         );
         assert_eq!(
-            a.accept(b(1), Some(b"x".to_vec())),
+            a.accept(b(1), e("x")),
             Answer::Nack {
                 ballot: b(1),
                 promised: b(2)
             }
         );
+        assert_eq!(a.accept(b(2), e("y")), Answer::Accepted { ballot: b(2) });
         assert_eq!(
-            a.accept(b(2), Some(b"y".to_vec())),
-            Answer::Accepted { ballot: b(2) }
-        );
-        assert_eq!(
-            a.prepare(b(3)),
+            a.prepare(b(3), Some(e("z"))),
             Answer::Promise {
                 ballot: b(3),
-                accepted: Some((b(2), Some(b"y".to_vec())))
+                accepted: Some((b(2), e("y"))),
+                stored: Some(e("z")),
             }
         );
     }

@@ -1,0 +1,138 @@
+//! A command as a round runs it on a stored entry: the change (`change`), what becomes of the
+//! key's expiry, and the version of what it writes.
+//!
+//! Owns: which entry is current (the one with the highest version among what the promises
+//! carried: the value accepted at the highest ballot, and each replica's stored entry, which
+//! plain SET and DEL write last-write-wins), liveness at the proposer's clock, and the rule for
+//! the written entry's version: above every version the round saw, and at least the ballot.
+//! So a conditional write orders after every plain write its round saw, and plain writes
+//! newer than it win over it as over any write.
+
+use super::change::{Change, Reply};
+use super::{Ballot, Entry, Value};
+use crate::core::version::Version;
+
+/// What a write does to the key's expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ttl {
+    /// The written value never expires (SET without an expiry option).
+    Clear,
+    /// The written value keeps the stored expiry (KEEPTTL; INCR, APPEND and SETRANGE always).
+    Keep,
+    /// The written value expires at this instant, ms since the epoch (EX, PX, EXAT, PXAT).
+    At(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    pub change: Change,
+    pub ttl: Ttl,
+}
+
+impl Command {
+    /// A command whose writes keep (INCR…) or clear (the rest) the expiry, as Redis's do.
+    pub fn of(change: Change) -> Command {
+        let ttl = if change.keeps_expiry() {
+            Ttl::Keep
+        } else {
+            Ttl::Clear
+        };
+        Command { change, ttl }
+    }
+
+    /// Run on `current` at `now_ms` within a round at `ballot` that saw versions up to `seen`:
+    /// the entry to accept (the current one, unchanged, when nothing is written) and whether
+    /// it is new (to be written to the replicas' stores once decided), and the reply.
+    pub fn run(
+        &self,
+        current: Option<&Entry>,
+        now_ms: u64,
+        ballot: Ballot,
+        seen: Version,
+    ) -> (Entry, bool, Reply) {
+        let live = current.filter(|e| e.value.is_some() && !e.expired(now_ms));
+        let value: Value = live.and_then(|e| e.value.clone());
+        let (write, reply) = self.change.apply(&value);
+        let Some(new) = write else {
+            let unchanged = current.cloned().unwrap_or(Entry::ABSENT);
+            return (unchanged, false, reply);
+        };
+        let expires_at_ms = match (&new, self.ttl) {
+            (None, _) | (Some(_), Ttl::Clear) => None,
+            (Some(_), Ttl::Keep) => live.and_then(|e| e.expires_at_ms),
+            (Some(_), Ttl::At(at)) => Some(at),
+        };
+        let version = Version {
+            hlc: ballot.round.max(seen.hlc + 1),
+            writer: ballot.proposer,
+        };
+        let entry = Entry {
+            value: new,
+            expires_at_ms,
+            version,
+        };
+        (entry, true, reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::consensus::change::Cond;
+
+    fn e(value: &str, expires_at_ms: Option<u64>, hlc: u64) -> Entry {
+        Entry {
+            value: Some(value.as_bytes().to_vec()),
+            expires_at_ms,
+            version: Version { hlc, writer: 1 },
+        }
+    }
+
+    const B: Ballot = Ballot {
+        round: 50,
+        proposer: 7,
+    };
+
+    #[test]
+    fn expiry_and_version_follow_the_rules() {
+        let seen = Version { hlc: 90, writer: 3 };
+        // INCR keeps the TTL and writes above every version seen
+        let (entry, new, reply) =
+            Command::of(Change::Incr(1)).run(Some(&e("4", Some(1_000), 90)), 10, B, seen);
+        assert!(new);
+        assert_eq!(reply, Reply::Int(5));
+        assert_eq!(entry.expires_at_ms, Some(1_000));
+        assert_eq!(entry.version, Version { hlc: 91, writer: 7 });
+        // an expired value is absent: SET NX takes it, with its own expiry
+        let nx = Command {
+            change: Change::Set {
+                value: b"me".to_vec(),
+                cond: Cond::Nx,
+                get: false,
+            },
+            ttl: Ttl::At(5_000),
+        };
+        let (entry, new, reply) = nx.run(Some(&e("other", Some(10), 20)), 10, B, seen);
+        assert!(new);
+        assert_eq!(reply, Reply::Done(true));
+        assert_eq!(entry.expires_at_ms, Some(5_000));
+        assert_eq!(entry.version.hlc, 91);
+        // a lost SET NX accepts the current entry unchanged
+        let held = e("other", Some(10_000), 20);
+        let (entry, new, reply) = nx.run(Some(&held), 10, B, Version::ZERO);
+        assert!(!new);
+        assert_eq!(reply, Reply::Done(false));
+        assert_eq!(entry, held);
+        // the ballot's round is the floor of the version
+        let (entry, _, _) = Command::of(Change::Incr(1)).run(None, 10, B, Version::ZERO);
+        assert_eq!(entry.version, Version { hlc: 50, writer: 7 });
+        // a SET clears the TTL
+        let set = Command::of(Change::Set {
+            value: b"x".to_vec(),
+            cond: Cond::Always,
+            get: false,
+        });
+        let (entry, ..) = set.run(Some(&e("y", Some(9_999), 1)), 10, B, seen);
+        assert_eq!(entry.expires_at_ms, None);
+    }
+}
