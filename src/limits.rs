@@ -96,6 +96,8 @@ pub const ANTI_ENTROPY_INTERVAL_MS_DEFAULT: u64 = 30_000;
 /// and one call returns at most this many keys (KEYS past it is refused: use SCAN).
 pub const SCAN_SLICES: u64 = 256;
 pub const SCAN_KEYS_MAX: usize = 10_000;
+/// Keys one core holds consensus acceptor state for (`storage::acceptors`).
+pub const ACCEPTOR_KEYS_PER_CORE_MAX: usize = 1_000_000;
 /// Hinted handoff, per core: hints held at most (count and key + value bytes), and how long
 /// after a target's first undelivered hint new hints for it are still taken (Cassandra's
 /// `max_hint_window`, default 3 h; `--hint-window-ms`). Past these, the write is left to read
@@ -187,6 +189,14 @@ pub const WARN_LOG_INTERVAL_MS: u64 = 1_000;
 pub const STALE_WRITE_ATTEMPTS_MAX: u32 = 8;
 /// A replica RPC (write, read, repair) that has not answered in this time counts as failed.
 pub const REPLICA_TIMEOUT_MS: u64 = 2_000;
+/// A conditional command (consensus): rounds at most, all within this time (a side without a
+/// majority of the key's replicas answers an error by then), and the cap of the randomised
+/// pause between lost rounds.
+pub const CONSENSUS_ATTEMPTS_MAX: u32 = 24;
+pub const CONSENSUS_TIMEOUT_MS: u64 = 5_000;
+pub const CONSENSUS_BACKOFF_MS_MAX: u64 = 40;
+/// Commands one consensus round carries at most (those queued for its key meanwhile).
+pub const CONSENSUS_BATCH_MAX: usize = 256;
 /// Connecting to a peer gives up after this long.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// After a failed connect to a peer, requests to it fail at once for this long.

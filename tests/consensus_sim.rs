@@ -152,7 +152,7 @@ impl Sim {
             return;
         };
         let change = self.history[op].change.clone();
-        let command = Command::of(change);
+        let command = vec![Command::of(change)];
         let now = self.now + self.skew[p.coordinator];
         p.round = Round::with_quorums(
             ballot,
@@ -219,7 +219,7 @@ impl Sim {
             Pending {
                 coordinator,
                 key,
-                round: Round::new(ballot, Command::of(change), NODES, 0),
+                round: Round::new(ballot, vec![Command::of(change)], NODES, 0),
                 attempts: 0,
                 deadline: 0,
                 resume_at: None,
@@ -300,7 +300,8 @@ impl Sim {
                     );
                 }
             }
-            Step::Decided(reply) => {
+            Step::Decided(mut replies) => {
+                let reply = replies.pop();
                 let Some(p) = self.pending.remove(&op) else {
                     return;
                 };
@@ -312,7 +313,7 @@ impl Sim {
                 }
                 let ret = self.tick_seq();
                 self.history[op].ret = Some(ret);
-                self.history[op].reply = Some(reply);
+                self.history[op].reply = reply;
             }
             Step::Unknown => {
                 self.pending.remove(&op); // the client sees an error: outcome unknown

@@ -43,6 +43,7 @@ use crate::server::data::{compactor, handoff};
 use crate::server::front::listener;
 use crate::server::notify::{Latch, Notify};
 use crate::server::{Error, NodeInfo};
+use crate::storage::acceptors::AcceptorStore;
 use crate::storage::core_dir_name;
 use crate::storage::hints::HintStore;
 use crate::storage::map::Map;
@@ -81,6 +82,8 @@ pub struct CoreCtx {
     pub metrics: crate::server::metrics::CoreMetrics,
     /// One compaction at a time (the periodic one, or the scrubber's rewrite of damage).
     pub compaction_turn: glommio::sync::Semaphore,
+    /// Conditional commands waiting for their key's round (`data::consensus`).
+    pub consensus: crate::server::data::consensus::Queues,
 }
 
 impl CoreCtx {
@@ -273,8 +276,9 @@ pub fn run(config: Config) -> Result<(), Error> {
         .maps
         .into_iter()
         .zip(recovered.hints)
+        .zip(recovered.acceptors)
         .zip(receivers);
-    for (core, ((map, mut hints), rx)) in cores_input.enumerate() {
+    for (core, (((map, mut hints), acceptors), rx)) in cores_input.enumerate() {
         hints.set_window_ms(config.hint_window_ms);
         let placement = if config.pin {
             Placement::Fixed(core)
@@ -285,6 +289,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             core,
             map,
             hints,
+            acceptors,
             rx,
             peers: senders.clone(),
             node: node.clone(),
@@ -366,6 +371,7 @@ struct CoreStart {
     core: usize,
     map: Map,
     hints: HintStore,
+    acceptors: AcceptorStore,
     rx: flume::Receiver<CoreMsg>,
     peers: Vec<flume::Sender<CoreMsg>>,
     node: Arc<NodeInfo>,
@@ -401,7 +407,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
     );
     let segment = wal.open().await?;
     let flusher = glommio::spawn_local(wal.clone().run_flusher(segment));
-    snapshot(&s.map, &s.hints, &wal).await?;
+    snapshot(&s.map, &s.hints, &s.acceptors, &wal).await?;
     s.snap_tx
         .send_async(s.core)
         .await
@@ -470,6 +476,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
             wal.clone(),
             s.node.max_memory.map(|m| m / cores as u64),
             s.hints,
+            s.acceptors,
             core_dir,
         ),
         hops: Rc::new(Hops::new(s.peers.clone())),
@@ -485,6 +492,7 @@ async fn core_main(s: CoreStart) -> Result<(), Error> {
         gossip,
         metrics: Default::default(),
         compaction_turn: glommio::sync::Semaphore::new(1),
+        consensus: Default::default(),
         read_deadlines: Default::default(),
         skip_log: Default::default(),
         hint_drop_log: Default::default(),
@@ -592,12 +600,21 @@ fn core_err(core: usize, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Write the whole map and every hint held into this core's fresh segment and wait until it
-/// is synced.
-async fn snapshot(map: &Map, hints: &HintStore, wal: &Rc<Wal>) -> Result<(), Error> {
+/// Write the whole map, every hint held and every consensus state into this core's fresh
+/// segment and wait until it is synced.
+async fn snapshot(
+    map: &Map,
+    hints: &HintStore,
+    acceptors: &AcceptorStore,
+    wal: &Rc<Wal>,
+) -> Result<(), Error> {
     for (target, key, value, version) in hints.iter() {
         let (kind, field) = crate::storage::hints::record(target, key, value);
         wal.append(kind, version, &field, value.unwrap_or_default());
+    }
+    for (key, state) in acceptors.records() {
+        let version = crate::storage::acceptors::record_version(&state);
+        wal.append(Kind::Paxos, version, key, &state);
     }
     let mut since_wait = 0usize;
     for (key, value, version) in map.iter() {
@@ -703,6 +720,18 @@ async fn mailbox(ctx: Rc<CoreCtx>, rx: flume::Receiver<CoreMsg>) {
             CoreMsg::ClockReading { reply } => {
                 let _ = reply.try_send(ctx.shard.clock_reading());
             }
+            CoreMsg::Propose {
+                key,
+                command,
+                reply,
+            } => {
+                let c = ctx.clone();
+                glommio::spawn_local(async move {
+                    let r = crate::server::data::consensus::enqueue(&c, key, command).await;
+                    let _ = reply.send_async(r).await;
+                })
+                .detach();
+            }
             CoreMsg::FlushBelow { floor, reply } => {
                 let _ = reply.try_send(ctx.shard.flush_below(floor));
             }
@@ -769,10 +798,12 @@ fn execute_remote(
     reply: flume::Sender<Vec<OpResult>>,
 ) {
     let mut results = Vec::with_capacity(ops.len());
+    let mut logged = Vec::with_capacity(ops.len());
     let mut last_ticket = None;
     for op in &ops {
         let (result, ticket) = ctx.shard.execute(op.as_ref());
         results.push(result);
+        logged.push(ticket.is_some());
         last_ticket = ticket.or(last_ticket);
     }
     let Some(ticket) = last_ticket else {
@@ -782,8 +813,9 @@ fn execute_remote(
     let wal = ctx.shard.wal.clone();
     glommio::spawn_local(async move {
         if let Err(e) = wal.durable(ticket).await {
-            for r in results.iter_mut() {
-                if matches!(r, OpResult::Written { .. }) {
+            // every answer that waited on the log fails (a write, a consensus state)
+            for (r, logged) in results.iter_mut().zip(logged) {
+                if logged || matches!(r, OpResult::Written { .. }) {
                     *r = storage_failure(&e);
                 }
             }

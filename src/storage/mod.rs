@@ -5,6 +5,7 @@
 //! (replay of segment files at start, std I/O before executors run), `wal_file` (the O_DIRECT
 //! group-commit writer on glommio).
 
+pub mod acceptors;
 pub mod boot_mark;
 pub mod clock_lease;
 pub mod compaction;

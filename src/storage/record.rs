@@ -12,7 +12,7 @@
 //! | writer    | u32     | version: writer id (node hash, core)                 |
 //! | key_len   | u32     |                                                      |
 //! | value_len | u32     |                                                      |
-//! | kind      | u8      | 1 put, 2 tombstone, 3 forget, 4–6 hints, 7–8 markers |
+//! | kind      | u8      | 1 put, 2 tombstone, 3 forget, 4–6 hints, 7–8 markers, 9 consensus |
 //! | format    | u8      | 1: the value is a cell (`core::cell`); 0: raw bytes  |
 //! | reserved  | [u8; 2] | zero                                                 |
 //!
@@ -78,6 +78,8 @@ pub enum Kind {
     /// A snapshot of the chain is synced: segments of the chain before the one named (the
     /// value, u64) are superseded and may be gone.
     Snapshotted = 8,
+    /// A key's consensus acceptor state (`storage::acceptors`): the latest for the key wins.
+    Paxos = 9,
 }
 
 /// The value of a `SegmentStart` record: where the segment sits in its chain.
@@ -249,6 +251,7 @@ pub fn decode(buf: &[u8], segment: u64, seq: u64) -> Result<(Record<'_>, usize),
         6 => Kind::HintDone,
         7 => Kind::SegmentStart,
         8 => Kind::Snapshotted,
+        9 => Kind::Paxos,
         k => return Err(Stop::BadKind(k)),
     };
     let key_end = WAL_RECORD_HEADER_BYTES + key_len;

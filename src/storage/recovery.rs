@@ -15,6 +15,7 @@ use crate::core::ring::LocalRing;
 use crate::core::wal_damage::{self, Finding, SegmentSeen};
 use crate::limits::HINT_WINDOW_MS_DEFAULT;
 use crate::limits::RECOVERY_READ_CHUNK_BYTES;
+use crate::storage::acceptors::AcceptorStore;
 use crate::storage::hints::{self, HintStore};
 use crate::storage::map::Map;
 use crate::storage::record::{self, Kind, Stop, Tail};
@@ -40,6 +41,8 @@ pub struct Recovered {
     pub maps: Vec<Map>,
     /// One hint store per current core: the hints logged and not yet delivered.
     pub hints: Vec<HintStore>,
+    /// One consensus acceptor table per current core.
+    pub acceptors: Vec<AcceptorStore>,
     /// Every segment replayed: superseded once the cores' snapshots are durable.
     pub segments: Vec<SegmentFile>,
     /// The smallest segment id not yet used.
@@ -96,6 +99,9 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
     let mut hints: Vec<HintStore> = (0..ring.cores())
         .map(|_| HintStore::new(HINT_WINDOW_MS_DEFAULT))
         .collect();
+    let mut acceptors: Vec<AcceptorStore> = (0..ring.cores())
+        .map(|_| AcceptorStore::default())
+        .collect();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -147,6 +153,10 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
                     replay_hint(&mut hints, ring, r, now_ms);
                     data_records += 1;
                 }
+                Kind::Paxos => {
+                    replay_acceptor(&mut acceptors, ring, r);
+                    data_records += 1;
+                }
                 Kind::Put | Kind::Tombstone | Kind::Forget => {
                     apply(&mut maps[ring.core_for_key(r.key)], r);
                     data_records += 1;
@@ -170,10 +180,19 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
         }
         replayed.push(seg);
     }
-    let (stages, staged_records) =
-        replay_stages(data_dir, ring, &chain_last, &mut maps, &mut hints)?;
+    let (stages, staged_records) = replay_stages(
+        data_dir,
+        ring,
+        &chain_last,
+        &mut maps,
+        &mut hints,
+        &mut acceptors,
+    )?;
     for h in &mut hints {
         h.drop_at_or_below(floor);
+    }
+    for a in &mut acceptors {
+        a.drop_at_or_below(floor);
     }
     records += staged_records;
     let report = wal_damage::classify(&seen);
@@ -206,6 +225,7 @@ pub fn recover(data_dir: &Path, ring: &LocalRing) -> Result<Recovered, Error> {
     Ok(Recovered {
         maps,
         hints,
+        acceptors,
         segments: replayed,
         next_segment_id,
         records,
@@ -224,6 +244,7 @@ fn replay_stages(
     chain_last: &std::collections::HashMap<(u64, u32), stage::Position>,
     maps: &mut [Map],
     hints: &mut [HintStore],
+    acceptors: &mut [AcceptorStore],
 ) -> Result<(Vec<PathBuf>, u64), Error> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -277,6 +298,10 @@ fn replay_stages(
                     match r.kind {
                         Kind::HintPut | Kind::HintTombstone | Kind::HintDone => {
                             replay_hint(hints, ring, &r, now_ms);
+                            n += 1;
+                        }
+                        Kind::Paxos => {
+                            replay_acceptor(acceptors, ring, &r);
                             n += 1;
                         }
                         Kind::Put | Kind::Tombstone | Kind::Forget => {
@@ -402,6 +427,13 @@ fn stored_value<'a>(r: &record::Record<'a>) -> std::borrow::Cow<'a, [u8]> {
         std::borrow::Cow::Borrowed(r.value)
     } else {
         std::borrow::Cow::Owned(crate::core::cell::encode(r.value, None).into_vec())
+    }
+}
+
+/// A consensus state record into the acceptor table of the core owning its key.
+fn replay_acceptor(acceptors: &mut [AcceptorStore], ring: &LocalRing, r: &record::Record<'_>) {
+    if !acceptors[ring.core_for_key(r.key)].replay(r.key, r.value) {
+        log::warn!("wal: a consensus state record that does not decode; skipped");
     }
 }
 

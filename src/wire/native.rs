@@ -26,6 +26,7 @@ use crate::limits::{
     CELL_HEADER_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX, KEY_BYTES_MAX, KEY_BYTES_MIN,
     NATIVE_HEADER_BYTES, VALUE_BYTES_CEILING,
 };
+use crate::wire::consensus::CONSENSUS_OVERHEAD_BYTES_MAX;
 use crate::wire::NATIVE_MAGIC;
 
 const HEADER_BYTES: usize = NATIVE_HEADER_BYTES - 1;
@@ -80,6 +81,9 @@ pub enum Opcode {
     /// FLUSHALL: every key of the cluster written before now is dropped, on every member
     /// (refused unless every member is alive); the answer is the members reached.
     FlushAll = 10,
+    /// A client's conditional command (`wire::consensus`), decided by consensus among the
+    /// key's replicas; the answer is the command's reply.
+    Consensus = 11,
     /// Node to node: store this exact version (flag `FLAG_TOMBSTONE`: a delete).
     ReplicaPut = 16,
     /// Node to node: this replica's value or tombstone and its version.
@@ -118,6 +122,11 @@ pub enum Opcode {
     /// (hlc u64, writer u32, little-endian), and refuse them from now on. With an empty key
     /// (the first phase): answer a version above every one this node issued or saw.
     FlushBelow = 29,
+    /// Consensus, replica side: promise a ballot for the key (value: the ballot); the answer
+    /// is the acceptor's (`wire::consensus`).
+    Prepare = 30,
+    /// Consensus, replica side: accept an entry at a ballot.
+    Accept = 31,
 }
 
 impl Opcode {
@@ -133,6 +142,7 @@ impl Opcode {
             8 => Opcode::Auth,
             9 => Opcode::Update,
             10 => Opcode::FlushAll,
+            11 => Opcode::Consensus,
             16 => Opcode::ReplicaPut,
             17 => Opcode::ReplicaGet,
             18 => Opcode::Gossip,
@@ -147,6 +157,8 @@ impl Opcode {
             27 => Opcode::Scan,
             28 => Opcode::Scrub,
             29 => Opcode::FlushBelow,
+            30 => Opcode::Prepare,
+            31 => Opcode::Accept,
             _ => return None,
         })
     }
@@ -211,6 +223,9 @@ pub const FLAG_PERSIST: u8 = 4;
 pub const FLAG_DELETE: u8 = 8;
 /// UPDATE: store the request's value, keeping the key's expiry (a missing key is created).
 pub const FLAG_KEEP_TTL: u8 = 16;
+
+/// CONSENSUS: sent by a node to the key's home, which runs it (never forwards it again).
+pub const FLAG_FORWARDED: u8 = 32;
 
 /// A decoded request borrowing key and value from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -309,6 +324,11 @@ pub fn decode_request(
     // A client's value is held to the limit; node-to-node values are cells, a few bytes more.
     let limit = match Opcode::from_u8(h.opcode) {
         Some(Opcode::Put | Opcode::Update) | None => value_limit.min(VALUE_BYTES_CEILING),
+        // SET … IFEQ carries the value and the one to compare with
+        Some(Opcode::Consensus) => {
+            2 * value_limit.min(VALUE_BYTES_CEILING) + CONSENSUS_OVERHEAD_BYTES_MAX
+        }
+        Some(Opcode::Accept) => value_limit.min(VALUE_BYTES_CEILING) + CONSENSUS_OVERHEAD_BYTES_MAX,
         Some(_) => value_limit.min(VALUE_BYTES_CEILING) + CELL_HEADER_BYTES_MAX,
     };
     if value_len as usize > limit {

@@ -75,6 +75,28 @@ impl Command {
     }
 }
 
+/// Run a batch, in order, each on what the one before it left: the entry to accept, whether
+/// any of them wrote, and each one's reply. One round decides them all (a coordinator batches
+/// the commands queued for a key while a round is out).
+pub fn run_all(
+    commands: &[Command],
+    current: Option<&Entry>,
+    now_ms: u64,
+    ballot: Ballot,
+    seen: Version,
+) -> (Entry, bool, Vec<Reply>) {
+    let mut entry = current.cloned().unwrap_or(Entry::ABSENT);
+    let mut wrote = false;
+    let mut replies = Vec::with_capacity(commands.len());
+    for c in commands {
+        let (next, new, reply) = c.run(Some(&entry), now_ms, ballot, seen);
+        wrote |= new;
+        entry = next;
+        replies.push(reply);
+    }
+    (entry, wrote, replies)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +156,28 @@ mod tests {
         });
         let (entry, ..) = set.run(Some(&e("y", Some(9_999), 1)), 10, B, seen);
         assert_eq!(entry.expires_at_ms, None);
+    }
+
+    #[test]
+    fn a_batch_runs_in_order_with_one_version() {
+        let batch = [
+            Command::of(Change::Incr(1)),
+            Command::of(Change::Get),
+            Command::of(Change::Incr(2)),
+        ];
+        let (entry, wrote, replies) = run_all(&batch, None, 0, B, Version::ZERO);
+        assert!(wrote);
+        assert_eq!(
+            replies,
+            vec![
+                Reply::Int(1),
+                Reply::Value(Some(b"1".to_vec())),
+                Reply::Int(3)
+            ]
+        );
+        assert_eq!(entry.value, Some(b"3".to_vec()));
+        assert_eq!(entry.version, Version { hlc: 50, writer: 7 });
+        let (_, wrote, _) = run_all(&batch[1..2], Some(&entry), 0, B, Version::ZERO);
+        assert!(!wrote, "a read writes nothing");
     }
 }

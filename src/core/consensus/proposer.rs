@@ -9,7 +9,7 @@
 
 use super::acceptor::Answer;
 use super::change::Reply;
-use super::command::Command;
+use super::command::{run_all, Command};
 use super::{Ballot, Entry};
 use crate::core::version::Version;
 
@@ -25,8 +25,8 @@ pub enum Step {
         entry: Entry,
         new: bool,
     },
-    /// A quorum accepted: answer the client.
-    Decided(Reply),
+    /// A quorum accepted: answer the clients, one reply per command of the round.
+    Decided(Vec<Reply>),
     /// This ballot cannot win, and nothing was accepted for it: go again above `above`
     /// (after a randomised pause).
     Retry { above: Ballot },
@@ -46,7 +46,7 @@ enum Phase {
 #[derive(Clone, Debug)]
 pub struct Round {
     ballot: Ballot,
-    command: Command,
+    commands: Vec<Command>,
     /// The proposer's clock at the round's start (what has expired).
     now_ms: u64,
     replicas: usize,
@@ -63,21 +63,21 @@ pub struct Round {
     seen: Version,
     /// The highest ballot a refusal named.
     above: Ballot,
-    reply: Option<Reply>,
+    replies: Vec<Reply>,
 }
 
 impl Round {
-    /// A round over `replicas` replicas started at `now_ms`: a majority must promise and
-    /// accept.
-    pub fn new(ballot: Ballot, command: Command, replicas: usize, now_ms: u64) -> Round {
+    /// A round of `commands` (run in order) over `replicas` replicas started at `now_ms`: a
+    /// majority must promise and accept.
+    pub fn new(ballot: Ballot, commands: Vec<Command>, replicas: usize, now_ms: u64) -> Round {
         let majority = replicas / 2 + 1;
-        Round::with_quorums(ballot, command, now_ms, replicas, majority, majority)
+        Round::with_quorums(ballot, commands, now_ms, replicas, majority, majority)
     }
 
     /// With other quorums: only for showing that the checker catches a broken protocol.
     pub fn with_quorums(
         ballot: Ballot,
-        command: Command,
+        commands: Vec<Command>,
         now_ms: u64,
         replicas: usize,
         prepare_quorum: usize,
@@ -85,7 +85,7 @@ impl Round {
     ) -> Round {
         Round {
             ballot,
-            command,
+            commands,
             now_ms,
             replicas,
             prepare_quorum,
@@ -98,7 +98,7 @@ impl Round {
             stored: None,
             seen: Version::ZERO,
             above: ballot,
-            reply: None,
+            replies: Vec::new(),
         }
     }
 
@@ -142,10 +142,9 @@ impl Round {
                     (Some(a), _) => Some(a),
                     (None, s) => s,
                 };
-                let (entry, new, reply) =
-                    self.command
-                        .run(current, self.now_ms, self.ballot, self.seen);
-                self.reply = Some(reply);
+                let (entry, new, replies) =
+                    run_all(&self.commands, current, self.now_ms, self.ballot, self.seen);
+                self.replies = replies;
                 self.phase = Phase::Accepting;
                 self.refused.clear();
                 Step::Accept {
@@ -163,7 +162,7 @@ impl Round {
                     return Step::Wait;
                 }
                 self.phase = Phase::Over;
-                Step::Decided(self.reply.clone().unwrap_or(Reply::Value(None)))
+                Step::Decided(std::mem::take(&mut self.replies))
             }
             (Phase::Preparing | Phase::Accepting, Answer::Nack { ballot, promised })
                 if ballot == self.ballot =>
@@ -217,7 +216,7 @@ mod tests {
 
     /// Run a round against `acceptors` answering in order; the decided reply.
     fn run(acceptors: &mut [Acceptor], ballot: Ballot, change: Change) -> Step {
-        let mut r = Round::new(ballot, Command::of(change), acceptors.len(), 0);
+        let mut r = Round::new(ballot, vec![Command::of(change)], acceptors.len(), 0);
         let mut step = Step::Wait;
         for (i, a) in acceptors.iter_mut().enumerate() {
             step = r.on_answer(i, a.prepare(ballot, None));
@@ -242,11 +241,11 @@ mod tests {
         let mut acc = vec![Acceptor::default(); 3];
         assert_eq!(
             run(&mut acc, b(1, 1), Change::Incr(1)),
-            Step::Decided(Reply::Int(1))
+            Step::Decided(vec![Reply::Int(1)])
         );
         assert_eq!(
             run(&mut acc, b(2, 2), Change::Incr(1)),
-            Step::Decided(Reply::Int(2))
+            Step::Decided(vec![Reply::Int(2)])
         );
         // a stale ballot loses and learns what to go above
         assert_eq!(
@@ -267,7 +266,7 @@ mod tests {
         acc[0].prepare(b(1, 1), None);
         acc[0].accept(b(1, 1), five);
         // the next round's quorum includes that acceptor: it builds on 5
-        let mut r = Round::new(b(2, 2), Command::of(Change::Incr(1)), 3, 0);
+        let mut r = Round::new(b(2, 2), vec![Command::of(Change::Incr(1))], 3, 0);
         assert_eq!(r.on_answer(1, acc[1].prepare(b(2, 2), None)), Step::Wait);
         let step = r.on_answer(0, acc[0].prepare(b(2, 2), None));
         let Step::Accept { entry, new, .. } = step else {
@@ -285,7 +284,7 @@ mod tests {
             expires_at_ms: None,
             version: Version { hlc, writer: 1 },
         };
-        let mut r = Round::new(b(100, 2), Command::of(Change::Incr(1)), 3, 0);
+        let mut r = Round::new(b(100, 2), vec![Command::of(Change::Incr(1))], 3, 0);
         let promise = |accepted, stored| Answer::Promise {
             ballot: b(100, 2),
             accepted,
@@ -313,7 +312,7 @@ mod tests {
 
     #[test]
     fn duplicates_and_other_ballots_are_ignored_and_failures_lose_the_round() {
-        let mut r = Round::new(b(5, 1), Command::of(Change::Get), 3, 0);
+        let mut r = Round::new(b(5, 1), vec![Command::of(Change::Get)], 3, 0);
         let promise = Answer::Promise {
             ballot: b(5, 1),
             accepted: None,

@@ -14,7 +14,7 @@
 //!    boundary anyway: replay is last-write-wins, so order does not matter).
 //! 3. append each key's record (purging tombstones past the grace that a completed
 //!    anti-entropy round has seen on every replica), slice by slice, then every
-//!    hint held (`storage::hints`).
+//!    hint held (`storage::hints`) and every consensus state (`storage::acceptors`).
 //! 4. wait until everything appended is fdatasync'ed — whatever `--fsync` says: the old
 //!    segments are about to go, and the snapshot must survive power loss before they do.
 //! 5. delete the segments before the boundary, then sync the directory.
@@ -115,6 +115,7 @@ pub async fn compact(ctx: &CoreCtx) -> Result<Report, Error> {
     }
     // Hints held are logged again too: their old records are about to go.
     ctx.shard.snapshot_hints();
+    ctx.shard.snapshot_acceptors();
     // Replay may now take segments before the boundary as removed, not missing.
     wal.mark_snapshotted(boundary);
     wal.synced(wal.last_ticket()).await?;

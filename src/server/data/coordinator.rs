@@ -111,7 +111,7 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
 /// Whether this node's clock lets it write. Just after a start, before any peer answered a
 /// probe, a write waits for the first measurement (`CLOCK_FIRST_PROBE_WAIT_MS`) rather than
 /// fail at once.
-async fn clock_checked(ctx: &CoreCtx) -> Result<(), crate::core::clock_fence::Fenced> {
+pub(crate) async fn clock_checked(ctx: &CoreCtx) -> Result<(), crate::core::clock_fence::Fenced> {
     use crate::core::clock_fence::Fenced;
     let end = Instant::now() + Duration::from_millis(CLOCK_FIRST_PROBE_WAIT_MS);
     while matches!(ctx.node.clock.peek(), Err(Fenced::Unmeasured)) && Instant::now() < end {
@@ -121,7 +121,7 @@ async fn clock_checked(ctx: &CoreCtx) -> Result<(), crate::core::clock_fence::Fe
 }
 
 /// A write this node may not coordinate: its clock is off (`core::clock_fence`).
-fn clock_fenced(fenced: crate::core::clock_fence::Fenced) -> OpResult {
+pub(crate) fn clock_fenced(fenced: crate::core::clock_fence::Fenced) -> OpResult {
     OpResult::Failed {
         status: Status::Unavailable,
         message: fenced.to_string(),
@@ -195,7 +195,7 @@ fn stale_failure(message: String) -> OpResult {
     }
 }
 
-async fn write_once(
+pub(crate) async fn write_once(
     ctx: &Rc<CoreCtx>,
     view: &Arc<RingView>,
     (replicas, pending): &(Arc<[Target]>, usize),
@@ -450,7 +450,9 @@ fn op_key<'a>(op: OpRef<'a>) -> &'a [u8] {
         | OpRef::Put(key, _)
         | OpRef::Delete(key)
         | OpRef::ReplicaPut(key, _, _)
-        | OpRef::ReplicaGet(key) => key,
+        | OpRef::ReplicaGet(key)
+        | OpRef::Consensus(key, _, _)
+        | OpRef::Conditional(key, _) => key,
     }
 }
 

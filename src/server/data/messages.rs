@@ -6,6 +6,8 @@
 
 use glommio::net::AcceptedTcpStream;
 
+use crate::core::consensus::command::Command;
+use crate::core::consensus::{Ballot, Entry};
 use crate::core::version::Version;
 use crate::wire::native::Status;
 
@@ -32,6 +34,18 @@ pub enum Op {
     ReplicaGet {
         key: Box<[u8]>,
     },
+    /// Consensus, replica side: PREPARE (`accept: None`) or ACCEPT; the answer is encoded
+    /// (`wire::consensus`) in a `Value`.
+    Consensus {
+        key: Box<[u8]>,
+        ballot: Ballot,
+        accept: Option<Entry>,
+    },
+    /// A conditional command run on the key's one replica (a node alone): atomic on its core.
+    Conditional {
+        key: Box<[u8]>,
+        command: Command,
+    },
 }
 
 impl Op {
@@ -47,6 +61,12 @@ impl Op {
                 version,
             } => OpRef::ReplicaPut(key, value.as_deref(), *version),
             Op::ReplicaGet { key } => OpRef::ReplicaGet(key),
+            Op::Consensus {
+                key,
+                ballot,
+                accept,
+            } => OpRef::Consensus(key, *ballot, accept.as_ref()),
+            Op::Conditional { key, command } => OpRef::Conditional(key, command),
         }
     }
 
@@ -65,6 +85,15 @@ impl Op {
                 version,
             },
             OpRef::ReplicaGet(k) => Op::ReplicaGet { key: k.into() },
+            OpRef::Consensus(k, ballot, accept) => Op::Consensus {
+                key: k.into(),
+                ballot,
+                accept: accept.cloned(),
+            },
+            OpRef::Conditional(k, command) => Op::Conditional {
+                key: k.into(),
+                command: command.clone(),
+            },
         }
     }
 }
@@ -180,6 +209,12 @@ pub enum CoreMsg {
     FlushBelow {
         floor: crate::core::version::Version,
         reply: flume::Sender<usize>,
+    },
+    /// A conditional command for a key this core owns (`data::consensus`).
+    Propose {
+        key: Box<[u8]>,
+        command: Command,
+        reply: flume::Sender<OpResult>,
     },
     /// SCAN: this core's keys whose ring hash is in `[lo, hi)`.
     RangeKeys {

@@ -3,6 +3,7 @@
 //! (compaction, hint delivery, the expiry sweep, the WAL scrubber). Reaches other nodes only through `cluster::peer`.
 
 pub mod compactor;
+pub mod consensus;
 pub mod coordinator;
 pub mod expiry;
 pub mod flush;

@@ -6,6 +6,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::core::consensus::acceptor::Answer;
+use crate::core::consensus::command::Command;
+use crate::core::consensus::{Ballot, Entry};
 use crate::core::merkle::{self, Tree};
 use crate::core::version::{Ahead, Clock, Version};
 use crate::limits::{NODE_ID_BYTES_MAX, WAL_RECORD_HEADER_BYTES};
@@ -13,6 +16,7 @@ use crate::server::cluster::view::RingView;
 use crate::server::data::messages::{CoreStats, OpResult};
 use crate::server::wall_clock_ms;
 use crate::server::LogThrottle;
+use crate::storage::acceptors::{self, AcceptorStore};
 use crate::storage::compaction;
 use crate::storage::hints::{self, Added, Hint, HintStore};
 use crate::storage::map::{Applied, Map};
@@ -29,6 +33,8 @@ pub enum OpRef<'a> {
     Delete(&'a [u8]),
     ReplicaPut(&'a [u8], Option<&'a [u8]>, Version),
     ReplicaGet(&'a [u8]),
+    Consensus(&'a [u8], Ballot, Option<&'a Entry>),
+    Conditional(&'a [u8], &'a Command),
 }
 
 pub struct Shard {
@@ -41,6 +47,8 @@ pub struct Shard {
     memory_budget: Option<u64>,
     /// Writes other replicas missed, held for them (hinted handoff).
     hints: RefCell<HintStore>,
+    /// Consensus state of the keys this core holds a replica of.
+    acceptors: RefCell<AcceptorStore>,
     /// This core's directory (its clock lease lives there) and the lock that keeps lease
     /// writes in order.
     dir: std::path::PathBuf,
@@ -58,6 +66,7 @@ impl Shard {
         wal: Rc<Wal>,
         memory_budget: Option<u64>,
         hints: HintStore,
+        acceptors: AcceptorStore,
         dir: std::path::PathBuf,
     ) -> Shard {
         Shard {
@@ -68,6 +77,7 @@ impl Shard {
             skew_log: LogThrottle::default(),
             memory_budget,
             hints: RefCell::new(hints),
+            acceptors: RefCell::new(acceptors),
             dir,
             lease_lock: glommio::sync::Semaphore::new(1),
             reply_bytes: Rc::new(std::cell::Cell::new(0)),
@@ -82,6 +92,65 @@ impl Shard {
             OpRef::Delete(key) => self.write(key, None),
             OpRef::ReplicaPut(key, value, version) => self.replica_write(key, value, version),
             OpRef::ReplicaGet(key) => (self.replica_get(key), None),
+            OpRef::Consensus(key, ballot, accept) => {
+                match self.consensus(key, ballot, accept.cloned()) {
+                    Ok((answer, ticket)) => (
+                        OpResult::Value {
+                            value: crate::wire::consensus::encode_answer(&answer).into(),
+                            version: Version::ZERO,
+                        },
+                        ticket,
+                    ),
+                    Err(failed) => (failed, None),
+                }
+            }
+            OpRef::Conditional(key, command) => self.conditional(key, command),
+        }
+    }
+
+    /// A conditional command on a key this node alone holds: read, change and write in one
+    /// step on this core (nothing else runs between them), at a version above the stored one.
+    fn conditional(&self, key: &[u8], command: &Command) -> (OpResult, Option<Ticket>) {
+        if let Err(e) = self.wal.check_writable() {
+            return (storage_failure(&e), None);
+        }
+        let now_ms = wall_clock_ms();
+        let stored = self.stored_entry(key);
+        let floor = stored.as_ref().map_or(Version::ZERO, |e| e.version);
+        let version = match self.clock.borrow_mut().tick_past(now_ms, floor) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = format!("stale: key holds a {e}");
+                let status = Status::Stale;
+                return (OpResult::Failed { status, message }, None);
+            }
+        };
+        let ballot = Ballot {
+            round: version.hlc,
+            proposer: version.writer,
+        };
+        let (entry, new, reply) = command.run(stored.as_ref(), now_ms, ballot, Version::ZERO);
+        let answer = OpResult::Value {
+            value: crate::wire::consensus::encode_reply(&reply).into(),
+            version: entry.version,
+        };
+        if !new {
+            return (answer, None);
+        }
+        let cell = entry
+            .value
+            .as_deref()
+            .map(|v| crate::core::cell::encode(v, entry.expires_at_ms));
+        if let Some(full) = self.out_of_memory(key, cell.as_deref()) {
+            return (full, None);
+        }
+        let applied = self
+            .map
+            .borrow_mut()
+            .apply(key, cell.as_deref(), entry.version);
+        match self.log_applied(applied, key, cell.as_deref(), entry.version) {
+            (OpResult::Written { .. }, ticket) => (answer, ticket),
+            (other, _) => (other, None),
         }
     }
 
@@ -123,6 +192,7 @@ impl Shard {
     pub fn flush_below(&self, floor: Version) -> usize {
         let _ = self.observe(floor, "a FLUSHALL");
         self.hints.borrow_mut().drop_at_or_below(floor);
+        self.acceptors.borrow_mut().drop_at_or_below(floor);
         self.map.borrow_mut().flush_below(floor)
     }
 
@@ -315,7 +385,8 @@ impl Shard {
     pub fn record_bytes(&self) -> u64 {
         let hints = self.hints.borrow();
         let per_hint = (WAL_RECORD_HEADER_BYTES + 1 + NODE_ID_BYTES_MAX) as u64;
-        self.map.borrow().record_bytes() + hints.bytes() + hints.len() as u64 * per_hint
+        let acceptors = self.acceptors.borrow().bytes();
+        self.map.borrow().record_bytes() + hints.bytes() + hints.len() as u64 * per_hint + acceptors
     }
 
     /// Hold a write that replica `target` missed, and log it (a restart keeps it).
@@ -372,6 +443,69 @@ impl Shard {
         let mut last = None;
         for (target, key, value, version) in hints.iter() {
             last = Some(self.log_hint(target, key, value, version));
+        }
+        last
+    }
+
+    /// Consensus, replica side: promise `ballot` for `key` (answering what the store holds),
+    /// or accept `entry` at it. Returns the answer and the ticket to await before sending it.
+    pub fn consensus(
+        &self,
+        key: &[u8],
+        ballot: Ballot,
+        accept: Option<Entry>,
+    ) -> Result<(Answer, Option<Ticket>), OpResult> {
+        if let Err(e) = self.wal.check_writable() {
+            return Err(storage_failure(&e));
+        }
+        let mut table = self.acceptors.borrow_mut();
+        let done = match accept {
+            None => table.prepare(key, ballot, self.stored_entry(key)),
+            Some(entry) => {
+                if let Err(e) = self.observe(entry.version, "an ACCEPT") {
+                    return Err(OpResult::Failed {
+                        status: Status::BadRequest,
+                        message: e.to_string(),
+                    });
+                }
+                table.accept(key, ballot, entry)
+            }
+        };
+        let (answer, record) = done.map_err(|e| OpResult::Failed {
+            status: Status::Unavailable,
+            message: e.to_string(),
+        })?;
+        let ticket = record.map(|state| {
+            let version = acceptors::record_version(&state);
+            self.wal.append(Kind::Paxos, version, key, &state)
+        });
+        Ok((answer, ticket))
+    }
+
+    /// What the store holds for `key`, as consensus carries it (a tombstone: no value).
+    fn stored_entry(&self, key: &[u8]) -> Option<Entry> {
+        let map = self.map.borrow();
+        let version = map.version_of(key)?;
+        let (value, expires_at_ms) = match map.get(key) {
+            Some((bytes, _)) => match crate::core::cell::decode(bytes) {
+                Ok(c) => (Some(c.value.to_vec()), c.expires_at_ms),
+                Err(_) => (None, None),
+            },
+            None => (None, None),
+        };
+        Some(Entry {
+            value,
+            expires_at_ms,
+            version,
+        })
+    }
+
+    /// Compaction: log every consensus state again (its old records are about to go).
+    pub fn snapshot_acceptors(&self) -> Option<Ticket> {
+        let mut last = None;
+        for (key, state) in self.acceptors.borrow().records() {
+            let version = acceptors::record_version(&state);
+            last = Some(self.wal.append(Kind::Paxos, version, key, &state));
         }
         last
     }

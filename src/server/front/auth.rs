@@ -61,7 +61,9 @@ pub fn need_of(opcode: Opcode) -> Need {
         | Opcode::AeTree
         | Opcode::AeEntries
         | Opcode::RangeKeys
-        | Opcode::FlushBelow => Need::Member,
+        | Opcode::FlushBelow
+        | Opcode::Prepare
+        | Opcode::Accept => Need::Member,
         Opcode::Get | Opcode::Info | Opcode::LocalGet | Opcode::Scan => Need::Reader,
         Opcode::Put
         | Opcode::Update
@@ -69,7 +71,8 @@ pub fn need_of(opcode: Opcode) -> Need {
         | Opcode::Leave
         | Opcode::Repair
         | Opcode::Scrub
-        | Opcode::FlushAll => Need::Client,
+        | Opcode::FlushAll
+        | Opcode::Consensus => Need::Client,
     }
 }
 

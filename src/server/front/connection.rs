@@ -27,10 +27,10 @@ use crate::limits::{
     REPLY_BUFFER_BYTES_MAX,
 };
 use crate::server::cluster::view::RingView;
-use crate::server::data::coordinator;
 use crate::server::data::messages::{CoreMsg, CoreStats, Op, OpResult};
 use crate::server::data::shard::{storage_failure, OpRef};
 use crate::server::data::update::Change;
+use crate::server::data::{consensus, coordinator};
 use crate::server::front::auth::{Session, WRONGPASS};
 use crate::server::front::deadline::{Ended, Watch};
 use crate::server::front::original_front::OriginalFront;
@@ -1278,6 +1278,24 @@ fn dispatch(
                 status: Status::BadRequest,
                 message: "empty key",
             }
+        }
+        Opcode::Prepare | Opcode::Accept => {
+            let (c, key, body) = (ctx.clone(), Box::from(req.key), Box::from(req.value));
+            let task = consensus::replica(c, key, opcode, body);
+            return Slot::Task(glommio::spawn_local(task).detach());
+        }
+        Opcode::Consensus => {
+            return match crate::wire::consensus::decode_command(req.value) {
+                Some(command) => {
+                    let forwarded = req.flags & native::FLAG_FORWARDED != 0;
+                    let task = consensus::run(ctx.clone(), Box::from(req.key), command, forwarded);
+                    Slot::Task(glommio::spawn_local(task).detach())
+                }
+                None => Slot::Refused {
+                    status: Status::BadRequest,
+                    message: "malformed CONSENSUS command",
+                },
+            };
         }
         Opcode::Update => {
             return match Change::of_request(req) {

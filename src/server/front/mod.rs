@@ -9,6 +9,7 @@ pub mod deadline;
 pub mod listener;
 pub mod original_front;
 pub mod reply_budget;
+pub mod resp_conditional;
 pub mod resp_expiry;
 pub mod resp_front;
 pub mod resp_keyspace;

@@ -18,6 +18,7 @@ use std::rc::Rc;
 use crate::server::data::messages::OpResult;
 use crate::server::front::auth::Session;
 use crate::server::front::connection::{Front, ReplyCtx};
+use crate::server::front::resp_conditional as conditional;
 use crate::server::front::resp_expiry::{self as expiry, Ttl, TtlQuery};
 use crate::server::front::resp_keyspace as keyspace;
 use crate::server::front::resp_string as string;
@@ -79,6 +80,17 @@ const COMMANDS: &[(&str, i64, i64, i64, i64)] = &[
     ("object", -2, 2, 2, 1),
     ("flushdb", -1, 0, 0, 0),
     ("flushall", -1, 0, 0, 0),
+    ("setnx", 3, 1, 1, 1),
+    ("getset", 3, 1, 1, 1),
+    ("incr", 2, 1, 1, 1),
+    ("decr", 2, 1, 1, 1),
+    ("incrby", 3, 1, 1, 1),
+    ("decrby", 3, 1, 1, 1),
+    ("incrbyfloat", 3, 1, 1, 1),
+    ("append", 3, 1, 1, 1),
+    ("setrange", 4, 1, 1, 1),
+    ("delifeq", 3, 1, 1, 1),
+    ("delex", -2, 1, 1, 1),
 ];
 
 /// How to build one command's reply.
@@ -115,6 +127,8 @@ pub enum RespReply {
     Updated {
         persist: bool,
     },
+    /// A conditional command's reply (`resp_conditional`).
+    Conditional(conditional::Shape),
     /// STRLEN: the value's length, 0 when missing.
     Strlen,
     /// GETRANGE, SUBSTR: part of the value, empty when missing.
@@ -268,6 +282,30 @@ fn first_failure(results: &[OpResult]) -> Option<String> {
     })
 }
 
+/// The values a conditional command carries, as (key, value) pairs for `check_writes` (an
+/// empty key stands in: the key is checked on its own).
+fn command_values(change: &crate::core::consensus::change::Change) -> Vec<&[u8]> {
+    use crate::core::consensus::change::{Change, Cond};
+    let mut pairs: Vec<&[u8]> = Vec::new();
+    fn cond_value(c: &Cond) -> Option<&[u8]> {
+        match c {
+            Cond::IfEq(v) | Cond::IfNe(v) => Some(v.as_slice()),
+            _ => None,
+        }
+    }
+    let (a, b) = match change {
+        Change::Set { value, cond, .. } => (Some(value.as_slice()), cond_value(cond)),
+        Change::Append(v) => (Some(v.as_slice()), None),
+        Change::SetRange { bytes, .. } => (Some(bytes.as_slice()), None),
+        Change::Del(cond) => (cond_value(cond), None),
+        _ => (None, None),
+    };
+    for v in [a, b].into_iter().flatten() {
+        pairs.extend([&b"k"[..], v]);
+    }
+    pairs
+}
+
 /// Redis's answer to a write past `maxmemory` (clients match on the `OOM` prefix).
 const OOM_ERROR: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
@@ -306,6 +344,28 @@ impl RespFront {
         if let Some(s) = &self.session {
             if !s.client_ok() && !BEFORE_AUTH.contains(&name) {
                 return err(s.protected_refusal());
+            }
+        }
+        let conditional_set = name == "set" && conditional::set_is_conditional(&rest[2..]);
+        if name != "set" || conditional_set {
+            if let Some(planned) =
+                conditional::plan(name, &rest[1..], wall_clock_ms(), max_value_bytes)
+            {
+                return match planned {
+                    Ok((command, shape)) => {
+                        if let Some(e) = check_keys(rest[..1].iter().copied()) {
+                            return e;
+                        }
+                        let values = command_values(&command.change);
+                        if let Some(e) = check_writes(&values, max_value_bytes) {
+                            return e;
+                        }
+                        let body = crate::wire::consensus::encode_command(&command);
+                        op(Request::new(Opcode::Consensus, rest[0], &body));
+                        RespReply::Conditional(shape)
+                    }
+                    Err(e) => err(&e),
+                };
             }
         }
         match name {
@@ -363,7 +423,7 @@ impl RespFront {
                     absolute: name.ends_with("time"),
                 })
             }
-            "persist" | "getdel" | "getex" => {
+            "persist" | "getex" => {
                 if let Some(e) = check_keys(rest.iter().take(1).copied()) {
                     return e;
                 }
@@ -375,10 +435,6 @@ impl RespFront {
                     ("persist", _) => {
                         op(expiry::update(rest[0], b"", Ttl::Persist, false));
                         RespReply::Updated { persist: true }
-                    }
-                    ("getdel", _) => {
-                        op(expiry::update(rest[0], b"", Ttl::Unset, true));
-                        RespReply::Value
                     }
                     (_, Ttl::Unset) => {
                         op(Request::new(Opcode::Get, rest[0], &[]));
@@ -894,6 +950,15 @@ impl Front for RespFront {
                 None => resp::null(out, self.proto),
             },
             RespReply::Written | RespReply::Auth => resp::simple(out, "OK"),
+            RespReply::Conditional(shape) => {
+                let answer = match results.first() {
+                    Some(OpResult::Value { value, .. }) => {
+                        crate::wire::consensus::decode_reply(value)
+                    }
+                    _ => None,
+                };
+                conditional::encode(out, shape, answer, self.proto)
+            }
             RespReply::Hello(bytes) => out.extend_from_slice(&bytes),
             RespReply::Scan | RespReply::Keys => {
                 let page = match results.first() {

@@ -1,0 +1,453 @@
+//! Codecs of consensus traffic (`core::consensus`): a client's conditional command (native
+//! opcode CONSENSUS) and its reply, and the replica messages PREPARE and ACCEPT with their
+//! answers. Pure: bytes in, values out; anything malformed decodes to `None`.
+//!
+//! Layouts (little-endian): a ballot is round u64 | proposer u32; an entry is flags u8 (1: a
+//! value, 2: an expiry) | hlc u64 | writer u32 | [expires_at_ms u64] | value (the rest, or
+//! length-prefixed u32 inside an answer). Never decides anything.
+
+use crate::core::consensus::acceptor::Answer;
+use crate::core::consensus::change::{Change, Cond, Reply};
+use crate::core::consensus::command::{Command, Ttl};
+use crate::core::consensus::{Ballot, Entry};
+use crate::core::version::Version;
+
+/// Bytes a command or an entry adds to the values it carries (tags, lengths, versions).
+pub const CONSENSUS_OVERHEAD_BYTES_MAX: usize = 64;
+
+pub const BALLOT_BYTES: usize = 12;
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        let n = self.u32()? as usize;
+        Some(self.take(n)?.to_vec())
+    }
+    fn ballot(&mut self) -> Option<Ballot> {
+        Some(Ballot {
+            round: self.u64()?,
+            proposer: self.u32()?,
+        })
+    }
+    fn entry(&mut self) -> Option<Entry> {
+        let flags = self.u8()?;
+        let version = Version {
+            hlc: self.u64()?,
+            writer: self.u32()?,
+        };
+        let expires_at_ms = if flags & 2 != 0 {
+            Some(self.u64()?)
+        } else {
+            None
+        };
+        let value = if flags & 1 != 0 {
+            Some(self.bytes()?)
+        } else {
+            None
+        };
+        Some(Entry {
+            value,
+            expires_at_ms,
+            version,
+        })
+    }
+    fn end(&self) -> Option<()> {
+        self.0.is_empty().then_some(())
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_ballot(out: &mut Vec<u8>, b: Ballot) {
+    out.extend_from_slice(&b.round.to_le_bytes());
+    out.extend_from_slice(&b.proposer.to_le_bytes());
+}
+
+fn put_entry(out: &mut Vec<u8>, e: &Entry) {
+    let flags = u8::from(e.value.is_some()) | (u8::from(e.expires_at_ms.is_some()) << 1);
+    out.push(flags);
+    out.extend_from_slice(&e.version.hlc.to_le_bytes());
+    out.extend_from_slice(&e.version.writer.to_le_bytes());
+    if let Some(at) = e.expires_at_ms {
+        out.extend_from_slice(&at.to_le_bytes());
+    }
+    if let Some(v) = &e.value {
+        put_bytes(out, v);
+    }
+}
+
+pub fn encode_ballot(b: Ballot) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BALLOT_BYTES);
+    put_ballot(&mut out, b);
+    out
+}
+
+pub fn decode_ballot(b: &[u8]) -> Option<Ballot> {
+    let mut r = Reader(b);
+    let ballot = r.ballot()?;
+    r.end()?;
+    Some(ballot)
+}
+
+/// ACCEPT's value: the ballot and the entry.
+pub fn encode_accept(b: Ballot, e: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BALLOT_BYTES + 32 + e.value.as_ref().map_or(0, Vec::len));
+    put_ballot(&mut out, b);
+    put_entry(&mut out, e);
+    out
+}
+
+pub fn decode_accept(b: &[u8]) -> Option<(Ballot, Entry)> {
+    let mut r = Reader(b);
+    let out = (r.ballot()?, r.entry()?);
+    r.end()?;
+    Some(out)
+}
+
+pub fn encode_answer(a: &Answer) -> Vec<u8> {
+    let mut out = Vec::new();
+    match a {
+        Answer::Promise {
+            ballot,
+            accepted,
+            stored,
+        } => {
+            out.push(1);
+            put_ballot(&mut out, *ballot);
+            match accepted {
+                Some((b, e)) => {
+                    out.push(1);
+                    put_ballot(&mut out, *b);
+                    put_entry(&mut out, e);
+                }
+                None => out.push(0),
+            }
+            match stored {
+                Some(e) => {
+                    out.push(1);
+                    put_entry(&mut out, e);
+                }
+                None => out.push(0),
+            }
+        }
+        Answer::Accepted { ballot } => {
+            out.push(2);
+            put_ballot(&mut out, *ballot);
+        }
+        Answer::Nack { ballot, promised } => {
+            out.push(3);
+            put_ballot(&mut out, *ballot);
+            put_ballot(&mut out, *promised);
+        }
+    }
+    out
+}
+
+pub fn decode_answer(b: &[u8]) -> Option<Answer> {
+    let mut r = Reader(b);
+    let a = match r.u8()? {
+        1 => {
+            let ballot = r.ballot()?;
+            let accepted = match r.u8()? {
+                0 => None,
+                1 => Some((r.ballot()?, r.entry()?)),
+                _ => return None,
+            };
+            let stored = match r.u8()? {
+                0 => None,
+                1 => Some(r.entry()?),
+                _ => return None,
+            };
+            Answer::Promise {
+                ballot,
+                accepted,
+                stored,
+            }
+        }
+        2 => Answer::Accepted {
+            ballot: r.ballot()?,
+        },
+        3 => Answer::Nack {
+            ballot: r.ballot()?,
+            promised: r.ballot()?,
+        },
+        _ => return None,
+    };
+    r.end()?;
+    Some(a)
+}
+
+fn put_cond(out: &mut Vec<u8>, c: &Cond) {
+    match c {
+        Cond::Always => out.push(0),
+        Cond::Nx => out.push(1),
+        Cond::Xx => out.push(2),
+        Cond::IfEq(v) => {
+            out.push(3);
+            put_bytes(out, v);
+        }
+        Cond::IfNe(v) => {
+            out.push(4);
+            put_bytes(out, v);
+        }
+    }
+}
+
+fn take_cond(r: &mut Reader<'_>) -> Option<Cond> {
+    Some(match r.u8()? {
+        0 => Cond::Always,
+        1 => Cond::Nx,
+        2 => Cond::Xx,
+        3 => Cond::IfEq(r.bytes()?),
+        4 => Cond::IfNe(r.bytes()?),
+        _ => return None,
+    })
+}
+
+/// CONSENSUS's value: a client's command.
+pub fn encode_command(c: &Command) -> Vec<u8> {
+    let mut out = Vec::new();
+    match c.ttl {
+        Ttl::Clear => out.push(0),
+        Ttl::Keep => out.push(1),
+        Ttl::At(at) => {
+            out.push(2);
+            out.extend_from_slice(&at.to_le_bytes());
+        }
+    }
+    match &c.change {
+        Change::Get => out.push(0),
+        Change::Set { value, cond, get } => {
+            out.push(1);
+            out.push(u8::from(*get));
+            put_cond(&mut out, cond);
+            put_bytes(&mut out, value);
+        }
+        Change::Incr(by) => {
+            out.push(2);
+            out.extend_from_slice(&by.to_le_bytes());
+        }
+        Change::IncrFloat(by) => {
+            out.push(3);
+            put_bytes(&mut out, by);
+        }
+        Change::Append(tail) => {
+            out.push(4);
+            put_bytes(&mut out, tail);
+        }
+        Change::SetRange { offset, bytes } => {
+            out.push(5);
+            out.extend_from_slice(&(*offset as u64).to_le_bytes());
+            put_bytes(&mut out, bytes);
+        }
+        Change::Del(cond) => {
+            out.push(6);
+            put_cond(&mut out, cond);
+        }
+        Change::GetDel => out.push(7),
+    }
+    out
+}
+
+pub fn decode_command(b: &[u8]) -> Option<Command> {
+    let mut r = Reader(b);
+    let ttl = match r.u8()? {
+        0 => Ttl::Clear,
+        1 => Ttl::Keep,
+        2 => Ttl::At(r.u64()?),
+        _ => return None,
+    };
+    let change = match r.u8()? {
+        0 => Change::Get,
+        1 => {
+            let get = r.u8()? != 0;
+            let cond = take_cond(&mut r)?;
+            Change::Set {
+                value: r.bytes()?,
+                cond,
+                get,
+            }
+        }
+        2 => Change::Incr(i64::from_le_bytes(r.take(8)?.try_into().ok()?)),
+        3 => Change::IncrFloat(r.bytes()?),
+        4 => Change::Append(r.bytes()?),
+        5 => Change::SetRange {
+            offset: usize::try_from(r.u64()?).ok()?,
+            bytes: r.bytes()?,
+        },
+        6 => Change::Del(take_cond(&mut r)?),
+        7 => Change::GetDel,
+        _ => return None,
+    };
+    r.end()?;
+    Some(Command { change, ttl })
+}
+
+/// CONSENSUS's answer: the command's reply.
+pub fn encode_reply(reply: &Reply) -> Vec<u8> {
+    let mut out = Vec::new();
+    match reply {
+        Reply::Value(None) => out.push(0),
+        Reply::Value(Some(v)) => {
+            out.push(1);
+            out.extend_from_slice(v);
+        }
+        Reply::Int(n) => {
+            out.push(2);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        Reply::Text(t) => {
+            out.push(3);
+            out.extend_from_slice(t);
+        }
+        Reply::Done(d) => out.push(4 + u8::from(*d)),
+        Reply::Error(e) => {
+            out.push(6);
+            out.extend_from_slice(e.as_bytes());
+        }
+    }
+    out
+}
+
+/// A reply as the front shows it; an error's text is owned (it came over the wire).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Reply(Reply),
+    Error(String),
+}
+
+pub fn decode_reply(b: &[u8]) -> Option<Decoded> {
+    let (&tag, rest) = b.split_first()?;
+    Some(Decoded::Reply(match tag {
+        0 if rest.is_empty() => Reply::Value(None),
+        1 => Reply::Value(Some(rest.to_vec())),
+        2 => Reply::Int(i64::from_le_bytes(rest.try_into().ok()?)),
+        3 => Reply::Text(rest.to_vec()),
+        4 | 5 if rest.is_empty() => Reply::Done(tag == 5),
+        6 => return Some(Decoded::Error(String::from_utf8_lossy(rest).into_owned())),
+        _ => return None,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries() -> Vec<Entry> {
+        let version = Version { hlc: 77, writer: 3 };
+        vec![
+            Entry::ABSENT,
+            Entry {
+                value: Some(b"v".to_vec()),
+                expires_at_ms: Some(9),
+                version,
+            },
+            Entry {
+                value: Some(Vec::new()),
+                expires_at_ms: None,
+                version,
+            },
+        ]
+    }
+
+    #[test]
+    fn everything_round_trips_and_garbage_is_refused() {
+        let b = Ballot {
+            round: 5,
+            proposer: 9,
+        };
+        assert_eq!(decode_ballot(&encode_ballot(b)), Some(b));
+        assert_eq!(decode_ballot(&[0; 11]), None);
+        for e in entries() {
+            assert_eq!(decode_accept(&encode_accept(b, &e)), Some((b, e.clone())));
+            let answers = [
+                Answer::Promise {
+                    ballot: b,
+                    accepted: Some((b, e.clone())),
+                    stored: Some(e.clone()),
+                },
+                Answer::Promise {
+                    ballot: b,
+                    accepted: None,
+                    stored: None,
+                },
+                Answer::Accepted { ballot: b },
+                Answer::Nack {
+                    ballot: b,
+                    promised: b,
+                },
+            ];
+            for a in answers {
+                let bytes = encode_answer(&a);
+                assert_eq!(decode_answer(&bytes), Some(a));
+                assert_eq!(decode_answer(&bytes[..bytes.len() - 1]), None);
+            }
+        }
+        let changes = [
+            Change::Get,
+            Change::Set {
+                value: b"x".to_vec(),
+                cond: Cond::IfEq(b"y".to_vec()),
+                get: true,
+            },
+            Change::Set {
+                value: b"x".to_vec(),
+                cond: Cond::Nx,
+                get: false,
+            },
+            Change::Incr(-3),
+            Change::IncrFloat(b"1.5".to_vec()),
+            Change::Append(b"t".to_vec()),
+            Change::SetRange {
+                offset: 4,
+                bytes: b"ab".to_vec(),
+            },
+            Change::Del(Cond::IfNe(b"z".to_vec())),
+            Change::GetDel,
+        ];
+        for (i, change) in changes.into_iter().enumerate() {
+            let ttl = [Ttl::Clear, Ttl::Keep, Ttl::At(1234)][i % 3];
+            let c = Command { change, ttl };
+            let bytes = encode_command(&c);
+            assert_eq!(decode_command(&bytes), Some(c));
+            assert_eq!(decode_command(&bytes[..bytes.len() - 1]), None);
+        }
+        for r in [
+            Reply::Value(None),
+            Reply::Value(Some(b"a".to_vec())),
+            Reply::Int(-7),
+            Reply::Text(b"1.5".to_vec()),
+            Reply::Done(true),
+            Reply::Done(false),
+        ] {
+            assert_eq!(decode_reply(&encode_reply(&r)), Some(Decoded::Reply(r)));
+        }
+        assert_eq!(
+            decode_reply(&encode_reply(&Reply::Error("ERR x"))),
+            Some(Decoded::Error("ERR x".into()))
+        );
+        assert_eq!(decode_reply(&[9]), None);
+        assert_eq!(decode_reply(&[]), None);
+    }
+}
