@@ -119,7 +119,32 @@ fn random_command(rng: &mut fastrand::Rng, prefix: &str) -> Vec<String> {
         (0..rng.usize(1..4)).map(|_| key(rng)).collect()
     };
     let s = |x: &str| x.to_string();
-    match rng.u8(0..23) {
+    let small = |rng: &mut fastrand::Rng| rng.i64(-5..50).to_string();
+    match rng.u8(0..34) {
+        23 => vec![s("INCR"), key(rng)],
+        24 => vec![s("INCRBY"), key(rng), small(rng)],
+        25 => vec![s("DECR"), key(rng)],
+        26 => vec![s("APPEND"), key(rng), value(rng)],
+        27 => vec![s("SETNX"), key(rng), value(rng)],
+        28 => vec![s("SET"), key(rng), value(rng), s("NX")],
+        29 => vec![s("SET"), key(rng), value(rng), s("XX"), s("GET")],
+        30 => vec![s("GETSET"), key(rng), value(rng)],
+        31 => vec![s("INCRBYFLOAT"), key(rng), s("1.5")],
+        32 => vec![
+            s("SETRANGE"),
+            key(rng),
+            rng.u8(0..10).to_string(),
+            value(rng),
+        ],
+        33 => vec![
+            s("SET"),
+            key(rng),
+            value(rng),
+            s("NX"),
+            s("GET"),
+            s("EX"),
+            s("1000"),
+        ],
         0..=3 => vec![s("SET"), key(rng), value(rng)],
         4 => vec![s("SET"), key(rng), value(rng), s("EX"), s("1000")],
         5 => vec![s("GET"), key(rng)],

@@ -93,6 +93,14 @@ pub fn parse_f64(b: &[u8]) -> Option<f64> {
     s.parse::<f64>().ok().filter(|f| !f.is_nan())
 }
 
+/// A float as INCRBYFLOAT answers it: at most 15 significant digits (Redis computes in long
+/// double and prints 17, so 0.1 + 0.2 reads 0.3 there; in f64 that takes rounding to 15), no
+/// exponent for ordinary magnitudes, no trailing zeros.
+pub fn float_text(f: f64) -> String {
+    let rounded: f64 = format!("{f:.14e}").parse().unwrap_or(f);
+    format!("{rounded}")
+}
+
 impl Change {
     /// What the command makes of `current`: the value to store (`None`: nothing changes), and
     /// the reply.
@@ -128,7 +136,7 @@ impl Change {
                 if !sum.is_finite() {
                     return (None, Reply::Error(NAN_OR_INFINITY));
                 }
-                let text = format!("{sum}").into_bytes();
+                let text = float_text(sum).into_bytes();
                 (Some(Some(text.clone())), Reply::Text(text))
             }
             Change::Append(tail) => {
@@ -214,6 +222,10 @@ mod tests {
             (Some(v("5003")), Reply::Text(b"5003".to_vec()))
         );
         assert_eq!(f("1").apply(&v("x")), (None, Reply::Error(NOT_A_FLOAT)));
+        assert_eq!(
+            f("0.2").apply(&v("0.1")),
+            (Some(v("0.3")), Reply::Text(b"0.3".to_vec()))
+        );
         assert_eq!(
             f("1e308").apply(&v("1e308")),
             (None, Reply::Error(NAN_OR_INFINITY))

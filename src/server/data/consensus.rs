@@ -29,7 +29,7 @@ use crate::limits::{
     CONSENSUS_ATTEMPTS_MAX, CONSENSUS_BACKOFF_MS_MAX, CONSENSUS_BATCH_MAX, CONSENSUS_TIMEOUT_MS,
     REPLICA_TIMEOUT_MS,
 };
-use crate::server::cluster::peer::Call;
+use crate::server::cluster::peer::{Call, Error as PeerError};
 use crate::server::cluster::view::Target;
 use crate::server::data::coordinator;
 use crate::server::data::messages::{CoreMsg, Op, OpResult};
@@ -44,8 +44,11 @@ use crate::wire::native::{Opcode, Status, FLAG_FORWARDED};
 /// a round for it is out (one round per key at a time, carrying every command queued since).
 #[derive(Default)]
 pub struct Queues {
-    waiting: RefCell<HashMap<Box<[u8]>, Vec<(Command, Sender<OpResult>)>>>,
+    waiting: RefCell<HashMap<Box<[u8]>, Vec<Waiting>>>,
 }
+
+/// A command waiting for its round, and where its answer goes.
+type Waiting = (Command, Sender<OpResult>);
 
 /// A client's conditional command on `key`: its encoded reply (`wire::consensus`), or why it
 /// failed. In a cluster it runs on the key's home (its first replica not DEAD: rounds for a key
@@ -60,27 +63,29 @@ pub async fn run(ctx: Rc<CoreCtx>, key: Box<[u8]>, command: Command, forwarded: 
         .iter()
         .find(|t| t.local || !t.dead)
         .cloned();
-    match home {
-        Some(t) if !t.local && !forwarded => forward(&ctx, &t, &key, &command).await,
-        _ => {
-            let owner = ctx.ring.core_for_key(&key);
-            if owner == ctx.core {
-                return enqueue(&ctx, key, command).await;
-            }
-            let (reply, rx) = flume::bounded(1);
-            let msg = CoreMsg::Propose {
-                key,
-                command,
-                reply,
-            };
-            if ctx.peers[owner].send_async(msg).await.is_err() {
-                return unavailable("the key's core is shutting down".into());
-            }
-            rx.recv_async()
-                .await
-                .unwrap_or_else(|_| unavailable("the key's core is shutting down".into()))
+    if let Some(t) = home.filter(|t| !t.local && !forwarded) {
+        match forward(&ctx, &t, &key, &command).await {
+            Some(answer) => return answer,
+            // never sent (no connection to the home): this node proposes instead
+            None => log::debug!("consensus: home {} unreachable; proposing here", t.id),
         }
     }
+    let owner = ctx.ring.core_for_key(&key);
+    if owner == ctx.core {
+        return enqueue(&ctx, key, command).await;
+    }
+    let (reply, rx) = flume::bounded(1);
+    let msg = CoreMsg::Propose {
+        key,
+        command,
+        reply,
+    };
+    if ctx.peers[owner].send_async(msg).await.is_err() {
+        return unavailable("the key's core is shutting down".into());
+    }
+    rx.recv_async()
+        .await
+        .unwrap_or_else(|_| unavailable("the key's core is shutting down".into()))
 }
 
 /// Run on this core (the key's): wait for the key's next round.
@@ -111,7 +116,7 @@ pub async fn enqueue(ctx: &Rc<CoreCtx>, key: Box<[u8]>, command: Command) -> OpR
 /// `CONSENSUS_BATCH_MAX`).
 async fn drive(ctx: Rc<CoreCtx>, key: Box<[u8]>) {
     loop {
-        let batch: Vec<(Command, Sender<OpResult>)> = {
+        let batch: Vec<Waiting> = {
             let mut waiting = ctx.consensus.waiting.borrow_mut();
             let Some(q) = waiting.get_mut(&key) else {
                 return;
@@ -142,8 +147,14 @@ async fn drive(ctx: Rc<CoreCtx>, key: Box<[u8]>) {
     }
 }
 
-/// Send the command to its home node, which runs it.
-async fn forward(ctx: &Rc<CoreCtx>, home: &Target, key: &[u8], command: &Command) -> OpResult {
+/// Send the command to its home node, which runs it; `None` when it could not be sent (no
+/// connection), so it certainly did not run there.
+async fn forward(
+    ctx: &Rc<CoreCtx>,
+    home: &Target,
+    key: &[u8],
+    command: &Command,
+) -> Option<OpResult> {
     let body = crate::wire::consensus::encode_command(command);
     let call = Call {
         value: &body,
@@ -151,7 +162,7 @@ async fn forward(ctx: &Rc<CoreCtx>, home: &Target, key: &[u8], command: &Command
         ..Call::new(Opcode::Consensus, key)
     };
     let timeout = Duration::from_millis(CONSENSUS_TIMEOUT_MS + REPLICA_TIMEOUT_MS);
-    match ctx.peer(&home.addr).request(call, timeout).await {
+    Some(match ctx.peer(&home.addr).request(call, timeout).await {
         Ok(r) if r.status == Status::Ok => OpResult::Value {
             value: r.value.into(),
             version: Version::ZERO,
@@ -160,11 +171,12 @@ async fn forward(ctx: &Rc<CoreCtx>, home: &Target, key: &[u8], command: &Command
             status: r.status,
             message: String::from_utf8_lossy(&r.value).into_owned(),
         },
+        Err(PeerError::Connect { .. } | PeerError::Resolve(_)) => return None,
         Err(e) => unavailable(format!(
             "outcome unknown: the key's home {} did not answer ({e}); the command may or may              not have taken effect",
             home.id
         )),
-    }
+    })
 }
 
 fn unavailable(message: String) -> OpResult {

@@ -65,8 +65,7 @@ impl Shard {
         clock: Clock,
         wal: Rc<Wal>,
         memory_budget: Option<u64>,
-        hints: HintStore,
-        acceptors: AcceptorStore,
+        (hints, acceptors): (HintStore, AcceptorStore),
         dir: std::path::PathBuf,
     ) -> Shard {
         Shard {
