@@ -4,8 +4,8 @@
 //! Owns: SET's options, SETEX/PSETEX, EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT, PERSIST, GETEX,
 //! GETDEL, and the TTL family's replies (Redis's -2 missing, -1 no expiry). Relative times are
 //! turned into absolute expiries here, with the wall clock the caller passes in, so every
-//! replica stores the same instant. Never: conditional writes (NX, XX, GT, LT, GET), which
-//! last-write-wins cannot make safe; they are refused with the reason.
+//! replica stores the same instant. Never: conditional writes (SET's NX, XX, GET, IFEQ, IFNE
+//! are `resp_conditional`'s; EXPIRE's NX, XX, GT, LT are refused with the reason).
 
 use crate::core::cell::{self, Cell};
 use crate::core::version::Version;
@@ -17,9 +17,9 @@ use crate::wire::native::{
 pub type Refusal = String;
 
 /// The refusal of a conditional option.
-pub const CONDITIONAL: &str = "ERR NX, XX, GT, LT and GET make a write depend on what is \
-    stored: under last-write-wins replication that is not safe without agreement between \
-    replicas, so kvstore does not serve them (use a plain SET, or a store with transactions)";
+pub const CONDITIONAL: &str = "ERR EXPIRE's NX, XX, GT and LT make the expiry depend on \
+    the stored one: kvstore does not serve them (SET's NX, XX, IFEQ, IFNE and GET are served, \
+    linearizable by consensus)";
 
 /// What a command asks of a key's expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

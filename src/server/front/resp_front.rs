@@ -9,7 +9,9 @@
 //! CLIENT SELECT HELLO AUTH SCAN KEYS QUIT; the expiry commands (`resp_expiry`): SET's EX PX EXAT
 //! PXAT KEEPTTL, SETEX PSETEX EXPIRE PEXPIRE EXPIREAT PEXPIREAT TTL PTTL EXPIRETIME PEXPIRETIME
 //! PERSIST GETEX GETDEL; STRLEN GETRANGE SUBSTR (`resp_string`); TYPE OBJECT RANDOMKEY
-//! (`resp_keyspace`); FLUSHDB FLUSHALL (`server::data::flush`). Refused with a clear error: conditional writes (NX, XX, GT, LT, GET),
+//! (`resp_keyspace`); FLUSHDB FLUSHALL (`server::data::flush`); the conditional writes (SET's
+//! NX XX GET IFEQ IFNE, SETNX GETSET GETDEL INCR DECR INCRBY DECRBY INCRBYFLOAT APPEND SETRANGE
+//! DELIFEQ DELEX: `resp_conditional`). Refused with a clear error: EXPIRE's NX XX GT LT,
 //! CONFIG SET, anything else (`unknown command`).
 
 use crate::limits::{KEY_BYTES_MAX, KEY_BYTES_MIN};
@@ -347,7 +349,7 @@ impl RespFront {
             }
         }
         let conditional_set = name == "set" && conditional::set_is_conditional(&rest[2..]);
-        if name != "set" || conditional_set {
+        if !rest.is_empty() && (name != "set" || conditional_set) {
             if let Some(planned) =
                 conditional::plan(name, &rest[1..], wall_clock_ms(), max_value_bytes)
             {
@@ -1111,7 +1113,7 @@ mod tests {
     }
 
     #[test]
-    fn expiry_commands_become_timed_puts_updates_and_reads() {
+    fn expiry_and_conditional_commands_become_their_requests() {
         let (put, get, update) = (Opcode::Put as u8, Opcode::Get as u8, Opcode::Update as u8);
         let cases: &[(&[&[u8]], u8)] = &[
             (&[b"SET", b"k", b"v", b"EX", b"10"], put),
@@ -1126,7 +1128,12 @@ mod tests {
             (&[b"PERSIST", b"k"], update),
             (&[b"GETEX", b"k"], get),
             (&[b"GETEX", b"k", b"EX", b"5"], update),
-            (&[b"GETDEL", b"k"], update),
+            (&[b"GETDEL", b"k"], Opcode::Consensus as u8),
+            (
+                &[b"SET", b"k", b"v", b"NX", b"EX", b"5"],
+                Opcode::Consensus as u8,
+            ),
+            (&[b"INCR", b"k"], Opcode::Consensus as u8),
         ];
         for (args, opcode) in cases {
             let (bytes, ops) = plan(args);
@@ -1159,7 +1166,7 @@ mod tests {
                 "-ERR wrong number of arguments for 'get' command",
             ),
             (&[b"GET", b"a", b"b"], "-ERR wrong number of arguments"),
-            (&[b"SET", b"k", b"v", b"NX"], "-ERR NX, XX, GT, LT and GET"),
+            (&[b"SET", b"k", b"v", b"NX", b"XX"], "-ERR syntax error"),
             (
                 &[b"SET", b"k", b"v", b"EX", b"0"],
                 "-ERR invalid expire time in 'set'",
@@ -1170,7 +1177,7 @@ mod tests {
             ),
             (
                 &[b"EXPIRE", b"k", b"10", b"GT"],
-                "-ERR NX, XX, GT, LT and GET",
+                "-ERR EXPIRE's NX, XX, GT and LT",
             ),
             (&[b"EXPIRE", b"k", b"ten"], "-ERR value is not an integer"),
             (&[b"GETEX", b"k", b"KEEPTTL"], "-ERR syntax error"),

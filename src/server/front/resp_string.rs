@@ -4,7 +4,7 @@
 //!
 //! Owns: their arguments and their replies from the value a GET read. Never writes: a string
 //! command whose reply depends on what is stored and that changes it (APPEND, SETRANGE, INCR)
-//! needs agreement between replicas, which last-write-wins does not give.
+//! is a consensus round (`resp_conditional`).
 
 /// GETRANGE's offsets, as Redis reads them (negative: from the end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
