@@ -334,6 +334,21 @@ impl Client {
         self.call(Opcode::Put, key, value)
     }
 
+    /// A conditional command (linearizable per key, by consensus): its reply, or the
+    /// command's own error (INCR of a non-integer…) as `Decoded::Error`.
+    pub fn conditional(
+        &mut self,
+        key: &[u8],
+        command: &crate::core::consensus::command::Command,
+    ) -> Result<crate::wire::consensus::Decoded, Error> {
+        let body = crate::wire::consensus::encode_command(command);
+        let reply = self.call(Opcode::Consensus, key, &body)?;
+        crate::wire::consensus::decode_reply(&reply.value).ok_or_else(|| Error::Server {
+            status: Status::Internal,
+            message: "a malformed CONSENSUS reply".into(),
+        })
+    }
+
     /// Store `value` under `key`, expiring at `expires_at_ms` (ms since the Unix epoch).
     pub fn put_expiring(
         &mut self,

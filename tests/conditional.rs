@@ -168,3 +168,47 @@ fn a_side_without_a_majority_answers_an_error_in_time() -> TestResult {
     assert!(c.call(&["GET", "m"]).is_err());
     Ok(())
 }
+
+/// `kv check`'s consensus workloads on a live cluster, node3 killed part way through each
+/// (and restarted between them): linearizable histories, distinct increments, one lock holder.
+#[test]
+fn kv_check_workloads_hold_through_a_killed_node() -> TestResult {
+    let mut nodes = cluster("conditional-check", 3, &[])?;
+    let (dir, port, seed) = (nodes[2].dir.clone(), nodes[2].port, nodes[0].addr());
+    let all = nodes.iter().map(|n| n.addr()).collect::<Vec<_>>().join(",");
+    for workload in ["cas", "counter", "lock"] {
+        let args = [
+            "check",
+            "--workload",
+            workload,
+            "--duration",
+            "3",
+            "--clients",
+            "6",
+            "--keys",
+            "8",
+            "--nodes",
+            &all,
+        ];
+        let checker = {
+            let port = nodes[0].port.to_string();
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            std::thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                kv(&port, &args)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(1_000));
+        nodes[2].kill9();
+        let out = checker.join().map_err(|_| "kv check panicked")?;
+        let text = stdout(&out);
+        assert!(
+            out.status.success() && text.contains("OK"),
+            "kv check --workload {workload}:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        nodes[2] = Node::start_on("node3", &dir, port, &member_args(&seed))?;
+        wait_members(&nodes[0], 3, "ALIVE")?;
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use kvstore::client::{Client, Error};
 use kvstore::wire::native::{Opcode, Status};
 
+use crate::check_consensus::{self, Workload};
 use crate::history::{self, Outcome, Read, Write};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -38,6 +39,10 @@ pub struct CheckArgs {
     json: bool,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// What to check: plain writes and reads (register), or the conditional commands
+    /// (cas: linearizable per key; counter: INCR replies distinct; lock: one holder).
+    #[arg(long, value_enum, default_value = "register")]
+    workload: Workload,
 }
 
 #[derive(Default)]
@@ -80,6 +85,29 @@ pub fn run(addr: &str, timeout: Duration, a: &CheckArgs) -> u8 {
     let prefix: Arc<str> = format!("check-{run:x}-").into();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(a.duration);
+    if a.workload != Workload::Register {
+        let found = check_consensus::run(&check_consensus::Setup {
+            workload: a.workload,
+            nodes: &nodes,
+            timeout,
+            clients: a.clients,
+            keys: a.keys,
+            prefix: &prefix,
+            deadline,
+            seed: a.seed,
+        });
+        println!("{}", found.summary);
+        return match found.violation {
+            None => {
+                println!("OK");
+                0
+            }
+            Some(v) => {
+                println!("  {v}\nVIOLATION");
+                1
+            }
+        };
+    }
     let log = Arc::new(Mutex::new(Log::default()));
     let threads: Vec<_> = (0..a.clients)
         .map(|c| {

@@ -28,6 +28,24 @@ impl PeerLinks {
         }
     }
 
+    /// A second link to the peer at `addr`, for requests whose answer waits on replica
+    /// traffic the other way (a conditional command sent to its key's home): on the replica
+    /// link it would hold up the requests behind it, and two nodes doing so to each other
+    /// would wait on one another until the timeout.
+    pub fn forward_link(&self, addr: &str) -> Rc<Peer> {
+        let key = format!("{addr}#forward");
+        if let Some(p) = self.links.borrow().get(&key) {
+            return p.clone();
+        }
+        let p = Rc::new(Peer::with_identity(
+            addr,
+            self.identity.clone(),
+            self.tls.clone(),
+        ));
+        self.links.borrow_mut().insert(key, p.clone());
+        p
+    }
+
     /// The link to the peer at `addr` (made on first use).
     pub fn get(&self, addr: &str) -> Rc<Peer> {
         // Looked up on every replica operation: allocate the key only for a new peer.

@@ -57,17 +57,19 @@ pub async fn run(ctx: Rc<CoreCtx>, key: Box<[u8]>, command: Command, forwarded: 
     if ctx.is_solo() {
         return coordinator::local_call(&ctx, Op::Conditional { key, command }).await;
     }
-    let view = ctx.view();
-    let home = view
-        .replicas(&key)
-        .iter()
-        .find(|t| t.local || !t.dead)
-        .cloned();
-    if let Some(t) = home.filter(|t| !t.local && !forwarded) {
-        match forward(&ctx, &t, &key, &command).await {
-            Some(answer) => return answer,
-            // never sent (no connection to the home): this node proposes instead
-            None => log::debug!("consensus: home {} unreachable; proposing here", t.id),
+    // The home is the first replica, in ring order, that is not DEAD and takes the command;
+    // one that cannot be connected to (down, not yet declared DEAD) never got it, so the next
+    // one is tried: every node picks the same next one, and rounds still do not duel.
+    if !forwarded {
+        let view = ctx.view();
+        for t in view.replicas(&key).iter().filter(|t| t.local || !t.dead) {
+            if t.local {
+                break;
+            }
+            match forward(&ctx, t, &key, &command).await {
+                Some(answer) => return answer,
+                None => log::debug!("consensus: home {} unreachable; trying the next", t.id),
+            }
         }
     }
     let owner = ctx.ring.core_for_key(&key);
@@ -162,21 +164,29 @@ async fn forward(
         ..Call::new(Opcode::Consensus, key)
     };
     let timeout = Duration::from_millis(CONSENSUS_TIMEOUT_MS + REPLICA_TIMEOUT_MS);
-    Some(match ctx.peer(&home.addr).request(call, timeout).await {
-        Ok(r) if r.status == Status::Ok => OpResult::Value {
-            value: r.value.into(),
-            version: Version::ZERO,
+    Some(
+        match ctx
+            .links
+            .forward_link(&home.addr)
+            .request(call, timeout)
+            .await
+        {
+            Ok(r) if r.status == Status::Ok => OpResult::Value {
+                value: r.value.into(),
+                version: Version::ZERO,
+            },
+            Ok(r) => OpResult::Failed {
+                status: r.status,
+                message: String::from_utf8_lossy(&r.value).into_owned(),
+            },
+            Err(PeerError::Connect { .. } | PeerError::Resolve(_)) => return None,
+            Err(e) => unavailable(format!(
+                "outcome unknown: the key's home {} did not answer ({e}); the command may or may \
+             not have taken effect",
+                home.id
+            )),
         },
-        Ok(r) => OpResult::Failed {
-            status: r.status,
-            message: String::from_utf8_lossy(&r.value).into_owned(),
-        },
-        Err(PeerError::Connect { .. } | PeerError::Resolve(_)) => return None,
-        Err(e) => unavailable(format!(
-            "outcome unknown: the key's home {} did not answer ({e}); the command may or may              not have taken effect",
-            home.id
-        )),
-    })
+    )
 }
 
 fn unavailable(message: String) -> OpResult {
