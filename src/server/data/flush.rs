@@ -20,7 +20,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::core::membership::Status as MemberStatus;
+use crate::core::membership::{Status as MemberStatus, Update};
 use crate::core::version::Version;
 use crate::limits::REPLICA_TIMEOUT_MS;
 use crate::server::cluster::peer::Call;
@@ -64,31 +64,17 @@ pub async fn flush_all(ctx: &Rc<CoreCtx>) -> Result<usize, String> {
             not_alive.join(", ")
         ));
     }
-    let timeout = Duration::from_millis(REPLICA_TIMEOUT_MS);
     // First phase: every member's clock, so the floor lies above every version issued before
     // now, whichever node and core issued it.
-    let readings: Vec<_> = members
+    let others: Vec<&Update> = members
         .iter()
+        .copied()
         .filter(|u| u.id != view.me)
-        .map(|u| {
-            let peer = ctx.peer(&u.addr);
-            let id = u.id.clone();
-            let task = glommio::spawn_local(async move {
-                match peer
-                    .request(Call::new(Opcode::FlushBelow, &[]), timeout)
-                    .await
-                {
-                    Ok(r) if r.status == Status::Ok => decode_floor(&r.value),
-                    _ => None,
-                }
-            })
-            .detach();
-            (id, task)
-        })
         .collect();
+    let readings = ask_each(ctx, &others, Vec::new());
     let mut highest = node_clock(ctx).await?;
     for (id, task) in readings {
-        match task.await.flatten() {
+        match task.await.flatten().and_then(|value| decode_floor(&value)) {
             Some(v) => highest = highest.max(v),
             None => {
                 return Err(format!(
@@ -103,29 +89,13 @@ pub async fn flush_all(ctx: &Rc<CoreCtx>) -> Result<usize, String> {
             format!("FLUSHALL: a member's clock is too far ahead ({e}); nothing was flushed")
         })?;
     let floor = ctx.shard.tick_leased().await.map_err(|e| e.to_string())?;
-    let value = encode_floor(floor);
-    let asks: Vec<_> = members
-        .iter()
-        .filter(|u| u.id != view.me)
-        .map(|u| {
-            let peer = ctx.peer(&u.addr);
-            let id = u.id.clone();
-            let task = glommio::spawn_local(async move {
-                let r = peer
-                    .request(Call::new(Opcode::FlushBelow, &value), timeout)
-                    .await;
-                matches!(r, Ok(r) if r.status == Status::Ok)
-            })
-            .detach();
-            (id, task)
-        })
-        .collect();
+    let asks = ask_each(ctx, &others, encode_floor(floor).to_vec());
     let mut failed = Vec::new();
     if let Err(e) = flush_node(ctx, floor).await {
         failed.push(format!("{} ({e})", view.me));
     }
     for (id, task) in asks {
-        if task.await != Some(true) {
+        if task.await.flatten().is_none() {
             failed.push(id);
         }
     }
@@ -141,6 +111,35 @@ pub async fn flush_all(ctx: &Rc<CoreCtx>) -> Result<usize, String> {
     Ok(members.len())
 }
 
+/// FLUSH_BELOW with `key` (empty: the clock reading; else the floor) to each of `members`
+/// at once: per member, a task answering its reply's value (`None`: it failed or did not
+/// answer in time).
+fn ask_each(
+    ctx: &Rc<CoreCtx>,
+    members: &[&Update],
+    key: Vec<u8>,
+) -> Vec<(String, glommio::task::JoinHandle<Option<Vec<u8>>>)> {
+    let timeout = Duration::from_millis(REPLICA_TIMEOUT_MS);
+    let key: Rc<[u8]> = key.into();
+    members
+        .iter()
+        .map(|u| {
+            let (peer, key) = (ctx.peer(&u.addr), key.clone());
+            let task = glommio::spawn_local(async move {
+                match peer
+                    .request(Call::new(Opcode::FlushBelow, &key), timeout)
+                    .await
+                {
+                    Ok(r) if r.status == Status::Ok => Some(r.value),
+                    _ => None,
+                }
+            })
+            .detach();
+            (u.id.to_string(), task)
+        })
+        .collect()
+}
+
 /// A version above every one this node (any core) issued or saw.
 pub async fn node_clock(ctx: &Rc<CoreCtx>) -> Result<Version, String> {
     let others = ctx
@@ -154,7 +153,11 @@ pub async fn node_clock(ctx: &Rc<CoreCtx>) -> Result<Version, String> {
 /// This node's step: the floor made durable, then every core drops what lies at or below it.
 /// Returns the keys dropped.
 pub async fn flush_node(ctx: &Rc<CoreCtx>, floor: Version) -> Result<usize, String> {
-    crate::storage::flush_floor::write(ctx.node.wal.data_dir(), floor)
+    // the floor's fsyncs on the blocking pool, not on the executor
+    let dir = ctx.node.wal.data_dir().to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || crate::storage::flush_floor::write(&dir, floor))
+        .await
         .map_err(|e| e.to_string())?;
     let mut dropped = ctx.shard.flush_below(floor);
     dropped += ctx
