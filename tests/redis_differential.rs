@@ -127,7 +127,43 @@ fn random_command(rng: &mut fastrand::Rng, prefix: &str) -> Vec<String> {
     };
     let s = |x: &str| x.to_string();
     let small = |rng: &mut fastrand::Rng| rng.i64(-5..50).to_string();
-    match rng.u8(0..34) {
+    let idx = |rng: &mut fastrand::Rng| rng.i64(-4..4).to_string();
+    let item = |rng: &mut fastrand::Rng| format!("e{}", rng.u8(0..4));
+    let items = |rng: &mut fastrand::Rng| -> Vec<String> {
+        (0..rng.usize(1..4)).map(|_| item(rng)).collect()
+    };
+    match rng.u8(0..50) {
+        34 | 35 => [vec![s("LPUSH"), key(rng)], items(rng)].concat(),
+        36 | 37 => [vec![s("RPUSH"), key(rng)], items(rng)].concat(),
+        38 => vec![s("LPOP"), key(rng)],
+        39 => vec![s("RPOP"), key(rng), rng.u8(0..3).to_string()],
+        40 => vec![s("LRANGE"), key(rng), idx(rng), idx(rng)],
+        41 => vec![s("LLEN"), key(rng)],
+        42 => vec![s("LINDEX"), key(rng), idx(rng)],
+        43 => vec![s("LSET"), key(rng), idx(rng), item(rng)],
+        44 => vec![s("LREM"), key(rng), idx(rng), item(rng)],
+        45 => vec![s("LTRIM"), key(rng), idx(rng), idx(rng)],
+        46 => vec![
+            s("LINSERT"),
+            key(rng),
+            s(if rng.bool() { "BEFORE" } else { "AFTER" }),
+            item(rng),
+            item(rng),
+        ],
+        47 => vec![
+            s("LPOS"),
+            key(rng),
+            item(rng),
+            s("RANK"),
+            s("-1"),
+            s("COUNT"),
+            s("0"),
+        ],
+        48 => [vec![s("RPUSHX")], vec![key(rng)], items(rng)].concat(),
+        49 => {
+            let k = key(rng);
+            vec![s("LMOVE"), k.clone(), k, s("LEFT"), s("RIGHT")]
+        }
         23 => vec![s("INCR"), key(rng)],
         24 => vec![s("INCRBY"), key(rng), small(rng)],
         25 => vec![s("DECR"), key(rng)],
@@ -212,6 +248,9 @@ fn replies_match_redis_on_random_command_sequences() -> TestResult {
         for i in 0..COMMANDS_PER_SEED {
             let cmd = random_command(&mut rng, &prefix);
             let (want, got) = (redis.call(&cmd)?, kv.call(&cmd)?);
+            if std::env::var_os("KV_DIFF_SHOW").is_some() {
+                eprintln!("{i}: {cmd:?} -> {}", String::from_utf8_lossy(&got));
+            }
             let (want, got) = (normalised(&cmd[0], &want), normalised(&cmd[0], &got));
             if want != got {
                 return Err(format!(

@@ -9,10 +9,15 @@
 //! Layout: `tag u8`, then for `TAG_EXPIRES` the absolute expiry as `u64` little-endian (ms
 //! since the Unix epoch), then the value bytes.
 //!
-//! | tag | meaning          | header bytes |
-//! |-----|------------------|--------------|
-//! | 0   | never expires    | 1            |
-//! | 1   | expires at `u64` | 9            |
+//! | tag | meaning                   | header bytes |
+//! |-----|---------------------------|--------------|
+//! | 0   | a string, never expires   | 1            |
+//! | 1   | a string, expires at `u64`| 9            |
+//! | 2   | a list, never expires     | 1            |
+//! | 3   | a list, expires at `u64`  | 9            |
+//!
+//! A list's bytes are its elements, each a `u32` little-endian length then the bytes
+//! (`core::consensus::Data`); only consensus rounds write lists.
 //!
 //! An expired cell reads as missing, exactly like a tombstone of its version: it keeps its
 //! version in the map until it is purged, so an older write (a late replica write, a hint,
@@ -22,6 +27,15 @@ use crate::limits::EXPIRES_AT_MS_MAX;
 
 pub const TAG_PLAIN: u8 = 0;
 pub const TAG_EXPIRES: u8 = 1;
+/// Tag bit: the value is a list.
+pub const TAG_LIST: u8 = 2;
+
+/// What a key holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    String,
+    List,
+}
 
 /// A decoded cell borrowing its value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +43,7 @@ pub struct Cell<'a> {
     /// Absolute expiry, ms since the Unix epoch (`None`: never).
     pub expires_at_ms: Option<u64>,
     pub value: &'a [u8],
+    pub kind: Kind,
 }
 
 /// Bytes `value` takes once encoded with `expires_at_ms`.
@@ -36,13 +51,19 @@ pub fn encoded_len(value_len: usize, expires_at_ms: Option<u64>) -> usize {
     value_len + if expires_at_ms.is_some() { 9 } else { 1 }
 }
 
-/// Encode `value` with its expiry.
+/// Encode a string `value` with its expiry.
 pub fn encode(value: &[u8], expires_at_ms: Option<u64>) -> Box<[u8]> {
+    encode_kind(Kind::String, value, expires_at_ms)
+}
+
+/// Encode `value` of `kind` with its expiry.
+pub fn encode_kind(kind: Kind, value: &[u8], expires_at_ms: Option<u64>) -> Box<[u8]> {
     let mut out = Vec::with_capacity(encoded_len(value.len(), expires_at_ms));
+    let list = if kind == Kind::List { TAG_LIST } else { 0 };
     match expires_at_ms {
-        None => out.push(TAG_PLAIN),
+        None => out.push(TAG_PLAIN | list),
         Some(at) => {
-            out.push(TAG_EXPIRES);
+            out.push(TAG_EXPIRES | list);
             out.extend_from_slice(&at.to_le_bytes());
         }
     }
@@ -63,24 +84,31 @@ pub enum CellError {
 
 /// Decode a cell.
 pub fn decode(bytes: &[u8]) -> Result<Cell<'_>, CellError> {
-    match bytes.first() {
-        None => Err(CellError::Empty),
-        Some(&TAG_PLAIN) => Ok(Cell {
+    let tag = *bytes.first().ok_or(CellError::Empty)?;
+    if tag > (TAG_EXPIRES | TAG_LIST) {
+        return Err(CellError::BadTag(tag));
+    }
+    let kind = if tag & TAG_LIST != 0 {
+        Kind::List
+    } else {
+        Kind::String
+    };
+    if tag & TAG_EXPIRES == 0 {
+        return Ok(Cell {
             expires_at_ms: None,
             value: &bytes[1..],
-        }),
-        Some(&TAG_EXPIRES) => {
-            let at: [u8; 8] = bytes
-                .get(1..9)
-                .and_then(|b| b.try_into().ok())
-                .ok_or(CellError::Short)?;
-            Ok(Cell {
-                expires_at_ms: Some(u64::from_le_bytes(at)),
-                value: &bytes[9..],
-            })
-        }
-        Some(&t) => Err(CellError::BadTag(t)),
+            kind,
+        });
     }
+    let at: [u8; 8] = bytes
+        .get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(CellError::Short)?;
+    Ok(Cell {
+        expires_at_ms: Some(u64::from_le_bytes(at)),
+        value: &bytes[9..],
+        kind,
+    })
 }
 
 /// The expiry of stored bytes, if they are a cell that expires (cheap: no full decode).

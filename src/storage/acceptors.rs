@@ -51,7 +51,7 @@ impl AcceptorStore {
             .iter()
             .map(|(k, a)| {
                 let value = a.accepted.as_ref().and_then(|(_, e)| e.value.as_ref());
-                per_key + k.len() as u64 + value.map_or(0, |v| v.len() as u64)
+                per_key + k.len() as u64 + value.map_or(0, |v| v.len_bytes() as u64)
             })
             .sum()
     }
@@ -152,6 +152,7 @@ fn decode_state(b: &[u8]) -> Option<Acceptor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::consensus::Data;
 
     fn b(round: u64) -> Ballot {
         Ballot { round, proposer: 2 }
@@ -164,7 +165,7 @@ mod tests {
         let (_, r) = live.prepare(b"k", b(1), None).unwrap();
         records.extend(r);
         let e = Entry {
-            value: Some(b"v".to_vec()),
+            value: Some(Data::Str(b"v".to_vec())),
             ..Entry::ABSENT
         };
         let (_, r) = live.accept(b"k", b(1), e.clone()).unwrap();

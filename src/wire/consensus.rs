@@ -4,12 +4,13 @@
 //!
 //! Layouts (little-endian): a ballot is round u64 | proposer u32; an entry is flags u8 (1: a
 //! value, 2: an expiry) | hlc u64 | writer u32 | [expires_at_ms u64] | value (the rest, or
-//! length-prefixed u32 inside an answer). Never decides anything.
+//! length-prefixed u32 inside an answer; flag 4: the value is a list, in `Data::to_bytes`'s
+//! layout). Never decides anything.
 
 use crate::core::consensus::acceptor::Answer;
-use crate::core::consensus::change::{Change, Cond, Reply};
+use crate::core::consensus::change::{Change, Cond, End, Reply};
 use crate::core::consensus::command::{Command, Ttl};
-use crate::core::consensus::{Ballot, Entry};
+use crate::core::consensus::{Ballot, Data, Entry};
 use crate::core::version::Version;
 
 /// Bytes a command or an entry adds to the values it carries (tags, lengths, versions).
@@ -58,10 +59,10 @@ impl<'a> Reader<'a> {
         } else {
             None
         };
-        let value = if flags & 1 != 0 {
-            Some(self.bytes()?)
-        } else {
-            None
+        let value = match (flags & 1 != 0, flags & 4 != 0) {
+            (false, _) => None,
+            (true, false) => Some(Data::Str(self.bytes()?)),
+            (true, true) => Some(Data::list_from_bytes(&self.bytes()?)?),
         };
         Some(Entry {
             value,
@@ -71,6 +72,32 @@ impl<'a> Reader<'a> {
     }
     fn end(&self) -> Option<()> {
         self.0.is_empty().then_some(())
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn end_byte(&mut self) -> Option<End> {
+        match self.u8()? {
+            0 => Some(End::Left),
+            1 => Some(End::Right),
+            _ => None,
+        }
+    }
+    /// An optional count (`u64::MAX`: none).
+    fn count(&mut self) -> Option<Option<usize>> {
+        let n = self.u64()?;
+        Some(if n == u64::MAX {
+            None
+        } else {
+            Some(usize::try_from(n).ok()?)
+        })
+    }
+    fn items(&mut self) -> Option<Vec<Vec<u8>>> {
+        let n = self.u32()? as usize;
+        if n > self.0.len() / 4 {
+            return None;
+        }
+        (0..n).map(|_| self.bytes()).collect()
     }
 }
 
@@ -85,7 +112,10 @@ fn put_ballot(out: &mut Vec<u8>, b: Ballot) {
 }
 
 fn put_entry(out: &mut Vec<u8>, e: &Entry) {
-    let flags = u8::from(e.value.is_some()) | (u8::from(e.expires_at_ms.is_some()) << 1);
+    let list = matches!(e.value, Some(Data::List(_)));
+    let flags = u8::from(e.value.is_some())
+        | (u8::from(e.expires_at_ms.is_some()) << 1)
+        | (u8::from(list) << 2);
     out.push(flags);
     out.extend_from_slice(&e.version.hlc.to_le_bytes());
     out.extend_from_slice(&e.version.writer.to_le_bytes());
@@ -93,7 +123,7 @@ fn put_entry(out: &mut Vec<u8>, e: &Entry) {
         out.extend_from_slice(&at.to_le_bytes());
     }
     if let Some(v) = &e.value {
-        put_bytes(out, v);
+        put_bytes(out, &v.to_bytes());
     }
 }
 
@@ -112,7 +142,8 @@ pub fn decode_ballot(b: &[u8]) -> Option<Ballot> {
 
 /// ACCEPT's value: the ballot and the entry.
 pub fn encode_accept(b: Ballot, e: &Entry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(BALLOT_BYTES + 32 + e.value.as_ref().map_or(0, Vec::len));
+    let mut out =
+        Vec::with_capacity(BALLOT_BYTES + 32 + e.value.as_ref().map_or(0, Data::len_bytes));
     put_ballot(&mut out, b);
     put_entry(&mut out, e);
     out
@@ -228,6 +259,7 @@ fn take_cond(r: &mut Reader<'_>) -> Option<Cond> {
 /// CONSENSUS's value: a client's command.
 pub fn encode_command(c: &Command) -> Vec<u8> {
     let mut out = Vec::new();
+    out.extend_from_slice(&(c.max_bytes as u64).to_le_bytes());
     match c.ttl {
         Ttl::Clear => out.push(0),
         Ttl::Keep => out.push(1),
@@ -266,12 +298,85 @@ pub fn encode_command(c: &Command) -> Vec<u8> {
             put_cond(&mut out, cond);
         }
         Change::GetDel => out.push(7),
+        Change::Push {
+            end,
+            items,
+            only_existing,
+        } => {
+            out.extend([8, end_byte(*end), u8::from(*only_existing)]);
+            put_items(&mut out, items);
+        }
+        Change::Pop { end, count } => {
+            out.extend([9, end_byte(*end)]);
+            out.extend_from_slice(&count.map_or(u64::MAX, |c| c as u64).to_le_bytes());
+        }
+        Change::Range { start, stop } | Change::Trim { start, stop } => {
+            out.push(if matches!(c.change, Change::Range { .. }) {
+                10
+            } else {
+                14
+            });
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&stop.to_le_bytes());
+        }
+        Change::Len => out.push(11),
+        Change::Index(i) => {
+            out.push(12);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Change::SetIndex { index, item } => {
+            out.push(13);
+            out.extend_from_slice(&index.to_le_bytes());
+            put_bytes(&mut out, item);
+        }
+        Change::Remove { count, item } => {
+            out.push(15);
+            out.extend_from_slice(&count.to_le_bytes());
+            put_bytes(&mut out, item);
+        }
+        Change::Insert {
+            before,
+            pivot,
+            item,
+        } => {
+            out.extend([16, u8::from(*before)]);
+            put_bytes(&mut out, pivot);
+            put_bytes(&mut out, item);
+        }
+        Change::Pos {
+            item,
+            rank,
+            count,
+            maxlen,
+        } => {
+            out.push(17);
+            put_bytes(&mut out, item);
+            out.extend_from_slice(&rank.to_le_bytes());
+            out.extend_from_slice(&count.map_or(u64::MAX, |c| c as u64).to_le_bytes());
+            out.extend_from_slice(&(*maxlen as u64).to_le_bytes());
+        }
+        Change::Move { from, to } => out.extend([18, end_byte(*from), end_byte(*to)]),
     }
     out
 }
 
+fn end_byte(e: End) -> u8 {
+    match e {
+        End::Left => 0,
+        End::Right => 1,
+    }
+}
+
+fn put_items(out: &mut Vec<u8>, items: &[Vec<u8>]) {
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for i in items {
+        put_bytes(out, i);
+    }
+}
+
 pub fn decode_command(b: &[u8]) -> Option<Command> {
     let mut r = Reader(b);
+    let max_bytes = usize::try_from(r.u64()?).ok()?;
     let ttl = match r.u8()? {
         0 => Ttl::Clear,
         1 => Ttl::Keep,
@@ -298,10 +403,56 @@ pub fn decode_command(b: &[u8]) -> Option<Command> {
         },
         6 => Change::Del(take_cond(&mut r)?),
         7 => Change::GetDel,
+        8 => Change::Push {
+            end: r.end_byte()?,
+            only_existing: r.u8()? != 0,
+            items: r.items()?,
+        },
+        9 => Change::Pop {
+            end: r.end_byte()?,
+            count: r.count()?,
+        },
+        10 => Change::Range {
+            start: r.i64()?,
+            stop: r.i64()?,
+        },
+        11 => Change::Len,
+        12 => Change::Index(r.i64()?),
+        13 => Change::SetIndex {
+            index: r.i64()?,
+            item: r.bytes()?,
+        },
+        14 => Change::Trim {
+            start: r.i64()?,
+            stop: r.i64()?,
+        },
+        15 => Change::Remove {
+            count: r.i64()?,
+            item: r.bytes()?,
+        },
+        16 => Change::Insert {
+            before: r.u8()? != 0,
+            pivot: r.bytes()?,
+            item: r.bytes()?,
+        },
+        17 => Change::Pos {
+            item: r.bytes()?,
+            rank: r.i64()?,
+            count: r.count()?,
+            maxlen: usize::try_from(r.u64()?).ok()?,
+        },
+        18 => Change::Move {
+            from: r.end_byte()?,
+            to: r.end_byte()?,
+        },
         _ => return None,
     };
     r.end()?;
-    Some(Command { change, ttl })
+    Some(Command {
+        change,
+        ttl,
+        max_bytes,
+    })
 }
 
 /// CONSENSUS's answer: the command's reply.
@@ -326,6 +477,17 @@ pub fn encode_reply(reply: &Reply) -> Vec<u8> {
             out.push(6);
             out.extend_from_slice(e.as_bytes());
         }
+        Reply::Array(None) => out.push(7),
+        Reply::Array(Some(items)) => {
+            out.push(8);
+            put_items(&mut out, items);
+        }
+        Reply::Ints(ns) => {
+            out.push(9);
+            for n in ns {
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+        }
     }
     out
 }
@@ -346,6 +508,18 @@ pub fn decode_reply(b: &[u8]) -> Option<Decoded> {
         3 => Reply::Text(rest.to_vec()),
         4 | 5 if rest.is_empty() => Reply::Done(tag == 5),
         6 => return Some(Decoded::Error(String::from_utf8_lossy(rest).into_owned())),
+        7 if rest.is_empty() => Reply::Array(None),
+        8 => {
+            let mut r = Reader(rest);
+            let items = r.items()?;
+            r.end()?;
+            Reply::Array(Some(items))
+        }
+        9 if rest.len() % 8 == 0 => Reply::Ints(
+            rest.chunks(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ),
         _ => return None,
     }))
 }
@@ -359,13 +533,18 @@ mod tests {
         vec![
             Entry::ABSENT,
             Entry {
-                value: Some(b"v".to_vec()),
+                value: Some(Data::Str(b"v".to_vec())),
                 expires_at_ms: Some(9),
                 version,
             },
             Entry {
-                value: Some(Vec::new()),
+                value: Some(Data::Str(Vec::new())),
                 expires_at_ms: None,
+                version,
+            },
+            Entry {
+                value: Some(Data::List(vec![b"a".to_vec(), Vec::new()].into())),
+                expires_at_ms: Some(5),
                 version,
             },
         ]
@@ -425,10 +604,53 @@ mod tests {
             },
             Change::Del(Cond::IfNe(b"z".to_vec())),
             Change::GetDel,
+            Change::Push {
+                end: End::Left,
+                items: vec![b"a".to_vec(), b"bc".to_vec()],
+                only_existing: true,
+            },
+            Change::Pop {
+                end: End::Right,
+                count: Some(3),
+            },
+            Change::Pop {
+                end: End::Left,
+                count: None,
+            },
+            Change::Range { start: -3, stop: 7 },
+            Change::Trim { start: 1, stop: -1 },
+            Change::Len,
+            Change::Index(-1),
+            Change::SetIndex {
+                index: 2,
+                item: b"x".to_vec(),
+            },
+            Change::Remove {
+                count: -2,
+                item: b"y".to_vec(),
+            },
+            Change::Insert {
+                before: false,
+                pivot: b"p".to_vec(),
+                item: b"i".to_vec(),
+            },
+            Change::Pos {
+                item: b"q".to_vec(),
+                rank: -1,
+                count: Some(0),
+                maxlen: 10,
+            },
+            Change::Move {
+                from: End::Right,
+                to: End::Left,
+            },
         ];
         for (i, change) in changes.into_iter().enumerate() {
             let ttl = [Ttl::Clear, Ttl::Keep, Ttl::At(1234)][i % 3];
-            let c = Command { change, ttl };
+            let c = Command {
+                ttl,
+                ..Command::of(change).limited(77)
+            };
             let bytes = encode_command(&c);
             assert_eq!(decode_command(&bytes), Some(c));
             assert_eq!(decode_command(&bytes[..bytes.len() - 1]), None);
@@ -440,6 +662,9 @@ mod tests {
             Reply::Text(b"1.5".to_vec()),
             Reply::Done(true),
             Reply::Done(false),
+            Reply::Array(None),
+            Reply::Array(Some(vec![b"x".to_vec(), Vec::new()])),
+            Reply::Ints(vec![3, -1]),
         ] {
             assert_eq!(decode_reply(&encode_reply(&r)), Some(Decoded::Reply(r)));
         }
@@ -447,7 +672,8 @@ mod tests {
             decode_reply(&encode_reply(&Reply::Error("ERR x"))),
             Some(Decoded::Error("ERR x".into()))
         );
-        assert_eq!(decode_reply(&[9]), None);
+        assert_eq!(decode_reply(&[42]), None);
+        assert_eq!(decode_reply(&[9, 1, 2]), None, "a cut integer");
         assert_eq!(decode_reply(&[]), None);
     }
 }

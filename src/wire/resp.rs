@@ -213,6 +213,15 @@ pub fn null(out: &mut Vec<u8>, proto: u8) {
     }
 }
 
+/// A nil array: `*-1` in RESP2 (LPOP with a count of a missing key), null in RESP3.
+pub fn null_array(out: &mut Vec<u8>, proto: u8) {
+    if proto >= 3 {
+        out.extend_from_slice(b"_\r\n");
+    } else {
+        out.extend_from_slice(b"*-1\r\n");
+    }
+}
+
 /// The header of a map of `n` key/value pairs: `%n` in RESP3, an array of `2n` in RESP2.
 pub fn map(out: &mut Vec<u8>, n: usize, proto: u8) {
     if proto >= 3 {

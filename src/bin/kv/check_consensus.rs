@@ -224,12 +224,12 @@ fn lock_step(c: usize, seq: u64) -> Command {
             .unwrap_or(0)
             + LOCK_LEASE_MS;
         Command {
-            change: Change::Set {
+            ttl: Ttl::At(at),
+            ..Command::of(Change::Set {
                 value: token,
                 cond: Cond::Nx,
                 get: false,
-            },
-            ttl: Ttl::At(at),
+            })
         }
     } else {
         Command::of(Change::Del(Cond::IfEq(token)))

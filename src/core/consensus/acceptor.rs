@@ -63,6 +63,7 @@ impl Acceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::consensus::Data;
 
     fn b(round: u64) -> Ballot {
         Ballot { round, proposer: 1 }
@@ -70,7 +71,7 @@ mod tests {
 
     fn e(v: &str) -> Entry {
         Entry {
-            value: Some(v.as_bytes().to_vec()),
+            value: Some(Data::Str(v.as_bytes().to_vec())),
             ..Entry::ABSENT
         }
     }

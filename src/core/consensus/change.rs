@@ -3,7 +3,9 @@
 //! the same value gets the same result, so a value accepted by a quorum is the command's
 //! effect exactly once.
 
-use super::Value;
+use std::collections::VecDeque;
+
+use super::{Data, Value};
 
 /// SET's condition (NX, XX, IFEQ, IFNE), and DELEX's.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,29 +15,39 @@ pub enum Cond {
     Nx,
     /// Only if the key is present.
     Xx,
-    /// Only if the stored value equals this one (absent never does).
+    /// Only if the stored string equals this one (absent never does).
     IfEq(Vec<u8>),
-    /// Only if the stored value differs from this one (absent always does).
+    /// Only if the stored string differs from this one (absent always does).
     IfNe(Vec<u8>),
 }
 
 impl Cond {
-    pub fn holds(&self, current: &Value) -> bool {
-        match (self, current) {
+    /// Whether it holds for `current` (a string, or nothing), or WRONGTYPE.
+    fn holds(&self, current: &Value) -> Result<bool, Reply> {
+        let s = string(current);
+        Ok(match (self, s) {
             (Cond::Always, _) => true,
-            (Cond::Nx, c) => c.is_none(),
-            (Cond::Xx, c) => c.is_some(),
-            (Cond::IfEq(e), Some(c)) => c == e,
-            (Cond::IfEq(_), None) => false,
-            (Cond::IfNe(e), Some(c)) => c != e,
-            (Cond::IfNe(_), None) => true,
-        }
+            (Cond::Nx, _) => current.is_none(),
+            (Cond::Xx, _) => current.is_some(),
+            (Cond::IfEq(_) | Cond::IfNe(_), Err(e)) => return Err(e),
+            (Cond::IfEq(e), Ok(Some(c))) => c == e,
+            (Cond::IfEq(_), Ok(None)) => false,
+            (Cond::IfNe(e), Ok(Some(c))) => c != e,
+            (Cond::IfNe(_), Ok(None)) => true,
+        })
     }
+}
+
+/// A list end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Left,
+    Right,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// A linearizable read: the value, unchanged.
+    /// A linearizable read of a string: the value, unchanged.
     Get,
     /// SET (SETNX, GETSET, SET … NX/XX/IFEQ/IFNE): stores the value if `cond` holds. `get`:
     /// replies the old value (whether or not it stored), else whether it stored.
@@ -56,17 +68,56 @@ pub enum Change {
     Del(Cond),
     /// GETDEL: the value, and the key deleted.
     GetDel,
+    /// LPUSH, RPUSH (`only_existing`: LPUSHX, RPUSHX): the new length.
+    Push {
+        end: End,
+        items: Vec<Vec<u8>>,
+        only_existing: bool,
+    },
+    /// LPOP, RPOP: one element (`count: None`) or up to `count`, taken exactly once.
+    Pop { end: End, count: Option<usize> },
+    /// LRANGE start stop (Redis's inclusive, negative-from-the-end indices).
+    Range { start: i64, stop: i64 },
+    /// LLEN.
+    Len,
+    /// LINDEX.
+    Index(i64),
+    /// LSET.
+    SetIndex { index: i64, item: Vec<u8> },
+    /// LREM count element: removed how many.
+    Remove { count: i64, item: Vec<u8> },
+    /// LTRIM start stop.
+    Trim { start: i64, stop: i64 },
+    /// LINSERT BEFORE|AFTER pivot element.
+    Insert {
+        before: bool,
+        pivot: Vec<u8>,
+        item: Vec<u8>,
+    },
+    /// LPOS element [RANK r] [COUNT c] [MAXLEN m] (`count: None`: the first match alone).
+    Pos {
+        item: Vec<u8>,
+        rank: i64,
+        count: Option<usize>,
+        maxlen: usize,
+    },
+    /// LMOVE (RPOPLPUSH) within one key: pop at `from`, push at `to`; the element moved.
+    Move { from: End, to: End },
 }
 
 /// A command's reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    Value(Value),
+    Value(Option<Vec<u8>>),
     Int(i64),
     /// INCRBYFLOAT's: the new value's text.
     Text(Vec<u8>),
-    /// Whether a conditional write happened.
+    /// Whether a conditional write happened (LSET, LTRIM: `+OK`).
     Done(bool),
+    /// Elements (`None`: a nil array, as LPOP with a count on a missing key).
+    Array(Option<Vec<Vec<u8>>>),
+    /// LPOS with COUNT: the positions.
+    Ints(Vec<i64>),
     /// Refused (the value is unchanged): Redis's error text.
     Error(&'static str),
 }
@@ -75,6 +126,13 @@ pub const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 pub const NOT_A_FLOAT: &str = "ERR value is not a valid float";
 pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
 pub const NAN_OR_INFINITY: &str = "ERR increment would produce NaN or Infinity";
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+pub const TOO_LARGE: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+pub const NO_SUCH_KEY: &str = "ERR no such key";
+pub const INDEX_OUT_OF_RANGE: &str = "ERR index out of range";
+
+/// The largest value a command may leave (the ceiling of `--max-value-bytes`).
+const STORED_BYTES_MAX: usize = crate::limits::VALUE_BYTES_CEILING;
 
 /// An integer as Redis reads one (`string2ll`): its canonical decimal form only, no sign
 /// `+`, spaces or leading zeros.
@@ -101,78 +159,311 @@ pub fn float_text(f: f64) -> String {
     format!("{rounded}")
 }
 
+/// The string held, if any, or WRONGTYPE.
+fn string(current: &Value) -> Result<Option<&Vec<u8>>, Reply> {
+    match current {
+        None => Ok(None),
+        Some(Data::Str(b)) => Ok(Some(b)),
+        Some(Data::List(_)) => Err(Reply::Error(WRONGTYPE)),
+    }
+}
+
+/// The list held (empty when absent), or WRONGTYPE.
+fn list(current: &Value) -> Result<VecDeque<Vec<u8>>, Reply> {
+    match current {
+        None => Ok(VecDeque::new()),
+        Some(Data::List(l)) => Ok(l.clone()),
+        Some(Data::Str(_)) => Err(Reply::Error(WRONGTYPE)),
+    }
+}
+
+/// A list as stored: an empty one is no key.
+fn stored_list(l: VecDeque<Vec<u8>>) -> Value {
+    (!l.is_empty()).then_some(Data::List(l))
+}
+
+/// Redis's inclusive `[start, stop]` over `len` items, negative from the end: the range of
+/// indices, empty when it selects nothing.
+fn span(start: i64, stop: i64, len: usize) -> std::ops::Range<usize> {
+    let len = len as i64;
+    // as Redis: a negative start is clamped to 0, a stop still negative selects nothing
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let stop = if stop < 0 { len + stop } else { stop }.min(len - 1);
+    if start > stop || start >= len {
+        return 0..0;
+    }
+    start as usize..stop as usize + 1
+}
+
+fn index_of(i: i64, len: usize) -> Option<usize> {
+    let len = len as i64;
+    let i = if i < 0 { len + i } else { i };
+    (0..len).contains(&i).then_some(i as usize)
+}
+
+fn str_value(b: Vec<u8>) -> Option<Value> {
+    Some(Some(Data::Str(b)))
+}
+
 impl Change {
-    /// What the command makes of `current`: the value to store (`None`: nothing changes), and
-    /// the reply.
+    /// What the command makes of `current`: the value to store (`None`: nothing changes;
+    /// `Some(None)`: the key is deleted), and the reply.
     pub fn apply(&self, current: &Value) -> (Option<Value>, Reply) {
-        let old = || Reply::Value(current.clone());
-        match self {
-            Change::Get => (None, old()),
+        match self.try_apply(current) {
+            Ok(r) => r,
+            Err(e) => (None, e),
+        }
+    }
+
+    fn try_apply(&self, current: &Value) -> Result<(Option<Value>, Reply), Reply> {
+        let old = || string(current).map(|s| Reply::Value(s.cloned()));
+        Ok(match self {
+            Change::Get => (None, old()?),
             Change::Set { value, cond, get } => {
-                let holds = cond.holds(current);
-                let reply = if *get { old() } else { Reply::Done(holds) };
-                (holds.then(|| Some(value.clone())), reply)
+                let reply = if *get { Some(old()?) } else { None };
+                let holds = cond.holds(current)?;
+                let reply = reply.unwrap_or(Reply::Done(holds));
+                (holds.then(|| Some(Data::Str(value.clone()))), reply)
             }
             Change::Incr(by) => {
-                let n = match current {
-                    None => Some(0),
-                    Some(b) => parse_i64(b),
+                let n = match string(current)? {
+                    None => 0,
+                    Some(b) => parse_i64(b).ok_or(Reply::Error(NOT_AN_INTEGER))?,
                 };
-                match n.map(|n| n.checked_add(*by)) {
-                    None => (None, Reply::Error(NOT_AN_INTEGER)),
-                    Some(None) => (None, Reply::Error(OVERFLOW)),
-                    Some(Some(n)) => (Some(Some(n.to_string().into_bytes())), Reply::Int(n)),
-                }
+                let n = n.checked_add(*by).ok_or(Reply::Error(OVERFLOW))?;
+                (str_value(n.to_string().into_bytes()), Reply::Int(n))
             }
             Change::IncrFloat(by) => {
-                let n = match current {
+                let n = match string(current)? {
                     None => Some(0.0),
                     Some(b) => parse_f64(b),
                 };
                 let (Some(n), Some(by)) = (n, parse_f64(by)) else {
-                    return (None, Reply::Error(NOT_A_FLOAT));
+                    return Err(Reply::Error(NOT_A_FLOAT));
                 };
                 let sum = n + by;
                 if !sum.is_finite() {
-                    return (None, Reply::Error(NAN_OR_INFINITY));
+                    return Err(Reply::Error(NAN_OR_INFINITY));
                 }
                 let text = float_text(sum).into_bytes();
-                (Some(Some(text.clone())), Reply::Text(text))
+                (str_value(text.clone()), Reply::Text(text))
             }
             Change::Append(tail) => {
-                let mut v = current.clone().unwrap_or_default();
+                let mut v = string(current)?.cloned().unwrap_or_default();
+                if v.len() + tail.len() > STORED_BYTES_MAX {
+                    return Err(Reply::Error(TOO_LARGE));
+                }
                 v.extend_from_slice(tail);
                 let len = v.len() as i64;
-                (Some(Some(v)), Reply::Int(len))
+                (str_value(v), Reply::Int(len))
             }
             Change::SetRange { offset, bytes } => {
-                let mut v = current.clone().unwrap_or_default();
+                let mut v = string(current)?.cloned().unwrap_or_default();
                 if bytes.is_empty() {
                     // Redis: an empty patch changes nothing (a missing key stays missing)
-                    return (None, Reply::Int(v.len() as i64));
+                    return Ok((None, Reply::Int(v.len() as i64)));
                 }
                 let end = offset + bytes.len();
+                if end > STORED_BYTES_MAX {
+                    return Err(Reply::Error(TOO_LARGE));
+                }
                 if v.len() < end {
                     v.resize(end, 0);
                 }
                 v[*offset..end].copy_from_slice(bytes);
                 let len = v.len() as i64;
-                (Some(Some(v)), Reply::Int(len))
+                (str_value(v), Reply::Int(len))
             }
             Change::Del(cond) => match current {
-                Some(_) if cond.holds(current) => (Some(None), Reply::Int(1)),
+                Some(_) if cond.holds(current)? => (Some(None), Reply::Int(1)),
                 _ => (None, Reply::Int(0)),
             },
-            Change::GetDel => (current.is_some().then_some(None), old()),
-        }
+            Change::GetDel => {
+                let reply = old()?;
+                (current.is_some().then_some(None), reply)
+            }
+            Change::Push {
+                end,
+                items,
+                only_existing,
+            } => {
+                let mut l = list(current)?;
+                if *only_existing && l.is_empty() {
+                    return Ok((None, Reply::Int(0)));
+                }
+                let bytes: usize = l.iter().chain(items).map(|i| i.len() + 4).sum();
+                if bytes > STORED_BYTES_MAX {
+                    return Err(Reply::Error(TOO_LARGE));
+                }
+                for i in items {
+                    match end {
+                        End::Left => l.push_front(i.clone()),
+                        End::Right => l.push_back(i.clone()),
+                    }
+                }
+                let len = l.len() as i64;
+                (Some(stored_list(l)), Reply::Int(len))
+            }
+            Change::Pop { end, count } => {
+                let mut l = list(current)?;
+                if l.is_empty() {
+                    let nil = match count {
+                        None => Reply::Value(None),
+                        Some(_) => Reply::Array(None),
+                    };
+                    return Ok((None, nil));
+                }
+                let n = count.unwrap_or(1).min(l.len());
+                let taken: Vec<Vec<u8>> = (0..n)
+                    .filter_map(|_| match end {
+                        End::Left => l.pop_front(),
+                        End::Right => l.pop_back(),
+                    })
+                    .collect();
+                let reply = match count {
+                    None => Reply::Value(taken.into_iter().next()),
+                    Some(_) => Reply::Array(Some(taken)),
+                };
+                let write = (n > 0).then(|| stored_list(l));
+                (write, reply)
+            }
+            Change::Range { start, stop } => {
+                let l = list(current)?;
+                let r = span(*start, *stop, l.len());
+                (None, Reply::Array(Some(l.range(r).cloned().collect())))
+            }
+            Change::Len => (None, Reply::Int(list(current)?.len() as i64)),
+            Change::Index(i) => {
+                let l = list(current)?;
+                (
+                    None,
+                    Reply::Value(index_of(*i, l.len()).map(|i| l[i].clone())),
+                )
+            }
+            Change::SetIndex { index, item } => {
+                if current.is_none() {
+                    return Err(Reply::Error(NO_SUCH_KEY));
+                }
+                let mut l = list(current)?;
+                let i = index_of(*index, l.len()).ok_or(Reply::Error(INDEX_OUT_OF_RANGE))?;
+                l[i] = item.clone();
+                (Some(stored_list(l)), Reply::Done(true))
+            }
+            Change::Remove { count, item } => {
+                let l = list(current)?;
+                let limit = if *count == 0 {
+                    usize::MAX
+                } else {
+                    count.unsigned_abs() as usize
+                };
+                let mut removed = 0usize;
+                let keep = |x: &Vec<u8>, removed: &mut usize| {
+                    if x == item && *removed < limit {
+                        *removed += 1;
+                        false
+                    } else {
+                        true
+                    }
+                };
+                let kept: VecDeque<Vec<u8>> = if *count < 0 {
+                    let mut v: Vec<Vec<u8>> = l
+                        .into_iter()
+                        .rev()
+                        .filter(|x| keep(x, &mut removed))
+                        .collect();
+                    v.reverse();
+                    v.into()
+                } else {
+                    l.into_iter().filter(|x| keep(x, &mut removed)).collect()
+                };
+                let write = (removed > 0).then(|| stored_list(kept));
+                (write, Reply::Int(removed as i64))
+            }
+            Change::Trim { start, stop } => {
+                let l = list(current)?;
+                let r = span(*start, *stop, l.len());
+                if r.len() == l.len() {
+                    return Ok((None, Reply::Done(true)));
+                }
+                let kept: VecDeque<Vec<u8>> = l.range(r).cloned().collect();
+                (Some(stored_list(kept)), Reply::Done(true))
+            }
+            Change::Insert {
+                before,
+                pivot,
+                item,
+            } => {
+                if current.is_none() {
+                    return Ok((None, Reply::Int(0)));
+                }
+                let mut l = list(current)?;
+                let Some(at) = l.iter().position(|x| x == pivot) else {
+                    return Ok((None, Reply::Int(-1)));
+                };
+                l.insert(if *before { at } else { at + 1 }, item.clone());
+                let len = l.len() as i64;
+                (Some(stored_list(l)), Reply::Int(len))
+            }
+            Change::Pos {
+                item,
+                rank,
+                count,
+                maxlen,
+            } => {
+                let l = list(current)?;
+                let scan = if *maxlen == 0 { l.len() } else { *maxlen };
+                let skip = rank.unsigned_abs() as usize - 1;
+                let matches: Vec<i64> = if *rank > 0 {
+                    (0..l.len())
+                        .take(scan)
+                        .filter(|&i| l[i] == *item)
+                        .skip(skip)
+                        .map(|i| i as i64)
+                        .collect()
+                } else {
+                    (0..l.len())
+                        .rev()
+                        .take(scan)
+                        .filter(|&i| l[i] == *item)
+                        .skip(skip)
+                        .map(|i| i as i64)
+                        .collect()
+                };
+                let reply = match count {
+                    None => matches
+                        .first()
+                        .map_or(Reply::Value(None), |i| Reply::Int(*i)),
+                    Some(0) => Reply::Ints(matches),
+                    Some(c) => Reply::Ints(matches.into_iter().take(*c).collect()),
+                };
+                (None, reply)
+            }
+            Change::Move { from, to } => {
+                let mut l = list(current)?;
+                let taken = match from {
+                    End::Left => l.pop_front(),
+                    End::Right => l.pop_back(),
+                };
+                let Some(x) = taken else {
+                    return Ok((None, Reply::Value(None)));
+                };
+                match to {
+                    End::Left => l.push_front(x.clone()),
+                    End::Right => l.push_back(x.clone()),
+                }
+                (Some(stored_list(l)), Reply::Value(Some(x)))
+            }
+        })
     }
 
-    /// Whether a write keeps the stored expiry (INCR, APPEND, SETRANGE do, as in Redis).
+    /// Whether a write keeps the stored expiry (every command but SET's forms and the
+    /// deletes, as in Redis).
     pub fn keeps_expiry(&self) -> bool {
-        matches!(
-            self,
-            Change::Incr(_) | Change::IncrFloat(_) | Change::Append(_) | Change::SetRange { .. }
-        )
+        !matches!(self, Change::Set { .. } | Change::Del(_) | Change::GetDel)
     }
 }
 
@@ -181,6 +472,10 @@ mod tests {
     use super::*;
 
     fn v(s: &str) -> Value {
+        Some(Data::Str(s.as_bytes().to_vec()))
+    }
+
+    fn b(s: &str) -> Option<Vec<u8>> {
         Some(s.as_bytes().to_vec())
     }
 
@@ -244,7 +539,7 @@ mod tests {
         );
         assert_eq!(
             set("a", Cond::Nx, true).apply(&v("b")),
-            (None, Reply::Value(v("b"))),
+            (None, Reply::Value(b("b"))),
             "SET NX GET replies the old value and stores nothing"
         );
         assert_eq!(
@@ -269,12 +564,12 @@ mod tests {
         );
         assert_eq!(
             Change::GetDel.apply(&v("x")),
-            (Some(None), Reply::Value(v("x")))
+            (Some(None), Reply::Value(b("x")))
         );
         assert_eq!(Change::GetDel.apply(&None), (None, Reply::Value(None)));
         assert_eq!(
             set("n", Cond::Always, true).apply(&v("o")),
-            (Some(v("n")), Reply::Value(v("o")))
+            (Some(v("n")), Reply::Value(b("o")))
         );
         let range = |offset: usize, b: &str| Change::SetRange {
             offset,
@@ -286,8 +581,190 @@ mod tests {
         );
         assert_eq!(
             range(2, "x").apply(&None),
-            (Some(Some(b"\0\0x".to_vec())), Reply::Int(3))
+            (Some(v("\0\0x")), Reply::Int(3))
         );
         assert_eq!(range(5, "").apply(&None), (None, Reply::Int(0)));
+    }
+
+    fn l(items: &[&str]) -> Value {
+        Some(Data::List(
+            items.iter().map(|i| i.as_bytes().to_vec()).collect(),
+        ))
+    }
+
+    fn items(items: &[&str]) -> Vec<Vec<u8>> {
+        items.iter().map(|i| i.as_bytes().to_vec()).collect()
+    }
+
+    /// Redis's own examples (the list commands' documentation), and the edges.
+    #[test]
+    fn list_commands_as_redis_answers_them() {
+        let push = |end, xs: &[&str], only_existing| Change::Push {
+            end,
+            items: items(xs),
+            only_existing,
+        };
+        assert_eq!(
+            push(End::Left, &["world", "hello"], false).apply(&None),
+            (Some(l(&["hello", "world"])), Reply::Int(2))
+        );
+        assert_eq!(
+            push(End::Right, &["x"], true).apply(&None),
+            (None, Reply::Int(0)),
+            "RPUSHX of a missing key"
+        );
+        assert_eq!(
+            push(End::Right, &["x"], false).apply(&v("s")),
+            (None, Reply::Error(WRONGTYPE))
+        );
+        let five = l(&["one", "two", "three", "four", "five"]);
+        let pop = |end, count| Change::Pop { end, count };
+        assert_eq!(
+            pop(End::Left, None).apply(&five),
+            (
+                Some(l(&["two", "three", "four", "five"])),
+                Reply::Value(b("one"))
+            )
+        );
+        assert_eq!(
+            pop(End::Right, Some(2)).apply(&five),
+            (
+                Some(l(&["one", "two", "three"])),
+                Reply::Array(Some(items(&["five", "four"])))
+            )
+        );
+        assert_eq!(
+            pop(End::Left, Some(9)).apply(&l(&["a"])),
+            (Some(None), Reply::Array(Some(items(&["a"])))),
+            "the last element out deletes the key"
+        );
+        assert_eq!(
+            pop(End::Left, Some(1)).apply(&None),
+            (None, Reply::Array(None))
+        );
+        assert_eq!(
+            pop(End::Left, None).apply(&None),
+            (None, Reply::Value(None))
+        );
+        let three = l(&["one", "two", "three"]);
+        let range = |start, stop| Change::Range { start, stop };
+        assert_eq!(
+            range(0, 0).apply(&three).1,
+            Reply::Array(Some(items(&["one"])))
+        );
+        assert_eq!(
+            range(-3, 2).apply(&three).1,
+            Reply::Array(Some(items(&["one", "two", "three"])))
+        );
+        assert_eq!(
+            range(-100, 100).apply(&three).1,
+            Reply::Array(Some(items(&["one", "two", "three"])))
+        );
+        assert_eq!(range(5, 10).apply(&three).1, Reply::Array(Some(vec![])));
+        assert_eq!(
+            range(-4, -4).apply(&three).1,
+            Reply::Array(Some(vec![])),
+            "a stop before the start of the list selects nothing"
+        );
+        assert_eq!(Change::Len.apply(&three).1, Reply::Int(3));
+        assert_eq!(Change::Index(-1).apply(&three).1, Reply::Value(b("three")));
+        assert_eq!(Change::Index(3).apply(&three).1, Reply::Value(None));
+        let set = |index, item: &str| Change::SetIndex {
+            index,
+            item: item.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            set(-2, "five").apply(&three),
+            (Some(l(&["one", "five", "three"])), Reply::Done(true))
+        );
+        assert_eq!(
+            set(3, "x").apply(&three),
+            (None, Reply::Error(INDEX_OUT_OF_RANGE))
+        );
+        assert_eq!(set(0, "x").apply(&None), (None, Reply::Error(NO_SUCH_KEY)));
+        let hellos = l(&["hello", "hello", "foo", "hello"]);
+        let rem = |count| Change::Remove {
+            count,
+            item: b"hello".to_vec(),
+        };
+        assert_eq!(
+            rem(-2).apply(&hellos),
+            (Some(l(&["hello", "foo"])), Reply::Int(2))
+        );
+        assert_eq!(
+            rem(1).apply(&hellos),
+            (Some(l(&["hello", "foo", "hello"])), Reply::Int(1))
+        );
+        assert_eq!(rem(0).apply(&hellos), (Some(l(&["foo"])), Reply::Int(3)));
+        assert_eq!(
+            Change::Trim { start: 1, stop: -1 }.apply(&three),
+            (Some(l(&["two", "three"])), Reply::Done(true))
+        );
+        assert_eq!(
+            Change::Trim { start: 5, stop: 1 }.apply(&three),
+            (Some(None), Reply::Done(true)),
+            "an empty range deletes the key"
+        );
+        let insert = |before, pivot: &str| Change::Insert {
+            before,
+            pivot: pivot.as_bytes().to_vec(),
+            item: b"There".to_vec(),
+        };
+        let hw = l(&["Hello", "World"]);
+        assert_eq!(
+            insert(true, "World").apply(&hw),
+            (Some(l(&["Hello", "There", "World"])), Reply::Int(3))
+        );
+        assert_eq!(insert(false, "Nope").apply(&hw), (None, Reply::Int(-1)));
+        assert_eq!(insert(false, "x").apply(&None), (None, Reply::Int(0)));
+        let letters = l(&["a", "b", "c", "d", "1", "2", "3", "4", "3", "3", "3"]);
+        let lpos = |rank, count, maxlen| Change::Pos {
+            item: b"3".to_vec(),
+            rank,
+            count,
+            maxlen,
+        };
+        assert_eq!(lpos(1, None, 0).apply(&letters).1, Reply::Int(6));
+        assert_eq!(lpos(-1, None, 0).apply(&letters).1, Reply::Int(10));
+        assert_eq!(lpos(2, None, 0).apply(&letters).1, Reply::Int(8));
+        assert_eq!(
+            lpos(1, Some(0), 0).apply(&letters).1,
+            Reply::Ints(vec![6, 8, 9, 10])
+        );
+        assert_eq!(
+            lpos(-1, Some(2), 0).apply(&letters).1,
+            Reply::Ints(vec![10, 9])
+        );
+        assert_eq!(
+            lpos(1, None, 6).apply(&letters).1,
+            Reply::Value(None),
+            "MAXLEN"
+        );
+        let mv = Change::Move {
+            from: End::Right,
+            to: End::Left,
+        };
+        assert_eq!(
+            mv.apply(&three),
+            (Some(l(&["three", "one", "two"])), Reply::Value(b("three")))
+        );
+        assert_eq!(Change::Get.apply(&three), (None, Reply::Error(WRONGTYPE)));
+        assert_eq!(
+            Change::Incr(1).apply(&three),
+            (None, Reply::Error(WRONGTYPE))
+        );
+        assert_eq!(
+            set_on_list().apply(&three),
+            (Some(v("s")), Reply::Done(true)),
+            "SET replaces a list"
+        );
+    }
+
+    fn set_on_list() -> Change {
+        Change::Set {
+            value: b"s".to_vec(),
+            cond: Cond::Always,
+            get: false,
+        }
     }
 }

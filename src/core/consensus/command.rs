@@ -27,6 +27,9 @@ pub enum Ttl {
 pub struct Command {
     pub change: Change,
     pub ttl: Ttl,
+    /// The largest value the command may leave (`--max-value-bytes` where it was asked):
+    /// a write past it is refused, and nothing changes.
+    pub max_bytes: usize,
 }
 
 impl Command {
@@ -37,7 +40,16 @@ impl Command {
         } else {
             Ttl::Clear
         };
-        Command { change, ttl }
+        Command {
+            change,
+            ttl,
+            max_bytes: crate::limits::VALUE_BYTES_MAX_DEFAULT,
+        }
+    }
+
+    /// The same, held to `max_bytes`.
+    pub fn limited(self, max_bytes: usize) -> Command {
+        Command { max_bytes, ..self }
     }
 
     /// Run on `current` at `now_ms` within a round at `ballot` that saw versions up to `seen`:
@@ -53,6 +65,14 @@ impl Command {
         let live = current.filter(|e| e.value.is_some() && !e.expired(now_ms));
         let value: Value = live.and_then(|e| e.value.clone());
         let (write, reply) = self.change.apply(&value);
+        let too_large = write
+            .as_ref()
+            .is_some_and(|w| w.as_ref().is_some_and(|d| d.len_bytes() > self.max_bytes));
+        let (write, reply) = if too_large {
+            (None, Reply::Error(super::change::TOO_LARGE))
+        } else {
+            (write, reply)
+        };
         let Some(new) = write else {
             let unchanged = current.cloned().unwrap_or(Entry::ABSENT);
             return (unchanged, false, reply);
@@ -101,10 +121,11 @@ pub fn run_all(
 mod tests {
     use super::*;
     use crate::core::consensus::change::Cond;
+    use crate::core::consensus::Data;
 
     fn e(value: &str, expires_at_ms: Option<u64>, hlc: u64) -> Entry {
         Entry {
-            value: Some(value.as_bytes().to_vec()),
+            value: Some(Data::Str(value.as_bytes().to_vec())),
             expires_at_ms,
             version: Version { hlc, writer: 1 },
         }
@@ -127,12 +148,12 @@ mod tests {
         assert_eq!(entry.version, Version { hlc: 91, writer: 7 });
         // an expired value is absent: SET NX takes it, with its own expiry
         let nx = Command {
-            change: Change::Set {
+            ttl: Ttl::At(5_000),
+            ..Command::of(Change::Set {
                 value: b"me".to_vec(),
                 cond: Cond::Nx,
                 get: false,
-            },
-            ttl: Ttl::At(5_000),
+            })
         };
         let (entry, new, reply) = nx.run(Some(&e("other", Some(10), 20)), 10, B, seen);
         assert!(new);
@@ -175,7 +196,7 @@ mod tests {
                 Reply::Int(3)
             ]
         );
-        assert_eq!(entry.value, Some(b"3".to_vec()));
+        assert_eq!(entry.value, Some(Data::Str(b"3".to_vec())));
         assert_eq!(entry.version, Version { hlc: 50, writer: 7 });
         let (_, wrote, _) = run_all(&batch[1..2], Some(&entry), 0, B, Version::ZERO);
         assert!(!wrote, "a read writes nothing");

@@ -209,6 +209,7 @@ mod tests {
     use super::*;
     use crate::core::consensus::acceptor::Acceptor;
     use crate::core::consensus::change::Change;
+    use crate::core::consensus::Data;
 
     fn b(round: u64, proposer: u32) -> Ballot {
         Ballot { round, proposer }
@@ -259,7 +260,7 @@ mod tests {
         let mut acc = vec![Acceptor::default(); 3];
         // proposer 1 got one accept in before it died
         let five = Entry {
-            value: Some(b"5".to_vec()),
+            value: Some(Data::Str(b"5".to_vec())),
             expires_at_ms: None,
             version: Version { hlc: 1, writer: 1 },
         };
@@ -273,14 +274,14 @@ mod tests {
             panic!("{step:?}");
         };
         assert!(new);
-        assert_eq!(entry.value, Some(b"6".to_vec()));
+        assert_eq!(entry.value, Some(Data::Str(b"6".to_vec())));
         assert_eq!(entry.version, Version { hlc: 2, writer: 2 });
     }
 
     #[test]
     fn a_newer_plain_write_in_a_store_is_the_current_value() {
         let acc_entry = |v: &str, hlc| Entry {
-            value: Some(v.as_bytes().to_vec()),
+            value: Some(Data::Str(v.as_bytes().to_vec())),
             expires_at_ms: None,
             version: Version { hlc, writer: 1 },
         };
@@ -300,7 +301,7 @@ mod tests {
         let Step::Accept { entry, .. } = step else {
             panic!("{step:?}");
         };
-        assert_eq!(entry.value, Some(b"41".to_vec()));
+        assert_eq!(entry.value, Some(Data::Str(b"41".to_vec())));
         assert_eq!(
             entry.version,
             Version {

@@ -394,10 +394,7 @@ async fn phase(
 async fn commit(ctx: &Rc<CoreCtx>, key: &[u8], entry: &Entry) {
     let view = ctx.view();
     let targets = view.write_targets(key);
-    let cell = entry
-        .value
-        .as_deref()
-        .map(|v| crate::core::cell::encode(v, entry.expires_at_ms));
+    let cell = entry.cell();
     let (result, _) = coordinator::write_once(
         ctx,
         &view,

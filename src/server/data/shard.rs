@@ -136,10 +136,7 @@ impl Shard {
         if !new {
             return (answer, None);
         }
-        let cell = entry
-            .value
-            .as_deref()
-            .map(|v| crate::core::cell::encode(v, entry.expires_at_ms));
+        let cell = entry.cell();
         if let Some(full) = self.out_of_memory(key, cell.as_deref()) {
             return (full, None);
         }
@@ -485,18 +482,7 @@ impl Shard {
     fn stored_entry(&self, key: &[u8]) -> Option<Entry> {
         let map = self.map.borrow();
         let version = map.version_of(key)?;
-        let (value, expires_at_ms) = match map.get(key) {
-            Some((bytes, _)) => match crate::core::cell::decode(bytes) {
-                Ok(c) => (Some(c.value.to_vec()), c.expires_at_ms),
-                Err(_) => (None, None),
-            },
-            None => (None, None),
-        };
-        Some(Entry {
-            value,
-            expires_at_ms,
-            version,
-        })
+        Some(Entry::of_cell(map.get(key).map(|(b, _)| b), version))
     }
 
     /// Compaction: log every consensus state again (its old records are about to go).

@@ -51,9 +51,11 @@ impl Change {
             (Change::KeepTtl(v), c) => Some(Some(cell::encode(v, c.and_then(|c| c.expires_at_ms)))),
             (_, None) => None,
             (Change::Expire(at), Some(_)) if *at <= now_ms => Some(None),
-            (Change::Expire(at), Some(c)) => Some(Some(cell::encode(c.value, Some(*at)))),
+            (Change::Expire(at), Some(c)) => {
+                Some(Some(cell::encode_kind(c.kind, c.value, Some(*at))))
+            }
             (Change::Persist, Some(c)) if c.expires_at_ms.is_none() => None,
-            (Change::Persist, Some(c)) => Some(Some(cell::encode(c.value, None))),
+            (Change::Persist, Some(c)) => Some(Some(cell::encode_kind(c.kind, c.value, None))),
             (Change::Delete, Some(_)) => Some(None),
         }
     }

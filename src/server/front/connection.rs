@@ -1414,6 +1414,12 @@ pub fn encode_result(out: &mut Vec<u8>, request_id: u64, result: &OpResult) {
 /// and an expired key as not found.
 pub fn encode_client_value(out: &mut Vec<u8>, request_id: u64, result: &OpResult) {
     match result.live_cell(wall_clock_ms()) {
+        Ok(Some((c, _))) if c.kind == crate::core::cell::Kind::List => native::encode_error(
+            out,
+            request_id,
+            Status::BadRequest,
+            crate::core::consensus::change::WRONGTYPE,
+        ),
         Ok(Some((c, version))) => native::encode_response(
             out,
             &Response {

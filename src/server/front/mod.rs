@@ -13,5 +13,6 @@ pub mod resp_conditional;
 pub mod resp_expiry;
 pub mod resp_front;
 pub mod resp_keyspace;
+pub mod resp_list;
 pub mod resp_string;
 pub mod tls;

@@ -23,6 +23,10 @@ pub enum Shape {
     Int,
     /// INCRBYFLOAT's new value, as a bulk string.
     Text,
+    /// `+OK` (LSET, LTRIM), or the command's error.
+    Ok,
+    /// Elements, or positions (LRANGE, LPOP with a count, LPOS with COUNT).
+    Array,
 }
 
 const SYNTAX: &str = "ERR syntax error";
@@ -88,7 +92,13 @@ fn set(value: &[u8], opts: &[&[u8]], now_ms: u64) -> Result<(Command, Shape), Re
         get,
     };
     let shape = if get { Shape::Bulk } else { Shape::OkOrNil };
-    Ok((Command { change, ttl }, shape))
+    Ok((
+        Command {
+            ttl,
+            ..Command::of(change)
+        },
+        shape,
+    ))
 }
 
 /// The command a conditional command's arguments (after its name and key) ask for, and how
@@ -171,7 +181,21 @@ pub fn encode(out: &mut Vec<u8>, shape: Shape, answer: Option<Decoded>, proto: u
         (_, Reply::Value(Some(v))) | (_, Reply::Text(v)) => resp::bulk(out, &v),
         (_, Reply::Value(None)) => resp::null(out, proto),
         (_, Reply::Int(n)) => resp::integer(out, n),
+        (Shape::Ok, Reply::Done(true)) => resp::simple(out, "OK"),
         (_, Reply::Done(d)) => resp::integer(out, i64::from(d)),
+        (_, Reply::Array(None)) => resp::null_array(out, proto),
+        (_, Reply::Array(Some(items))) => {
+            resp::array(out, items.len());
+            for i in items {
+                resp::bulk(out, &i);
+            }
+        }
+        (_, Reply::Ints(ns)) => {
+            resp::array(out, ns.len());
+            for n in ns {
+                resp::integer(out, n);
+            }
+        }
     }
 }
 

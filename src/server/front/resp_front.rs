@@ -17,12 +17,15 @@
 use crate::limits::{KEY_BYTES_MAX, KEY_BYTES_MIN};
 use std::rc::Rc;
 
+use crate::core::cell::Kind;
+use crate::core::consensus::change::WRONGTYPE;
 use crate::server::data::messages::OpResult;
 use crate::server::front::auth::Session;
 use crate::server::front::connection::{Front, ReplyCtx};
 use crate::server::front::resp_conditional as conditional;
 use crate::server::front::resp_expiry::{self as expiry, Ttl, TtlQuery};
 use crate::server::front::resp_keyspace as keyspace;
+use crate::server::front::resp_list as list;
 use crate::server::front::resp_string as string;
 use crate::server::wall_clock_ms;
 use crate::storage::wal_file::FsyncMode;
@@ -93,6 +96,22 @@ const COMMANDS: &[(&str, i64, i64, i64, i64)] = &[
     ("setrange", 4, 1, 1, 1),
     ("delifeq", 3, 1, 1, 1),
     ("delex", -2, 1, 1, 1),
+    ("lpush", -3, 1, 1, 1),
+    ("rpush", -3, 1, 1, 1),
+    ("lpushx", -3, 1, 1, 1),
+    ("rpushx", -3, 1, 1, 1),
+    ("lpop", -2, 1, 1, 1),
+    ("rpop", -2, 1, 1, 1),
+    ("lrange", 4, 1, 1, 1),
+    ("llen", 2, 1, 1, 1),
+    ("lindex", 3, 1, 1, 1),
+    ("lset", 4, 1, 1, 1),
+    ("lrem", 4, 1, 1, 1),
+    ("ltrim", 4, 1, 1, 1),
+    ("linsert", 5, 1, 1, 1),
+    ("lpos", -3, 1, 1, 1),
+    ("lmove", 5, 1, 2, 1),
+    ("rpoplpush", 3, 1, 2, 1),
 ];
 
 /// How to build one command's reply.
@@ -319,6 +338,12 @@ impl RespFront {
         max_value_bytes: usize,
         op: &mut dyn FnMut(Request<'_>),
     ) -> RespReply {
+        if list::BLOCKING_NAMES
+            .iter()
+            .any(|b| b.as_bytes().eq_ignore_ascii_case(args[0]))
+        {
+            return err(list::BLOCKING);
+        }
         // Matched case-insensitively in place: no allocation per command.
         let Some(&(name, arity, ..)) = COMMANDS
             .iter()
@@ -350,9 +375,13 @@ impl RespFront {
         }
         let conditional_set = name == "set" && conditional::set_is_conditional(&rest[2..]);
         if !rest.is_empty() && (name != "set" || conditional_set) {
-            if let Some(planned) =
-                conditional::plan(name, &rest[1..], wall_clock_ms(), max_value_bytes)
-            {
+            if list::destination(name, rest).is_some_and(|d| d != rest[0]) {
+                return err(list::ACROSS_KEYS);
+            }
+            let planned = conditional::plan(name, &rest[1..], wall_clock_ms(), max_value_bytes)
+                .or_else(|| list::plan(name, &rest[1..]))
+                .map(|p| p.map(|(c, shape)| (c.limited(max_value_bytes), shape)));
+            if let Some(planned) = planned {
                 return match planned {
                     Ok((command, shape)) => {
                         if let Some(e) = check_keys(rest[..1].iter().copied()) {
@@ -805,6 +834,7 @@ fn encode_error(out: &mut Vec<u8>, e: &crate::core::cell::CellError) -> bool {
 
 fn encode_value(out: &mut Vec<u8>, result: &OpResult, proto: u8) {
     match result.live_cell(wall_clock_ms()) {
+        Ok(Some((c, _))) if c.kind == Kind::List => resp::error(out, WRONGTYPE),
         Ok(Some((c, _))) => resp::bulk(out, c.value),
         Ok(None) => resp::null(out, proto),
         Err(e) => resp::error(out, &format!("ERR {e}")),
@@ -1018,11 +1048,21 @@ impl Front for RespFront {
             }
             RespReply::Strlen | RespReply::Range(_) | RespReply::Type | RespReply::Object(_) => {
                 let got = results.first().map(|r| r.live_cell(wall_clock_ms()));
-                let value = match got {
+                let cell = match got {
                     Some(Err(e)) => return encode_error(out, &e),
-                    Some(Ok(c)) => c.map(|(c, _)| c.value),
+                    Some(Ok(c)) => c.map(|(c, _)| c),
                     None => None,
                 };
+                if cell.is_some_and(|c| c.kind == Kind::List) {
+                    match reply {
+                        RespReply::Type => resp::simple(out, "list"),
+                        RespReply::Object(keyspace::Object::RefCount) => resp::integer(out, 1),
+                        RespReply::Object(_) => resp::bulk(out, b"quicklist"),
+                        _ => resp::error(out, WRONGTYPE),
+                    }
+                    return false;
+                }
+                let value = cell.map(|c| c.value);
                 match (reply, value) {
                     (RespReply::Strlen, v) => resp::integer(out, v.map_or(0, |v| v.len()) as i64),
                     (RespReply::Range(r), v) => {
@@ -1053,7 +1093,11 @@ impl Front for RespFront {
             RespReply::Values => {
                 resp::array(out, results.len());
                 for r in results.iter() {
-                    encode_value(out, r, self.proto);
+                    // MGET answers nil for a key that holds no string, as Redis does
+                    match r.live_cell(wall_clock_ms()) {
+                        Ok(Some((c, _))) if c.kind == Kind::List => resp::null(out, self.proto),
+                        _ => encode_value(out, r, self.proto),
+                    }
                 }
             }
             RespReply::DbSize => {
