@@ -170,13 +170,14 @@ fn a_side_without_a_majority_answers_an_error_in_time() -> TestResult {
 }
 
 /// `kv check`'s consensus workloads on a live cluster, node3 killed part way through each
-/// (and restarted between them): linearizable histories, distinct increments, one lock holder.
+/// (and restarted between them): linearizable histories, distinct increments, one lock holder,
+/// each queued job taken once.
 #[test]
 fn kv_check_workloads_hold_through_a_killed_node() -> TestResult {
     let mut nodes = cluster("conditional-check", 3, &[])?;
     let (dir, port, seed) = (nodes[2].dir.clone(), nodes[2].port, nodes[0].addr());
     let all = nodes.iter().map(|n| n.addr()).collect::<Vec<_>>().join(",");
-    for workload in ["cas", "counter", "lock"] {
+    for workload in ["cas", "counter", "lock", "queue"] {
         let args = [
             "check",
             "--workload",

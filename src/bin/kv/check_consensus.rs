@@ -9,13 +9,15 @@
 //!   value between the acknowledged count and that plus the unknown ones.
 //! - `lock`: SET NX PX and DELIFEQ of one lock: no two clients hold it at once (a hold lasts
 //!   from the acquiring reply to the release's call, or the lease's end if sooner).
+//! - `queue`: RPUSH of unique jobs and LPOP by workers: each job taken at most once, every
+//!   acknowledged job taken or still queued at the end, nothing taken that nobody pushed.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kvstore::client::Client;
-use kvstore::core::consensus::change::{self, Change, Cond, Reply};
+use kvstore::core::consensus::change::{self, Change, Cond, End, Reply};
 use kvstore::core::consensus::command::{Command, Ttl};
 use kvstore::core::linearizable::{self, Op, OPS_PER_KEY_MAX};
 use kvstore::wire::consensus::Decoded;
@@ -27,6 +29,9 @@ pub enum Workload {
     Cas,
     Counter,
     Lock,
+    /// Half the clients RPUSH unique jobs, half LPOP them: each job taken at most once,
+    /// every acknowledged job taken or still queued, nothing taken that nobody pushed.
+    Queue,
 }
 
 /// A lock's lease in the `lock` workload.
@@ -127,6 +132,21 @@ pub fn run(setup: &Setup<'_>) -> Found {
                     let (key, command) = match workload {
                         Workload::Counter => (0, Command::of(Change::Incr(1))),
                         Workload::Lock => (0, lock_step(c, seq)),
+                        Workload::Queue if c % 2 == 0 => (
+                            0,
+                            Command::of(Change::Push {
+                                end: End::Right,
+                                items: vec![format!("job-{c}-{seq}").into_bytes()],
+                                only_existing: false,
+                            }),
+                        ),
+                        Workload::Queue => (
+                            0,
+                            Command::of(Change::Pop {
+                                end: End::Left,
+                                count: None,
+                            }),
+                        ),
                         _ => (rng.u32(..keys), cas_command(&mut rng)),
                     };
                     if workload == Workload::Cas && !reserve(budget, key) {
@@ -172,6 +192,7 @@ pub fn run(setup: &Setup<'_>) -> Found {
         Workload::Cas | Workload::Register => linearizable::check(&history).err(),
         Workload::Counter => counter_violation(&history, nodes, timeout, prefix),
         Workload::Lock => lock_violation(&history),
+        Workload::Queue => queue_violation(&history, nodes, timeout, prefix),
     };
     Found {
         summary: head,
@@ -283,6 +304,62 @@ fn counter_violation(
         ));
     }
     None
+}
+
+fn queue_violation(
+    history: &[Op],
+    nodes: &[String],
+    timeout: Duration,
+    prefix: &str,
+) -> Option<String> {
+    let job = |o: &Op| match &o.change {
+        Change::Push { items, .. } => items.first().cloned(),
+        _ => None,
+    };
+    let pushed: HashSet<Vec<u8>> = history.iter().filter_map(job).collect();
+    let acked: Vec<Vec<u8>> = history
+        .iter()
+        .filter(|o| o.ret.is_some())
+        .filter_map(job)
+        .collect();
+    let mut taken = HashSet::new();
+    for o in history {
+        if let Some(Reply::Value(Some(j))) = &o.reply {
+            if !pushed.contains(j) {
+                return Some(format!(
+                    "took {:?}, which nobody pushed",
+                    String::from_utf8_lossy(j)
+                ));
+            }
+            if !taken.insert(j.clone()) {
+                return Some(format!("{:?} was taken twice", String::from_utf8_lossy(j)));
+            }
+        }
+    }
+    let key = format!("{prefix}0");
+    let all = Command::of(Change::Range { start: 0, stop: -1 });
+    let left = nodes.iter().find_map(|n| {
+        let mut c = Client::connect(n, timeout).ok()?;
+        match c.conditional(key.as_bytes(), &all).ok()? {
+            Decoded::Reply(Reply::Array(Some(items))) => Some(items),
+            _ => None,
+        }
+    });
+    let Some(left) = left else {
+        return Some("the queue could not be read at the end".into());
+    };
+    let left: HashSet<Vec<u8>> = left.into_iter().collect();
+    let lost: Vec<&Vec<u8>> = acked
+        .iter()
+        .filter(|j| !taken.contains(*j) && !left.contains(*j))
+        .collect();
+    lost.first().map(|j| {
+        format!(
+            "{} acknowledged jobs neither taken nor queued, e.g. {:?}",
+            lost.len(),
+            String::from_utf8_lossy(j)
+        )
+    })
 }
 
 fn lock_violation(history: &[Op]) -> Option<String> {
