@@ -130,6 +130,28 @@ fn a_cluster_decides_one_order_per_key_through_every_node() -> TestResult {
         })
         .collect::<Result<_, String>>()?;
     assert_eq!(holders.iter().filter(|h| **h).count(), 1, "{holders:?}");
+    // mixed with plain writes on one key: a conditional command builds on every plain write
+    // acknowledged before it, and a later plain write overwrites it (last-write-wins)
+    let mut c: Vec<Resp> = nodes
+        .iter()
+        .map(|n| Resp::connect(n.port))
+        .collect::<Result<_, _>>()?;
+    c[1].text(&["SET", "mix", "100"])?;
+    assert_eq!(c[2].int(&["INCR", "mix"])?, 101);
+    c[0].text(&["SET", "mix", "5"])?;
+    assert_eq!(c[1].int(&["INCR", "mix"])?, 6);
+    assert_eq!(c[2].text(&["GET", "mix"])?.as_deref(), Some("6"));
+    assert_eq!(c[0].int(&["DEL", "mix"])?, 1);
+    assert_eq!(
+        c[2].text(&["SET", "mix", "x", "NX"])?.as_deref(),
+        Some("OK")
+    );
+    c[1].text(&["SET", "mix", "7", "EX", "100"])?;
+    assert_eq!(c[0].int(&["INCR", "mix"])?, 8);
+    assert!(
+        c[2].int(&["TTL", "mix"])? > 0,
+        "INCR kept the plain write's expiry"
+    );
     // node3 killed: the majority goes on; restarted, it keeps its promises and catches up
     let (dir, port, seed) = (nodes[2].dir.clone(), nodes[2].port, nodes[0].addr());
     nodes[2].kill9();

@@ -658,40 +658,9 @@ fn kv_check_holds_through_partitions_pauses_and_restarts() -> TestResult {
             .stderr(Stdio::piped())
             .spawn()?;
         std::thread::sleep(FAULT_AT);
-        let pid = procs.0[2].id() as i32;
-        match scenario {
-            "isolate node3" => {
-                net.cut(3, 1)?;
-                net.cut(3, 2)?;
-            }
-            "split node1 | node2 node3" => {
-                net.cut(1, 2)?;
-                net.cut(1, 3)?;
-            }
-            "25% loss to node3" => net.lossy(3, 25)?,
-            // SAFETY: kill(2) on our own child (`ip netns exec` execs the node in place).
-            "SIGSTOP node3" => unsafe {
-                libc::kill(pid, libc::SIGSTOP);
-            },
-            _ => {
-                let _ = procs.0[2].kill();
-                let _ = procs.0[2].wait();
-            }
-        }
+        let pid = fault_start(&net, &mut procs, scenario)?;
         std::thread::sleep(FAULT_FOR);
-        match scenario {
-            // SAFETY: as above.
-            "SIGSTOP node3" => unsafe {
-                libc::kill(pid, libc::SIGCONT);
-            },
-            "kill -9 and restart node3" => {
-                procs.0[2] = net.start_with(3, &logs[2], &extra, false)?;
-            }
-            "restart node3 with an empty data dir" => {
-                procs.0[2] = net.start_with(3, &logs[2], &extra, true)?;
-            }
-            _ => net.heal()?,
-        }
+        fault_end(&net, &mut procs, (&logs, &extra), scenario, pid)?;
         let out = check.wait_with_output()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         eprintln!("{scenario}: {}", text.trim());
@@ -709,6 +678,113 @@ fn kv_check_holds_through_partitions_pauses_and_restarts() -> TestResult {
             "{scenario}: {report}"
         );
         assert_eq!(report["divergent_keys"], 0, "{scenario}: {report}");
+        net.wait_all_alive()?;
+    }
+    Ok(())
+}
+
+/// Start `scenario`'s fault on node3; its pid (for SIGCONT).
+fn fault_start(net: &Net, procs: &mut Procs, scenario: &str) -> Result<i32, String> {
+    let pid = procs.0[2].id() as i32;
+    match scenario {
+        "isolate node3" => {
+            net.cut(3, 1)?;
+            net.cut(3, 2)?;
+        }
+        "split node1 | node2 node3" => {
+            net.cut(1, 2)?;
+            net.cut(1, 3)?;
+        }
+        "25% loss to node3" => net.lossy(3, 25)?,
+        // SAFETY: kill(2) on our own child (`ip netns exec` execs the node in place).
+        "SIGSTOP node3" => unsafe {
+            libc::kill(pid, libc::SIGSTOP);
+        },
+        _ => {
+            let _ = procs.0[2].kill();
+            let _ = procs.0[2].wait();
+        }
+    }
+    Ok(pid)
+}
+
+/// End `scenario`'s fault: heal, SIGCONT, or restart node3 (with its data, or empty).
+fn fault_end(
+    net: &Net,
+    procs: &mut Procs,
+    (logs, extra): (&[PathBuf], &[&str]),
+    scenario: &str,
+    pid: i32,
+) -> Result<(), String> {
+    match scenario {
+        // SAFETY: kill(2) on our own child.
+        "SIGSTOP node3" => unsafe {
+            libc::kill(pid, libc::SIGCONT);
+        },
+        "kill -9 and restart node3" => {
+            procs.0[2] = net.start_with(3, &logs[2], extra, false)?;
+        }
+        "restart node3 with an empty data dir" => {
+            procs.0[2] = net.start_with(3, &logs[2], extra, true)?;
+        }
+        _ => net.heal()?,
+    }
+    Ok(())
+}
+
+/// The conditional commands through the same faults, a `kv check` consensus workload per
+/// fault: linearizable per key (cas), distinct increments (counter), one lock holder at a
+/// time with the holder paused (lock), each job taken once (queue).
+#[test]
+fn conditional_commands_hold_through_partitions_pauses_and_restarts() -> TestResult {
+    const LOAD_S: &str = "6";
+    const FAULT_AT: Duration = Duration::from_secs(2);
+    const FAULT_FOR: Duration = Duration::from_secs(2);
+    let Some(_serial) = can_partition_serial()? else {
+        return Ok(());
+    };
+    let net = Net::new(3)?;
+    let extra = ["--suspect-timeout-ms", SUSPECT_MS];
+    let logs = net.logs();
+    let mut procs = net.start_all(&logs, &extra)?;
+    net.wait_all_alive()?;
+    let runs = [
+        ("isolate node3", "cas"),
+        ("split node1 | node2 node3", "counter"),
+        ("SIGSTOP node3", "lock"),
+        ("kill -9 and restart node3", "queue"),
+        ("split node1 | node2 node3", "lock"),
+        ("SIGSTOP node3", "cas"),
+    ];
+    for (scenario, workload) in runs {
+        let port = PORT.to_string();
+        let check = Command::new(env!("CARGO_BIN_EXE_kv"))
+            .args([
+                "--host",
+                &net.ip(2),
+                "--port",
+                &port,
+                "--timeout-ms",
+                "8000",
+            ])
+            .args(["check", "--workload", workload, "--duration", LOAD_S])
+            .args(["--clients", "6", "--keys", "6"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        std::thread::sleep(FAULT_AT);
+        let pid = fault_start(&net, &mut procs, scenario)?;
+        std::thread::sleep(FAULT_FOR);
+        fault_end(&net, &mut procs, (&logs, &extra), scenario, pid)?;
+        let out = check.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("{scenario}, {workload}: {}", text.trim());
+        assert!(
+            out.status.success() && text.contains("\nOK"),
+            "{scenario}, {workload}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         net.wait_all_alive()?;
     }
     Ok(())

@@ -103,6 +103,22 @@ fn redis_cli_runs_every_served_command() -> TestResult {
         (&["GET", "q"], "WRONGTYPE"),
         (&["BLPOP", "q", "0"], "ERR blocking list commands"),
         (&["DEL", "q"], "1"),
+        (
+            &["MSETNX", "a", "1", "b", "2"],
+            "ERR this command changes several keys",
+        ),
+        (
+            &["RENAME", "a", "b"],
+            "ERR this command changes several keys",
+        ),
+        (
+            &["MULTI"],
+            "ERR MULTI/EXEC, WATCH and scripts are not served",
+        ),
+        (
+            &["EVAL", "return 1", "0"],
+            "ERR MULTI/EXEC, WATCH and scripts are not served",
+        ),
         (&["DELIFEQ", "nx", "v"], "1"),
         (&["STRLEN", "k"], "1"),
         (&["GETRANGE", "k", "0", "-1"], "v"),

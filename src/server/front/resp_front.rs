@@ -114,6 +114,34 @@ const COMMANDS: &[(&str, i64, i64, i64, i64)] = &[
     ("rpoplpush", 3, 1, 2, 1),
 ];
 
+const CROSS_KEY: &str = "ERR this command changes several keys at once: that needs a \
+    transaction across their replica sets, which kvstore does not have (each key's commands \
+    are linearizable on their own; use them one key at a time)";
+const NO_TRANSACTIONS: &str = "ERR MULTI/EXEC, WATCH and scripts are not served: kvstore has \
+    no transactions across keys; single-key conditional commands (SET NX, SET IFEQ, DELIFEQ, \
+    INCR, list pops) are linearizable and cover the usual uses";
+
+/// Commands refused with the reason (not `unknown command`): what they would need.
+const REFUSED: &[(&str, &str)] = &[
+    ("msetnx", CROSS_KEY),
+    ("rename", CROSS_KEY),
+    ("renamenx", CROSS_KEY),
+    ("copy", CROSS_KEY),
+    ("smove", CROSS_KEY),
+    ("multi", NO_TRANSACTIONS),
+    ("exec", NO_TRANSACTIONS),
+    ("discard", NO_TRANSACTIONS),
+    ("watch", NO_TRANSACTIONS),
+    ("unwatch", NO_TRANSACTIONS),
+    ("eval", NO_TRANSACTIONS),
+    ("evalsha", NO_TRANSACTIONS),
+    ("eval_ro", NO_TRANSACTIONS),
+    ("evalsha_ro", NO_TRANSACTIONS),
+    ("script", NO_TRANSACTIONS),
+    ("fcall", NO_TRANSACTIONS),
+    ("function", NO_TRANSACTIONS),
+];
+
 /// How to build one command's reply.
 pub enum RespReply {
     /// Bytes decided at decode time (PING, ECHO, errors, CONFIG, ...).
@@ -343,6 +371,12 @@ impl RespFront {
             .any(|b| b.as_bytes().eq_ignore_ascii_case(args[0]))
         {
             return err(list::BLOCKING);
+        }
+        if let Some((_, why)) = REFUSED
+            .iter()
+            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(args[0]))
+        {
+            return err(why);
         }
         // Matched case-insensitively in place: no allocation per command.
         let Some(&(name, arity, ..)) = COMMANDS
