@@ -173,6 +173,10 @@ pub enum Standing {
     Answering,
     /// Open, requests pending, nothing answered for `PEER_STALL_MS`: stopped, or slow.
     Silent,
+    /// Dialed again after its last connection broke, requests pending and nothing answered
+    /// on it yet: a stopped peer still accepts connections, so until it answers, a replica
+    /// that answered lately (if slowly) is the better bet.
+    Unproven,
     /// Broken: a request would reconnect first (and fail fast if the peer is gone).
     Broken,
 }
@@ -184,15 +188,25 @@ pub struct Candidate {
     pub index: usize,
     pub standing: Standing,
     pub room: bool,
+    /// How long since its connection last made progress (ms): of two silent replicas, the one
+    /// that answered last is the slow one, the other more likely stopped.
+    pub quiet_ms: u64,
+}
+
+impl Candidate {
+    /// Its rank, best first: standing, then the shorter silence, then room.
+    pub fn rank(&self) -> (Standing, u64, bool) {
+        (self.standing, self.quiet_ms, !self.room)
+    }
 }
 
 /// Which full replicas a request that needs `short` more of them takes back now: those with
-/// room, best standing first — but, unless `settle` (its wait is over), none of a worse
-/// standing while a better one is still full: a broken connection has "room" at once, and
+/// room, best ranked first (`Candidate::rank`) — but, unless `settle` (its wait is over), none
+/// ranked worse while a better one is still full: a broken connection has "room" at once, and
 /// taking it over a working replica that is merely busy would fail the request.
 pub fn take_back(candidates: &[Candidate], short: usize, settle: bool) -> Vec<usize> {
     let mut ranked = candidates.to_vec();
-    ranked.sort_by_key(|c| (c.standing, !c.room));
+    ranked.sort_by_key(Candidate::rank);
     let mut taken = Vec::new();
     for c in ranked {
         if taken.len() >= short {
@@ -205,6 +219,15 @@ pub fn take_back(candidates: &[Candidate], short: usize, settle: bool) -> Vec<us
         }
     }
     taken
+}
+
+/// Whether a replica taken back counts toward the quorum a request waits for: one that is
+/// answering does; a silent, redialed or broken one is sent to but not counted on while a
+/// replica still full may yet take its place (unless `settle`: the wait is over). Of a slow
+/// replica and a stopped one, both silent, the slow one then gets the request too, and the
+/// quorum does not hang on the stopped one.
+pub fn counts_on(c: &Candidate, settle: bool) -> bool {
+    settle || c.standing == Standing::Answering
 }
 
 #[cfg(test)]
@@ -307,6 +330,7 @@ mod tests {
             index,
             standing,
             room,
+            quiet_ms: 0,
         }
     }
 
@@ -323,6 +347,45 @@ mod tests {
         );
         // Once its wait is over, the request takes what has room.
         assert_eq!(take_back(&[broken, busy], 1, true), vec![2]);
+    }
+
+    /// Two silent replicas: a slow one (quiet for 100 ms, its window full) and a stopped one
+    /// (quiet for 900 ms, with room because it was left out of writes while silent): the
+    /// request waits for the slow one rather than count on the stopped one.
+    #[test]
+    fn of_two_silent_replicas_the_one_that_answered_last_is_preferred() {
+        let slow = Candidate {
+            quiet_ms: 100,
+            ..cand(1, Standing::Silent, false)
+        };
+        let stopped = Candidate {
+            quiet_ms: 900,
+            ..cand(2, Standing::Silent, true)
+        };
+        assert_eq!(take_back(&[stopped, slow], 1, false), Vec::<usize>::new());
+        let slow_with_room = Candidate { room: true, ..slow };
+        assert_eq!(take_back(&[stopped, slow_with_room], 1, false), vec![1]);
+        // silent for as long as each other: the one with room is taken, but not counted on
+        let stopped = Candidate {
+            quiet_ms: 100,
+            ..stopped
+        };
+        assert_eq!(take_back(&[slow, stopped], 1, false), vec![2]);
+        assert!(!counts_on(&stopped, false));
+        assert!(counts_on(&stopped, true));
+        assert!(counts_on(&cand(3, Standing::Answering, true), false));
+    }
+
+    /// A stopped replica's redialed connection (accepted by the kernel, never answered) is
+    /// not taken over a slow replica that answered lately, whatever their order.
+    #[test]
+    fn a_slow_replica_is_preferred_to_an_unproven_redial() {
+        let slow = cand(1, Standing::Silent, true);
+        let redial = cand(2, Standing::Unproven, true);
+        assert_eq!(take_back(&[redial, slow], 1, false), vec![1]);
+        assert_eq!(take_back(&[slow, redial], 1, false), vec![1]);
+        let full = cand(1, Standing::Silent, false);
+        assert_eq!(take_back(&[redial, full], 1, false), Vec::<usize>::new());
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - `counter`: INCR of one key: replies distinct, none above the final value, and the final
 //!   value between the acknowledged count and that plus the unknown ones.
 //! - `lock`: SET NX PX and DELIFEQ of one lock: no two clients hold it at once (a hold lasts
-//!   from the acquiring reply to the release's call, or the lease's end if sooner).
+//!   from the acquiring reply to the release's call, or the lease's end if sooner); now and
+//!   then a holder stalls past its lease before releasing.
 //! - `queue`: RPUSH of unique jobs and LPOP by workers: each job taken at most once, every
 //!   acknowledged job taken or still queued at the end (but for as many as pops whose outcome
 //!   is unknown), nothing taken that nobody pushed.
@@ -37,6 +38,10 @@ pub enum Workload {
 
 /// A lock's lease in the `lock` workload.
 const LOCK_LEASE_MS: u64 = 2_000;
+/// How much earlier than the checker's reckoning a node may end a lease: the lease's instant
+/// is taken just before the call is timed, and the node judges it by its own clock (the same
+/// machine's here; across machines, add the clock-offset bound).
+const LEASE_SLACK_US: u64 = 5_000;
 
 /// What one workload found.
 pub struct Found {
@@ -165,6 +170,7 @@ pub fn run(setup: &Setup<'_>) -> Found {
                         continue;
                     };
                     let ret = reply.is_some().then(|| us_since(start));
+                    let op_reply = reply.clone();
                     let op = Op {
                         key: key.to_le_bytes().to_vec(),
                         change: command.change,
@@ -176,7 +182,16 @@ pub fn run(setup: &Setup<'_>) -> Found {
                         h.push(op);
                     }
                     if workload == Workload::Lock {
-                        std::thread::sleep(Duration::from_millis(rng.u64(1..20)));
+                        // now and then a holder stalls past its lease (a paused holder): the
+                        // lock passes on, and its late release must not free the next one's
+                        let held = matches!(op_reply, Some(Reply::Done(true)));
+                        let stall = held && rng.u8(0..40) == 0;
+                        let pause = if stall {
+                            LOCK_LEASE_MS + 300
+                        } else {
+                            rng.u64(1..20)
+                        };
+                        std::thread::sleep(Duration::from_millis(pause));
                     }
                 }
             });
@@ -384,7 +399,8 @@ fn lock_violation(history: &[Op]) -> Option<String> {
                 .map(|r| r.call)
                 .min()
                 .unwrap_or(u64::MAX);
-            holds.push((value.clone(), ret, release.min(o.call + lease_us)));
+            let lease_end = (o.call + lease_us).saturating_sub(LEASE_SLACK_US);
+            holds.push((value.clone(), ret, release.min(lease_end)));
         }
     }
     holds.sort_by_key(|h| h.1);

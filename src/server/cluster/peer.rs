@@ -69,6 +69,10 @@ struct Conn {
     /// When the peer last made progress: an answer read, or the first request queued on an
     /// idle connection (so an idle connection is never stalled).
     progress: Cell<Instant>,
+    /// Dialed again after the last connection broke: until it answers something, requests
+    /// pending on it count as unanswered (a stopped peer accepts a new connection, and it
+    /// would otherwise look healthy for `PEER_STALL_MS`).
+    probation: bool,
 }
 
 struct Pending {
@@ -171,10 +175,19 @@ impl Peer {
             Some(c) => {
                 !c.broken.get()
                     && !c.pending.borrow().is_empty()
-                    && c.progress.get().elapsed() >= stall
+                    && (c.progress.get().elapsed() >= stall
+                        || (c.probation && c.answers.get() == 0))
             }
             None => false,
         }
+    }
+
+    /// Milliseconds since this peer's connection last made progress (0 without one).
+    pub fn quiet_ms(&self) -> u64 {
+        self.conn
+            .borrow()
+            .as_ref()
+            .map_or(0, |c| c.progress.get().elapsed().as_millis() as u64)
     }
 
     /// How this peer's connection stands (no connection yet counts as answering: the next
@@ -182,6 +195,7 @@ impl Peer {
     pub fn standing(&self) -> Standing {
         match self.conn.borrow().as_ref() {
             Some(c) if c.broken.get() => Standing::Broken,
+            Some(c) if self.stalled() && c.probation && c.answers.get() == 0 => Standing::Unproven,
             Some(_) if self.stalled() => Standing::Silent,
             _ => Standing::Answering,
         }
@@ -253,9 +267,10 @@ impl Peer {
         }
         // The guard clears `connecting` even if this future is dropped mid-connect (a caller's
         // timeout, e.g. `request_exact`): otherwise every later request would wait forever.
+        let redial = self.conn.borrow().as_ref().is_some_and(|c| c.broken.get());
         self.connecting.set(true);
         let guard = Connecting(self);
-        let r = self.connect().await;
+        let r = self.connect(redial).await;
         drop(guard);
         let backoff = Duration::from_millis(PEER_RECONNECT_BACKOFF_MS);
         self.retry_after
@@ -265,7 +280,7 @@ impl Peer {
         Ok(conn)
     }
 
-    async fn connect(&self) -> Result<Rc<Conn>, Error> {
+    async fn connect(&self, probation: bool) -> Result<Rc<Conn>, Error> {
         // Resolved again on every connect (a restarted container comes back with a new IP), on
         // glommio's blocking-thread pool: a slow DNS answer must not stall this core.
         let name = self.addr.clone();
@@ -344,6 +359,7 @@ impl Peer {
             closed: Notify::default(),
             answers: Cell::new(0),
             progress: Cell::new(Instant::now()),
+            probation,
         });
         let (reader, writer) = futures_lite::io::split(stream);
         glommio::spawn_local(write_loop(conn.clone(), writer)).detach();

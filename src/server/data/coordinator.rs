@@ -28,7 +28,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::core::quorum::Outcome;
-use crate::core::round::{take_back, Candidate, Held, ReadRound, WriteAnswer, WriteRound};
+use crate::core::round::{
+    counts_on, take_back, Candidate, Held, ReadRound, Standing, WriteAnswer, WriteRound,
+};
 use crate::core::version::Version;
 use crate::limits::{
     CLOCK_FIRST_PROBE_WAIT_MS, CLOCK_UNMEASURED_POLL_MS, PEER_INFLIGHT_MAX, PEER_ROOM_WAIT_MS,
@@ -248,6 +250,13 @@ pub(crate) async fn write_once(
         }
     }
     ctx.metrics.quorum_failure(false);
+    log::debug!(
+        "write quorum lost: skipped {skip:?}, standings {:?}",
+        replicas
+            .iter()
+            .map(|t| (t.id.clone(), t.local, ctx.peer(&t.addr).standing()))
+            .collect::<Vec<_>>()
+    );
     let message = format!(
         "quorum not reached: {} of {} replicas acknowledged the write, {} needed{}{}",
         round.successes(),
@@ -524,6 +533,7 @@ impl Answers {
 async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize) -> Vec<usize> {
     let room_wait = Instant::now() + Duration::from_millis(PEER_ROOM_WAIT_MS);
     let mut full = Vec::new();
+    let mut doubtful = Vec::new();
     for (m, t) in replicas.iter().enumerate() {
         if t.local || t.dead {
             continue;
@@ -531,7 +541,17 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
         let peer = ctx.peer(&t.addr);
         if !wait_for_room(&peer, room_wait).await {
             full.push(m);
+        } else if peer.standing() != Standing::Answering {
+            doubtful.push(m);
         }
+    }
+    // A replica with room is not always one to count on: a silent one may have room because it
+    // was left out of writes while silent, and a stopped peer's connection breaks and so has
+    // room at once. While another replica is merely full, these are not counted on either, and
+    // `take_back` ranks them all (the slow but answering one first). With none full, they
+    // are used as they are: a broken connection redials.
+    if !full.is_empty() {
+        full.append(&mut doubtful);
     }
     let live = replicas.iter().filter(|t| !t.dead).count();
     if live - full.len() < needed {
@@ -540,6 +560,9 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
         // stalled for a moment), since without it the operation fails anyway; a broken one
         // (it has "room" at once) only when nothing better is left (`round::take_back`).
         let deadline = Instant::now() + timeout();
+        // replicas taken back that may not answer (silent, redialed, broken): sent to, but
+        // not counted on while a replica still full could yet be
+        let mut unsure = 0;
         let peers: Vec<(usize, Rc<Peer>)> = full
             .iter()
             .map(|&m| (m, ctx.peer(&replicas[m].addr)))
@@ -554,20 +577,27 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
                     index: *m,
                     standing: p.standing(),
                     room: p.has_room(),
+                    quiet_ms: p.quiet_ms(),
                 })
                 .collect();
-            let short = needed.saturating_sub(live - full.len());
+            let short = needed.saturating_sub(live - full.len() - unsure);
             for m in take_back(&candidates, short, settle) {
                 full.retain(|f| *f != m);
+                if candidates
+                    .iter()
+                    .any(|c| c.index == m && !counts_on(c, settle))
+                {
+                    unsure += 1;
+                }
             }
-            if live - full.len() >= needed || settle {
+            if live - full.len() - unsure >= needed || settle || full.is_empty() {
                 break;
             }
-            // Wait one slice for room on the best-standing replica still full.
+            // Wait one slice for room on the best-ranked replica still full.
             let Some((_, best)) = still
                 .iter()
                 .filter(|(m, _)| full.contains(m))
-                .min_by_key(|(_, p)| p.standing())
+                .min_by_key(|(_, p)| (p.standing(), p.quiet_ms()))
             else {
                 break;
             };
