@@ -768,7 +768,7 @@ fn conditional_commands_hold_through_partitions_pauses_and_restarts() -> TestRes
                 "8000",
             ])
             .args(["check", "--workload", workload, "--duration", LOAD_S])
-            .args(["--clients", "6", "--keys", "6"])
+            .args(["--clients", "6", "--keys", "40"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
