@@ -65,7 +65,11 @@ fn kv_repair_refills_a_wiped_replica_and_reports_it() -> TestResult {
     let mut nodes = cluster("ae-repair", 3, &slow)?;
     let (live, gone) = load(&nodes)?;
     nodes[2] = wipe_and_restart(&mut nodes[2], "600000")?;
-    wait_members(&nodes[2], 3, "ALIVE")?;
+    // every member sees node3 back: a peer that still held it DEAD would leave it out of the
+    // keys they share, and its tree would look equal to the wiped node's empty one
+    for n in &nodes {
+        wait_members(n, 3, "ALIVE")?;
+    }
     assert!(
         !converged(&nodes[2], &live, &gone),
         "the wipe left data behind"
