@@ -611,8 +611,7 @@ async fn snapshot(
         let (kind, field) = crate::storage::hints::record(target, key, value);
         wal.append(kind, version, &field, value.unwrap_or_default());
     }
-    for (key, state) in acceptors.records() {
-        let version = crate::storage::acceptors::record_version(&state);
+    for (key, (version, state)) in acceptors.records() {
         wal.append(Kind::Paxos, version, key, &state);
     }
     let mut since_wait = 0usize;

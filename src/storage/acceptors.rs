@@ -24,6 +24,18 @@ use crate::wire::consensus::{
 #[derive(Default)]
 pub struct AcceptorStore {
     keys: HashMap<Box<[u8]>, Acceptor>,
+    /// What `bytes` answers, kept as states change (not a walk of the table per check).
+    bytes: u64,
+}
+
+/// A state's WAL record: the version its header carries (the promised ballot) and its value.
+pub type Record = (Version, Vec<u8>);
+
+/// Bytes one key's state takes in a snapshot.
+fn snapshot_bytes(key_len: usize, a: &Acceptor) -> u64 {
+    let value = a.accepted.as_ref().and_then(|(_, e)| e.value.as_ref());
+    (WAL_RECORD_HEADER_BYTES + CONSENSUS_OVERHEAD_BYTES_MAX + key_len) as u64
+        + value.map_or(0, |v| v.len_bytes() as u64)
 }
 
 /// Why a round was refused here.
@@ -43,24 +55,27 @@ impl AcceptorStore {
         self.keys.is_empty()
     }
 
-    /// Bytes a snapshot of the table takes in the WAL (compaction's trigger; a walk of the
-    /// table, once per compaction check).
+    /// Bytes a snapshot of the table takes in the WAL (compaction's trigger).
     pub fn bytes(&self) -> u64 {
-        let per_key = (WAL_RECORD_HEADER_BYTES + CONSENSUS_OVERHEAD_BYTES_MAX) as u64;
-        self.keys
-            .iter()
-            .map(|(k, a)| {
-                let value = a.accepted.as_ref().and_then(|(_, e)| e.value.as_ref());
-                per_key + k.len() as u64 + value.map_or(0, |v| v.len_bytes() as u64)
-            })
-            .sum()
+        self.bytes
     }
 
-    fn slot(&mut self, key: &[u8]) -> Result<&mut Acceptor, Full> {
-        if !self.keys.contains_key(key) && self.keys.len() >= ACCEPTOR_KEYS_PER_CORE_MAX {
+    /// Change `key`'s state (made if new, within the bound), keeping `bytes` true.
+    fn change<T>(&mut self, key: &[u8], f: impl FnOnce(&mut Acceptor) -> T) -> Result<T, Full> {
+        let known = self.keys.contains_key(key);
+        if !known && self.keys.len() >= ACCEPTOR_KEYS_PER_CORE_MAX {
             return Err(Full);
         }
-        Ok(self.keys.entry(Box::from(key)).or_default())
+        let a = self.keys.entry(Box::from(key)).or_default();
+        let before = if known {
+            snapshot_bytes(key.len(), a)
+        } else {
+            0
+        };
+        let out = f(a);
+        let after = snapshot_bytes(key.len(), a);
+        self.bytes = (self.bytes + after).saturating_sub(before);
+        Ok(out)
     }
 
     /// Prepare: the answer, and the record to log when the state changed.
@@ -69,11 +84,12 @@ impl AcceptorStore {
         key: &[u8],
         ballot: Ballot,
         stored: Option<Entry>,
-    ) -> Result<(Answer, Option<Vec<u8>>), Full> {
-        let a = self.slot(key)?;
-        let answer = a.prepare(ballot, stored);
-        let record = matches!(answer, Answer::Promise { .. }).then(|| encode_state(a));
-        Ok((answer, record))
+    ) -> Result<(Answer, Option<Record>), Full> {
+        self.change(key, |a| {
+            let answer = a.prepare(ballot, stored);
+            let record = matches!(answer, Answer::Promise { .. }).then(|| record(a));
+            (answer, record)
+        })
     }
 
     /// Accept: the answer, and the record to log when the state changed.
@@ -82,11 +98,12 @@ impl AcceptorStore {
         key: &[u8],
         ballot: Ballot,
         entry: Entry,
-    ) -> Result<(Answer, Option<Vec<u8>>), Full> {
-        let a = self.slot(key)?;
-        let answer = a.accept(ballot, entry);
-        let record = matches!(answer, Answer::Accepted { .. }).then(|| encode_state(a));
-        Ok((answer, record))
+    ) -> Result<(Answer, Option<Record>), Full> {
+        self.change(key, |a| {
+            let answer = a.accept(ballot, entry);
+            let record = matches!(answer, Answer::Accepted { .. }).then(|| record(a));
+            (answer, record)
+        })
     }
 
     /// Replay one record: kept if it is the key's highest state yet.
@@ -95,47 +112,47 @@ impl AcceptorStore {
             return false;
         };
         let rank = |a: &Acceptor| (a.promised, a.accepted.as_ref().map(|(b, _)| *b));
-        match self.keys.get_mut(key) {
-            Some(a) if rank(a) >= rank(&state) => {}
-            Some(a) => *a = state,
-            None => {
-                self.keys.insert(Box::from(key), state);
-            }
+        let higher = self.keys.get(key).is_none_or(|a| rank(a) < rank(&state));
+        // a replay is not bounded: what was accepted before a restart stays
+        if higher {
+            let before = self
+                .keys
+                .get(key)
+                .map_or(0, |a| snapshot_bytes(key.len(), a));
+            self.bytes = (self.bytes + snapshot_bytes(key.len(), &state)).saturating_sub(before);
+            self.keys.insert(Box::from(key), state);
         }
         true
     }
 
     /// FLUSHALL: accepted entries at or below the floor are gone (promises stay).
     pub fn drop_at_or_below(&mut self, floor: Version) {
-        for a in self.keys.values_mut() {
+        for (k, a) in self.keys.iter_mut() {
             if a.accepted.as_ref().is_some_and(|(_, e)| e.version <= floor) {
+                let before = snapshot_bytes(k.len(), a);
                 a.accepted = None;
+                self.bytes = (self.bytes + snapshot_bytes(k.len(), a)).saturating_sub(before);
             }
         }
     }
 
     /// Each key with its state's record (compaction, the start-up snapshot).
-    pub fn records(&self) -> impl Iterator<Item = (&[u8], Vec<u8>)> {
-        self.keys.iter().map(|(k, a)| (&k[..], encode_state(a)))
+    pub fn records(&self) -> impl Iterator<Item = (&[u8], Record)> {
+        self.keys.iter().map(|(k, a)| (&k[..], record(a)))
     }
 }
 
-/// The version a state's record carries in its header: its promised ballot.
-pub fn record_version(value: &[u8]) -> Version {
-    decode_state(value)
-        .map(|a| Version {
-            hlc: a.promised.round,
-            writer: a.promised.proposer,
-        })
-        .unwrap_or_default()
-}
-
-fn encode_state(a: &Acceptor) -> Vec<u8> {
+/// A state's record: its promised ballot as the header's version, and the state.
+fn record(a: &Acceptor) -> Record {
+    let version = Version {
+        hlc: a.promised.round,
+        writer: a.promised.proposer,
+    };
     let mut out = crate::wire::consensus::encode_ballot(a.promised);
     if let Some((b, e)) = &a.accepted {
         out.extend_from_slice(&encode_accept(*b, e));
     }
-    out
+    (version, out)
 }
 
 fn decode_state(b: &[u8]) -> Option<Acceptor> {
@@ -178,16 +195,23 @@ mod tests {
         for order in [[0, 1], [1, 0]] {
             let mut replayed = AcceptorStore::default();
             for i in order {
-                assert!(replayed.replay(b"k", &records[i]));
+                assert!(replayed.replay(b"k", &records[i].1));
             }
+            let walked: u64 = replayed
+                .keys
+                .iter()
+                .map(|(k, a)| snapshot_bytes(k.len(), a))
+                .sum();
+            assert_eq!(replayed.bytes(), walked, "the kept size is the table's");
             let state = &replayed.keys[&b"k"[..]];
             assert_eq!(state.promised, b(1));
             assert_eq!(state.accepted, Some((b(1), e.clone())));
         }
         assert!(!live.replay(b"k", &[1, 2, 3]), "garbage is refused");
-        assert_eq!(record_version(&records[0]).hlc, 1);
+        assert_eq!(records[0].0.hlc, 1);
         live.drop_at_or_below(Version::ZERO);
         assert_eq!(live.keys[&b"k"[..]].accepted, None);
+        assert_eq!(live.bytes(), snapshot_bytes(1, &live.keys[&b"k"[..]]));
     }
 
     #[test]

@@ -62,7 +62,11 @@ impl<'a> Reader<'a> {
         let value = match (flags & 1 != 0, flags & 4 != 0) {
             (false, _) => None,
             (true, false) => Some(Data::Str(self.bytes()?)),
-            (true, true) => Some(Data::list_from_bytes(&self.bytes()?)?),
+            (true, true) => {
+                // the elements are copied out once, not the whole list first
+                let n = self.u32()? as usize;
+                Some(Data::list_from_bytes(self.take(n)?)?)
+            }
         };
         Some(Entry {
             value,

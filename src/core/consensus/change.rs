@@ -168,13 +168,20 @@ fn string(current: &Value) -> Result<Option<&Vec<u8>>, Reply> {
     }
 }
 
-/// The list held (empty when absent), or WRONGTYPE.
-fn list(current: &Value) -> Result<VecDeque<Vec<u8>>, Reply> {
+/// The list held (empty when absent), or WRONGTYPE; borrowed, for the commands that only read
+/// it (a copy per LLEN would cost the list's length).
+fn list_ref(current: &Value) -> Result<&VecDeque<Vec<u8>>, Reply> {
+    const EMPTY: &VecDeque<Vec<u8>> = &VecDeque::new();
     match current {
-        None => Ok(VecDeque::new()),
-        Some(Data::List(l)) => Ok(l.clone()),
+        None => Ok(EMPTY),
+        Some(Data::List(l)) => Ok(l),
         Some(Data::Str(_)) => Err(Reply::Error(WRONGTYPE)),
     }
+}
+
+/// The list held, copied to be changed.
+fn list(current: &Value) -> Result<VecDeque<Vec<u8>>, Reply> {
+    list_ref(current).cloned()
 }
 
 /// A list as stored: an empty one is no key.
@@ -332,13 +339,13 @@ impl Change {
                 (write, reply)
             }
             Change::Range { start, stop } => {
-                let l = list(current)?;
+                let l = list_ref(current)?;
                 let r = span(*start, *stop, l.len());
                 (None, Reply::Array(Some(l.range(r).cloned().collect())))
             }
-            Change::Len => (None, Reply::Int(list(current)?.len() as i64)),
+            Change::Len => (None, Reply::Int(list_ref(current)?.len() as i64)),
             Change::Index(i) => {
-                let l = list(current)?;
+                let l = list_ref(current)?;
                 (
                     None,
                     Reply::Value(index_of(*i, l.len()).map(|i| l[i].clone())),
@@ -384,7 +391,7 @@ impl Change {
                 (write, Reply::Int(removed as i64))
             }
             Change::Trim { start, stop } => {
-                let l = list(current)?;
+                let l = list_ref(current)?;
                 let r = span(*start, *stop, l.len());
                 if r.len() == l.len() {
                     return Ok((None, Reply::Done(true)));
@@ -414,7 +421,7 @@ impl Change {
                 count,
                 maxlen,
             } => {
-                let l = list(current)?;
+                let l = list_ref(current)?;
                 let scan = if *maxlen == 0 { l.len() } else { *maxlen };
                 let skip = rank.unsigned_abs() as usize - 1;
                 let matches: Vec<i64> = if *rank > 0 {

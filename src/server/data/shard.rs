@@ -16,7 +16,7 @@ use crate::server::cluster::view::RingView;
 use crate::server::data::messages::{CoreStats, OpResult};
 use crate::server::wall_clock_ms;
 use crate::server::LogThrottle;
-use crate::storage::acceptors::{self, AcceptorStore};
+use crate::storage::acceptors::AcceptorStore;
 use crate::storage::compaction;
 use crate::storage::hints::{self, Added, Hint, HintStore};
 use crate::storage::map::{Applied, Map};
@@ -471,10 +471,8 @@ impl Shard {
             status: Status::Unavailable,
             message: e.to_string(),
         })?;
-        let ticket = record.map(|state| {
-            let version = acceptors::record_version(&state);
-            self.wal.append(Kind::Paxos, version, key, &state)
-        });
+        let ticket =
+            record.map(|(version, state)| self.wal.append(Kind::Paxos, version, key, &state));
         Ok((answer, ticket))
     }
 
@@ -488,8 +486,7 @@ impl Shard {
     /// Compaction: log every consensus state again (its old records are about to go).
     pub fn snapshot_acceptors(&self) -> Option<Ticket> {
         let mut last = None;
-        for (key, state) in self.acceptors.borrow().records() {
-            let version = acceptors::record_version(&state);
+        for (key, (version, state)) in self.acceptors.borrow().records() {
             last = Some(self.wal.append(Kind::Paxos, version, key, &state));
         }
         last

@@ -237,17 +237,20 @@ fn check_writes(pairs: &[&[u8]], max_value_bytes: usize) -> Option<RespReply> {
     if let Some(e) = check_keys(pairs.iter().step_by(2).copied()) {
         return Some(e);
     }
-    pairs
-        .iter()
-        .skip(1)
-        .step_by(2)
-        .find(|v| v.len() > max_value_bytes)
-        .map(|v| {
-            err(&format!(
-                "ERR value of {} bytes exceeds the limit of {max_value_bytes}",
-                v.len()
-            ))
-        })
+    check_values(pairs.iter().skip(1).step_by(2).copied(), max_value_bytes)
+}
+
+/// The first value past `max_value_bytes` among `values`, as an error reply.
+fn check_values<'a>(
+    mut values: impl Iterator<Item = &'a [u8]>,
+    max_value_bytes: usize,
+) -> Option<RespReply> {
+    values.find(|v| v.len() > max_value_bytes).map(|v| {
+        err(&format!(
+            "ERR value of {} bytes exceeds the limit of {max_value_bytes}",
+            v.len()
+        ))
+    })
 }
 
 /// The first bad key among `keys`, as an error reply.
@@ -331,11 +334,9 @@ fn first_failure(results: &[OpResult]) -> Option<String> {
     })
 }
 
-/// The values a conditional command carries, as (key, value) pairs for `check_writes` (an
-/// empty key stands in: the key is checked on its own).
+/// The values a conditional command carries (each held to the value limit).
 fn command_values(change: &crate::core::consensus::change::Change) -> Vec<&[u8]> {
     use crate::core::consensus::change::{Change, Cond};
-    let mut pairs: Vec<&[u8]> = Vec::new();
     fn cond_value(c: &Cond) -> Option<&[u8]> {
         match c {
             Cond::IfEq(v) | Cond::IfNe(v) => Some(v.as_slice()),
@@ -349,10 +350,7 @@ fn command_values(change: &crate::core::consensus::change::Change) -> Vec<&[u8]>
         Change::Del(cond) => (cond_value(cond), None),
         _ => (None, None),
     };
-    for v in [a, b].into_iter().flatten() {
-        pairs.extend([&b"k"[..], v]);
-    }
-    pairs
+    [a, b].into_iter().flatten().collect()
 }
 
 /// Redis's answer to a write past `maxmemory` (clients match on the `OOM` prefix).
@@ -422,7 +420,7 @@ impl RespFront {
                             return e;
                         }
                         let values = command_values(&command.change);
-                        if let Some(e) = check_writes(&values, max_value_bytes) {
+                        if let Some(e) = check_values(values.into_iter(), max_value_bytes) {
                             return e;
                         }
                         let body = crate::wire::consensus::encode_command(&command);
