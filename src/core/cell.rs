@@ -15,9 +15,12 @@
 //! | 1   | a string, expires at `u64`| 9            |
 //! | 2   | a list, never expires     | 1            |
 //! | 3   | a list, expires at `u64`  | 9            |
+//! | 4   | a collection, never expires | 1          |
+//! | 5   | a collection, expires at `u64` | 9       |
 //!
 //! A list's bytes are its elements, each a `u32` little-endian length then the bytes
-//! (`core::consensus::Data`); only consensus rounds write lists.
+//! (`core::consensus::Data`); only consensus rounds write lists. A collection's bytes are a
+//! `core::crdt::collection::Collection` (state or delta), joined, not replaced, by the store.
 //!
 //! An expired cell reads as missing, exactly like a tombstone of its version: it keeps its
 //! version in the map until it is purged, so an older write (a late replica write, a hint,
@@ -29,12 +32,16 @@ pub const TAG_PLAIN: u8 = 0;
 pub const TAG_EXPIRES: u8 = 1;
 /// Tag bit: the value is a list.
 pub const TAG_LIST: u8 = 2;
+/// Tag bit: the value is a collection (`core::crdt::collection`: a hash, set or sorted set).
+pub const TAG_COLLECTION: u8 = 4;
 
 /// What a key holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     String,
     List,
+    /// A hash, set or sorted set: merged on every path, never overwritten by an older write.
+    Collection,
 }
 
 /// A decoded cell borrowing its value.
@@ -59,7 +66,11 @@ pub fn encode(value: &[u8], expires_at_ms: Option<u64>) -> Box<[u8]> {
 /// Encode `value` of `kind` with its expiry.
 pub fn encode_kind(kind: Kind, value: &[u8], expires_at_ms: Option<u64>) -> Box<[u8]> {
     let mut out = Vec::with_capacity(encoded_len(value.len(), expires_at_ms));
-    let list = if kind == Kind::List { TAG_LIST } else { 0 };
+    let list = match kind {
+        Kind::String => 0,
+        Kind::List => TAG_LIST,
+        Kind::Collection => TAG_COLLECTION,
+    };
     match expires_at_ms {
         None => out.push(TAG_PLAIN | list),
         Some(at) => {
@@ -85,13 +96,11 @@ pub enum CellError {
 /// Decode a cell.
 pub fn decode(bytes: &[u8]) -> Result<Cell<'_>, CellError> {
     let tag = *bytes.first().ok_or(CellError::Empty)?;
-    if tag > (TAG_EXPIRES | TAG_LIST) {
-        return Err(CellError::BadTag(tag));
-    }
-    let kind = if tag & TAG_LIST != 0 {
-        Kind::List
-    } else {
-        Kind::String
+    let kind = match tag & !TAG_EXPIRES {
+        0 => Kind::String,
+        TAG_LIST => Kind::List,
+        TAG_COLLECTION => Kind::Collection,
+        _ => return Err(CellError::BadTag(tag)),
     };
     if tag & TAG_EXPIRES == 0 {
         return Ok(Cell {
@@ -181,7 +190,7 @@ mod tests {
     #[test]
     fn malformed_bytes_are_errors_not_values() {
         assert_eq!(decode(b""), Err(CellError::Empty));
-        assert_eq!(decode(b"\x07abc"), Err(CellError::BadTag(7)));
+        assert_eq!(decode(b"\x0aabc"), Err(CellError::BadTag(10)));
         assert_eq!(decode(b"\x01\x00\x00"), Err(CellError::Short));
         assert_eq!(expires_at_ms(b"\x01\x00"), None);
     }

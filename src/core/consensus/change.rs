@@ -164,7 +164,7 @@ fn string(current: &Value) -> Result<Option<&Vec<u8>>, Reply> {
     match current {
         None => Ok(None),
         Some(Data::Str(b)) => Ok(Some(b)),
-        Some(Data::List(_)) => Err(Reply::Error(WRONGTYPE)),
+        Some(_) => Err(Reply::Error(WRONGTYPE)),
     }
 }
 
@@ -175,7 +175,7 @@ fn list_ref(current: &Value) -> Result<&VecDeque<Vec<u8>>, Reply> {
     match current {
         None => Ok(EMPTY),
         Some(Data::List(l)) => Ok(l),
-        Some(Data::Str(_)) => Err(Reply::Error(WRONGTYPE)),
+        Some(_) => Err(Reply::Error(WRONGTYPE)),
     }
 }
 

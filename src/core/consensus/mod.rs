@@ -28,6 +28,9 @@ pub struct Ballot {
 pub enum Data {
     Str(Vec<u8>),
     List(std::collections::VecDeque<Vec<u8>>),
+    /// A hash, set or sorted set (`core::crdt::collection`), carried opaque: conditional
+    /// commands only see that the key holds another kind (WRONGTYPE) or exists.
+    Collection(Vec<u8>),
 }
 
 impl Data {
@@ -35,7 +38,7 @@ impl Data {
     /// then the bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
-            Data::Str(b) => b.clone(),
+            Data::Str(b) | Data::Collection(b) => b.clone(),
             Data::List(items) => {
                 let mut out = Vec::with_capacity(items.iter().map(|i| i.len() + 4).sum());
                 for i in items {
@@ -62,13 +65,14 @@ impl Data {
         match self {
             Data::Str(_) => crate::core::cell::Kind::String,
             Data::List(_) => crate::core::cell::Kind::List,
+            Data::Collection(_) => crate::core::cell::Kind::Collection,
         }
     }
 
     /// Bytes it takes stored.
     pub fn len_bytes(&self) -> usize {
         match self {
-            Data::Str(b) => b.len(),
+            Data::Str(b) | Data::Collection(b) => b.len(),
             Data::List(items) => items.iter().map(|i| i.len() + 4).sum(),
         }
     }
@@ -113,6 +117,9 @@ impl Entry {
                 let data = match c.kind {
                     crate::core::cell::Kind::String => Some(Data::Str(c.value.to_vec())),
                     crate::core::cell::Kind::List => Data::list_from_bytes(c.value),
+                    crate::core::cell::Kind::Collection => {
+                        Some(Data::Collection(c.value.to_vec()))
+                    }
                 };
                 (data, c.expires_at_ms)
             }

@@ -26,7 +26,7 @@ pub const CONTEXT_CLOUD_MAX: usize = 4096;
 /// One write event: the `counter`-th (from 1) that `writer` issued for a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Dot {
-    pub writer: u32,
+    pub writer: u64,
     pub counter: u64,
 }
 
@@ -34,7 +34,7 @@ pub struct Dot {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Context {
     /// Every dot of `writer` with `counter <= vv[writer]` was seen.
-    vv: BTreeMap<u32, u64>,
+    vv: BTreeMap<u64, u64>,
     /// Dots seen beyond their writer's entry.
     cloud: BTreeSet<Dot>,
 }
@@ -52,7 +52,7 @@ impl Context {
     }
 
     /// Issue `writer`'s next dot for this key (past everything of it seen) and record it.
-    pub fn next(&mut self, writer: u32) -> Dot {
+    pub fn next(&mut self, writer: u64) -> Dot {
         let seen = self.vv.get(&writer).copied().unwrap_or(0);
         let clouded = self
             .cloud
@@ -87,7 +87,7 @@ impl Context {
 
     /// Forget `writer`, gone for good. Only when every replica's context covers its last dot
     /// and no store holds one of its dots: a dot of it merged later would look unseen.
-    pub fn retire(&mut self, writer: u32) {
+    pub fn retire(&mut self, writer: u64) {
         self.vv.remove(&writer);
         self.cloud.retain(|d| d.writer != writer);
     }
@@ -105,6 +105,18 @@ impl Context {
         }
         self.vv.retain(|_, c| *c > 0);
         self.cloud = kept;
+    }
+
+    /// The version vector and the cloud (for encoding).
+    pub fn parts(&self) -> (&BTreeMap<u64, u64>, &BTreeSet<Dot>) {
+        (&self.vv, &self.cloud)
+    }
+
+    /// Rebuild from `parts` (decoded): the cloud is folded into the vector where it can be.
+    pub fn from_parts(vv: BTreeMap<u64, u64>, cloud: BTreeSet<Dot>) -> Context {
+        let mut c = Context { vv, cloud };
+        c.compact();
+        c
     }
 
     /// Every dot this context names, the vector's included (for tests and small contexts).
@@ -131,7 +143,7 @@ impl Crdt for Context {
 mod tests {
     use super::*;
 
-    fn dot(writer: u32, counter: u64) -> Dot {
+    fn dot(writer: u64, counter: u64) -> Dot {
         Dot { writer, counter }
     }
 
@@ -159,11 +171,11 @@ mod tests {
     #[test]
     fn bounds_at_and_past_the_limit() {
         let mut c = Context::default();
-        for w in 0..CONTEXT_WRITERS_MAX as u32 {
+        for w in 0..CONTEXT_WRITERS_MAX as u64 {
             c.insert(dot(w, 1));
         }
         assert!(c.within_bounds());
-        c.insert(dot(u32::MAX, 1));
+        c.insert(dot(u64::MAX, 1));
         assert!(!c.within_bounds());
         let mut c = Context::default();
         for k in 0..CONTEXT_CLOUD_MAX as u64 {

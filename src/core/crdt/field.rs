@@ -11,7 +11,6 @@
 use crate::core::version::Version;
 
 use super::context::Dot;
-use super::or_map::Dots;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Field {
@@ -36,14 +35,14 @@ pub enum Resolved<'a> {
 }
 
 /// Whether a dot is `writer`'s increment (what its next increment folds in).
-pub fn own_increment(writer: u32) -> impl Fn(&Dot, &Field) -> bool {
+pub fn own_increment(writer: u64) -> impl Fn(&Dot, &Field) -> bool {
     move |d, f| d.writer == writer && matches!(f, Field::Incr(_) | Field::IncrFloat(_))
 }
 
 /// The value of a field from its surviving dots (`None`: no dot survives).
-pub fn resolve(dots: &Dots<Field>) -> Option<Resolved<'_>> {
-    let base = dots
-        .values()
+pub fn resolve<'a>(fields: impl Iterator<Item = &'a Field> + Clone) -> Option<Resolved<'a>> {
+    let base = fields
+        .clone()
         .filter_map(|f| match f {
             Field::Set { version, value } => Some((*version, &value[..])),
             _ => None,
@@ -51,14 +50,16 @@ pub fn resolve(dots: &Dots<Field>) -> Option<Resolved<'_>> {
         .max_by_key(|(v, _)| *v)
         .map(|(_, b)| b);
     let (mut int, mut float, mut any, mut floats) = (0i128, 0f64, false, false);
-    for f in dots.values() {
+    let mut present = false;
+    for f in fields {
+        present = true;
         match f {
             Field::Incr(n) => (int, any) = (int + i128::from(*n), true),
             Field::IncrFloat(x) => (float, any, floats) = (float + x, true, true),
             Field::Set { .. } => {}
         }
     }
-    if dots.is_empty() {
+    if !present {
         return None;
     }
     if !any {
@@ -108,11 +109,11 @@ mod tests {
         a.merge(&d3);
         b.merge(&d2);
         assert_eq!(a, b);
-        assert_eq!(resolve(a.get(b"f").unwrap()), Some(Resolved::Int(103)));
+        assert_eq!(resolve(a.get(b"f").unwrap().values()), Some(Resolved::Int(103)));
         // an increment on a missing field starts from 0
         let mut c = OrMap::<Field>::default();
         c.add_beside(3, b"g", Field::Incr(-4), own_increment(3));
-        assert_eq!(resolve(c.get(b"g").unwrap()), Some(Resolved::Int(-4)));
+        assert_eq!(resolve(c.get(b"g").unwrap().values()), Some(Resolved::Int(-4)));
     }
 
     #[test]
@@ -122,11 +123,11 @@ mod tests {
         let d2 = b.put(2, b"f", set(11, "y"));
         a.merge(&d2);
         b.merge(&d1);
-        assert_eq!(resolve(a.get(b"f").unwrap()), Some(Resolved::Bytes(b"y")));
+        assert_eq!(resolve(a.get(b"f").unwrap().values()), Some(Resolved::Bytes(b"y")));
         let d3 = a.add_beside(1, b"f", Field::Incr(1), own_increment(1));
         b.merge(&d3);
         assert_eq!(
-            resolve(b.get(b"f").unwrap()),
+            resolve(b.get(b"f").unwrap().values()),
             Some(Resolved::NotANumber(b"y"))
         );
     }
@@ -136,12 +137,12 @@ mod tests {
         let mut a = OrMap::<Field>::default();
         a.put(1, b"f", set(1, "10.5"));
         a.add_beside(1, b"f", Field::IncrFloat(0.25), own_increment(1));
-        assert_eq!(resolve(a.get(b"f").unwrap()), Some(Resolved::Float(10.75)));
+        assert_eq!(resolve(a.get(b"f").unwrap().values()), Some(Resolved::Float(10.75)));
         let mut b = OrMap::<Field>::default();
         b.put(1, b"n", set(1, &i64::MAX.to_string()));
         let mut c = b.clone();
         let d1 = b.add_beside(2, b"n", Field::Incr(1), own_increment(2));
         c.merge(&d1);
-        assert_eq!(resolve(c.get(b"n").unwrap()), Some(Resolved::Int(i64::MAX)));
+        assert_eq!(resolve(c.get(b"n").unwrap().values()), Some(Resolved::Int(i64::MAX)));
     }
 }

@@ -8,6 +8,7 @@
 //! write, read repair, a hint, a join stream, anti-entropy, WAL replay. Never does I/O, never
 //! reads a clock: versions and writer ids come in from the caller.
 
+pub mod collection;
 pub mod context;
 pub mod field;
 pub mod or_map;

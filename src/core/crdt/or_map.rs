@@ -61,7 +61,7 @@ impl<P: Clone> OrMap<P> {
 
     /// Put `payload` under `key` as `writer`, replacing every dot of the key observed here.
     /// Returns the delta to ship.
-    pub fn put(&mut self, writer: u32, key: &[u8], payload: P) -> OrMap<P> {
+    pub fn put(&mut self, writer: u64, key: &[u8], payload: P) -> OrMap<P> {
         self.add_beside(writer, key, payload, |_, _| true)
     }
 
@@ -70,7 +70,7 @@ impl<P: Clone> OrMap<P> {
     /// in, and keeps every other dot). Returns the delta to ship.
     pub fn add_beside(
         &mut self,
-        writer: u32,
+        writer: u64,
         key: &[u8],
         payload: P,
         replaces: impl Fn(&Dot, &P) -> bool,
@@ -93,14 +93,61 @@ impl<P: Clone> OrMap<P> {
         delta
     }
 
-    /// Remove `key`: every dot of it observed here. `None` when it is not here.
+    /// Remove `key`: every dot of it observed here. `None` when it is not here. The delta
+    /// names the key with no dots, so `absorb` finds what it removes without a walk.
     pub fn remove(&mut self, key: &[u8]) -> Option<OrMap<P>> {
         let dots = self.entries.remove(key)?;
         let mut delta = OrMap::default();
         for d in dots.keys() {
             delta.ctx.insert(*d);
         }
+        delta.entries.insert(key.into(), BTreeMap::new());
         Some(delta)
+    }
+
+    /// Drop every dot whose payload fails `keep`, as a remove of it would (its context
+    /// keeps it seen, so no copy of it comes back).
+    pub fn retain_payloads(&mut self, mut keep: impl FnMut(&P) -> bool) {
+        self.entries.retain(|_, dots| {
+            dots.retain(|_, p| keep(p));
+            !dots.is_empty()
+        });
+    }
+
+    /// The keys and dots, and the context (for encoding).
+    pub fn parts(&self) -> (&BTreeMap<Box<[u8]>, Dots<P>>, &Context) {
+        (&self.entries, &self.ctx)
+    }
+
+    /// Rebuild from `parts` (a decoded state or delta).
+    pub fn from_parts(entries: BTreeMap<Box<[u8]>, Dots<P>>, ctx: Context) -> OrMap<P> {
+        OrMap { entries, ctx }
+    }
+
+    /// Merge a delta (`put`'s, `remove`'s, or a join of them): only the keys it names are
+    /// touched, so the cost follows the delta's size, not the state's. Every dot of the
+    /// delta's context must belong to a key it names, as every delta made here does; a full
+    /// state goes through `merge`. Keys the delta names with no dots are kept named when
+    /// `self` is itself a delta (`keep_named`), so deltas join into deltas.
+    pub fn absorb(&mut self, delta: &OrMap<P>, keep_named: bool) {
+        for (key, theirs) in &delta.entries {
+            let mine = self.entries.remove(key);
+            let named = mine.is_some();
+            let mut kept: Dots<P> = mine
+                .into_iter()
+                .flatten()
+                .filter(|(d, _)| theirs.contains_key(d) || !delta.ctx.contains(*d))
+                .collect();
+            for (d, p) in theirs {
+                if !kept.contains_key(d) && !self.ctx.contains(*d) {
+                    kept.insert(*d, p.clone());
+                }
+            }
+            if !kept.is_empty() || (keep_named && (named || theirs.is_empty())) {
+                self.entries.insert(key.clone(), kept);
+            }
+        }
+        self.ctx.merge(&delta.ctx);
     }
 
     /// Remove every key observed here (DEL of the whole collection).
@@ -227,7 +274,7 @@ mod tests {
         for s in steps {
             match *s {
                 Step::Put { at, key, value } => {
-                    deltas.push(replicas[at].put(at as u32 + 1, &[key], value))
+                    deltas.push(replicas[at].put(at as u64 + 1, &[key], value))
                 }
                 Step::Remove { at, key } => deltas.extend(replicas[at].remove(&[key])),
                 Step::Clear { at } => deltas.push(replicas[at].clear()),
@@ -295,7 +342,7 @@ mod tests {
             }
             let removed: Vec<Dot> = deltas
                 .iter()
-                .filter(|d| d.is_empty())
+                .filter(|d| d.iter().all(|(_, dots)| dots.is_empty()))
                 .flat_map(|d| d.context().dots().collect::<Vec<_>>())
                 .collect();
             for d in &deltas {
