@@ -5,6 +5,9 @@
 //! an older write is refused as stale and told the stored version; an equal version is the same
 //! write seen again and changes nothing. Deletes store a versioned tombstone, so an older write
 //! arriving later (a retry, read repair, replay) cannot bring the key back.
+//! Collections are the exception: a write where either side is a collection cell is joined
+//! with the stored value (`core::crdt::collection::join`), never just kept or dropped by
+//! version, so a delta from any path, in any order, any number of times, lands once.
 //!
 //! Values are cells (`core::cell`): the map reads one only for its expiry. It indexes the keys
 //! that expire by (expiry, key hash), so `expire_due` finds the due ones without a scan, and
@@ -20,6 +23,7 @@ use std::ptr::NonNull;
 use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 
 use crate::core::cell;
+use crate::core::crdt::collection::{self, Joined};
 use crate::core::version::Version;
 use crate::limits::{KEY_BYTES_MAX, STORED_VALUE_BYTES_CEILING, WAL_RECORD_HEADER_BYTES};
 
@@ -112,6 +116,17 @@ impl Slot {
     fn expires_at_ms(&self) -> Option<u64> {
         self.value().and_then(cell::expires_at_ms)
     }
+
+    fn is_collection(&self) -> bool {
+        is_collection(self.value())
+    }
+}
+
+/// Whether a cell holds a collection (joined with what is stored, never replacing it).
+fn is_collection(value: Option<&[u8]>) -> bool {
+    value
+        .and_then(|v| v.first())
+        .is_some_and(|t| t & !cell::TAG_EXPIRES == cell::TAG_COLLECTION)
 }
 
 impl Drop for Slot {
@@ -193,6 +208,28 @@ impl Map {
         }
         let hasher = &self.hasher;
         let hash = hasher.hash_one(key);
+        let joined = if is_collection(value) || self.find(key).is_some_and(Slot::is_collection) {
+            let stored = self.find(key).map(|s| (s.version(), s.value()));
+            match collection::join(stored, (version, value)) {
+                Ok(Joined::NotMine) => None,
+                Ok(Joined::Same) => {
+                    let was_live = self.find(key).is_some_and(Slot::live);
+                    return Applied::Same { was_live };
+                }
+                Ok(Joined::Store(v, cell)) => Some((v, cell)),
+                // bytes that are not a collection (a bug or a foreign peer): refused
+                Err(_) => {
+                    let stored = self.version_of(key).unwrap_or(version);
+                    return Applied::Stale { stored };
+                }
+            }
+        } else {
+            None
+        };
+        let (value, version) = match &joined {
+            Some((v, cell)) => (cell.as_deref(), *v),
+            None => (value, version),
+        };
         match self
             .table
             .entry(hash, |s| s.key() == key, |s| hasher.hash_one(s.key()))
@@ -201,10 +238,10 @@ impl Map {
                 let slot = e.get_mut();
                 let was_live = slot.live();
                 let stored = slot.version();
-                if version < stored {
+                if joined.is_none() && version < stored {
                     return Applied::Stale { stored };
                 }
-                if version == stored {
+                if joined.is_none() && version == stored {
                     return Applied::Same { was_live };
                 }
                 let old_bytes = slot_record_bytes(slot);
@@ -309,6 +346,11 @@ impl Map {
             let Some(slot) = self.table.find_mut(hash, |s| s.expires_at_ms() == Some(at)) else {
                 continue;
             };
+            if slot.is_collection() {
+                // its elements read as gone from the instant on; the next write folds the
+                // expiry into the collection's floor (`collection::Collection::begin`)
+                continue;
+            }
             let old_bytes = slot_record_bytes(slot);
             let old_heap = blob_heap_bytes(slot.blob_len());
             let tombstone = Slot::new(slot.key(), None, slot.version());
@@ -391,6 +433,50 @@ impl Map {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn collection_deltas_join_in_any_order_and_a_later_del_wins() {
+        use crate::core::crdt::collection::{at_key, Type};
+        let ver = |hlc| Version { hlc, writer: 1 };
+        let delta = |hlc, field: &[u8]| {
+            let mut st = at_key(None).unwrap();
+            let mut ch = st.begin(hlc as u32, ver(hlc), 0);
+            ch.put(&mut st, Type::Hash, field, b"v", 0).unwrap();
+            ch.delta.to_cell()
+        };
+        let (a, b) = (delta(10, b"a"), delta(11, b"b"));
+        let (mut m1, mut m2) = (Map::new(), Map::new());
+        for (m, order) in [
+            (&mut m1, [(&a, 10), (&b, 11)]),
+            (&mut m2, [(&b, 11), (&a, 10)]),
+        ] {
+            for (d, hlc) in order {
+                assert!(matches!(
+                    m.apply(b"h", Some(d), ver(hlc)),
+                    Applied::New { .. }
+                ));
+            }
+            // the same delta again changes nothing
+            assert!(matches!(
+                m.apply(b"h", Some(&a), ver(10)),
+                Applied::Same { .. }
+            ));
+        }
+        assert_eq!(m1.get(b"h"), m2.get(b"h"));
+        let (cellb, _) = m1.get(b"h").unwrap();
+        let c = cell::decode(cellb).unwrap();
+        let state = collection::Collection::of_cell(&c, ver(11)).unwrap();
+        assert_eq!(state.len(0), 2, "both fields survive");
+        // DEL at 12, then a late delta at 9: the key stays deleted
+        m1.apply(b"h", None, ver(12));
+        assert_eq!(m1.get(b"h"), None);
+        let late = delta(9, b"z");
+        assert!(matches!(
+            m1.apply(b"h", Some(&late), ver(9)),
+            Applied::Same { .. }
+        ));
+        assert_eq!(m1.get(b"h"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -266,7 +266,9 @@ impl Collection {
             change.delta.expiry = self.expiry;
         }
         self.top = self.top.max(version);
-        if self.epoch == Version::ZERO {
+        if self.epoch <= self.floor {
+            // a new collection on the key (or one that survived a whole-key write: its
+            // context may be another replica's, without the dots this core issued before)
             self.epoch = version;
         }
         change.delta.epoch = self.epoch;
@@ -319,8 +321,7 @@ impl Change {
         now_ms: u64,
     ) -> Result<bool, CommandError> {
         let existed = state.get(ty, key, now_ms).is_some();
-        if !existed && state.map.get(key).is_none() && state.map.len() >= COLLECTION_ELEMENTS_MAX
-        {
+        if !existed && state.map.get(key).is_none() && state.map.len() >= COLLECTION_ELEMENTS_MAX {
             return Err(CommandError::Full);
         }
         let field = Field::Set {
@@ -728,13 +729,23 @@ impl Collection {
 /// key's, at the newest version either side saw. `whole_incoming`: which side came in.
 fn whole_meets(mut coll: Collection, whole: Held<'_>, whole_incoming: bool) -> Joined {
     let (wv, wcell) = whole;
+    let earlier_floor = coll.floor;
     coll.floor = coll.floor.max(wv);
     coll.drop_below_floor();
     let coll = coll.full();
     if coll.is_empty() {
         // nothing written after the whole value: it is the key's, at its own version (the
         // emptied collection's causal context goes with it; a later collection on the key
-        // issues dots of a new epoch, `dot_writer`)
+        // issues dots of a new epoch, `dot_writer`). An emptied collection whose floor is
+        // newer stood on a later whole-key write: the whole value is older than what the
+        // collection holds, so the collection (empty, its context kept: what it removed
+        // stays removed) is the key's.
+        if earlier_floor > wv {
+            if whole_incoming {
+                return Joined::Same;
+            }
+            return Joined::Store(coll.top, Some(coll.to_cell()));
+        }
         if !whole_incoming {
             return Joined::Same;
         }
@@ -887,9 +898,11 @@ mod tests {
         ]
     }
 
-    type Store = Option<(Version, Option<Box<[u8]>>)>;
+    /// A write shipped: its version and cell (`None`: a tombstone).
+    type Write = (Version, Option<Box<[u8]>>);
+    type Store = Option<Write>;
 
-    fn apply(store: &mut Store, incoming: (Version, Option<Box<[u8]>>)) {
+    fn apply(store: &mut Store, incoming: Write) {
         let held = store.as_ref().map(|(v, c)| (*v, c.as_deref()));
         match join(held, (incoming.0, incoming.1.as_deref())).unwrap() {
             Joined::Same => {}
@@ -926,12 +939,10 @@ mod tests {
     }
 
     /// Replay `steps`: the replicas' stores and every write shipped.
-    fn run(steps: &[Step]) -> (Vec<Store>, Vec<(Version, Option<Box<[u8]>>)>) {
+    fn run(steps: &[Step]) -> (Vec<Store>, Vec<Write>) {
         let mut stores: Vec<Store> = vec![None; 3];
         let mut sent = Vec::new();
-        let mut hlc = 100u64;
-        for s in steps {
-            hlc += 1;
+        for (hlc, s) in (101u64..).zip(steps) {
             let (at, out) = match *s {
                 Step::Deliver { delta, to } => {
                     if let Some(d) = sent.get(delta % sent.len().max(1)).cloned() {
@@ -939,17 +950,32 @@ mod tests {
                     }
                     continue;
                 }
-                Step::Whole { at } => (at, (Version { hlc, writer: at as u32 + 1 }, None)),
+                Step::Whole { at } => (
+                    at,
+                    (
+                        Version {
+                            hlc,
+                            writer: at as u32 + 1,
+                        },
+                        None,
+                    ),
+                ),
                 Step::Set { at, key, value } => {
                     let mut st = state_of(&stores[at]);
-                    let ver = Version { hlc, writer: at as u32 + 1 };
+                    let ver = Version {
+                        hlc,
+                        writer: at as u32 + 1,
+                    };
                     let mut ch = st.begin(at as u32 + 1, ver, 0);
                     ch.put(&mut st, Type::Hash, &[key], &[value], 0).unwrap();
                     (at, (ver, Some(ch.delta.to_cell())))
                 }
                 Step::Del { at, key } => {
                     let mut st = state_of(&stores[at]);
-                    let ver = Version { hlc, writer: at as u32 + 1 };
+                    let ver = Version {
+                        hlc,
+                        writer: at as u32 + 1,
+                    };
                     let mut ch = st.begin(at as u32 + 1, ver, 0);
                     ch.remove(&mut st, Type::Hash, &[key], 0);
                     if !ch.changed() {
@@ -959,7 +985,10 @@ mod tests {
                 }
                 Step::Incr { at, key, by } => {
                     let mut st = state_of(&stores[at]);
-                    let ver = Version { hlc, writer: at as u32 + 1 };
+                    let ver = Version {
+                        hlc,
+                        writer: at as u32 + 1,
+                    };
                     let mut ch = st.begin(at as u32 + 1, ver, 0);
                     if ch.incr(&mut st, Type::Hash, &[key], by.into(), 0).is_err() {
                         continue;

@@ -109,11 +109,17 @@ mod tests {
         a.merge(&d3);
         b.merge(&d2);
         assert_eq!(a, b);
-        assert_eq!(resolve(a.get(b"f").unwrap().values()), Some(Resolved::Int(103)));
+        assert_eq!(
+            resolve(a.get(b"f").unwrap().values()),
+            Some(Resolved::Int(103))
+        );
         // an increment on a missing field starts from 0
         let mut c = OrMap::<Field>::default();
         c.add_beside(3, b"g", Field::Incr(-4), own_increment(3));
-        assert_eq!(resolve(c.get(b"g").unwrap().values()), Some(Resolved::Int(-4)));
+        assert_eq!(
+            resolve(c.get(b"g").unwrap().values()),
+            Some(Resolved::Int(-4))
+        );
     }
 
     #[test]
@@ -123,7 +129,10 @@ mod tests {
         let d2 = b.put(2, b"f", set(11, "y"));
         a.merge(&d2);
         b.merge(&d1);
-        assert_eq!(resolve(a.get(b"f").unwrap().values()), Some(Resolved::Bytes(b"y")));
+        assert_eq!(
+            resolve(a.get(b"f").unwrap().values()),
+            Some(Resolved::Bytes(b"y"))
+        );
         let d3 = a.add_beside(1, b"f", Field::Incr(1), own_increment(1));
         b.merge(&d3);
         assert_eq!(
@@ -137,12 +146,18 @@ mod tests {
         let mut a = OrMap::<Field>::default();
         a.put(1, b"f", set(1, "10.5"));
         a.add_beside(1, b"f", Field::IncrFloat(0.25), own_increment(1));
-        assert_eq!(resolve(a.get(b"f").unwrap().values()), Some(Resolved::Float(10.75)));
+        assert_eq!(
+            resolve(a.get(b"f").unwrap().values()),
+            Some(Resolved::Float(10.75))
+        );
         let mut b = OrMap::<Field>::default();
         b.put(1, b"n", set(1, &i64::MAX.to_string()));
         let mut c = b.clone();
         let d1 = b.add_beside(2, b"n", Field::Incr(1), own_increment(2));
         c.merge(&d1);
-        assert_eq!(resolve(c.get(b"n").unwrap().values()), Some(Resolved::Int(i64::MAX)));
+        assert_eq!(
+            resolve(c.get(b"n").unwrap().values()),
+            Some(Resolved::Int(i64::MAX))
+        );
     }
 }
