@@ -3,6 +3,7 @@
 //! A connection's protocol is chosen by its first byte: `0xA7` native (this module's
 //! `native`), `0x00` the original design's protocol, anything else RESP.
 
+pub mod collection;
 pub mod consensus;
 pub mod native;
 pub mod original;

@@ -84,6 +84,10 @@ pub enum Opcode {
     /// A client's conditional command (`wire::consensus`), decided by consensus among the
     /// key's replicas; the answer is the command's reply.
     Consensus = 11,
+    /// A client's write to a hash, set or sorted set (`wire::collection`), run on a replica
+    /// of the key and shipped to the others as a delta; the answer is the command's reply
+    /// (`wire::consensus::encode_reply`). `FLAG_FORWARDED`: sent here to run on this replica.
+    Collection = 12,
     /// Node to node: store this exact version (flag `FLAG_TOMBSTONE`: a delete).
     ReplicaPut = 16,
     /// Node to node: this replica's value or tombstone and its version.
@@ -143,6 +147,7 @@ impl Opcode {
             9 => Opcode::Update,
             10 => Opcode::FlushAll,
             11 => Opcode::Consensus,
+            12 => Opcode::Collection,
             16 => Opcode::ReplicaPut,
             17 => Opcode::ReplicaGet,
             18 => Opcode::Gossip,

@@ -623,6 +623,24 @@ impl Collection {
         })
     }
 
+    /// Bytes `encode` gives (a walk, no copy).
+    pub fn encoded_len(&self) -> usize {
+        let (entries, ctx) = self.map.parts();
+        let (vv, cloud) = ctx.parts();
+        let mut n = HEADER_BYTES + 4 * 12 + 8 + 4 + vv.len() * 16 + 4 + cloud.len() * 16 + 4;
+        for (k, dots) in entries {
+            n += 4 + k.len() + 4;
+            for e in dots.values() {
+                n += 16 + 1 + 12 + 1;
+                n += match &e.field {
+                    Field::Set { value, .. } => 12 + 4 + value.len(),
+                    Field::Incr(_) | Field::IncrFloat(_) => 8,
+                };
+            }
+        }
+        n
+    }
+
     /// The stored cell of this state (the header mirrors the expiry register).
     pub fn to_cell(&self) -> Box<[u8]> {
         cell::encode_kind(Kind::Collection, &self.encode(), self.expiry.at_ms)
@@ -802,6 +820,7 @@ mod tests {
         };
         for c in [&s, &d, &ch.delta] {
             assert_eq!(&Collection::decode(&c.encode()).unwrap(), c);
+            assert_eq!(c.encoded_len(), c.encode().len());
         }
         assert_eq!(stored_elements(&s.encode()), Some(2));
         assert_eq!(Collection::decode(b""), Err(DecodeError::Short));

@@ -9,6 +9,7 @@
 //! reads a clock: versions and writer ids come in from the caller.
 
 pub mod collection;
+pub mod command;
 pub mod context;
 pub mod field;
 pub mod or_map;

@@ -297,11 +297,17 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     let mut answers = start(&ctx, &replicas, &skip, OpRef::ReplicaGet(&key));
     let mut round: ReadRound<Box<[u8]>> = ReadRound::new(replicas.len(), rep.r);
     let mut outcome = Outcome::Pending;
+    // every answer, for collections: they are joined, not picked by version
+    let mut heard: Vec<(usize, Version, Option<Box<[u8]>>)> = Vec::new();
     while outcome != Outcome::Won {
         let Some((m, r)) = answers.next(&ctx).await else {
             break;
         };
-        outcome = round.absorb(m, held(r));
+        let h = held(r);
+        if let Some((v, c)) = &h {
+            heard.push((m, *v, c.clone()));
+        }
+        outcome = round.absorb(m, h);
     }
     if outcome != Outcome::Won {
         ctx.metrics.quorum_failure(true);
@@ -315,6 +321,9 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
             status: Status::Unavailable,
             message,
         };
+    }
+    if heard.iter().any(|(_, _, c)| is_collection(c.as_deref())) {
+        return read_joined(ctx, key, replicas, answers, heard).await;
     }
     let answer = match round.newest() {
         Some((version, Some(v))) => OpResult::Value {
@@ -342,6 +351,75 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
                 c.metrics.read_repair();
                 log::debug!("read repair of member {m} to {version:?}");
             }
+        }
+    })
+    .detach();
+    answer
+}
+
+fn is_collection(cell: Option<&[u8]>) -> bool {
+    cell.and_then(|c| crate::core::cell::decode(c).ok())
+        .is_some_and(|c| c.kind == crate::core::cell::Kind::Collection)
+}
+
+/// The answers fold into one value by `collection::join`, as each replica's store would.
+fn join_all(heard: &[(usize, Version, Option<Box<[u8]>>)]) -> Option<(Version, Option<Box<[u8]>>)> {
+    use crate::core::crdt::collection::{join, Joined};
+    let mut acc: Option<(Version, Option<Box<[u8]>>)> = None;
+    for (_, v, c) in heard {
+        if *v == Version::ZERO && c.is_none() {
+            continue; // never written there
+        }
+        let stored = acc.as_ref().map(|(sv, sc)| (*sv, sc.as_deref()));
+        match join(stored, (*v, c.as_deref())) {
+            Ok(Joined::Same) | Err(_) => {}
+            Ok(Joined::Store(nv, nc)) => acc = Some((nv, nc)),
+            Ok(Joined::NotMine) => {
+                if acc.as_ref().is_none_or(|(sv, _)| sv < v) {
+                    acc = Some((*v, c.clone()));
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// A read that met a collection: the answers joined, and every replica that answered with
+/// something else repaired to the join (late answers included, in the background).
+async fn read_joined(
+    ctx: Rc<CoreCtx>,
+    key: Box<[u8]>,
+    replicas: std::sync::Arc<[Target]>,
+    mut answers: Answers,
+    mut heard: Vec<(usize, Version, Option<Box<[u8]>>)>,
+) -> OpResult {
+    let answer = match join_all(&heard) {
+        Some((version, Some(value))) => OpResult::Value { value, version },
+        _ => OpResult::NotFound,
+    };
+    let c = ctx.clone();
+    glommio::spawn_local(async move {
+        while let Some((m, r)) = answers.next(&ctx).await {
+            if let Some((v, cell)) = held(r) {
+                heard.push((m, v, cell));
+            }
+        }
+        let Some((version, value)) = join_all(&heard) else {
+            return;
+        };
+        for (m, v, cell) in &heard {
+            if *v == version && *cell == value {
+                continue;
+            }
+            let op = Op::ReplicaPut {
+                key: key.clone(),
+                value: value.clone(),
+                version,
+            };
+            let (tx, _rx) = channel();
+            spawn_replica_call(&c, &replicas[*m], *m, op, tx);
+            c.metrics.read_repair();
+            log::debug!("read repair (join) of member {m} to {version:?}");
         }
     })
     .detach();
@@ -461,7 +539,8 @@ fn op_key<'a>(op: OpRef<'a>) -> &'a [u8] {
         | OpRef::ReplicaPut(key, _, _)
         | OpRef::ReplicaGet(key)
         | OpRef::Consensus(key, _, _)
-        | OpRef::Conditional(key, _) => key,
+        | OpRef::Conditional(key, _)
+        | OpRef::Collection(key, _) => key,
     }
 }
 

@@ -46,6 +46,12 @@ pub enum Op {
         key: Box<[u8]>,
         command: Command,
     },
+    /// A collection write run on this replica's state (`data::collection`): the answer is the
+    /// reply and the delta to ship (`data::collection::split_answer`).
+    Collection {
+        key: Box<[u8]>,
+        command: crate::core::crdt::command::Command,
+    },
 }
 
 impl Op {
@@ -67,6 +73,7 @@ impl Op {
                 accept,
             } => OpRef::Consensus(key, *ballot, accept.as_ref()),
             Op::Conditional { key, command } => OpRef::Conditional(key, command),
+            Op::Collection { key, command } => OpRef::Collection(key, command),
         }
     }
 
@@ -91,6 +98,10 @@ impl Op {
                 accept: accept.cloned(),
             },
             OpRef::Conditional(k, command) => Op::Conditional {
+                key: k.into(),
+                command: command.clone(),
+            },
+            OpRef::Collection(k, command) => Op::Collection {
                 key: k.into(),
                 command: command.clone(),
             },

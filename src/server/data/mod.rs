@@ -2,6 +2,7 @@
 //! messages cores exchange, and the background work that keeps a core's data in shape
 //! (compaction, hint delivery, the expiry sweep, the WAL scrubber). Reaches other nodes only through `cluster::peer`.
 
+pub mod collection;
 pub mod compactor;
 pub mod consensus;
 pub mod coordinator;

@@ -35,6 +35,7 @@ pub enum OpRef<'a> {
     ReplicaGet(&'a [u8]),
     Consensus(&'a [u8], Ballot, Option<&'a Entry>),
     Conditional(&'a [u8], &'a Command),
+    Collection(&'a [u8], &'a crate::core::crdt::command::Command),
 }
 
 pub struct Shard {
@@ -104,6 +105,75 @@ impl Shard {
                 }
             }
             OpRef::Conditional(key, command) => self.conditional(key, command),
+            OpRef::Collection(key, command) => self.collection(key, command),
+        }
+    }
+
+    /// A collection write on this replica's state of `key`, at a version above everything
+    /// stored there: the reply and the delta (`data::collection::answer`), the delta joined
+    /// into the store and logged (its ticket must be durable before the delta leaves).
+    fn collection(
+        &self,
+        key: &[u8],
+        command: &crate::core::crdt::command::Command,
+    ) -> (OpResult, Option<Ticket>) {
+        use crate::core::crdt::{collection, command as cmd};
+        use crate::core::consensus::change::{Reply, WRONGTYPE};
+        if let Err(e) = self.wal.check_writable() {
+            return (storage_failure(&e), None);
+        }
+        let now_ms = wall_clock_ms();
+        let map = self.map.borrow();
+        let stored = map.version_of(key).map(|v| (v, map.get(key).map(|(c, _)| c)));
+        // a live string or list: WRONGTYPE (an expired one is gone: the collection starts
+        // above its version)
+        let other_kind = stored.and_then(|(_, c)| c).and_then(|c| {
+            let c = crate::core::cell::decode(c).ok()?;
+            (c.kind != crate::core::cell::Kind::Collection && !c.expired(now_ms)).then_some(())
+        });
+        if other_kind.is_some() {
+            let answer = crate::server::data::collection::answer(&Reply::Error(WRONGTYPE), None);
+            return (answer, None);
+        }
+        let mut state = match collection::at_key(stored) {
+            Ok(s) => s,
+            Err(e) => {
+                let message = format!("stored collection does not decode: {e}");
+                let status = Status::Internal;
+                return (OpResult::Failed { status, message }, None);
+            }
+        };
+        drop(map);
+        let floor = state.top;
+        let version = match self.clock.borrow_mut().tick_past(now_ms, floor) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = format!("stale: key holds a {e}");
+                let status = Status::Stale;
+                return (OpResult::Failed { status, message }, None);
+            }
+        };
+        let (reply, delta) = cmd::run(command, &mut state, version.writer, version, now_ms);
+        let Some(delta) = delta else {
+            return (crate::server::data::collection::answer(&reply, None), None);
+        };
+        let cell = delta.to_cell();
+        // the joined state is one stored value: bounded as any (and a WAL record when
+        // compaction snapshots it)
+        if state.encoded_len() > crate::limits::VALUE_BYTES_CEILING {
+            let reply = Reply::Error(cmd::FULL);
+            return (crate::server::data::collection::answer(&reply, None), None);
+        }
+        if let Some(full) = self.out_of_memory(key, Some(&cell)) {
+            return (full, None);
+        }
+        let applied = self.map.borrow_mut().apply(key, Some(&cell), version);
+        match self.log_applied(applied, key, Some(&cell), version) {
+            (OpResult::Written { .. }, ticket) => (
+                crate::server::data::collection::answer(&reply, Some((version, &cell))),
+                ticket,
+            ),
+            (other, _) => (other, None),
         }
     }
 

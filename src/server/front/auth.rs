@@ -72,7 +72,8 @@ pub fn need_of(opcode: Opcode) -> Need {
         | Opcode::Repair
         | Opcode::Scrub
         | Opcode::FlushAll
-        | Opcode::Consensus => Need::Client,
+        | Opcode::Consensus
+        | Opcode::Collection => Need::Client,
     }
 }
 

@@ -1297,6 +1297,24 @@ fn dispatch(
                 },
             };
         }
+        Opcode::Collection => {
+            return match crate::wire::collection::decode_command(req.value) {
+                Some(command) => {
+                    let forwarded = req.flags & native::FLAG_FORWARDED != 0;
+                    let task = crate::server::data::collection::run(
+                        ctx.clone(),
+                        Box::from(req.key),
+                        command,
+                        forwarded,
+                    );
+                    Slot::Task(glommio::spawn_local(task).detach())
+                }
+                None => Slot::Refused {
+                    status: Status::BadRequest,
+                    message: "malformed COLLECTION command",
+                },
+            };
+        }
         Opcode::Update => {
             return match Change::of_request(req) {
                 Ok(change) => Slot::Task(spawn_update(ctx, req.key, change)),
