@@ -30,7 +30,10 @@ pub enum Command {
     /// SREM member …: how many were removed.
     SRem(Vec<Vec<u8>>),
     /// ZADD [CH] score member …: how many were new (`ch`: new or changed).
-    ZAdd { ch: bool, pairs: Vec<(f64, Vec<u8>)> },
+    ZAdd {
+        ch: bool,
+        pairs: Vec<(f64, Vec<u8>)>,
+    },
     /// ZREM member …: how many were removed.
     ZRem(Vec<Vec<u8>>),
     /// ZINCRBY by member (ZADD INCR): the new score's text.
@@ -47,9 +50,10 @@ pub const HASH_NOT_A_FLOAT: &str = "ERR hash value is not a float";
 impl Command {
     pub fn ty(&self) -> Type {
         match self {
-            Command::HSet(_) | Command::HDel(_) | Command::HIncrBy(..) | Command::HIncrByFloat(..) => {
-                Type::Hash
-            }
+            Command::HSet(_)
+            | Command::HDel(_)
+            | Command::HIncrBy(..)
+            | Command::HIncrByFloat(..) => Type::Hash,
             Command::SAdd(_) | Command::SRem(_) => Type::Set,
             Command::ZAdd { .. } | Command::ZRem(_) | Command::ZIncrBy(..) => Type::Zset,
         }
@@ -62,7 +66,9 @@ impl Command {
             Command::HDel(m) | Command::SAdd(m) | Command::SRem(m) | Command::ZRem(m) => {
                 m.iter().map(Vec::len).sum()
             }
-            Command::HIncrBy(f, _) | Command::HIncrByFloat(f, _) | Command::ZIncrBy(f, _) => f.len(),
+            Command::HIncrBy(f, _) | Command::HIncrByFloat(f, _) | Command::ZIncrBy(f, _) => {
+                f.len()
+            }
             Command::ZAdd { pairs, .. } => pairs.iter().map(|(_, m)| m.len() + 8).sum(),
         }
     }
@@ -209,7 +215,10 @@ mod tests {
     #[test]
     fn replies_as_redis_gives_them() {
         let mut s = Collection::default();
-        let hset = Command::HSet(vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"x".to_vec())]);
+        let hset = Command::HSet(vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"x".to_vec()),
+        ]);
         assert_eq!(run(&hset, &mut s, 1, v(1), 0).0, Reply::Int(2));
         assert_eq!(run(&hset, &mut s, 1, v(2), 0).0, Reply::Int(0));
         assert_eq!(
@@ -221,11 +230,25 @@ mod tests {
             (Reply::Error(HASH_NOT_AN_INTEGER), None)
         );
         assert_eq!(
-            run(&Command::HIncrByFloat(b"a".to_vec(), 0.5), &mut s, 1, v(5), 0).0,
+            run(
+                &Command::HIncrByFloat(b"a".to_vec(), 0.5),
+                &mut s,
+                1,
+                v(5),
+                0
+            )
+            .0,
             Reply::Text(b"6.5".to_vec())
         );
         assert_eq!(
-            run(&Command::HDel(vec![b"a".to_vec(), b"zz".to_vec()]), &mut s, 1, v(6), 0).0,
+            run(
+                &Command::HDel(vec![b"a".to_vec(), b"zz".to_vec()]),
+                &mut s,
+                1,
+                v(6),
+                0
+            )
+            .0,
             Reply::Int(1)
         );
         // a set command on a hash: WRONGTYPE, nothing changed
@@ -258,7 +281,13 @@ mod tests {
     #[test]
     fn overflow_and_not_finite_change_nothing() {
         let mut s = Collection::default();
-        run(&Command::HIncrBy(b"n".to_vec(), i64::MAX), &mut s, 1, v(1), 0);
+        run(
+            &Command::HIncrBy(b"n".to_vec(), i64::MAX),
+            &mut s,
+            1,
+            v(1),
+            0,
+        );
         let before = s.clone();
         assert_eq!(
             run(&Command::HIncrBy(b"n".to_vec(), 1), &mut s, 1, v(2), 0),
@@ -266,11 +295,25 @@ mod tests {
         );
         assert_eq!(s, before);
         assert_eq!(
-            run(&Command::HIncrByFloat(b"f".to_vec(), f64::MAX), &mut s, 1, v(3), 0).0,
+            run(
+                &Command::HIncrByFloat(b"f".to_vec(), f64::MAX),
+                &mut s,
+                1,
+                v(3),
+                0
+            )
+            .0,
             Reply::Text(float_text(f64::MAX).into_bytes())
         );
         assert_eq!(
-            run(&Command::HIncrByFloat(b"f".to_vec(), f64::MAX), &mut s, 1, v(4), 0).0,
+            run(
+                &Command::HIncrByFloat(b"f".to_vec(), f64::MAX),
+                &mut s,
+                1,
+                v(4),
+                0
+            )
+            .0,
             Reply::Error(NAN_OR_INFINITY)
         );
     }

@@ -40,8 +40,11 @@ pub fn answer(reply: &Reply, delta: Option<(Version, &[u8])>) -> OpResult {
     }
 }
 
-/// The encoded reply and the delta (version, cell) of an `answer`.
-fn split_answer(b: &[u8]) -> Option<(&[u8], Option<(Version, &[u8])>)> {
+/// A delta's version and cell.
+type Delta<'a> = (Version, &'a [u8]);
+
+/// The encoded reply and the delta of an `answer`.
+fn split_answer(b: &[u8]) -> Option<(&[u8], Option<Delta<'_>>)> {
     let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
     let reply = b.get(4..4 + n)?;
     let rest = &b[4 + n..];

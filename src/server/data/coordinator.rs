@@ -298,7 +298,7 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     let mut round: ReadRound<Box<[u8]>> = ReadRound::new(replicas.len(), rep.r);
     let mut outcome = Outcome::Pending;
     // every answer, for collections: they are joined, not picked by version
-    let mut heard: Vec<(usize, Version, Option<Box<[u8]>>)> = Vec::new();
+    let mut heard: Vec<Heard> = Vec::new();
     while outcome != Outcome::Won {
         let Some((m, r)) = answers.next(&ctx).await else {
             break;
@@ -357,15 +357,20 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
     answer
 }
 
+/// A stored version and cell (`None`: a tombstone).
+type Stored = (Version, Option<Box<[u8]>>);
+/// A replica's answer to a read: its index, version and cell.
+type Heard = (usize, Version, Option<Box<[u8]>>);
+
 fn is_collection(cell: Option<&[u8]>) -> bool {
     cell.and_then(|c| crate::core::cell::decode(c).ok())
         .is_some_and(|c| c.kind == crate::core::cell::Kind::Collection)
 }
 
 /// The answers fold into one value by `collection::join`, as each replica's store would.
-fn join_all(heard: &[(usize, Version, Option<Box<[u8]>>)]) -> Option<(Version, Option<Box<[u8]>>)> {
+fn join_all(heard: &[Heard]) -> Option<Stored> {
     use crate::core::crdt::collection::{join, Joined};
-    let mut acc: Option<(Version, Option<Box<[u8]>>)> = None;
+    let mut acc: Option<Stored> = None;
     for (_, v, c) in heard {
         if *v == Version::ZERO && c.is_none() {
             continue; // never written there
@@ -391,7 +396,7 @@ async fn read_joined(
     key: Box<[u8]>,
     replicas: std::sync::Arc<[Target]>,
     mut answers: Answers,
-    mut heard: Vec<(usize, Version, Option<Box<[u8]>>)>,
+    mut heard: Vec<Heard>,
 ) -> OpResult {
     let answer = match join_all(&heard) {
         Some((version, Some(value))) => OpResult::Value { value, version },

@@ -145,7 +145,18 @@ impl OpResult {
         match self {
             OpResult::Value { value, version } => {
                 let c = crate::core::cell::decode(value)?;
-                Ok((!c.expired(now_ms)).then_some((c, *version)))
+                if c.expired(now_ms) {
+                    return Ok(None);
+                }
+                if c.kind == crate::core::cell::Kind::Collection {
+                    // a collection with no live element is no key (as Redis deletes an
+                    // emptied one)
+                    let kind = crate::core::crdt::collection::Collection::of_cell(&c, *version)
+                        .map_err(|_| crate::core::cell::CellError::BadTag(value[0]))?
+                        .kind(now_ms);
+                    return Ok(kind.is_some().then_some((c, *version)));
+                }
+                Ok(Some((c, *version)))
             }
             _ => Ok(None),
         }

@@ -117,14 +117,16 @@ impl Shard {
         key: &[u8],
         command: &crate::core::crdt::command::Command,
     ) -> (OpResult, Option<Ticket>) {
-        use crate::core::crdt::{collection, command as cmd};
         use crate::core::consensus::change::{Reply, WRONGTYPE};
+        use crate::core::crdt::{collection, command as cmd};
         if let Err(e) = self.wal.check_writable() {
             return (storage_failure(&e), None);
         }
         let now_ms = wall_clock_ms();
         let map = self.map.borrow();
-        let stored = map.version_of(key).map(|v| (v, map.get(key).map(|(c, _)| c)));
+        let stored = map
+            .version_of(key)
+            .map(|v| (v, map.get(key).map(|(c, _)| c)));
         // a live string or list: WRONGTYPE (an expired one is gone: the collection starts
         // above its version)
         let other_kind = stored.and_then(|(_, c)| c).and_then(|c| {

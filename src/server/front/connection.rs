@@ -1432,7 +1432,7 @@ pub fn encode_result(out: &mut Vec<u8>, request_id: u64, result: &OpResult) {
 /// and an expired key as not found.
 pub fn encode_client_value(out: &mut Vec<u8>, request_id: u64, result: &OpResult) {
     match result.live_cell(wall_clock_ms()) {
-        Ok(Some((c, _))) if c.kind == crate::core::cell::Kind::List => native::encode_error(
+        Ok(Some((c, _))) if c.kind != crate::core::cell::Kind::String => native::encode_error(
             out,
             request_id,
             Status::BadRequest,

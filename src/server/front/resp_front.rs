@@ -22,6 +22,7 @@ use crate::core::consensus::change::WRONGTYPE;
 use crate::server::data::messages::OpResult;
 use crate::server::front::auth::Session;
 use crate::server::front::connection::{Front, ReplyCtx};
+use crate::server::front::resp_collection as collection;
 use crate::server::front::resp_conditional as conditional;
 use crate::server::front::resp_expiry::{self as expiry, Ttl, TtlQuery};
 use crate::server::front::resp_keyspace as keyspace;
@@ -112,6 +113,47 @@ const COMMANDS: &[(&str, i64, i64, i64, i64)] = &[
     ("lpos", -3, 1, 1, 1),
     ("lmove", 5, 1, 2, 1),
     ("rpoplpush", 3, 1, 2, 1),
+    ("hset", -4, 1, 1, 1),
+    ("hmset", -4, 1, 1, 1),
+    ("hdel", -3, 1, 1, 1),
+    ("hincrby", 4, 1, 1, 1),
+    ("hincrbyfloat", 4, 1, 1, 1),
+    ("hget", 3, 1, 1, 1),
+    ("hmget", -3, 1, 1, 1),
+    ("hgetall", 2, 1, 1, 1),
+    ("hlen", 2, 1, 1, 1),
+    ("hexists", 3, 1, 1, 1),
+    ("hkeys", 2, 1, 1, 1),
+    ("hvals", 2, 1, 1, 1),
+    ("hstrlen", 3, 1, 1, 1),
+    ("hrandfield", -2, 1, 1, 1),
+    ("hscan", -3, 1, 1, 1),
+    ("sadd", -3, 1, 1, 1),
+    ("srem", -3, 1, 1, 1),
+    ("smembers", 2, 1, 1, 1),
+    ("sismember", 3, 1, 1, 1),
+    ("smismember", -3, 1, 1, 1),
+    ("scard", 2, 1, 1, 1),
+    ("srandmember", -2, 1, 1, 1),
+    ("sscan", -3, 1, 1, 1),
+    ("sinter", -2, 1, -1, 1),
+    ("sunion", -2, 1, -1, 1),
+    ("sdiff", -2, 1, -1, 1),
+    ("sintercard", -3, 2, -1, 1),
+    ("zadd", -4, 1, 1, 1),
+    ("zrem", -3, 1, 1, 1),
+    ("zincrby", 4, 1, 1, 1),
+    ("zscore", 3, 1, 1, 1),
+    ("zmscore", -3, 1, 1, 1),
+    ("zcard", 2, 1, 1, 1),
+    ("zcount", 4, 1, 1, 1),
+    ("zrange", -4, 1, 1, 1),
+    ("zrangebyscore", -4, 1, 1, 1),
+    ("zrevrangebyscore", -4, 1, 1, 1),
+    ("zrevrange", -4, 1, 1, 1),
+    ("zrank", -3, 1, 1, 1),
+    ("zrevrank", -3, 1, 1, 1),
+    ("zscan", -3, 1, 1, 1),
 ];
 
 const CROSS_KEY: &str = "ERR this command changes several keys at once: that needs a \
@@ -121,6 +163,14 @@ const NO_TRANSACTIONS: &str = "ERR MULTI/EXEC, WATCH and scripts are not served:
     no transactions across keys; single-key conditional commands (SET NX, SET IFEQ, DELIFEQ, \
     INCR, list pops) are linearizable and cover the usual uses";
 
+const TAKES_ONCE: &str = "ERR this command takes or sets a member only if it is (not) there, \
+    which a convergent collection cannot promise across replicas (two replicas may each see it \
+    absent): not served; HSET, SADD/SREM and ZADD/ZREM are, and a list (LPUSH, LPOP) takes each \
+    element exactly once";
+const STORES_ACROSS_KEYS: &str = "ERR this command writes its result to another key: that \
+    needs a transaction across both keys' replicas, which kvstore does not have; read the \
+    result (SINTER, SUNION, SDIFF, ZRANGE) and write it";
+
 /// Commands refused with the reason (not `unknown command`): what they would need.
 const REFUSED: &[(&str, &str)] = &[
     ("msetnx", CROSS_KEY),
@@ -128,6 +178,21 @@ const REFUSED: &[(&str, &str)] = &[
     ("renamenx", CROSS_KEY),
     ("copy", CROSS_KEY),
     ("smove", CROSS_KEY),
+    ("hsetnx", TAKES_ONCE),
+    ("spop", TAKES_ONCE),
+    ("zpopmin", TAKES_ONCE),
+    ("zpopmax", TAKES_ONCE),
+    ("bzpopmin", TAKES_ONCE),
+    ("bzpopmax", TAKES_ONCE),
+    ("zmpop", TAKES_ONCE),
+    ("bzmpop", TAKES_ONCE),
+    ("sinterstore", STORES_ACROSS_KEYS),
+    ("sunionstore", STORES_ACROSS_KEYS),
+    ("sdiffstore", STORES_ACROSS_KEYS),
+    ("zrangestore", STORES_ACROSS_KEYS),
+    ("zunionstore", STORES_ACROSS_KEYS),
+    ("zinterstore", STORES_ACROSS_KEYS),
+    ("zdiffstore", STORES_ACROSS_KEYS),
     ("multi", NO_TRANSACTIONS),
     ("exec", NO_TRANSACTIONS),
     ("discard", NO_TRANSACTIONS),
@@ -188,6 +253,10 @@ pub enum RespReply {
     Object(keyspace::Object),
     /// RANDOMKEY: the first key of the first page (from a random point, then from the start).
     RandomKey,
+    /// A hash, set or sorted-set write (`resp_collection`): its reply.
+    CollectionWrite,
+    /// A hash, set or sorted-set read from the joined state of each key read.
+    CollectionRead(collection::Read),
 }
 
 /// Per-connection state: the client name and the protocol version (2 until `HELLO 3`).
@@ -430,6 +499,28 @@ impl RespFront {
                     Err(e) => err(&e),
                 };
             }
+        }
+        if let Some(planned) = collection::plan(name, rest) {
+            return match planned {
+                Ok(collection::Plan::Write(command)) => {
+                    if let Some(e) = check_keys(rest[..1].iter().copied()) {
+                        return e;
+                    }
+                    let body = crate::wire::collection::encode_command(&command);
+                    op(Request::new(Opcode::Collection, rest[0], &body));
+                    RespReply::CollectionWrite
+                }
+                Ok(collection::Plan::Read(read, keys)) => {
+                    if let Some(e) = check_keys(keys.iter().copied()) {
+                        return e;
+                    }
+                    for k in keys {
+                        op(Request::new(Opcode::Get, k, &[]));
+                    }
+                    RespReply::CollectionRead(read)
+                }
+                Err(e) => err(&e),
+            };
         }
         match name {
             "ping" => match rest {
@@ -866,7 +957,7 @@ fn encode_error(out: &mut Vec<u8>, e: &crate::core::cell::CellError) -> bool {
 
 fn encode_value(out: &mut Vec<u8>, result: &OpResult, proto: u8) {
     match result.live_cell(wall_clock_ms()) {
-        Ok(Some((c, _))) if c.kind == Kind::List => resp::error(out, WRONGTYPE),
+        Ok(Some((c, _))) if c.kind != Kind::String => resp::error(out, WRONGTYPE),
         Ok(Some((c, _))) => resp::bulk(out, c.value),
         Ok(None) => resp::null(out, proto),
         Err(e) => resp::error(out, &format!("ERR {e}")),
@@ -1023,6 +1114,12 @@ impl Front for RespFront {
                 };
                 conditional::encode(out, shape, answer, self.proto)
             }
+            RespReply::CollectionWrite => {
+                collection::encode_write(out, results.first(), self.proto)
+            }
+            RespReply::CollectionRead(read) => {
+                collection::encode_read(out, &read, results, self.proto, wall_clock_ms())
+            }
             RespReply::Hello(bytes) => out.extend_from_slice(&bytes),
             RespReply::Scan | RespReply::Keys => {
                 let page = match results.first() {
@@ -1085,6 +1182,19 @@ impl Front for RespFront {
                     Some(Ok(c)) => c.map(|(c, _)| c),
                     None => None,
                 };
+                if let Some(c) = cell.filter(|c| c.kind == Kind::Collection) {
+                    let state = crate::core::crdt::collection::Collection::decode(c.value).ok();
+                    let ty = state.and_then(|s| s.kind(wall_clock_ms()));
+                    match (reply, ty) {
+                        (RespReply::Type, Some(t)) => resp::simple(out, t.name()),
+                        (RespReply::Object(keyspace::Object::RefCount), _) => resp::integer(out, 1),
+                        (RespReply::Object(_), Some(t)) => {
+                            resp::bulk(out, collection::encoding(t).as_bytes())
+                        }
+                        _ => resp::error(out, WRONGTYPE),
+                    }
+                    return false;
+                }
                 if cell.is_some_and(|c| c.kind == Kind::List) {
                     match reply {
                         RespReply::Type => resp::simple(out, "list"),
@@ -1127,7 +1237,7 @@ impl Front for RespFront {
                 for r in results.iter() {
                     // MGET answers nil for a key that holds no string, as Redis does
                     match r.live_cell(wall_clock_ms()) {
-                        Ok(Some((c, _))) if c.kind == Kind::List => resp::null(out, self.proto),
+                        Ok(Some((c, _))) if c.kind != Kind::String => resp::null(out, self.proto),
                         _ => encode_value(out, r, self.proto),
                     }
                 }

@@ -1,0 +1,202 @@
+//! Hashes, sets and sorted sets: replies and WRONGTYPE on one node, and what survives a
+//! crash; on a cluster, concurrent writes of different fields and members through every node
+//! all land, concurrent increments add up, DEL orders against later writes, and a node killed
+//! while writes go on reads everything back once restarted.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::resp::{Reply, Resp};
+use common::*;
+
+fn texts(r: Reply) -> Vec<String> {
+    match r {
+        Reply::Array(items) => items
+            .into_iter()
+            .flat_map(|i| match i {
+                Reply::Text(t) => vec![t],
+                Reply::Array(_) => texts(i),
+                Reply::Nil => vec!["(nil)".to_string()],
+            })
+            .collect(),
+        Reply::Text(t) => vec![t],
+        Reply::Nil => vec!["(nil)".to_string()],
+    }
+}
+
+fn set_of(r: Reply) -> BTreeSet<String> {
+    texts(r).into_iter().collect()
+}
+
+#[test]
+fn collection_commands_answer_as_redis_does_and_survive_a_crash() -> TestResult {
+    let dir = data_dir("collections-solo");
+    let mut node = Node::start("h1", &dir, &["--cores", "2"])?;
+    let mut c = Resp::connect(node.port)?;
+    assert_eq!(c.int(&["HSET", "h", "a", "1", "b", "2"])?, 2);
+    assert_eq!(c.int(&["HSET", "h", "a", "3"])?, 0);
+    assert_eq!(c.text(&["HGET", "h", "a"])?.as_deref(), Some("3"));
+    assert_eq!(c.int(&["HINCRBY", "h", "a", "4"])?, 7);
+    assert_eq!(
+        c.call(&["HINCRBY", "h", "zz", "x"]).err().as_deref(),
+        Some("ERR value is not an integer or out of range")
+    );
+    assert_eq!(c.int(&["HDEL", "h", "b", "nope"])?, 1);
+    assert_eq!(texts(c.call(&["HGETALL", "h"])?), ["a", "7"]);
+    assert_eq!(c.text(&["TYPE", "h"])?.as_deref(), Some("hash"));
+    assert_eq!(
+        c.call(&["GET", "h"]).err().as_deref(),
+        Some("WRONGTYPE Operation against a key holding the wrong kind of value")
+    );
+    assert_eq!(
+        c.call(&["SADD", "h", "m"]).err().as_deref(),
+        Some("WRONGTYPE Operation against a key holding the wrong kind of value")
+    );
+    assert_eq!(c.int(&["SADD", "s", "x", "y", "x"])?, 2);
+    assert_eq!(c.int(&["SREM", "s", "y"])?, 1);
+    assert_eq!(
+        set_of(c.call(&["SMEMBERS", "s"])?),
+        set_of(Reply::Text("x".into()))
+    );
+    assert_eq!(c.int(&["ZADD", "z", "1", "a", "2", "b"])?, 2);
+    assert_eq!(
+        c.text(&["ZINCRBY", "z", "2.5", "a"])?.as_deref(),
+        Some("3.5")
+    );
+    assert_eq!(
+        texts(c.call(&["ZRANGE", "z", "0", "-1", "WITHSCORES"])?),
+        ["b", "2", "a", "3.5"]
+    );
+    assert_eq!(
+        c.call(&["ZADD", "z", "NX", "1", "c"])
+            .err()
+            .map(|e| e.contains("not served")),
+        Some(true)
+    );
+    // an emptied collection is no key; a string written over a hash replaces it
+    assert_eq!(c.int(&["SREM", "s", "x"])?, 1);
+    assert_eq!(c.int(&["EXISTS", "s"])?, 0);
+    assert_eq!(c.text(&["TYPE", "s"])?.as_deref(), Some("none"));
+    c.text(&["SET", "s", "plain"])?;
+    assert_eq!(c.text(&["GET", "s"])?.as_deref(), Some("plain"));
+    // limits on arguments: a missing value is Redis's arity error
+    assert_eq!(
+        c.call(&["HSET", "h", "a"]).err().as_deref(),
+        Some("ERR wrong number of arguments for 'hset' command")
+    );
+    // expiry: a whole-key rule, as for strings
+    c.int(&["HSET", "e", "f", "v"])?;
+    assert_eq!(c.int(&["EXPIRE", "e", "100"])?, 1);
+    assert!(c.int(&["TTL", "e"])? > 0);
+    assert_eq!(c.int(&["PERSIST", "e"])?, 1);
+    assert_eq!(c.int(&["TTL", "e"])?, -1);
+    // everything acknowledged survives kill -9 (the WAL holds deltas, replay joins them)
+    let fields: Vec<String> = (0..200).map(|i| format!("f{i}")).collect();
+    for f in &fields {
+        c.int(&["HSET", "big", f, "v"])?;
+    }
+    node.kill9();
+    let _node = Node::start("h1", &dir, &["--cores", "1"])?;
+    let mut c = Resp::connect(_node.port)?;
+    assert_eq!(c.int(&["HLEN", "big"])?, 200);
+    assert_eq!(texts(c.call(&["HGETALL", "h"])?), ["a", "7"]);
+    assert_eq!(c.text(&["ZSCORE", "z", "a"])?.as_deref(), Some("3.5"));
+    assert_eq!(c.text(&["GET", "s"])?.as_deref(), Some("plain"));
+    assert_eq!(c.int(&["TTL", "e"])?, -1);
+    Ok(())
+}
+
+/// Run `per_node` commands made by `cmd(node, i)` through every node at once.
+fn through_every_node(
+    nodes: &[Node],
+    per_node: usize,
+    cmd: fn(usize, usize) -> Vec<String>,
+) -> Result<(), String> {
+    let handles: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, node)| {
+            let port = node.port;
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut c = Resp::connect(port)?;
+                for i in 0..per_node {
+                    let args = cmd(n, i);
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    c.call(&args)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| "a client thread panicked")??;
+    }
+    Ok(())
+}
+
+#[test]
+fn concurrent_writes_through_every_node_all_land() -> TestResult {
+    let mut nodes = cluster("collections", 3, &[])?;
+    const PER_NODE: usize = 40;
+    through_every_node(&nodes, PER_NODE, |n, i| {
+        vec![
+            "HSET".into(),
+            "h".into(),
+            format!("f{n}-{i}"),
+            format!("{i}"),
+        ]
+    })?;
+    through_every_node(&nodes, PER_NODE, |n, i| {
+        vec!["SADD".into(), "s".into(), format!("m{n}-{i}")]
+    })?;
+    through_every_node(&nodes, PER_NODE, |_, _| {
+        vec!["HINCRBY".into(), "h".into(), "count".into(), "1".into()]
+    })?;
+    through_every_node(&nodes, PER_NODE, |n, i| {
+        vec!["ZADD".into(), "z".into(), format!("{i}"), format!("p{n}")]
+    })?;
+    let total = 3 * PER_NODE;
+    for node in &nodes {
+        let mut c = Resp::connect(node.port)?;
+        assert_eq!(
+            c.int(&["HLEN", "h"])? as usize,
+            total + 1,
+            "on {}",
+            node.addr()
+        );
+        assert_eq!(c.int(&["SCARD", "s"])? as usize, total);
+        assert_eq!(
+            c.text(&["HGET", "h", "count"])?.as_deref(),
+            Some(total.to_string().as_str()),
+            "no increment lost"
+        );
+        assert_eq!(c.int(&["ZCARD", "z"])?, 3);
+    }
+    // DEL orders against later writes: everything before it is gone, what follows stays
+    let mut c: Vec<Resp> = nodes
+        .iter()
+        .map(|n| Resp::connect(n.port))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(c[0].int(&["DEL", "s"])?, 1);
+    assert_eq!(c[1].int(&["SADD", "s", "after"])?, 1);
+    assert_eq!(
+        set_of(c[2].call(&["SMEMBERS", "s"])?),
+        set_of(Reply::Text("after".into()))
+    );
+    // node3 killed while writes go on; restarted, every node reads every write
+    let (dir, port, seed) = (nodes[2].dir.clone(), nodes[2].port, nodes[0].addr());
+    nodes[2].kill9();
+    for i in 0..30 {
+        c[i % 2].int(&["SADD", "s", &format!("during{i}")])?;
+    }
+    nodes[2] = Node::start_on("node3", &dir, port, &member_args(&seed))?;
+    for n in &nodes {
+        wait_members(n, 3, "ALIVE")?;
+    }
+    let mut c3 = Resp::connect(nodes[2].port)?;
+    assert_eq!(c3.int(&["SCARD", "s"])?, 31);
+    assert_eq!(c3.int(&["SREM", "s", "after"])?, 1);
+    assert_eq!(c[0].int(&["SISMEMBER", "s", "after"])?, 0);
+    Ok(())
+}
