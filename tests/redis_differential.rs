@@ -104,6 +104,38 @@ fn normalised(command: &str, reply: &[u8]) -> String {
             keys.sort();
             format!("keys {keys:?}")
         }
+        "OBJECT"
+            if ["listpack", "hashtable", "intset", "skiplist"]
+                .iter()
+                .any(|e| text.contains(e)) =>
+        {
+            "a collection".into()
+        }
+        // Redis leaves their order unspecified: compared as sorted elements (HGETALL as sorted
+        // pairs; the SCANs as cursor and sorted elements, one page at this size)
+        "HGETALL" | "HKEYS" | "HVALS" | "SMEMBERS" | "SINTER" | "SUNION" | "SDIFF" | "HSCAN"
+        | "SSCAN" => {
+            let lines: Vec<&str> = text.split("\r\n").collect();
+            let mut items: Vec<String> = lines
+                .windows(2)
+                .filter(|w| w[0].starts_with('$'))
+                .map(|w| w[1].to_string())
+                .collect();
+            let pairs = matches!(command, "HGETALL" | "HSCAN");
+            let cursor = if command.ends_with("SCAN") && !items.is_empty() {
+                Some(items.remove(0))
+            } else {
+                None
+            };
+            if pairs {
+                let mut p: Vec<String> = items.chunks(2).map(|c| c.join("=")).collect();
+                p.sort();
+                format!("{cursor:?} {p:?} {}", lines[0])
+            } else {
+                items.sort();
+                format!("{cursor:?} {items:?} {}", lines[0])
+            }
+        }
         "TTL" | "PTTL" => match text.trim_end().strip_prefix(':').map(str::parse::<i64>) {
             Some(Ok(n)) if n >= 0 => "expiring".into(),
             _ => text,
@@ -132,6 +164,108 @@ fn random_command(rng: &mut fastrand::Rng, prefix: &str) -> Vec<String> {
     let items = |rng: &mut fastrand::Rng| -> Vec<String> {
         (0..rng.usize(1..4)).map(|_| item(rng)).collect()
     };
+    let field = |rng: &mut fastrand::Rng| format!("f{}", rng.u8(0..4));
+    let fields = |rng: &mut fastrand::Rng| -> Vec<String> {
+        (0..rng.usize(1..4)).map(|_| field(rng)).collect()
+    };
+    let score = |rng: &mut fastrand::Rng| match rng.u8(0..6) {
+        0 => s("1.5"),
+        1 => s("-inf"),
+        2 => s("+inf"),
+        _ => rng.i64(-3..4).to_string(),
+    };
+    let bound = |rng: &mut fastrand::Rng| match rng.u8(0..4) {
+        0 => s("-inf"),
+        1 => s("+inf"),
+        2 => format!("({}", rng.i64(-3..4)),
+        _ => rng.i64(-3..4).to_string(),
+    };
+    let lex = |rng: &mut fastrand::Rng| match rng.u8(0..4) {
+        0 => s("-"),
+        1 => s("+"),
+        2 => format!("(f{}", rng.u8(0..4)),
+        _ => format!("[f{}", rng.u8(0..4)),
+    };
+    if rng.u8(0..5) < 2 {
+        return match rng.u8(0..40) {
+            0..=2 => {
+                let mut c = vec![s("HSET"), key(rng)];
+                for f in fields(rng) {
+                    c.extend([f, value(rng)]);
+                }
+                c
+            }
+            3 => [vec![s("HDEL"), key(rng)], fields(rng)].concat(),
+            4 => vec![s("HGET"), key(rng), field(rng)],
+            5 => [vec![s("HMGET"), key(rng)], fields(rng)].concat(),
+            6 => vec![s("HGETALL"), key(rng)],
+            7 => vec![s("HLEN"), key(rng)],
+            8 => vec![s("HEXISTS"), key(rng), field(rng)],
+            9 => vec![s(if rng.bool() { "HKEYS" } else { "HVALS" }), key(rng)],
+            10 => vec![s("HSTRLEN"), key(rng), field(rng)],
+            11 => vec![s("HINCRBY"), key(rng), field(rng), small(rng)],
+            12 => vec![s("HINCRBYFLOAT"), key(rng), field(rng), s("2.5")],
+            13 => vec![s("HSCAN"), key(rng), s("0")],
+            14..=16 => [vec![s("SADD"), key(rng)], fields(rng)].concat(),
+            17 => [vec![s("SREM"), key(rng)], fields(rng)].concat(),
+            18 => vec![s("SMEMBERS"), key(rng)],
+            19 => vec![s("SISMEMBER"), key(rng), field(rng)],
+            20 => [vec![s("SMISMEMBER"), key(rng)], fields(rng)].concat(),
+            21 => vec![s("SCARD"), key(rng)],
+            22 => [
+                vec![s(["SINTER", "SUNION", "SDIFF"][rng.usize(0..3)])],
+                keys(rng),
+            ]
+            .concat(),
+            23 => {
+                let ks = keys(rng);
+                [vec![s("SINTERCARD"), ks.len().to_string()], ks].concat()
+            }
+            24..=26 => {
+                let mut c = vec![s("ZADD"), key(rng)];
+                if rng.u8(0..4) == 0 {
+                    c.push(s("CH"));
+                }
+                for f in fields(rng) {
+                    c.extend([score(rng), f]);
+                }
+                c
+            }
+            27 => [vec![s("ZREM"), key(rng)], fields(rng)].concat(),
+            28 => vec![s("ZSCORE"), key(rng), field(rng)],
+            29 => vec![s("ZINCRBY"), key(rng), score(rng), field(rng)],
+            30 => vec![s("ZCARD"), key(rng)],
+            31 => vec![s("ZCOUNT"), key(rng), bound(rng), bound(rng)],
+            32 => vec![s("ZRANGE"), key(rng), idx(rng), idx(rng), s("WITHSCORES")],
+            33 => vec![s("ZRANGE"), key(rng), bound(rng), bound(rng), s("BYSCORE")],
+            // BYLEX is defined only where every score is equal: its own key, scores 0
+            34 => {
+                let k = format!("{prefix}lex");
+                match rng.u8(0..3) {
+                    0 => vec![s("ZADD"), k, s("0"), field(rng)],
+                    1 => vec![s("ZRANGE"), k, lex(rng), lex(rng), s("BYLEX")],
+                    _ => vec![s("ZRANGE"), k, lex(rng), lex(rng), s("BYLEX"), s("REV")],
+                }
+            }
+            35 => vec![
+                s("ZRANGEBYSCORE"),
+                key(rng),
+                bound(rng),
+                bound(rng),
+                s("LIMIT"),
+                s("1"),
+                s("2"),
+            ],
+            36 => vec![s("ZREVRANGE"), key(rng), idx(rng), idx(rng)],
+            37 => vec![
+                s(if rng.bool() { "ZRANK" } else { "ZREVRANK" }),
+                key(rng),
+                field(rng),
+            ],
+            38 => [vec![s("ZMSCORE"), key(rng)], fields(rng)].concat(),
+            _ => vec![s("ZSCAN"), key(rng), s("0")],
+        };
+    }
     match rng.u8(0..50) {
         34 | 35 => [vec![s("LPUSH"), key(rng)], items(rng)].concat(),
         36 | 37 => [vec![s("RPUSH"), key(rng)], items(rng)].concat(),

@@ -120,6 +120,26 @@ impl Slot {
     fn is_collection(&self) -> bool {
         is_collection(self.value())
     }
+
+    /// Whether the slot counts as a key (`live_len`, DBSIZE): a value, and not an emptied
+    /// collection (which Redis would have deleted; kept here for its causal context).
+    fn counted(&self) -> bool {
+        counted(self.value())
+    }
+}
+
+fn counted(value: Option<&[u8]>) -> bool {
+    match value {
+        None => false,
+        Some(v) if is_collection(Some(v)) => {
+            cell::decode(v)
+                .ok()
+                .and_then(|c| collection::stored_elements(c.value))
+                .unwrap_or(1)
+                > 0
+        }
+        Some(_) => true,
+    }
 }
 
 /// Whether a cell holds a collection (joined with what is stored, never replacing it).
@@ -237,6 +257,7 @@ impl Map {
             TableEntry::Occupied(mut e) => {
                 let slot = e.get_mut();
                 let was_live = slot.live();
+                let was_counted = slot.counted();
                 let stored = slot.version();
                 if joined.is_none() && version < stored {
                     return Applied::Stale { stored };
@@ -256,7 +277,7 @@ impl Map {
                 self.record_bytes = self.record_bytes - old_bytes + slot_record_bytes(slot);
                 self.blob_heap_bytes =
                     self.blob_heap_bytes - old_heap + blob_heap_bytes(slot.blob_len());
-                self.live = self.live - usize::from(was_live) + usize::from(value.is_some());
+                self.live = self.live - usize::from(was_counted) + usize::from(counted(value));
                 Applied::New { was_live }
             }
             TableEntry::Vacant(e) => {
@@ -267,7 +288,7 @@ impl Map {
                 self.record_bytes += slot_record_bytes(&slot);
                 self.blob_heap_bytes += blob_heap_bytes(slot.blob_len());
                 e.insert(slot);
-                self.live += usize::from(value.is_some());
+                self.live += usize::from(counted(value));
                 Applied::New { was_live: false }
             }
         }
@@ -286,7 +307,7 @@ impl Map {
             if !keep {
                 let expiry = s.expires_at_ms().map(|at| (at, hasher.hash_one(s.key())));
                 removed.push((
-                    s.live(),
+                    s.counted(),
                     slot_record_bytes(s),
                     blob_heap_bytes(s.blob_len()),
                     expiry,
@@ -320,7 +341,7 @@ impl Map {
                 if let Some(at) = slot.expires_at_ms() {
                     self.expiring.remove(&(at, hash));
                 }
-                self.live -= usize::from(slot.live());
+                self.live -= usize::from(slot.counted());
                 self.record_bytes -= slot_record_bytes(&slot);
                 self.blob_heap_bytes -= blob_heap_bytes(slot.blob_len());
                 true
@@ -366,10 +387,12 @@ impl Map {
 
     /// Whether `key` holds a value that has not expired at `now_ms`.
     pub fn live_at(&self, key: &[u8], now_ms: u64) -> bool {
-        self.find(key)
-            .and_then(Slot::value)
-            .and_then(|v| cell::decode(v).ok())
-            .is_some_and(|c| !c.expired(now_ms))
+        self.find(key).is_some_and(|s| {
+            s.counted()
+                && s.value()
+                    .and_then(|v| cell::decode(v).ok())
+                    .is_some_and(|c| !c.expired(now_ms))
+        })
     }
 
     /// Keys that expire and have not yet been turned into tombstones.

@@ -231,6 +231,18 @@ pub fn map(out: &mut Vec<u8>, n: usize, proto: u8) {
     }
 }
 
+/// A double given as its text (`inf`, `-inf` or a number): `,text` in RESP3, a bulk string
+/// in RESP2.
+pub fn double(out: &mut Vec<u8>, text: &[u8], proto: u8) {
+    if proto >= 3 {
+        out.push(b',');
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        bulk(out, text);
+    }
+}
+
 /// `*n\r\n`, the header of an array of `n` replies that follow.
 pub fn array(out: &mut Vec<u8>, n: usize) {
     number(out, b'*', n as i64);

@@ -38,10 +38,21 @@ for i in range(0, 500, 50):
     assert last.get(f"py:p{i}") == str(i).encode()
 
 try:
-    first.execute_command("HSET", "py:h", "f", "v")
-    raise AssertionError("HSET should be refused")
+    first.execute_command("XADD", "py:x", "*", "f", "v")
+    raise AssertionError("XADD should be refused")
 except redis.ResponseError as e:
     assert "unknown command" in str(e), e
+
+# Hashes, sets and sorted sets: written through one node, read through another.
+assert first.hset("py:h", mapping={"a": "1", "b": "2"}) == 2
+assert last.hset("py:h", "c", "3") == 1
+assert first.hgetall("py:h") == {b"a": b"1", b"b": b"2", b"c": b"3"}
+assert last.hincrby("py:h", "a", 10) == 11
+assert first.sadd("py:s", "x", "y") == 2
+assert last.smembers("py:s") == {b"x", b"y"}
+assert first.zadd("py:z", {"m": 1.5, "n": 0.5}) == 2
+assert last.zrange("py:z", 0, -1, withscores=True) == [(b"n", 0.5), (b"m", 1.5)]
+assert last.type("py:z") == b"zset"
 
 # Expiry set through one node is honoured through the others.
 assert first.set("py:ttl", b"v", ex=100) is True

@@ -117,7 +117,11 @@ impl Entry {
                 let data = match c.kind {
                     crate::core::cell::Kind::String => Some(Data::Str(c.value.to_vec())),
                     crate::core::cell::Kind::List => Data::list_from_bytes(c.value),
-                    crate::core::cell::Kind::Collection => Some(Data::Collection(c.value.to_vec())),
+                    // an emptied collection is no key
+                    crate::core::cell::Kind::Collection => {
+                        (crate::core::crdt::collection::stored_elements(c.value) != Some(0))
+                            .then(|| Data::Collection(c.value.to_vec()))
+                    }
                 };
                 (data, c.expires_at_ms)
             }

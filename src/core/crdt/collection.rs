@@ -123,6 +123,8 @@ pub enum CommandError {
     Overflow,
     #[error("increment would produce NaN or Infinity")]
     NotFinite,
+    #[error("resulting score is not a number (NaN)")]
+    NotAScore,
     #[error("collection is full: at most {COLLECTION_ELEMENTS_MAX} fields or members")]
     Full,
 }
@@ -265,6 +267,15 @@ impl Collection {
             change.delta.floor = self.floor;
             change.delta.expiry = self.expiry;
         }
+        if self.expiry.at_ms.is_some() && self.kind(now_ms).is_none() {
+            // an emptied collection is no key: what is written now starts a new one, with no
+            // expiry (as Redis deletes an emptied key, and its TTL with it)
+            self.expiry = Expiry {
+                at_ms: None,
+                version,
+            };
+            change.delta.expiry = self.expiry;
+        }
         self.top = self.top.max(version);
         if self.epoch <= self.floor {
             // a new collection on the key (or one that survived a whole-key write: its
@@ -400,8 +411,13 @@ impl Change {
             Some(Resolved::NotANumber(_)) => return Err(CommandError::NotAFloat),
         };
         let next = now + by;
-        if !next.is_finite() {
-            return Err(CommandError::NotFinite);
+        // a hash field must stay finite; a score may be infinite, never NaN
+        if next.is_nan() || (ty == Type::Hash && !next.is_finite()) {
+            return Err(if ty == Type::Hash {
+                CommandError::NotFinite
+            } else {
+                CommandError::NotAScore
+            });
         }
         self.check_room(state, key)?;
         let writer = self.writer;

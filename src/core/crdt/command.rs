@@ -42,6 +42,8 @@ pub enum Command {
 
 /// `collection is full` as Redis-style error text.
 pub const FULL: &str = "ERR collection is full (COLLECTION_ELEMENTS_MAX fields or members)";
+/// ZINCRBY that would leave NaN (an infinity plus its opposite).
+pub const NOT_A_SCORE: &str = "ERR resulting score is not a number (NaN)";
 /// A stored hash value that HINCRBY cannot add to.
 pub const HASH_NOT_AN_INTEGER: &str = "ERR hash value is not an integer";
 /// A stored hash value that HINCRBYFLOAT cannot add to.
@@ -94,6 +96,7 @@ fn error_of(e: CommandError, ty: Type) -> &'static str {
         CommandError::Overflow => OVERFLOW,
         CommandError::NotFinite => NAN_OR_INFINITY,
         CommandError::Full => FULL,
+        CommandError::NotAScore => NOT_A_SCORE,
     }
 }
 

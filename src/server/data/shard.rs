@@ -629,7 +629,12 @@ impl Shard {
         let now_ms = wall_clock_ms();
         let live = |v: Option<&[u8]>| {
             v.and_then(|v| crate::core::cell::decode(v).ok())
-                .is_some_and(|c| !c.expired(now_ms))
+                .is_some_and(|c| {
+                    !c.expired(now_ms)
+                        && (c.kind != crate::core::cell::Kind::Collection
+                            || crate::core::crdt::collection::stored_elements(c.value)
+                                .is_some_and(|n| n > 0))
+                })
         };
         self.map
             .borrow()

@@ -1340,7 +1340,22 @@ mod tests {
     #[test]
     fn errors_are_clear_and_plan_nothing() {
         let cases: &[(&[&[u8]], &str)] = &[
-            (&[b"HSET", b"h", b"f", b"v"], "-ERR unknown command 'HSET'"),
+            (
+                &[b"XADD", b"s", b"*", b"f", b"v"],
+                "-ERR unknown command 'XADD'",
+            ),
+            (
+                &[b"HSET", b"h", b"f"],
+                "-ERR wrong number of arguments for 'hset'",
+            ),
+            (
+                &[b"SPOP", b"s"],
+                "-ERR this command takes or sets a member only if",
+            ),
+            (
+                &[b"ZADD", b"z", b"NX", b"1", b"m"],
+                "-ERR ZADD NX, XX, GT and LT",
+            ),
             (&[b"FLUSHALL", b"NOW"], "-ERR syntax error"),
             (&[b"OBJECT", b"FREQ", b"k"], "-ERR An LFU maxmemory policy"),
             (

@@ -308,7 +308,18 @@ fn lex_below(m: &[u8], hi: &Bound) -> bool {
     }
 }
 
-fn pairs(out: &mut Vec<u8>, items: &[(Vec<u8>, f64)], withscores: bool) {
+/// Members, and with their scores: flat in RESP2 (member, score as text, …), pairs of member
+/// and double in RESP3, as Redis answers.
+fn pairs(out: &mut Vec<u8>, items: &[(Vec<u8>, f64)], withscores: bool, proto: u8) {
+    if withscores && proto >= 3 {
+        resp::array(out, items.len());
+        for (m, s) in items {
+            resp::array(out, 2);
+            resp::bulk(out, m);
+            resp::double(out, &score_text(*s), proto);
+        }
+        return;
+    }
     resp::array(out, items.len() * if withscores { 2 } else { 1 });
     for (m, s) in items {
         resp::bulk(out, m);
@@ -343,14 +354,14 @@ pub fn encode(out: &mut Vec<u8>, r: &Read, state: Option<&Collection>, proto: u8
     };
     match r {
         Read::Score(m) => match score(m) {
-            Some(x) => resp::bulk(out, &score_text(x)),
+            Some(x) => resp::double(out, &score_text(x), proto),
             None => resp::null(out, proto),
         },
         Read::MScore(ms) => {
             resp::array(out, ms.len());
             for m in ms {
                 match score(m) {
-                    Some(x) => resp::bulk(out, &score_text(x)),
+                    Some(x) => resp::double(out, &score_text(x), proto),
                     None => resp::null(out, proto),
                 }
             }
@@ -399,7 +410,7 @@ pub fn encode(out: &mut Vec<u8>, r: &Read, state: Option<&Collection>, proto: u8
                 Some(_) => Vec::new(),
                 None => picked,
             };
-            pairs(out, &picked, *withscores);
+            pairs(out, &picked, *withscores, proto);
         }
         Read::Rank {
             member,
@@ -414,7 +425,7 @@ pub fn encode(out: &mut Vec<u8>, r: &Read, state: Option<&Collection>, proto: u8
                 Some(i) if *withscore => {
                     resp::array(out, 2);
                     resp::integer(out, i as i64);
-                    resp::bulk(out, &score_text(all[i].1));
+                    resp::double(out, &score_text(all[i].1), proto);
                 }
                 Some(i) => resp::integer(out, i as i64),
                 None => resp::null(out, proto),
@@ -427,7 +438,8 @@ pub fn encode(out: &mut Vec<u8>, r: &Read, state: Option<&Collection>, proto: u8
                 .collect();
             resp::array(out, 2);
             resp::bulk(out, b"0");
-            pairs(out, &hits, true);
+            // SCAN pages are flat in both protocols
+            pairs(out, &hits, true, 2);
         }
     }
 }
