@@ -200,3 +200,100 @@ fn concurrent_writes_through_every_node_all_land() -> TestResult {
     assert_eq!(c[0].int(&["SISMEMBER", "s", "after"])?, 0);
     Ok(())
 }
+
+/// A collection delta (one field) as a replica write carries it.
+fn field_delta(writer: u32, version: kvstore::core::version::Version, field: &str) -> Vec<u8> {
+    use kvstore::core::crdt::collection::{at_key, Type};
+    let mut st = at_key(None).expect("empty state");
+    let mut ch = st.begin(writer, version, 0);
+    ch.put(&mut st, Type::Hash, field.as_bytes(), b"v", 0)
+        .expect("put");
+    ch.delta.to_cell().into()
+}
+
+/// Store exactly `cell` at `version` on one replica (as a coordinator's replica write).
+fn replica_put(
+    node: &Node,
+    key: &str,
+    cell: &[u8],
+    version: kvstore::core::version::Version,
+) -> Result<(), String> {
+    use kvstore::wire::native::{encode_request, Opcode, Request, Status};
+    let mut c = node.client();
+    let mut frame = Vec::new();
+    encode_request(
+        &mut frame,
+        &Request {
+            request_id: 1,
+            opcode: Opcode::ReplicaPut as u8,
+            version,
+            flags: 0,
+            key: key.as_bytes(),
+            value: cell,
+        },
+    );
+    c.send_raw(&frame).map_err(|e| e.to_string())?;
+    let r = c.recv().map_err(|e| e.to_string())?;
+    (r.status == Status::Ok)
+        .then_some(())
+        .ok_or(format!("replica put: {:?}", r.status))
+}
+
+/// The fields a replica's own state of `key` holds.
+fn replica_fields(node: &Node, key: &str) -> Result<BTreeSet<String>, String> {
+    use kvstore::core::crdt::collection::{Collection, Type};
+    use kvstore::wire::native::Opcode;
+    let r = node
+        .client()
+        .call(Opcode::ReplicaGet, key.as_bytes(), &[])
+        .map_err(|e| e.to_string())?;
+    if r.value.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let c = kvstore::core::cell::decode(&r.value).map_err(|e| e.to_string())?;
+    let state = Collection::of_cell(&c, r.version).map_err(|e| e.to_string())?;
+    Ok(state
+        .entries(Type::Hash, 0)
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect())
+}
+
+#[test]
+fn anti_entropy_joins_replicas_that_hold_different_states_both_ways() -> TestResult {
+    let slow = ["--anti-entropy-interval-ms", "600000"];
+    let nodes = cluster("collections-ae", 3, &slow)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let at = |ms: u64, writer: u32| kvstore::core::version::Version {
+        hlc: (now + ms) << 16,
+        writer,
+    };
+    // node1 holds field a, node2 field b, node3 both: node1's and node2's tops are equal
+    // (version b's), so only the state digest tells them apart
+    let (va, vb) = (at(0, 11), at(1, 22));
+    let (da, db) = (field_delta(11, va, "a"), field_delta(22, vb, "b"));
+    replica_put(&nodes[0], "h", &da, va)?;
+    replica_put(&nodes[0], "h", &field_delta(33, vb, "x"), vb)?;
+    replica_put(&nodes[1], "h", &db, vb)?;
+    replica_put(&nodes[2], "h", &da, va)?;
+    replica_put(&nodes[2], "h", &db, vb)?;
+    let want_a: BTreeSet<String> = ["a", "x"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(replica_fields(&nodes[0], "h")?, want_a);
+    let o = nodes[0].kv(&["repair", "--json"]);
+    assert!(o.status.success(), "{o:?}");
+    let all: BTreeSet<String> = ["a", "b", "x"].iter().map(|s| s.to_string()).collect();
+    for n in &nodes[..2] {
+        assert_eq!(replica_fields(n, "h")?, all, "on {}", n.addr());
+    }
+    // node3 still lacks x until its own round with node1
+    let o = nodes[2].kv(&["repair", "--json"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(replica_fields(&nodes[2], "h")?, all);
+    // and then every tree is equal
+    let o = nodes[0].kv(&["repair", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(r["peers_equal"].as_u64(), Some(2), "{r}");
+    Ok(())
+}

@@ -15,7 +15,9 @@
 //! 2. for the leaves that differ, `ANTI_ENTROPY_LEAVES_PER_REQUEST` at a time, list both sides'
 //!    (key, version) entries (AE_ENTRIES);
 //! 3. per key, newest wins: pull P's copy (REPLICA_GET there, stored here as a replica write) or
-//!    push ours (REPLICA_PUT there). Tombstones travel like values. At most
+//!    push ours (REPLICA_PUT there). Tombstones travel like values. A collection is compared
+//!    by its version and a digest of its state, and where it differs goes both ways: P's
+//!    pulled and joined here, the join pushed back (the store joins, never picks). At most
 //!    `ANTI_ENTROPY_KEYS_PER_ROUND_MAX` keys per round.
 //!
 //! Never decides which version wins (replicas apply replica writes, last-write-wins), never
@@ -193,7 +195,12 @@ async fn round(ctx: &Rc<CoreCtx>, peer: &str, addr: &str) -> Result<Report, Stri
     Ok(report)
 }
 
-/// Reconcile two sides' entries of the same leaves, key by key.
+fn holds_collection(cell: &[u8]) -> bool {
+    crate::core::cell::decode(cell).is_ok_and(|c| c.kind == crate::core::cell::Kind::Collection)
+}
+
+/// Reconcile two sides' entries of the same leaves, key by key (a collection both ways: its
+/// states are joined, not ordered).
 async fn exchange(
     ctx: &Rc<CoreCtx>,
     addr: &str,
@@ -213,19 +220,31 @@ async fn exchange(
     report.keys_compared += all.len();
     let mut pulls = Vec::new();
     let mut pushes = Vec::new();
+    // collections held here: pulled (joined here), then the join pushed back
+    let mut joins = Vec::new();
     for (key, (m, t)) in all {
-        match merkle::reconcile(m, t) {
-            Action::Keep => {}
-            Action::Pull => pulls.push(key),
-            Action::Push => {
-                let op = Op::ReplicaGet { key: key.clone() };
-                let (value, version) = match local_call(ctx, op).await {
-                    OpResult::Value { value, version } => (Some(value), version),
-                    OpResult::Tombstone { version } => (None, version),
-                    _ => continue,
-                };
-                pushes.push((key, value, version));
+        let action = merkle::reconcile(m, t);
+        if action == Action::Keep {
+            continue;
+        }
+        let op = Op::ReplicaGet { key: key.clone() };
+        let (value, version) = match local_call(ctx, op).await {
+            OpResult::Value { value, version } => (Some(value), version),
+            OpResult::Tombstone { version } => (None, version),
+            _ if action == Action::Pull => {
+                pulls.push(key);
+                continue;
             }
+            _ => continue,
+        };
+        if value.as_deref().is_some_and(holds_collection) && t.is_some() {
+            pulls.push(key.clone());
+            joins.push(key);
+            continue;
+        }
+        match action {
+            Action::Pull => pulls.push(key),
+            _ => pushes.push((key, value, version)),
         }
     }
     // Pulls: every REPLICA_GET queued at once on the peer connection, then stored here.
@@ -250,6 +269,12 @@ async fn exchange(
             return Err(format!("storing a pulled key: {r:?}"));
         }
         report.keys_pulled += 1;
+    }
+    for key in joins {
+        let op = Op::ReplicaGet { key: key.clone() };
+        if let OpResult::Value { value, version } = local_call(ctx, op).await {
+            pushes.push((key, Some(value), version));
+        }
     }
     // Pushes: every REPLICA_PUT queued at once.
     let calls: Vec<Call<'_>> = pushes

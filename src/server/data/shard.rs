@@ -599,9 +599,9 @@ impl Shard {
     /// both this node and `peer`.
     pub fn ae_tree(&self, view: &RingView, peer: &str) -> Tree {
         let mut tree = Tree::new();
-        for (key, _, version) in self.map.borrow().iter() {
+        for (key, value, version) in self.map.borrow().iter() {
             if shared_with(view, key, peer) {
-                tree.add(key, version);
+                tree.add(key, compared_version(value, version));
             }
         }
         tree
@@ -619,7 +619,7 @@ impl Shard {
             .iter()
             .filter(|(key, _, _)| leaves.contains(&(merkle::leaf_of(key) as u16)))
             .filter(|(key, _, _)| shared_with(view, key, peer))
-            .map(|(key, _, version)| (Box::from(key), version))
+            .map(|(key, value, version)| (Box::from(key), compared_version(value, version)))
             .collect()
     }
 
@@ -674,6 +674,25 @@ impl Shard {
 }
 
 /// A delete of a key that had expired (not yet swept): it was not live.
+/// The version anti-entropy compares for a stored value: its own, except that a collection's
+/// folds in a digest of its state (two replicas can hold different states of a collection at
+/// one version: deltas joined in different sets). `anti_entropy::exchange` then joins both
+/// ways.
+fn compared_version(value: Option<&[u8]>, version: Version) -> Version {
+    match value {
+        Some(v)
+            if crate::core::cell::decode(v)
+                .is_ok_and(|c| c.kind == crate::core::cell::Kind::Collection) =>
+        {
+            Version {
+                hlc: version.hlc,
+                writer: version.writer ^ crc32fast::hash(v),
+            }
+        }
+        _ => version,
+    }
+}
+
 fn not_live(r: OpResult) -> OpResult {
     match r {
         OpResult::Written { version, .. } => OpResult::Written {
