@@ -763,30 +763,29 @@ impl Collection {
 /// key's, at the newest version either side saw. `whole_incoming`: which side came in.
 fn whole_meets(mut coll: Collection, whole: Held<'_>, whole_incoming: bool) -> Joined {
     let (wv, wcell) = whole;
+    let before = coll.clone();
     let earlier_floor = coll.floor;
     coll.floor = coll.floor.max(wv);
     coll.drop_below_floor();
-    let coll = coll.full();
-    if coll.is_empty() {
-        // nothing written after the whole value: it is the key's, at its own version (the
-        // emptied collection's causal context goes with it; a later collection on the key
-        // issues dots of a new epoch, `dot_writer`). An emptied collection whose floor is
-        // newer stood on a later whole-key write: the whole value is older than what the
-        // collection holds, so the collection (empty, its context kept: what it removed
-        // stays removed) is the key's.
-        if earlier_floor > wv {
-            if whole_incoming {
-                return Joined::Same;
-            }
-            return Joined::Store(coll.top, Some(coll.to_cell()));
-        }
+    let mut coll = coll.full();
+    if coll.is_empty() && wcell.is_some() && earlier_floor <= wv {
+        // a string or list written after every element: it is the key's, at its own version
+        // (the collection's causal context goes with it; a later collection on the key issues
+        // dots of a new epoch, `dot_writer`)
         if !whole_incoming {
             return Joined::Same;
         }
         return Joined::Store(wv, wcell.map(Box::from));
     }
-    let mut coll = coll;
+    // The collection stays: it holds elements newer than the whole value, or the whole value
+    // is a deletion (the collection absorbs it as its floor and keeps its context, so what it
+    // removed stays removed and its version never goes back: a restarted node's clock,
+    // seeded from its store, never issues one of its versions again), or the collection
+    // stood on a newer whole-key write already.
     coll.top = coll.top.max(wv);
+    if whole_incoming && coll == before {
+        return Joined::Same;
+    }
     Joined::Store(coll.top, Some(coll.to_cell()))
 }
 
@@ -862,11 +861,15 @@ mod tests {
         let mut s = Collection::default();
         hset(&mut s, 1, 10, "old", "1");
         let cellb = s.to_cell();
-        // DEL at 20 meets the hash: gone
-        assert_eq!(
-            join(Some((v(10), Some(&cellb))), (v(20), None)).unwrap(),
-            Joined::Store(v(20), None)
-        );
+        // DEL at 20 meets the hash: gone (an empty collection whose floor is the DEL)
+        let Joined::Store(ver, Some(gone)) =
+            join(Some((v(10), Some(&cellb))), (v(20), None)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(ver, v(20));
+        let gone = Collection::of_cell(&cell::decode(&gone).unwrap(), ver).unwrap();
+        assert_eq!((gone.len(0), gone.floor), (0, v(20)));
         // an HSET at 30 meets the tombstone at 20: a new hash of just that field
         let mut t = Collection::default();
         let d = hset(&mut t, 2, 30, "new", "2");
@@ -878,11 +881,20 @@ mod tests {
         assert_eq!(ver, v(30));
         let got = Collection::of_cell(&cell::decode(&c).unwrap(), ver).unwrap();
         assert_eq!(hash_of(&got), vec![(b"new".to_vec(), "2".into())]);
-        // an older HSET meets the tombstone: nothing changes
+        // an older HSET meets the tombstone: it stays gone
         let old = hset(&mut Collection::default(), 2, 15, "late", "x");
+        let Joined::Store(ver, Some(c)) =
+            join(Some((v(20), None)), (v(15), Some(&old.to_cell()))).unwrap()
+        else {
+            panic!()
+        };
+        let c = Collection::of_cell(&cell::decode(&c).unwrap(), ver).unwrap();
+        assert_eq!((c.len(0), ver), (0, v(20)));
+        // a string written after the hash replaces it
+        let st = cell::encode(b"s", None);
         assert_eq!(
-            join(Some((v(20), None)), (v(15), Some(&old.to_cell()))).unwrap(),
-            Joined::Same
+            join(Some((v(10), Some(&cellb))), (v(30), Some(&st))).unwrap(),
+            Joined::Store(v(30), Some(st.clone()))
         );
         // strings and strings: not ours
         let st = cell::encode(b"s", None);

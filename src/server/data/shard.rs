@@ -155,7 +155,8 @@ impl Shard {
                 return (OpResult::Failed { status, message }, None);
             }
         };
-        let (reply, delta) = cmd::run(command, &mut state, version.writer, version, now_ms);
+        let issuer = version.writer ^ incarnation();
+        let (reply, delta) = cmd::run(command, &mut state, issuer, version, now_ms);
         let Some(delta) = delta else {
             return (crate::server::data::collection::answer(&reply, None), None);
         };
@@ -581,11 +582,22 @@ impl Shard {
             let Some(version) = map.version_of(key) else {
                 continue;
             };
-            if let Some((value, _)) = map.get(key) {
+            let purgeable = compaction::purgeable(version.physical_ms(), now_ms, grace_ms)
+                && version.physical_ms() < repaired_through_ms;
+            // an emptied collection is a tombstone that kept its causal context: past the
+            // same grace, it goes the same way
+            let emptied = map.get(key).is_some_and(|(value, _)| {
+                crate::core::cell::decode(value).is_ok_and(|c| {
+                    c.kind == crate::core::cell::Kind::Collection
+                        && crate::core::crdt::collection::stored_elements(c.value) == Some(0)
+                })
+            });
+            if emptied && purgeable {
+                map.forget(key, version);
+                purged += 1;
+            } else if let Some((value, _)) = map.get(key) {
                 last = Some(self.wal.append(Kind::Put, version, key, value));
-            } else if compaction::purgeable(version.physical_ms(), now_ms, grace_ms)
-                && version.physical_ms() < repaired_through_ms
-            {
+            } else if purgeable {
                 map.forget(key, version);
                 purged += 1;
             } else {
@@ -674,6 +686,14 @@ impl Shard {
 }
 
 /// A delete of a key that had expired (not yet swept): it was not live.
+/// This process's salt for the dots its cores issue (`collection::dot_writer` mixes it in):
+/// a delta leaves a node once staged, which a power loss can undo; a restarted node then
+/// issues under other writer ids, so it never issues a dot a peer already holds.
+fn incarnation() -> u32 {
+    static SALT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *SALT.get_or_init(|| fastrand::u32(..))
+}
+
 /// The version anti-entropy compares for a stored value: its own, except that a collection's
 /// folds in a digest of its state (two replicas can hold different states of a collection at
 /// one version: deltas joined in different sets). `anti_entropy::exchange` then joins both
