@@ -17,13 +17,14 @@
 //! Memory: one 16-byte table slot plus one allocation holding version, key and value, and an
 //! index entry for a key that expires.
 
-use std::collections::BTreeSet;
+use std::cell::OnceCell;
+use std::collections::{BTreeSet, HashMap};
 use std::ptr::NonNull;
 
 use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 
 use crate::core::cell;
-use crate::core::crdt::collection::{self, Joined};
+use crate::core::crdt::collection::{self, Collection, Outcome, Side};
 use crate::core::version::Version;
 use crate::limits::{KEY_BYTES_MAX, STORED_VALUE_BYTES_CEILING, WAL_RECORD_HEADER_BYTES};
 
@@ -131,13 +132,10 @@ impl Slot {
 fn counted(value: Option<&[u8]>) -> bool {
     match value {
         None => false,
-        Some(v) if is_collection(Some(v)) => {
-            cell::decode(v)
-                .ok()
-                .and_then(|c| collection::stored_elements(c.value))
-                .unwrap_or(1)
-                > 0
-        }
+        Some(v) if is_collection(Some(v)) => cell::decode(v).is_ok_and(|c| match c.value {
+            [MARKER, empty] => *empty == 0,
+            other => collection::stored_elements(other).is_some_and(|n| n > 0),
+        }),
         Some(_) => true,
     }
 }
@@ -181,6 +179,47 @@ pub struct Map {
     expiring: BTreeSet<(u64, u64)>,
     /// FLUSHALL's version: nothing at or below it is stored (`flush_below`).
     floor: Version,
+    /// Collections, decoded: a collection key's slot holds a marker cell (its kind, expiry
+    /// and whether it is empty), its state lives here, so a delta joins in O(its size), and
+    /// the encoded cell is made only when a reader asks (and kept until the next change).
+    colls: HashMap<Box<[u8]>, HeldCollection, ahash::RandomState>,
+    /// Estimated heap bytes of the collections (each one's encoded size when last measured,
+    /// plus the deltas joined since: an upper bound).
+    coll_bytes: u64,
+}
+
+struct HeldCollection {
+    state: Collection,
+    cell: OnceCell<Box<[u8]>>,
+    bytes: u64,
+}
+
+/// A collection slot's value after the cell header: this byte (never a collection format),
+/// then 1 if it holds no element.
+const MARKER: u8 = 0xff;
+
+fn marker(state: &Collection) -> Box<[u8]> {
+    let empty = u8::from(state.is_empty());
+    cell::encode_kind(
+        cell::Kind::Collection,
+        &[MARKER, empty],
+        state.expires_at_ms(),
+    )
+}
+
+/// Heap bytes a decoded collection holds per byte of its encoding (B-tree nodes, boxes).
+const COLLECTION_HEAP_PER_ENCODED_BYTE: u64 = 3;
+
+/// What joining a collection write leaves for the slot.
+enum Join {
+    /// Neither side is a collection: last-write-wins.
+    NotMine,
+    /// Nothing changes.
+    Same,
+    /// The slot's new version and value.
+    Store(Version, Option<Box<[u8]>>),
+    /// Refused (bytes that are not a collection).
+    Refused(Version),
 }
 
 /// Memory of one expiry index entry: 16 bytes and the B-tree's nodes around it (estimate).
@@ -217,7 +256,118 @@ impl Map {
     /// The live value for `key` and its version.
     pub fn get(&self, key: &[u8]) -> Option<(&[u8], Version)> {
         let s = self.find(key)?;
-        s.value().map(|v| (v, s.version()))
+        s.value().map(|v| (self.resolved(s.key(), v), s.version()))
+    }
+
+    /// A slot's value as readers see it: a collection's encoded state for its marker.
+    fn resolved<'a>(&'a self, key: &[u8], value: &'a [u8]) -> &'a [u8] {
+        if !is_collection(Some(value)) {
+            return value;
+        }
+        match self.colls.get(key) {
+            Some(h) => h.cell.get_or_init(|| h.state.to_cell()),
+            None => value,
+        }
+    }
+
+    /// What `key` holds, cheaply: its version, the kind of its value (`None`: a tombstone)
+    /// and the value's expiry.
+    pub fn kind_of(&self, key: &[u8]) -> Option<(Version, Option<cell::Kind>, Option<u64>)> {
+        let s = self.find(key)?;
+        let c = s.value().and_then(|v| cell::decode(v).ok());
+        Some((
+            s.version(),
+            c.map(|c| c.kind),
+            c.and_then(|c| c.expires_at_ms),
+        ))
+    }
+
+    /// An upper bound of the encoded size of the collection `key` holds (0: none).
+    pub fn collection_encoded_bytes(&self, key: &[u8]) -> u64 {
+        self.colls
+            .get(key)
+            .map_or(0, |h| h.bytes / COLLECTION_HEAP_PER_ENCODED_BYTE)
+    }
+
+    /// Run `f` on the collection `key` holds (`None`: it holds none); its encoded form is
+    /// made again when next read.
+    pub fn with_collection<R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&mut Collection) -> R,
+    ) -> Option<R> {
+        let h = self.colls.get_mut(key)?;
+        h.cell = OnceCell::new();
+        Some(f(&mut h.state))
+    }
+
+    /// Join a write into a stored collection, or a collection into a stored value.
+    fn join_collection(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) -> Join {
+        let stored = self
+            .find(key)
+            .map(|s| (s.version(), s.value().map(Box::<[u8]>::from)));
+        let theirs = match collection::incoming((version, value)) {
+            Ok(t) => t,
+            Err(_) => return Join::Refused(stored.as_ref().map_or(version, |s| s.0)),
+        };
+        let delta_bytes = value.map_or(0, |v| v.len() as u64);
+        let incoming = (version, value);
+        match self.colls.remove(key) {
+            Some(mut h) => {
+                self.coll_bytes -= h.bytes;
+                let state = std::mem::take(&mut h.state);
+                let outcome = collection::join_into(Side::Coll(state), incoming, theirs);
+                self.joined(key, outcome, Some(h), delta_bytes)
+            }
+            None => {
+                let side = match &stored {
+                    None => Side::Missing,
+                    Some((v, c)) => Side::Whole((*v, c.as_deref())),
+                };
+                let outcome = collection::join_into(side, incoming, theirs);
+                self.joined(key, outcome, None, delta_bytes)
+            }
+        }
+    }
+
+    /// Keep what `join_into` left.
+    fn joined(
+        &mut self,
+        key: &[u8],
+        outcome: Outcome,
+        held: Option<HeldCollection>,
+        delta_bytes: u64,
+    ) -> Join {
+        match outcome {
+            Outcome::NotMine => Join::NotMine,
+            Outcome::Unchanged(state) => {
+                if let (Some(state), Some(mut h)) = (state, held) {
+                    h.state = state;
+                    self.coll_bytes += h.bytes;
+                    self.colls.insert(key.into(), h);
+                }
+                Join::Same
+            }
+            Outcome::Whole(v, c) => Join::Store(v, c),
+            Outcome::Coll(state) => {
+                let bytes = match held {
+                    // a delta joined: what it brought, at most
+                    Some(h) if delta_bytes < h.bytes => {
+                        h.bytes + delta_bytes * COLLECTION_HEAP_PER_ENCODED_BYTE
+                    }
+                    _ => state.encoded_len() as u64 * COLLECTION_HEAP_PER_ENCODED_BYTE,
+                };
+                let slot = Join::Store(state.top, Some(marker(&state)));
+                self.coll_bytes += bytes;
+                let h = HeldCollection {
+                    state,
+                    cell: OnceCell::new(),
+                    bytes,
+                };
+                self.colls.insert(key.into(), h);
+                slot
+            }
+        }
     }
 
     /// Apply a put (`Some`) or delete (`None`) at `version`.
@@ -226,26 +376,21 @@ impl Map {
             // written before a FLUSHALL: gone with it, from whichever path it comes back
             return Applied::Stale { stored: self.floor };
         }
-        let hasher = &self.hasher;
-        let hash = hasher.hash_one(key);
         let joined = if is_collection(value) || self.find(key).is_some_and(Slot::is_collection) {
-            let stored = self.find(key).map(|s| (s.version(), s.value()));
-            match collection::join(stored, (version, value)) {
-                Ok(Joined::NotMine) => None,
-                Ok(Joined::Same) => {
+            match self.join_collection(key, value, version) {
+                Join::NotMine => None,
+                Join::Same => {
                     let was_live = self.find(key).is_some_and(Slot::live);
                     return Applied::Same { was_live };
                 }
-                Ok(Joined::Store(v, cell)) => Some((v, cell)),
-                // bytes that are not a collection (a bug or a foreign peer): refused
-                Err(_) => {
-                    let stored = self.version_of(key).unwrap_or(version);
-                    return Applied::Stale { stored };
-                }
+                Join::Store(v, cell) => Some((v, cell)),
+                Join::Refused(stored) => return Applied::Stale { stored },
             }
         } else {
             None
         };
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(key);
         let (value, version) = match &joined {
             Some((v, cell)) => (cell.as_deref(), *v),
             None => (value, version),
@@ -315,6 +460,19 @@ impl Map {
             }
             keep
         });
+        let (table, colls) = (&self.table, &mut self.colls);
+        let hasher = &self.hasher;
+        let mut freed = 0;
+        colls.retain(|k, h| {
+            let kept = table
+                .find(hasher.hash_one(k), |s| s.key() == &k[..])
+                .is_some();
+            if !kept {
+                freed += h.bytes;
+            }
+            kept
+        });
+        self.coll_bytes -= freed;
         for (live, record, heap, expiry) in removed {
             self.live -= usize::from(live);
             self.record_bytes -= record;
@@ -340,6 +498,9 @@ impl Map {
                 let (slot, _) = e.remove();
                 if let Some(at) = slot.expires_at_ms() {
                     self.expiring.remove(&(at, hash));
+                }
+                if let Some(h) = self.colls.remove(key) {
+                    self.coll_bytes -= h.bytes;
                 }
                 self.live -= usize::from(slot.counted());
                 self.record_bytes -= slot_record_bytes(&slot);
@@ -407,7 +568,7 @@ impl Map {
 
     /// Bytes a snapshot of this map takes in the WAL (live values and tombstones).
     pub fn record_bytes(&self) -> u64 {
-        self.record_bytes
+        self.record_bytes + self.coll_bytes / COLLECTION_HEAP_PER_ENCODED_BYTE
     }
 
     /// Memory this map holds: its table (every bucket, used or not) and every key and value
@@ -416,6 +577,7 @@ impl Map {
         self.table.capacity() as u64 * TABLE_BYTES_PER_BUCKET
             + self.blob_heap_bytes
             + self.expiring.len() as u64 * EXPIRY_INDEX_BYTES_PER_KEY
+            + self.coll_bytes
     }
 
     /// Whether storing `value_len` bytes under `key` would take more memory than it holds
@@ -441,7 +603,10 @@ impl Map {
 
     /// Every key with its value (`None` for a tombstone) and version.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>, Version)> {
-        self.table.iter().map(|s| (s.key(), s.value(), s.version()))
+        self.table.iter().map(|s| {
+            let value = s.value().map(|v| self.resolved(s.key(), v));
+            (s.key(), value, s.version())
+        })
     }
 
     /// The newest version stored (seeds the core's clock after replay).
@@ -478,11 +643,11 @@ mod tests {
                     Applied::New { .. }
                 ));
             }
-            // the same delta again changes nothing
-            assert!(matches!(
-                m.apply(b"h", Some(&a), ver(10)),
-                Applied::Same { .. }
-            ));
+            // the same delta again changes nothing (a join is idempotent; the store does not
+            // look for it: logging a repeated delta costs its size)
+            let before = m.get(b"h").map(|(c, v)| (c.to_vec(), v));
+            m.apply(b"h", Some(&a), ver(10));
+            assert_eq!(m.get(b"h").map(|(c, v)| (c.to_vec(), v)), before);
         }
         assert_eq!(m1.get(b"h"), m2.get(b"h"));
         let (cellb, _) = m1.get(b"h").unwrap();

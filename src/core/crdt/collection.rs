@@ -99,6 +99,57 @@ pub struct Collection {
     pub epoch: Version,
     pub map: OrMap<Elem>,
     pub delta: bool,
+    /// The kinds its elements may have (a superset: removes do not clear a bit), so the
+    /// key's kind is known without a walk while it holds one kind, as it nearly always does.
+    kinds: KindMask,
+}
+
+/// A bit per `Type` that may be present; equal whatever it holds (a cache, not state).
+#[derive(Clone, Debug)]
+struct KindMask(std::cell::Cell<u8>);
+
+impl Default for KindMask {
+    /// Known, and empty (as an empty collection is).
+    fn default() -> KindMask {
+        KindMask(std::cell::Cell::new(KINDS_KNOWN))
+    }
+}
+
+impl PartialEq for KindMask {
+    fn eq(&self, _: &KindMask) -> bool {
+        true
+    }
+}
+
+/// `KindMask`'s bit saying the mask is known (unset: nothing is known, walk).
+const KINDS_KNOWN: u8 = 1 << 7;
+
+impl KindMask {
+    /// Note an element of `ty` (a known mask stays a superset; an unknown one stays unknown).
+    fn add(&self, ty: Type) {
+        let m = self.0.get();
+        if m & KINDS_KNOWN != 0 {
+            self.0.set(m | 1 << ty as u8);
+        }
+    }
+
+    /// The one kind present, if the mask is known and names exactly one.
+    fn single(&self) -> Option<Type> {
+        let m = self.0.get();
+        let kinds = m & !KINDS_KNOWN;
+        (m & KINDS_KNOWN != 0 && kinds.count_ones() == 1)
+            .then(|| Type::of(kinds.trailing_zeros() as u8))
+            .flatten()
+    }
+
+    /// The exact mask of what `map` holds.
+    fn of(map: &OrMap<Elem>) -> KindMask {
+        let mask = KindMask::default();
+        for e in map.iter().flat_map(|(_, dots)| dots.values()) {
+            mask.add(e.ty);
+        }
+        mask
+    }
 }
 
 /// Why bytes are not a collection.
@@ -136,7 +187,11 @@ fn cut(at_ms: u64) -> Version {
 
 impl Crdt for Collection {
     fn merge(&mut self, other: &Collection) {
+        let floor_before = self.floor;
         if other.delta {
+            for e in other.map.iter().flat_map(|(_, dots)| dots.values()) {
+                self.kinds.add(e.ty);
+            }
             self.map.absorb(&other.map, self.delta);
         } else {
             if self.delta {
@@ -155,7 +210,18 @@ impl Crdt for Collection {
         if other.expiry.version > self.expiry.version {
             self.expiry = other.expiry;
         }
-        self.drop_below_floor();
+        if self.delta {
+            // a delta joined into a delta: filtered when it reaches a state
+        } else if other.delta && self.floor == floor_before {
+            // only what the delta brought can be at or below the floor: its keys alone
+            let floor = self.floor;
+            for key in other.map.iter().map(|(k, _)| k) {
+                self.map.retain_key(key, |e| e.version > floor);
+            }
+        } else {
+            self.drop_below_floor();
+            self.kinds = KindMask::of(&self.map);
+        }
     }
 }
 
@@ -175,15 +241,35 @@ impl Collection {
         }
     }
 
-    /// The key's kind at `now_ms`: that of its newest live element (`None`: empty).
+    /// Whether an expiry has passed (its instant hides elements written before it).
+    fn expired_part(&self, now_ms: u64) -> bool {
+        self.expiry.at_ms.is_some_and(|at| at <= now_ms)
+    }
+
+    /// The key's kind at `now_ms`: that of its newest live element (`None`: empty). Without
+    /// a walk while it holds one kind and no expiry has passed (what is at or below the floor
+    /// is dropped, so every element held is live).
     pub fn kind(&self, now_ms: u64) -> Option<Type> {
+        if self.map.is_empty() {
+            return None;
+        }
+        if !self.expired_part(now_ms) {
+            if let Some(ty) = self.kinds.single() {
+                return Some(ty);
+            }
+        }
         let floor = self.live_floor(now_ms);
-        self.map
+        let exact = KindMask::default();
+        let newest = self
+            .map
             .iter()
             .flat_map(|(_, dots)| dots.values())
+            .inspect(|e| exact.add(e.ty))
             .filter(|e| e.version > floor)
             .max_by_key(|e| e.version)
-            .map(|e| e.ty)
+            .map(|e| e.ty);
+        self.kinds.0.set(exact.0.get());
+        newest
     }
 
     /// The live dots of `key` of type `ty` at `now_ms`.
@@ -223,6 +309,9 @@ impl Collection {
 
     /// Live fields or members (of the key's kind).
     pub fn len(&self, now_ms: u64) -> usize {
+        if !self.expired_part(now_ms) && self.kinds.single().is_some() {
+            return self.map.len();
+        }
         match self.kind(now_ms) {
             Some(ty) => {
                 let floor = self.live_floor(now_ms);
@@ -340,6 +429,8 @@ impl Change {
             value: value.into(),
         };
         let d = state.map.put(self.writer, key, self.elem(ty, field));
+        state.kinds.add(ty);
+        self.delta.kinds.add(ty);
         self.delta.map.absorb(&d, true);
         Ok(existed)
     }
@@ -386,6 +477,8 @@ impl Change {
             self.elem(ty, Field::Incr(own.wrapping_add(by))),
             |d, e| d.writer == writer && matches!(e.field, Field::Incr(_)),
         );
+        state.kinds.add(ty);
+        self.delta.kinds.add(ty);
         self.delta.map.absorb(&d, true);
         Ok(next)
     }
@@ -431,6 +524,8 @@ impl Change {
             self.elem(ty, Field::IncrFloat(own + by)),
             |d, e| d.writer == writer && matches!(e.field, Field::IncrFloat(_)),
         );
+        state.kinds.add(ty);
+        self.delta.kinds.add(ty);
         self.delta.map.absorb(&d, true);
         Ok(next)
     }
@@ -629,12 +724,14 @@ impl Collection {
         if !r.0.is_empty() {
             return Err(DecodeError::BadTag);
         }
+        let map = OrMap::from_parts(entries, Context::from_parts(vv, cloud));
         Ok(Collection {
             floor,
             top,
             expiry,
             epoch,
-            map: OrMap::from_parts(entries, Context::from_parts(vv, cloud)),
+            kinds: KindMask::of(&map),
+            map,
             delta: flags & 1 != 0,
         })
     }
@@ -722,27 +819,72 @@ pub fn at_key(stored: Option<Held<'_>>) -> Result<Collection, DecodeError> {
     }
 }
 
-/// Join `incoming` into `stored` (`None`: the key was never here) when either is a
-/// collection. Commutative, associative and idempotent in what it stores.
-pub fn join(stored: Option<Held<'_>>, incoming: Held<'_>) -> Result<Joined, DecodeError> {
-    let mine = stored.map(as_collection).transpose()?.flatten();
-    let theirs = as_collection(incoming)?;
-    match (mine, theirs) {
-        (None, None) => Ok(Joined::NotMine),
-        (Some(mut m), Some(t)) => {
-            let before = m.clone();
+/// What a store holds for a key, as `join_into` takes it.
+pub enum Side<'a> {
+    Missing,
+    /// A string, a list or a tombstone, at its version.
+    Whole(Held<'a>),
+    Coll(Collection),
+}
+
+/// What `join_into` leaves in the store.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Not a collection on either side: last-write-wins decides.
+    NotMine,
+    /// Nothing changes (the stored collection, if it was one, handed back as it was).
+    Unchanged(Option<Collection>),
+    /// A whole value replaces what was stored (version and cell; `None`: a tombstone).
+    Whole(Version, Option<Box<[u8]>>),
+    /// This collection is stored (at its `top`).
+    Coll(Collection),
+}
+
+/// Join the incoming value (`incoming`, decoded as `theirs` when it is a collection) into
+/// what the store holds. The rule of every path; a delta costs O(its size · log n).
+pub fn join_into(stored: Side<'_>, incoming: Held<'_>, theirs: Option<Collection>) -> Outcome {
+    match (stored, theirs) {
+        (Side::Missing | Side::Whole(_), None) => Outcome::NotMine,
+        (Side::Coll(mut m), Some(t)) => {
             m.merge(&t);
-            if m == before {
-                return Ok(Joined::Same);
-            }
-            Ok(Joined::Store(m.top, Some(m.to_cell())))
+            Outcome::Coll(m)
         }
-        (Some(m), None) => Ok(whole_meets(m, incoming, true)),
-        (None, Some(t)) => match stored {
-            None => Ok(Joined::Store(t.top, Some(t.full().to_cell()))),
-            Some(held) => Ok(whole_meets(t, held, false)),
-        },
+        (Side::Coll(m), None) => whole_meets(m, incoming, true),
+        (Side::Missing, Some(t)) => Outcome::Coll(t.full()),
+        (Side::Whole(held), Some(t)) => whole_meets(t, held, false),
     }
+}
+
+/// Decode what `incoming` brings: a collection (state or delta), or `None` for anything else.
+pub fn incoming(h: Held<'_>) -> Result<Option<Collection>, DecodeError> {
+    as_collection(h)
+}
+
+/// Join `incoming` into `stored` (`None`: the key was never here) when either is a
+/// collection, on stored bytes (reads joining replicas' answers; tests). Commutative,
+/// associative and idempotent in what it stores.
+pub fn join(stored: Option<Held<'_>>, incoming: Held<'_>) -> Result<Joined, DecodeError> {
+    let theirs = as_collection(incoming)?;
+    let side = match stored {
+        None => Side::Missing,
+        Some(h) => match as_collection(h)? {
+            Some(c) => Side::Coll(c),
+            None => Side::Whole(h),
+        },
+    };
+    Ok(match join_into(side, incoming, theirs) {
+        Outcome::NotMine => Joined::NotMine,
+        Outcome::Unchanged(_) => Joined::Same,
+        Outcome::Whole(v, c) => Joined::Store(v, c),
+        Outcome::Coll(c) => {
+            let cell = c.to_cell();
+            if stored.is_some_and(|(v, b)| v == c.top && b == Some(&cell[..])) {
+                Joined::Same
+            } else {
+                Joined::Store(c.top, Some(cell))
+            }
+        }
+    })
 }
 
 impl Collection {
@@ -752,6 +894,7 @@ impl Collection {
             let mut state = Collection::default();
             state.map.absorb(&self.map, false);
             self.map = state.map;
+            self.kinds = KindMask::of(&self.map);
             self.delta = false;
         }
         self
@@ -761,21 +904,25 @@ impl Collection {
 /// A collection meets a whole-key value (a string, a list or a tombstone) `whole` at its
 /// version: the whole value raises the floor; if no element is left, the whole value is the
 /// key's, at the newest version either side saw. `whole_incoming`: which side came in.
-fn whole_meets(mut coll: Collection, whole: Held<'_>, whole_incoming: bool) -> Joined {
+fn whole_meets(mut coll: Collection, whole: Held<'_>, whole_incoming: bool) -> Outcome {
     let (wv, wcell) = whole;
-    let before = coll.clone();
-    let earlier_floor = coll.floor;
+    let earlier = (coll.floor, coll.top);
+    if whole_incoming && wv <= coll.floor && wcell.is_none() {
+        // a deletion at or below what the collection already stood on: nothing to do
+        return Outcome::Unchanged(Some(coll));
+    }
     coll.floor = coll.floor.max(wv);
     coll.drop_below_floor();
+    coll.kinds = KindMask::of(&coll.map);
     let mut coll = coll.full();
-    if coll.is_empty() && wcell.is_some() && earlier_floor <= wv {
+    if coll.is_empty() && wcell.is_some() && earlier.0 <= wv {
         // a string or list written after every element: it is the key's, at its own version
         // (the collection's causal context goes with it; a later collection on the key issues
         // dots of a new epoch, `dot_writer`)
         if !whole_incoming {
-            return Joined::Same;
+            return Outcome::Unchanged(None);
         }
-        return Joined::Store(wv, wcell.map(Box::from));
+        return Outcome::Whole(wv, wcell.map(Box::from));
     }
     // The collection stays: it holds elements newer than the whole value, or the whole value
     // is a deletion (the collection absorbs it as its floor and keeps its context, so what it
@@ -783,10 +930,7 @@ fn whole_meets(mut coll: Collection, whole: Held<'_>, whole_incoming: bool) -> J
     // seeded from its store, never issues one of its versions again), or the collection
     // stood on a newer whole-key write already.
     coll.top = coll.top.max(wv);
-    if whole_incoming && coll == before {
-        return Joined::Same;
-    }
-    Joined::Store(coll.top, Some(coll.to_cell()))
+    Outcome::Coll(coll)
 }
 
 #[cfg(test)]

@@ -114,7 +114,25 @@ pub fn run(
     if state.kind(now_ms).is_some_and(|k| k != ty) {
         return (Reply::Error(WRONGTYPE), None);
     }
-    let before = state.clone();
+    // a command that adds past the bound is refused whole, before it changes anything
+    let adding: Vec<&[u8]> = match cmd {
+        Command::HSet(pairs) => pairs.iter().map(|(f, _)| &f[..]).collect(),
+        Command::SAdd(m) => m.iter().map(|m| &m[..]).collect(),
+        Command::ZAdd { pairs, .. } => pairs.iter().map(|(_, m)| &m[..]).collect(),
+        Command::HIncrBy(f, _) | Command::HIncrByFloat(f, _) | Command::ZIncrBy(f, _) => {
+            vec![&f[..]]
+        }
+        _ => Vec::new(),
+    };
+    let new: std::collections::BTreeSet<&[u8]> = adding
+        .into_iter()
+        .filter(|k| state.map.get(k).is_none())
+        .collect();
+    if state.map.len() + new.len() > COLLECTION_ELEMENTS_MAX {
+        return (Reply::Error(FULL), None);
+    }
+    // (nothing is cloned to undo a failure: a command fails before its first change; what
+    // `begin` did — an expiry folded, the epoch named — any write would do the same)
     let mut ch = state.begin(writer, version, now_ms);
     let result: Result<Reply, CommandError> = (|| {
         Ok(match cmd {
@@ -173,10 +191,7 @@ pub fn run(
             let changed = ch.changed();
             (reply, changed.then_some(ch.delta))
         }
-        Err(e) => {
-            *state = before;
-            (Reply::Error(error_of(e, ty)), None)
-        }
+        Err(e) => (Reply::Error(error_of(e, ty)), None),
     }
 }
 
@@ -296,7 +311,7 @@ mod tests {
             run(&Command::HIncrBy(b"n".to_vec(), 1), &mut s, 1, v(2), 0),
             (Reply::Error(OVERFLOW), None)
         );
-        assert_eq!(s, before);
+        assert_eq!(s.map, before.map, "no element changed");
         assert_eq!(
             run(
                 &Command::HIncrByFloat(b"f".to_vec(), f64::MAX),
@@ -319,6 +334,31 @@ mod tests {
             .0,
             Reply::Error(NAN_OR_INFINITY)
         );
+    }
+
+    #[test]
+    fn a_command_past_the_element_bound_is_refused_whole() {
+        let mut s = Collection::default();
+        let fill: Vec<Vec<u8>> = (0..COLLECTION_ELEMENTS_MAX as u32 - 1)
+            .map(|i| i.to_le_bytes().to_vec())
+            .collect();
+        assert_eq!(
+            run(&Command::SAdd(fill), &mut s, 1, v(1), 0).0,
+            Reply::Int(COLLECTION_ELEMENTS_MAX as i64 - 1)
+        );
+        // at the bound: one more fits; past it: refused, nothing added
+        let two = Command::SAdd(vec![b"x".to_vec(), b"y".to_vec()]);
+        assert_eq!(run(&two, &mut s, 1, v(2), 0), (Reply::Error(FULL), None));
+        assert_eq!(s.len(0), COLLECTION_ELEMENTS_MAX - 1);
+        let one = Command::SAdd(vec![b"x".to_vec()]);
+        assert_eq!(run(&one, &mut s, 1, v(3), 0).0, Reply::Int(1));
+        assert_eq!(
+            run(&one, &mut s, 1, v(4), 0).0,
+            Reply::Int(0),
+            "present: no new"
+        );
+        let y = Command::SAdd(vec![b"y".to_vec()]);
+        assert_eq!(run(&y, &mut s, 1, v(5), 0), (Reply::Error(FULL), None));
     }
 
     #[test]

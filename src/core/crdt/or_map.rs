@@ -114,6 +114,17 @@ impl<P: Clone> OrMap<P> {
         });
     }
 
+    /// Drop the dots of `key` whose payload fails `keep` (as `retain_payloads`, one key).
+    pub fn retain_key(&mut self, key: &[u8], keep: impl FnMut(&P) -> bool) {
+        let mut keep = keep;
+        if let Some(dots) = self.entries.get_mut(key) {
+            dots.retain(|_, p| keep(p));
+            if dots.is_empty() {
+                self.entries.remove(key);
+            }
+        }
+    }
+
     /// The keys and dots, and the context (for encoding).
     pub fn parts(&self) -> (&BTreeMap<Box<[u8]>, Dots<P>>, &Context) {
         (&self.entries, &self.ctx)

@@ -122,31 +122,32 @@ impl Shard {
         if let Err(e) = self.wal.check_writable() {
             return (storage_failure(&e), None);
         }
+        // memory first: nothing may change in place unless it can be logged
+        let room = vec![0; command.payload_bytes() + 64];
+        if let Some(full) = self.out_of_memory(key, Some(&room)) {
+            return (full, None);
+        }
         let now_ms = wall_clock_ms();
-        let map = self.map.borrow();
-        let stored = map
-            .version_of(key)
-            .map(|v| (v, map.get(key).map(|(c, _)| c)));
+        let mut map = self.map.borrow_mut();
+        let held = map.kind_of(key);
         // a live string or list: WRONGTYPE (an expired one is gone: the collection starts
         // above its version)
-        let other_kind = stored.and_then(|(_, c)| c).and_then(|c| {
-            let c = crate::core::cell::decode(c).ok()?;
-            (c.kind != crate::core::cell::Kind::Collection && !c.expired(now_ms)).then_some(())
-        });
-        if other_kind.is_some() {
-            let answer = crate::server::data::collection::answer(&Reply::Error(WRONGTYPE), None);
+        if let Some((_, Some(kind), expires)) = held {
+            let live = expires.is_none_or(|at| at > now_ms);
+            if kind != crate::core::cell::Kind::Collection && live {
+                let answer =
+                    crate::server::data::collection::answer(&Reply::Error(WRONGTYPE), None);
+                return (answer, None);
+            }
+        }
+        // the joined state is one stored value: bounded as any (and a WAL record when
+        // compaction snapshots it); checked on an upper bound, before anything changes
+        let encoded = map.collection_encoded_bytes(key);
+        if encoded + command.payload_bytes() as u64 > crate::limits::VALUE_BYTES_CEILING as u64 {
+            let answer = crate::server::data::collection::answer(&Reply::Error(cmd::FULL), None);
             return (answer, None);
         }
-        let mut state = match collection::at_key(stored) {
-            Ok(s) => s,
-            Err(e) => {
-                let message = format!("stored collection does not decode: {e}");
-                let status = Status::Internal;
-                return (OpResult::Failed { status, message }, None);
-            }
-        };
-        drop(map);
-        let floor = state.top;
+        let floor = held.map_or(Version::ZERO, |h| h.0);
         let version = match self.clock.borrow_mut().tick_past(now_ms, floor) {
             Ok(v) => v,
             Err(e) => {
@@ -156,20 +157,30 @@ impl Shard {
             }
         };
         let issuer = version.writer ^ incarnation();
-        let (reply, delta) = cmd::run(command, &mut state, issuer, version, now_ms);
+        // run on the stored state in place (the delta then joins it again: no change), or on
+        // a new one standing on what the key held
+        let ran = map.with_collection(key, |state| {
+            cmd::run(command, state, issuer, version, now_ms)
+        });
+        let (reply, delta) = match ran {
+            Some(r) => r,
+            None => {
+                let mut state = match collection::at_key(held.map(|h| (h.0, None))) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let message = format!("stored collection does not decode: {e}");
+                        let status = Status::Internal;
+                        return (OpResult::Failed { status, message }, None);
+                    }
+                };
+                cmd::run(command, &mut state, issuer, version, now_ms)
+            }
+        };
+        drop(map);
         let Some(delta) = delta else {
             return (crate::server::data::collection::answer(&reply, None), None);
         };
         let cell = delta.to_cell();
-        // the joined state is one stored value: bounded as any (and a WAL record when
-        // compaction snapshots it)
-        if state.encoded_len() > crate::limits::VALUE_BYTES_CEILING {
-            let reply = Reply::Error(cmd::FULL);
-            return (crate::server::data::collection::answer(&reply, None), None);
-        }
-        if let Some(full) = self.out_of_memory(key, Some(&cell)) {
-            return (full, None);
-        }
         let applied = self.map.borrow_mut().apply(key, Some(&cell), version);
         match self.log_applied(applied, key, Some(&cell), version) {
             (OpResult::Written { .. }, ticket) => (
