@@ -191,7 +191,11 @@ pub struct Map {
 struct HeldCollection {
     state: Collection,
     cell: OnceCell<Box<[u8]>>,
+    /// The estimate counted in `coll_bytes`.
     bytes: u64,
+    /// `bytes` when last measured (a walk): the estimate is measured again once it doubles,
+    /// so measuring costs O(1) per write amortised.
+    measured: u64,
 }
 
 /// A collection slot's value after the cell header: this byte (never a collection format),
@@ -289,6 +293,19 @@ impl Map {
             .map_or(0, |h| h.bytes / COLLECTION_HEAP_PER_ENCODED_BYTE)
     }
 
+    /// The encoded size of the collection `key` holds, measured (a walk), the estimate reset.
+    pub fn measure_collection(&mut self, key: &[u8]) -> u64 {
+        let Some(h) = self.colls.get_mut(key) else {
+            return 0;
+        };
+        let encoded = h.state.encoded_len() as u64;
+        self.coll_bytes -= h.bytes;
+        h.bytes = encoded * COLLECTION_HEAP_PER_ENCODED_BYTE;
+        h.measured = h.bytes;
+        self.coll_bytes += h.bytes;
+        encoded
+    }
+
     /// Run `f` on the collection `key` holds (`None`: it holds none); its encoded form is
     /// made again when next read.
     pub fn with_collection<R>(
@@ -341,21 +358,41 @@ impl Map {
         match outcome {
             Outcome::NotMine => Join::NotMine,
             Outcome::Unchanged(state) => {
-                if let (Some(state), Some(mut h)) = (state, held) {
+                let Some((state, mut h)) = state.zip(held) else {
+                    return Join::Same;
+                };
+                // a command ran on the state in place (`with_collection`): its delta brings
+                // nothing new, but the slot's version and marker follow the state
+                let behind = self.find(key).is_some_and(|s| {
+                    s.version() < state.top || s.value() != Some(&marker(&state)[..])
+                });
+                if !behind {
                     h.state = state;
                     self.coll_bytes += h.bytes;
                     self.colls.insert(key.into(), h);
+                    return Join::Same;
                 }
-                Join::Same
+                self.joined(key, Outcome::Coll(state), Some(h), delta_bytes)
             }
             Outcome::Whole(v, c) => Join::Store(v, c),
             Outcome::Coll(state) => {
-                let bytes = match held {
+                let measure =
+                    |s: &Collection| s.encoded_len() as u64 * COLLECTION_HEAP_PER_ENCODED_BYTE;
+                let (bytes, measured) = match held {
                     // a delta joined: what it brought, at most
-                    Some(h) if delta_bytes < h.bytes => {
-                        h.bytes + delta_bytes * COLLECTION_HEAP_PER_ENCODED_BYTE
+                    Some(h) => {
+                        let grown = h.bytes + delta_bytes * COLLECTION_HEAP_PER_ENCODED_BYTE;
+                        if grown > 2 * h.measured.max(1024) {
+                            let m = measure(&state);
+                            (m, m)
+                        } else {
+                            (grown, h.measured)
+                        }
                     }
-                    _ => state.encoded_len() as u64 * COLLECTION_HEAP_PER_ENCODED_BYTE,
+                    None => {
+                        let m = measure(&state);
+                        (m, m)
+                    }
                 };
                 let slot = Join::Store(state.top, Some(marker(&state)));
                 self.coll_bytes += bytes;
@@ -363,6 +400,7 @@ impl Map {
                     state,
                     cell: OnceCell::new(),
                     bytes,
+                    measured,
                 };
                 self.colls.insert(key.into(), h);
                 slot

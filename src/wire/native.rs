@@ -24,7 +24,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::core::version::Version;
 use crate::limits::{
     CELL_HEADER_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX, KEY_BYTES_MAX, KEY_BYTES_MIN,
-    NATIVE_HEADER_BYTES, VALUE_BYTES_CEILING,
+    NATIVE_HEADER_BYTES, STORED_VALUE_BYTES_CEILING, VALUE_BYTES_CEILING,
 };
 use crate::wire::consensus::CONSENSUS_OVERHEAD_BYTES_MAX;
 use crate::wire::NATIVE_MAGIC;
@@ -334,6 +334,9 @@ pub fn decode_request(
             2 * value_limit.min(VALUE_BYTES_CEILING) + CONSENSUS_OVERHEAD_BYTES_MAX
         }
         Some(Opcode::Accept) => value_limit.min(VALUE_BYTES_CEILING) + CONSENSUS_OVERHEAD_BYTES_MAX,
+        // a replica write may carry a collection's whole state (a join stream, anti-entropy,
+        // read repair): bounded by what a store holds, not by a client's value limit
+        Some(Opcode::ReplicaPut) => STORED_VALUE_BYTES_CEILING,
         Some(_) => value_limit.min(VALUE_BYTES_CEILING) + CELL_HEADER_BYTES_MAX,
     };
     if value_len as usize > limit {

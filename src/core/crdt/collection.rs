@@ -696,7 +696,7 @@ impl Collection {
         let mut entries = BTreeMap::new();
         for _ in 0..r.u32()? {
             let key: Box<[u8]> = r.bytes()?.into();
-            let mut dots = BTreeMap::new();
+            let mut dots = Dots::default();
             for _ in 0..r.u32()? {
                 let writer = r.u64()?;
                 let dot = Dot {
@@ -845,6 +845,7 @@ pub enum Outcome {
 pub fn join_into(stored: Side<'_>, incoming: Held<'_>, theirs: Option<Collection>) -> Outcome {
     match (stored, theirs) {
         (Side::Missing | Side::Whole(_), None) => Outcome::NotMine,
+        (Side::Coll(m), Some(t)) if t.delta && m.includes(&t) => Outcome::Unchanged(Some(m)),
         (Side::Coll(mut m), Some(t)) => {
             m.merge(&t);
             Outcome::Coll(m)
@@ -888,6 +889,30 @@ pub fn join(stored: Option<Held<'_>>, incoming: Held<'_>) -> Result<Joined, Deco
 }
 
 impl Collection {
+    /// Whether `delta` brings nothing this state lacks (seen again: a hint or retry, or the
+    /// executing replica's own delta coming back through the write): O(the delta).
+    pub fn includes(&self, delta: &Collection) -> bool {
+        let (_, seen) = self.map.parts();
+        let (entries, ctx) = delta.map.parts();
+        // and no dot held here that the delta removes (one it saw and does not carry)
+        let removes_nothing = entries.iter().all(|(key, theirs)| {
+            self.map.get(key).is_none_or(|mine| {
+                mine.keys()
+                    .all(|d| theirs.contains_key(d) || !ctx.contains(*d))
+            })
+        });
+        delta.top <= self.top
+            && delta.floor <= self.floor
+            && delta.epoch <= self.epoch
+            && delta.expiry.version <= self.expiry.version
+            && ctx.dots().all(|d| seen.contains(d))
+            && entries
+                .values()
+                .flat_map(|d| d.keys())
+                .all(|d| seen.contains(*d))
+            && removes_nothing
+    }
+
     /// This delta as a state (what a key that held nothing holds once it arrives).
     fn full(mut self) -> Collection {
         if self.delta {

@@ -20,8 +20,87 @@ use std::collections::BTreeMap;
 use super::context::{Context, Dot};
 use super::Crdt;
 
-/// One key's live dots and their payloads.
-pub type Dots<P> = BTreeMap<Dot, P>;
+/// One key's live dots and their payloads, in dot order. Nearly always one: a sorted vector
+/// (a B-tree's smallest node would hold eleven, ten of them empty, for every field).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dots<P>(Vec<(Dot, P)>);
+
+impl<P> Default for Dots<P> {
+    fn default() -> Self {
+        Dots(Vec::new())
+    }
+}
+
+impl<P> Dots<P> {
+    fn find(&self, d: &Dot) -> Result<usize, usize> {
+        self.0.binary_search_by(|(x, _)| x.cmp(d))
+    }
+
+    pub fn get(&self, d: &Dot) -> Option<&P> {
+        self.find(d).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn contains_key(&self, d: &Dot) -> bool {
+        self.find(d).is_ok()
+    }
+
+    pub fn insert(&mut self, d: Dot, p: P) {
+        match self.find(&d) {
+            Ok(i) => self.0[i].1 = p,
+            Err(i) => self.0.insert(i, (d, p)),
+        }
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&Dot, &mut P) -> bool) {
+        self.0.retain_mut(|(d, p)| keep(d, p));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Dot, &P)> + Clone {
+        self.0.iter().map(|(d, p)| (d, p))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &Dot> + Clone {
+        self.0.iter().map(|(d, _)| d)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &P> + Clone {
+        self.0.iter().map(|(_, p)| p)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<P> FromIterator<(Dot, P)> for Dots<P> {
+    fn from_iter<I: IntoIterator<Item = (Dot, P)>>(it: I) -> Self {
+        let mut v: Vec<(Dot, P)> = it.into_iter().collect();
+        v.sort_by_key(|a| a.0);
+        v.dedup_by(|a, b| a.0 == b.0);
+        Dots(v)
+    }
+}
+
+impl<P> IntoIterator for Dots<P> {
+    type Item = (Dot, P);
+    type IntoIter = std::vec::IntoIter<(Dot, P)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a, P> IntoIterator for &'a Dots<P> {
+    type Item = (&'a Dot, &'a P);
+    type IntoIter =
+        std::iter::Map<std::slice::Iter<'a, (Dot, P)>, fn(&'a (Dot, P)) -> (&'a Dot, &'a P)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(d, p)| (d, p))
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct OrMap<P> {
@@ -87,9 +166,7 @@ impl<P: Clone> OrMap<P> {
             !replaced
         });
         dots.insert(dot, payload.clone());
-        delta
-            .entries
-            .insert(key.into(), BTreeMap::from([(dot, payload)]));
+        delta.entries.insert(key.into(), Dots(vec![(dot, payload)]));
         delta
     }
 
@@ -101,7 +178,7 @@ impl<P: Clone> OrMap<P> {
         for d in dots.keys() {
             delta.ctx.insert(*d);
         }
-        delta.entries.insert(key.into(), BTreeMap::new());
+        delta.entries.insert(key.into(), Dots::default());
         Some(delta)
     }
 

@@ -142,8 +142,11 @@ impl Shard {
         }
         // the joined state is one stored value: bounded as any (and a WAL record when
         // compaction snapshots it); checked on an upper bound, before anything changes
-        let encoded = map.collection_encoded_bytes(key);
-        if encoded + command.payload_bytes() as u64 > crate::limits::VALUE_BYTES_CEILING as u64 {
+        let ceiling = crate::limits::VALUE_BYTES_CEILING as u64;
+        let payload = command.payload_bytes() as u64;
+        if map.collection_encoded_bytes(key) + payload > ceiling
+            && map.measure_collection(key) + payload > ceiling
+        {
             let answer = crate::server::data::collection::answer(&Reply::Error(cmd::FULL), None);
             return (answer, None);
         }
@@ -181,14 +184,14 @@ impl Shard {
             return (crate::server::data::collection::answer(&reply, None), None);
         };
         let cell = delta.to_cell();
-        let applied = self.map.borrow_mut().apply(key, Some(&cell), version);
-        match self.log_applied(applied, key, Some(&cell), version) {
-            (OpResult::Written { .. }, ticket) => (
-                crate::server::data::collection::answer(&reply, Some((version, &cell))),
-                ticket,
-            ),
-            (other, _) => (other, None),
+        // the command changed the stored state in place: the delta joins it again (the slot
+        // follows), and goes to the WAL whatever the join found
+        if let Applied::Stale { stored } = self.map.borrow_mut().apply(key, Some(&cell), version) {
+            return (OpResult::Stale { stored }, None);
         }
+        let ticket = self.wal.append(Kind::Put, version, key, &cell);
+        let answer = crate::server::data::collection::answer(&reply, Some((version, &cell)));
+        (answer, Some(ticket))
     }
 
     /// A conditional command on a key this node alone holds: read, change and write in one
