@@ -40,7 +40,8 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// What to check: plain writes and reads (register), or the conditional commands
-    /// (cas: linearizable per key; counter: INCR replies distinct; lock: one holder).
+    /// (cas: linearizable per key; counter: INCR replies distinct; lock: one holder), or sets
+    /// (set: convergent, no acknowledged add lost).
     #[arg(long, value_enum, default_value = "register")]
     workload: Workload,
 }

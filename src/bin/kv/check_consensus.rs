@@ -34,6 +34,11 @@ pub enum Workload {
     /// Half the clients RPUSH unique jobs, half LPOP them: each job taken at most once,
     /// every acknowledged job taken or still queued, nothing taken that nobody pushed.
     Queue,
+    /// SADD of unique members and SREM of added ones (convergent sets): every acknowledged
+    /// add kept unless a remove was sent, nothing removed present, nothing nobody added.
+    Set,
+    /// The same with HSET of unique fields and HDEL.
+    Hash,
 }
 
 /// A lock's lease in the `lock` workload.
@@ -107,6 +112,9 @@ pub struct Setup<'a> {
 }
 
 pub fn run(setup: &Setup<'_>) -> Found {
+    if matches!(setup.workload, Workload::Set | Workload::Hash) {
+        return crate::check_collection::run(setup);
+    }
     let Setup {
         workload,
         nodes,
@@ -209,6 +217,7 @@ pub fn run(setup: &Setup<'_>) -> Found {
         Workload::Counter => counter_violation(&history, nodes, timeout, prefix),
         Workload::Lock => lock_violation(&history),
         Workload::Queue => queue_violation(&history, nodes, timeout, prefix),
+        Workload::Set | Workload::Hash => None,
     };
     Found {
         summary: head,

@@ -5,6 +5,7 @@
 mod bench;
 mod bench_conn;
 mod check;
+mod check_collection;
 mod check_consensus;
 mod history;
 mod repl;
