@@ -274,6 +274,20 @@ impl Map {
         }
     }
 
+    /// A read of some fields of the collection `key` holds: the projection's cell
+    /// (`collection::Collection::project`) and the key's version; `None` when it holds no
+    /// collection (read it whole).
+    pub fn get_fields(
+        &self,
+        key: &[u8],
+        fields: &[&[u8]],
+        now_ms: u64,
+    ) -> Option<(Box<[u8]>, Version)> {
+        let h = self.colls.get(key)?;
+        let version = self.version_of(key)?;
+        Some((h.state.project(fields, now_ms).to_cell(), version))
+    }
+
     /// What `key` holds, cheaply: its version, the kind of its value (`None`: a tombstone)
     /// and the value's expiry.
     pub fn kind_of(&self, key: &[u8]) -> Option<(Version, Option<cell::Kind>, Option<u64>)> {

@@ -24,8 +24,8 @@
 //!   still meet (writes through two homes at once), the kind of the newest element is the
 //!   key's and the other kind's elements are hidden, not dropped, so the join stays a join.
 //!
-//! Bounds: `COLLECTION_ELEMENTS_MAX` fields or members, and the stored-value ceiling in bytes
-//! (`limits::STORED_VALUE_BYTES_CEILING`), both checked where a command runs.
+//! Bounds: `COLLECTION_ELEMENTS_MAX` fields or members and `COLLECTION_BYTES_MAX` bytes
+//! encoded, both checked where a command runs, before it changes anything.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,6 +39,15 @@ use super::Crdt;
 
 /// Fields of one hash, members of one set or sorted set.
 pub const COLLECTION_ELEMENTS_MAX: usize = 1_000_000;
+
+/// Bytes of one collection, encoded: one stored value (compaction writes it as one WAL
+/// record), so the stored-value ceiling.
+pub const COLLECTION_BYTES_MAX: u64 = crate::limits::VALUE_BYTES_CEILING as u64;
+
+/// Whether a collection of `encoded` bytes may take a command adding `adding` more.
+pub fn fits_bytes(encoded: u64, adding: u64) -> bool {
+    encoded.saturating_add(adding) <= COLLECTION_BYTES_MAX
+}
 
 /// Encoding format of a collection value (the byte after the cell header).
 const FORMAT: u8 = 1;
@@ -774,6 +783,65 @@ impl Collection {
     }
 }
 
+/// A list of fields or members on the wire (a read of some of a collection's): each a `u32`
+/// length and its bytes.
+pub fn encode_fields(fields: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(fields.iter().map(|f| f.len() + 4).sum());
+    for f in fields {
+        put_bytes(&mut out, f);
+    }
+    out
+}
+
+/// The fields of `encode_fields` (`None`: malformed).
+pub fn decode_fields(b: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut r = Reader(b);
+    let mut out = Vec::new();
+    while !r.0.is_empty() {
+        out.push(r.bytes().ok()?);
+    }
+    Some(out)
+}
+
+impl Collection {
+    /// What a read of `fields` needs of this state, as a delta: those fields' dots (each named,
+    /// held or not, so a join sees what this replica removed), the element that gives the key
+    /// its kind, and the whole causal context, floor and expiry. Joined with other replicas'
+    /// answers it gives those fields' values as the joined states would; never stored (its
+    /// context covers dots of fields it leaves out).
+    pub fn project(&self, fields: &[&[u8]], now_ms: u64) -> Collection {
+        let (entries, ctx) = self.map.parts();
+        let mut picked = BTreeMap::new();
+        for f in fields {
+            let dots = entries.get(*f).cloned().unwrap_or_default();
+            picked.insert(Box::<[u8]>::from(*f), dots);
+        }
+        // the element that decides the key's kind: the newest (any, while it holds one kind)
+        let kind = self.kind(now_ms);
+        let floor = self.live_floor(now_ms);
+        let newest = match self.kinds.single() {
+            Some(_) if !self.expired_part(now_ms) => entries.iter().next(),
+            _ => entries
+                .iter()
+                .filter(|(_, d)| d.values().any(|e| Some(e.ty) == kind && e.version > floor))
+                .max_by_key(|(_, d)| d.values().map(|e| e.version).max()),
+        };
+        if let Some((k, d)) = newest {
+            picked.entry(k.clone()).or_insert_with(|| d.clone());
+        }
+        let map = OrMap::from_parts(picked, ctx.clone());
+        Collection {
+            floor: self.floor,
+            top: self.top,
+            expiry: self.expiry,
+            epoch: self.epoch,
+            kinds: KindMask::of(&map),
+            map,
+            delta: true,
+        }
+    }
+}
+
 /// Elements with at least one dot stored, read from the header (no decode).
 pub fn stored_elements(value: &[u8]) -> Option<u32> {
     let b = value.get(2..HEADER_BYTES)?;
@@ -1012,6 +1080,60 @@ mod tests {
         let mut long = s.encode();
         long.push(0);
         assert_eq!(Collection::decode(&long), Err(DecodeError::BadTag));
+    }
+
+    #[test]
+    fn projections_of_two_replicas_join_to_what_their_states_join_to() {
+        // replica a: fields 0..200 and "x"; replica b saw all of a's, then removed "x" and
+        // wrote "y"; a read of x, y and f7 from both gives the full join's values, and a
+        // projection is a few hundred bytes, not the hash
+        let mut a = Collection::default();
+        for i in 0..200 {
+            hset(&mut a, 1, 10 + i, &format!("f{i}"), "v");
+        }
+        hset(&mut a, 1, 300, "x", "1");
+        let mut b = a.clone();
+        let mut ch = b.begin(2, v(400), 0);
+        ch.remove(&mut b, Type::Hash, b"x", 0);
+        ch.put(&mut b, Type::Hash, b"y", b"2", 0).unwrap();
+        let fields: [&[u8]; 3] = [b"x", b"y", b"f7"];
+        let (pa, pb) = (a.project(&fields, 0), b.project(&fields, 0));
+        assert!(
+            pa.encode().len() < 600,
+            "projection {} bytes",
+            pa.encode().len()
+        );
+        let mut joined = pa.full();
+        joined.merge(&pb);
+        let mut whole = a.clone();
+        whole.merge(&b);
+        for f in fields {
+            assert_eq!(
+                joined.get(Type::Hash, f, 0),
+                whole.get(Type::Hash, f, 0),
+                "{f:?}"
+            );
+        }
+        assert_eq!(joined.get(Type::Hash, b"x", 0), None, "the remove b saw");
+        assert_eq!(joined.kind(0), Some(Type::Hash));
+        // encoded and decoded as a replica answers it
+        let again = Collection::decode(&pb.encode()).unwrap();
+        assert_eq!(again, pb);
+        assert_eq!(
+            decode_fields(&encode_fields(&fields)),
+            Some(fields.to_vec())
+        );
+        assert_eq!(decode_fields(&[9, 0, 0, 0, b'a']), None);
+    }
+
+    #[test]
+    fn the_byte_bound_at_and_past_it() {
+        assert!(fits_bytes(COLLECTION_BYTES_MAX - 10, 10), "at the bound");
+        assert!(
+            !fits_bytes(COLLECTION_BYTES_MAX - 10, 11),
+            "one byte past it"
+        );
+        assert!(!fits_bytes(u64::MAX, 1), "no overflow");
     }
 
     #[test]

@@ -202,7 +202,7 @@ impl<P: Clone> OrMap<P> {
         }
     }
 
-    /// The keys and dots, and the context (for encoding).
+    /// The keys and dots, and the context (for encoding and projections).
     pub fn parts(&self) -> (&BTreeMap<Box<[u8]>, Dots<P>>, &Context) {
         (&self.entries, &self.ctx)
     }

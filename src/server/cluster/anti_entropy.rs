@@ -227,7 +227,10 @@ async fn exchange(
         if action == Action::Keep {
             continue;
         }
-        let op = Op::ReplicaGet { key: key.clone() };
+        let op = Op::ReplicaGet {
+            key: key.clone(),
+            fields: Box::default(),
+        };
         let (value, version) = match local_call(ctx, op).await {
             OpResult::Value { value, version } => (Some(value), version),
             OpResult::Tombstone { version } => (None, version),
@@ -271,7 +274,10 @@ async fn exchange(
         report.keys_pulled += 1;
     }
     for key in joins {
-        let op = Op::ReplicaGet { key: key.clone() };
+        let op = Op::ReplicaGet {
+            key: key.clone(),
+            fields: Box::default(),
+        };
         if let OpResult::Value { value, version } = local_call(ctx, op).await {
             pushes.push((key, Some(value), version));
         }

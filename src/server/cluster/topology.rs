@@ -252,7 +252,7 @@ pub async fn stream_core(ctx: &Rc<CoreCtx>, only: Option<&str>) -> Result<u64, S
     for batch in keys.chunks(STREAM_BATCH_KEYS) {
         let mut calls = Vec::new();
         for key in batch {
-            let (record, _) = ctx.shard.execute(OpRef::ReplicaGet(key));
+            let (record, _) = ctx.shard.execute(OpRef::ReplicaGet(key, &[]));
             let (value, version) = match record {
                 OpResult::Value { value, version } => (Some(value), version),
                 OpResult::Tombstone { version } => (None, version),

@@ -284,6 +284,12 @@ pub(crate) async fn write_once(
 
 /// GET through the quorum, with read repair.
 pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
+    read_fields(ctx, key, Box::default()).await
+}
+
+/// GET through the quorum; with `fields` named (`collection::encode_fields`), a collection's
+/// replicas answer only those fields (no read repair then: a projection is never stored).
+pub async fn read_fields(ctx: Rc<CoreCtx>, key: Box<[u8]>, fields: Box<[u8]>) -> OpResult {
     let view = ctx.view();
     let rep = view.effective();
     let replicas = view.replicas(&key);
@@ -294,7 +300,7 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
         };
     }
     let skip = wait_for_replicas(&ctx, &replicas, rep.r).await;
-    let mut answers = start(&ctx, &replicas, &skip, OpRef::ReplicaGet(&key));
+    let mut answers = start(&ctx, &replicas, &skip, OpRef::ReplicaGet(&key, &fields));
     let mut round: ReadRound<Box<[u8]>> = ReadRound::new(replicas.len(), rep.r);
     let mut outcome = Outcome::Pending;
     // every answer, for collections: they are joined, not picked by version
@@ -323,7 +329,8 @@ pub async fn read(ctx: Rc<CoreCtx>, key: Box<[u8]>) -> OpResult {
         };
     }
     if heard.iter().any(|(_, _, c)| is_collection(c.as_deref())) {
-        return read_joined(ctx, key, replicas, answers, heard).await;
+        let repair = fields.is_empty();
+        return read_joined(ctx, key, replicas, answers, heard, repair).await;
     }
     let answer = match round.newest() {
         Some((version, Some(v))) => OpResult::Value {
@@ -397,11 +404,15 @@ async fn read_joined(
     replicas: std::sync::Arc<[Target]>,
     mut answers: Answers,
     mut heard: Vec<Heard>,
+    repair: bool,
 ) -> OpResult {
     let answer = match join_all(&heard) {
         Some((version, Some(value))) => OpResult::Value { value, version },
         _ => OpResult::NotFound,
     };
+    if !repair {
+        return answer;
+    }
     let c = ctx.clone();
     glommio::spawn_local(async move {
         while let Some((m, r)) = answers.next(&ctx).await {
@@ -501,7 +512,7 @@ fn start(ctx: &Rc<CoreCtx>, replicas: &[Target], skip: &[usize], op: OpRef<'_>) 
             ));
             continue;
         }
-        if t.local && matches!(op, OpRef::ReplicaGet(_)) && ctx.node.wal.repair_pending() {
+        if t.local && matches!(op, OpRef::ReplicaGet(..)) && ctx.node.wal.repair_pending() {
             // This replica's WAL was damaged: its answer could be the hole, never count it.
             let _ = tx.send((
                 m,
@@ -542,7 +553,7 @@ fn op_key<'a>(op: OpRef<'a>) -> &'a [u8] {
         | OpRef::Put(key, _)
         | OpRef::Delete(key)
         | OpRef::ReplicaPut(key, _, _)
-        | OpRef::ReplicaGet(key)
+        | OpRef::ReplicaGet(key, _)
         | OpRef::Consensus(key, _, _)
         | OpRef::Conditional(key, _)
         | OpRef::Collection(key, _) => key,
@@ -782,10 +793,10 @@ fn wire_of(op: OpRef<'_>) -> Option<Call<'_>> {
             version,
             flags: if value.is_none() { FLAG_TOMBSTONE } else { 0 },
         }),
-        OpRef::ReplicaGet(key) => Some(Call {
+        OpRef::ReplicaGet(key, fields) => Some(Call {
             opcode: Opcode::ReplicaGet,
             key,
-            value: &[],
+            value: fields,
             version: Version::ZERO,
             flags: 0,
         }),

@@ -33,6 +33,9 @@ pub enum Op {
     /// The stored value or tombstone with its version.
     ReplicaGet {
         key: Box<[u8]>,
+        /// Fields or members only (`wire::scan`-style list, `collection::encode_fields`);
+        /// empty: the whole value.
+        fields: Box<[u8]>,
     },
     /// Consensus, replica side: PREPARE (`accept: None`) or ACCEPT; the answer is encoded
     /// (`wire::consensus`) in a `Value`.
@@ -66,7 +69,7 @@ impl Op {
                 value,
                 version,
             } => OpRef::ReplicaPut(key, value.as_deref(), *version),
-            Op::ReplicaGet { key } => OpRef::ReplicaGet(key),
+            Op::ReplicaGet { key, fields } => OpRef::ReplicaGet(key, fields),
             Op::Consensus {
                 key,
                 ballot,
@@ -91,7 +94,10 @@ impl Op {
                 value: v.map(Box::from),
                 version,
             },
-            OpRef::ReplicaGet(k) => Op::ReplicaGet { key: k.into() },
+            OpRef::ReplicaGet(k, fields) => Op::ReplicaGet {
+                key: k.into(),
+                fields: fields.into(),
+            },
             OpRef::Consensus(k, ballot, accept) => Op::Consensus {
                 key: k.into(),
                 ballot,

@@ -32,7 +32,9 @@ pub enum OpRef<'a> {
     Put(&'a [u8], &'a [u8]),
     Delete(&'a [u8]),
     ReplicaPut(&'a [u8], Option<&'a [u8]>, Version),
-    ReplicaGet(&'a [u8]),
+    /// A replica's own value; with fields named (`collection::encode_fields`), only those of
+    /// a collection (a read of some fields: the collection is not encoded whole).
+    ReplicaGet(&'a [u8], &'a [u8]),
     Consensus(&'a [u8], Ballot, Option<&'a Entry>),
     Conditional(&'a [u8], &'a Command),
     Collection(&'a [u8], &'a crate::core::crdt::command::Command),
@@ -91,7 +93,7 @@ impl Shard {
             OpRef::Put(key, value) => self.write(key, Some(value)),
             OpRef::Delete(key) => self.write(key, None),
             OpRef::ReplicaPut(key, value, version) => self.replica_write(key, value, version),
-            OpRef::ReplicaGet(key) => (self.replica_get(key), None),
+            OpRef::ReplicaGet(key, fields) => (self.replica_get(key, fields), None),
             OpRef::Consensus(key, ballot, accept) => {
                 match self.consensus(key, ballot, accept.cloned()) {
                     Ok((answer, ticket)) => (
@@ -142,10 +144,9 @@ impl Shard {
         }
         // the joined state is one stored value: bounded as any (and a WAL record when
         // compaction snapshots it); checked on an upper bound, before anything changes
-        let ceiling = crate::limits::VALUE_BYTES_CEILING as u64;
         let payload = command.payload_bytes() as u64;
-        if map.collection_encoded_bytes(key) + payload > ceiling
-            && map.measure_collection(key) + payload > ceiling
+        if !collection::fits_bytes(map.collection_encoded_bytes(key), payload)
+            && !collection::fits_bytes(map.measure_collection(key), payload)
         {
             let answer = crate::server::data::collection::answer(&Reply::Error(cmd::FULL), None);
             return (answer, None);
@@ -294,8 +295,18 @@ impl Shard {
         r
     }
 
-    fn replica_get(&self, key: &[u8]) -> OpResult {
+    fn replica_get(&self, key: &[u8], fields: &[u8]) -> OpResult {
         let map = self.map.borrow();
+        if !fields.is_empty() {
+            if let Some(fields) = crate::core::crdt::collection::decode_fields(fields) {
+                if let Some((cell, version)) = map.get_fields(key, &fields, wall_clock_ms()) {
+                    return OpResult::Value {
+                        value: cell,
+                        version,
+                    };
+                }
+            }
+        }
         match (map.get(key), map.version_of(key)) {
             (Some((value, version)), _) => OpResult::Value {
                 value: Box::from(value),

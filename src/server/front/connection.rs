@@ -414,18 +414,21 @@ fn clock_fenced(ctx: &CoreCtx) -> Slot {
 pub const REPAIRING: &str =
     "LOADING this replica is being repaired from its peers after wal damage; try another node";
 
-/// A client GET/PUT/DELETE through the quorum coordinator (a PUT's value as a cell).
+/// A client GET/PUT/DELETE through the quorum coordinator (a PUT's value as a cell; a GET's
+/// value, when not empty, names the fields of a collection to read).
 fn spawn_coordinated(
     ctx: &Rc<CoreCtx>,
     opcode: Opcode,
     key: &[u8],
     cell: Option<Box<[u8]>>,
+    fields: &[u8],
 ) -> glommio::task::JoinHandle<OpResult> {
     let c = ctx.clone();
     let key: Box<[u8]> = key.into();
+    let fields: Box<[u8]> = fields.into();
     glommio::spawn_local(async move {
         match opcode {
-            Opcode::Get => coordinator::read(c, key).await,
+            Opcode::Get => coordinator::read_fields(c, key, fields).await,
             _ => coordinator::write(c, key, cell).await,
         }
     })
@@ -1351,8 +1354,14 @@ fn dispatch(
         Opcode::Get | Opcode::Put | Opcode::Delete if !ctx.is_solo() => {
             let cell =
                 (opcode == Opcode::Put).then(|| cell::encode(req.value, req.expires_at_ms()));
-            return Slot::Task(spawn_coordinated(ctx, opcode, req.key, cell));
+            let fields = if opcode == Opcode::Get {
+                req.value
+            } else {
+                &[]
+            };
+            return Slot::Task(spawn_coordinated(ctx, opcode, req.key, cell, fields));
         }
+        Opcode::Get if !req.value.is_empty() => OpRef::ReplicaGet(req.key, req.value),
         Opcode::Get | Opcode::LocalGet => OpRef::Get(req.key),
         Opcode::Put => {
             let cell = cell::encode(req.value, req.expires_at_ms());
@@ -1373,7 +1382,7 @@ fn dispatch(
             let value = (req.flags & FLAG_TOMBSTONE == 0).then_some(req.value);
             OpRef::ReplicaPut(req.key, value, req.version)
         }
-        Opcode::ReplicaGet => OpRef::ReplicaGet(req.key),
+        Opcode::ReplicaGet => OpRef::ReplicaGet(req.key, req.value),
     };
     let core = ctx.ring.core_for_key(req.key);
     if core == ctx.core {

@@ -28,6 +28,23 @@ pub enum Read {
     Zset(zset::Read),
 }
 
+impl Read {
+    /// The fields or members a read needs alone (HGET, HMGET, HEXISTS, HSTRLEN, SISMEMBER,
+    /// SMISMEMBER, ZSCORE, ZMSCORE): the replicas answer only those (`None`: it needs the
+    /// whole collection).
+    pub fn fields(&self) -> Option<Vec<&[u8]>> {
+        match self {
+            Read::Hash(hash::Read::Get(f) | hash::Read::Exists(f) | hash::Read::StrLen(f))
+            | Read::Set(set::Read::IsMember(f))
+            | Read::Zset(zset::Read::Score(f)) => Some(vec![&f[..]]),
+            Read::Hash(hash::Read::MGet(fs))
+            | Read::Set(set::Read::MIsMember(fs))
+            | Read::Zset(zset::Read::MScore(fs)) => Some(fs.iter().map(|f| &f[..]).collect()),
+            _ => None,
+        }
+    }
+}
+
 /// What a collection command becomes: a write of its first key, or a read of these keys.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan<'a> {

@@ -514,8 +514,13 @@ impl RespFront {
                     if let Some(e) = check_keys(keys.iter().copied()) {
                         return e;
                     }
+                    // a read of some fields asks the replicas for those alone
+                    let fields = read
+                        .fields()
+                        .map(|f| crate::core::crdt::collection::encode_fields(&f))
+                        .unwrap_or_default();
                     for k in keys {
-                        op(Request::new(Opcode::Get, k, &[]));
+                        op(Request::new(Opcode::Get, k, &fields));
                     }
                     RespReply::CollectionRead(read)
                 }
