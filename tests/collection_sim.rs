@@ -11,7 +11,9 @@
 //! Checked after each run, once the network healed and hints and anti-entropy went quiet:
 //! every replica holds the same members of every key; every acknowledged SADD is present
 //! unless a SREM that observed it or a DEL at a higher version was issued (acknowledged or
-//! not: either may still land); nothing is present that no SADD added.
+//! not: either may still land); nothing is present that no SADD added. A second mode runs
+//! HINCRBY through random replicas: every replica holds the same count, at least the
+//! increments acknowledged and at most those issued.
 //! `KV_CSIM_SEED=<n>` replays one seed, `KV_CSIM_SEEDS=<n>` sets how many run (default 200).
 
 mod seeds;
@@ -83,6 +85,8 @@ struct Pending {
     acks: usize,
     deadline: u64,
     add: Option<usize>,
+    /// An increment (`Sim::counters`).
+    incr: bool,
 }
 
 struct Sim {
@@ -103,6 +107,12 @@ struct Sim {
     /// Off only to show the checker catches it: stores keep the newest version instead of
     /// joining (what last-write-wins on a whole collection would do).
     join: bool,
+    /// Counters instead of sets: every command is HINCRBY of one field by 1 (no removes, no
+    /// DEL), and the check is that no acknowledged increment is lost.
+    counters: bool,
+    /// Increments issued and acknowledged, by key (`counters`).
+    incr_issued: HashMap<u32, u64>,
+    incr_acked: HashMap<u32, u64>,
     /// On only to show the checker catches it: the delta leaves before it is durable where it
     /// ran (a crash then loses the dot there, and the node issues it again for another
     /// member).
@@ -169,6 +179,9 @@ impl Sim {
             removed: HashMap::new(),
             dels: HashMap::new(),
             join: true,
+            counters: false,
+            incr_issued: HashMap::new(),
+            incr_acked: HashMap::new(),
             ship_early: false,
         }
     }
@@ -263,6 +276,20 @@ impl Sim {
             Ok(v) => v,
             Err(_) => return,
         };
+        if self.counters {
+            let (_, delta) = run(
+                &Command::HIncrBy(b"count".to_vec(), 1),
+                &mut st,
+                version.writer,
+                version,
+                0,
+            );
+            let Some(delta) = delta else { return };
+            *self.incr_issued.entry(key).or_default() += 1;
+            let cell = Some(delta.to_cell().to_vec());
+            self.ship(c, op, key, cell, version, None, true);
+            return;
+        }
         let (cell, add) = match self.rng.u8(..10) {
             0 => {
                 self.dels.entry(key).or_default().push(version);
@@ -312,6 +339,21 @@ impl Sim {
         if cell.is_none() && add.is_some() {
             return;
         }
+        self.ship(c, op, key, cell, version, add, false);
+    }
+
+    /// Store the write at node `c` and send it to the others once durable there.
+    #[allow(clippy::too_many_arguments)]
+    fn ship(
+        &mut self,
+        c: usize,
+        op: usize,
+        key: u32,
+        cell: Option<Vec<u8>>,
+        version: Version,
+        add: Option<usize>,
+        incr: bool,
+    ) {
         if std::env::var_os("KV_CSIM_TRACE").is_some() {
             let d = cell.as_deref().and_then(|c| {
                 let c = cell::decode(c).ok()?;
@@ -345,6 +387,7 @@ impl Sim {
                 acks: 0,
                 deadline: self.now + TIMEOUT,
                 add,
+                incr,
             },
         ));
         // its own copy counts once durable, and the delta leaves only then (as the shell
@@ -396,6 +439,9 @@ impl Sim {
                 if p.acks == W {
                     if let Some(a) = p.add {
                         self.adds[a].acked = true;
+                    }
+                    if p.incr {
+                        *self.incr_acked.entry(p.key).or_default() += 1;
                     }
                 }
             }
@@ -552,7 +598,38 @@ impl Sim {
         }
     }
 
+    /// Counters: every replica holds one value per key, and it counts every acknowledged
+    /// increment and none that was never issued.
+    fn check_counters(&self) -> Result<(), String> {
+        for key in 0..KEYS {
+            let value = |m: &Map| {
+                state(m, key)
+                    .get(Type::Hash, b"count", 0)
+                    .map(|r| kvstore::server::front::resp_hash::text(&r))
+                    .and_then(|t| String::from_utf8(t).ok()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let first = value(&self.nodes[0].map);
+            for n in 1..NODES {
+                if value(&self.nodes[n].map) != first {
+                    return Err(format!("key {key}: replicas hold different counts"));
+                }
+            }
+            let acked = self.incr_acked.get(&key).copied().unwrap_or(0);
+            let issued = self.incr_issued.get(&key).copied().unwrap_or(0);
+            if first < acked || first > issued {
+                return Err(format!(
+                    "key {key}: count {first}, {acked} increments acknowledged, {issued} issued"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), String> {
+        if self.counters {
+            return self.check_counters();
+        }
         for key in 0..KEYS {
             let first = members(&self.nodes[0].map, key);
             for n in 1..NODES {
@@ -611,6 +688,41 @@ fn collections_converge_and_keep_every_acknowledged_add_across_seeds() {
             );
         }
     }
+}
+
+/// HINCRBY through random replicas under the same faults: no acknowledged increment lost, none
+/// counted twice, every replica the same count.
+#[test]
+fn counters_keep_every_acknowledged_increment_across_seeds() {
+    for seed in seeds::seeds("CSIM", 200) {
+        let mut sim = Sim::new(seed);
+        sim.counters = true;
+        sim.run();
+        assert!(
+            sim.incr_acked.values().sum::<u64>() > 0,
+            "seed {seed}: nothing acknowledged"
+        );
+        if let Err(e) = sim.check() {
+            panic!(
+                "seed {seed}: {e}\nreplay: KV_CSIM_SEED={seed} cargo test --test collection_sim"
+            );
+        }
+    }
+}
+
+/// The counter check can fail: with stores keeping the newest whole value, concurrent
+/// increments through different replicas overwrite each other.
+#[test]
+fn the_checker_catches_lost_increments() {
+    let caught = (1..=50u64).find(|&seed| {
+        let mut sim = Sim::new(seed);
+        sim.counters = true;
+        sim.join = false;
+        sim.run();
+        sim.check().is_err()
+    });
+    assert!(caught.is_some(), "no seed caught lost increments");
+    eprintln!("caught at seed {caught:?}");
 }
 
 /// The checker can fail: stores that keep the newest whole value instead of joining lose
