@@ -217,11 +217,6 @@ pub fn parse_score(b: &[u8]) -> Option<f64> {
     (!x.is_nan() && !t.is_empty() && !t.starts_with(char::is_whitespace)).then_some(x)
 }
 
-/// Whether a command of `n` new elements fits (for the front's early refusal).
-pub fn fits(n: usize) -> bool {
-    n <= COLLECTION_ELEMENTS_MAX
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,8 +125,7 @@ impl Shard {
             return (storage_failure(&e), None);
         }
         // memory first: nothing may change in place unless it can be logged
-        let room = vec![0; command.payload_bytes() + 64];
-        if let Some(full) = self.out_of_memory(key, Some(&room)) {
+        if let Some(full) = self.out_of_memory_for(key, command.payload_bytes() + 64) {
             return (full, None);
         }
         let now_ms = wall_clock_ms();
@@ -152,13 +151,9 @@ impl Shard {
             return (answer, None);
         }
         let floor = held.map_or(Version::ZERO, |h| h.0);
-        let version = match self.clock.borrow_mut().tick_past(now_ms, floor) {
+        let version = match self.version_past(now_ms, floor) {
             Ok(v) => v,
-            Err(e) => {
-                let message = format!("stale: key holds a {e}");
-                let status = Status::Stale;
-                return (OpResult::Failed { status, message }, None);
-            }
+            Err(failed) => return (failed, None),
         };
         let issuer = version.writer ^ incarnation();
         // run on the stored state in place (the delta then joins it again: no change), or on
@@ -204,13 +199,9 @@ impl Shard {
         let now_ms = wall_clock_ms();
         let stored = self.stored_entry(key);
         let floor = stored.as_ref().map_or(Version::ZERO, |e| e.version);
-        let version = match self.clock.borrow_mut().tick_past(now_ms, floor) {
+        let version = match self.version_past(now_ms, floor) {
             Ok(v) => v,
-            Err(e) => {
-                let message = format!("stale: key holds a {e}");
-                let status = Status::Stale;
-                return (OpResult::Failed { status, message }, None);
-            }
+            Err(failed) => return (failed, None),
         };
         let ballot = Ballot {
             round: version.hlc,
@@ -236,6 +227,18 @@ impl Shard {
             (OpResult::Written { .. }, ticket) => (answer, ticket),
             (other, _) => (other, None),
         }
+    }
+
+    /// A version above `floor` from this core's clock, or the refusal when `floor` is too far
+    /// ahead of it (a writer with a wrong clock).
+    fn version_past(&self, now_ms: u64, floor: Version) -> Result<Version, OpResult> {
+        self.clock
+            .borrow_mut()
+            .tick_past(now_ms, floor)
+            .map_err(|e| OpResult::Failed {
+                status: Status::Stale,
+                message: format!("stale: key holds a {e}"),
+            })
     }
 
     /// Issue a new version from this core's clock for a write that leaves this node before it
@@ -418,16 +421,9 @@ impl Shard {
         }
         let mut map = self.map.borrow_mut();
         let stored = map.version_of(key).unwrap_or_default();
-        let version = match self.clock.borrow_mut().tick_past(wall_clock_ms(), stored) {
+        let version = match self.version_past(wall_clock_ms(), stored) {
             Ok(v) => v,
-            Err(e) => {
-                let message = format!("stale: key holds a {e}");
-                let failed = OpResult::Failed {
-                    status: Status::Stale,
-                    message,
-                };
-                return (failed, None);
-            }
+            Err(failed) => return (failed, None),
         };
         let expired = value.is_none() && !map.live_at(key, wall_clock_ms());
         let applied = map.apply(key, value, version);
@@ -450,12 +446,16 @@ impl Shard {
     /// is one. Deletes are never refused (a tombstone is smaller than what it replaces, and a
     /// replica must be able to record one), nor puts that do not grow the map.
     fn out_of_memory(&self, key: &[u8], value: Option<&[u8]>) -> Option<OpResult> {
+        self.out_of_memory_for(key, value?.len())
+    }
+
+    /// `out_of_memory` for a write of `value_len` bytes.
+    fn out_of_memory_for(&self, key: &[u8], value_len: usize) -> Option<OpResult> {
         let budget = self.memory_budget?;
-        let value = value?;
         let map = self.map.borrow();
         let replies = self.reply_bytes.get() as u64;
         let used = map.memory_bytes() + replies;
-        if used < budget || !map.would_grow(key, value.len()) {
+        if used < budget || !map.would_grow(key, value_len) {
             return None;
         }
         Some(OpResult::Failed {
