@@ -1,13 +1,20 @@
 //! One core's staging files (`core-<i>/stage-<run>-{a,b}.log`): where `--fsync interval` and
 //! `--fsync none` acknowledge a write, instead of waiting for its O_DIRECT segment write.
 //!
-//! Owns: copying each group of encoded records (the very bytes the segment will get) into the
-//! file through the page cache (one `pwrite` per group), and reading a staging file back at
-//! replay. The page cache survives a crash of the process (kill -9, an OOM kill, a container
-//! restart), so a staged record is as safe from those as one written to a segment; the segment
-//! writes then go out in large groups on their own schedule (`STAGE_FLUSH_MS`,
-//! `STAGE_FLUSH_BYTES`), and the interval fdatasync bounds what a power loss takes (see
-//! `wal_file`). Never decides when a record is acknowledged or flushed (`wal_file` does).
+//! Owns: copying each appended record (the very bytes the segment will get) into the file's
+//! shared mapping, and reading a staging file back at replay. A `MAP_SHARED` mapping of a file
+//! *is* its page cache, which survives a crash of the process (kill -9, an OOM kill, a
+//! container restart): a staged record is as safe from those as one written to a segment, and
+//! it cost a copy — no system call, no task. The segment writes then go out in large groups on
+//! their own schedule (`STAGE_FLUSH_MS`, `STAGE_FLUSH_BYTES`), and the interval fdatasync bounds
+//! what a power loss takes (see `wal_file`). Never decides when a record is acknowledged or
+//! flushed (`wal_file` does).
+//!
+//! The files are zero-filled (their blocks allocated and written) before they are mapped, so a
+//! store into the mapping never allocates: a full disk cannot fault it. The first store into a
+//! page that writeback has cleaned takes a page fault (`page_mkwrite`), once per page (~25
+//! records), not per record. Never truncate a staging file while it is mapped (a store past the
+//! end would be `SIGBUS`).
 //!
 //! Layout: two files (halves `a` and `b`, `STAGE_BYTES` in all), each holding records back to
 //! back from offset 0 in append order. Groups go to the current half; when it is full, the
@@ -23,9 +30,10 @@
 //! was never acknowledged; leftovers of an earlier fill are older). So a stale record can
 //! never be replayed over a newer state, and nothing after a gap is.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
 
 use crate::limits::{STAGE_BYTES, WAL_RECORD_HEADER_BYTES};
 use crate::storage::record::{self, Kind, Record};
@@ -51,9 +59,9 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     run.parse().ok()
 }
 
-/// One half: its file and the highest ticket staged in it.
+/// One half: its file's shared mapping and the highest ticket staged in it.
 struct Half {
-    file: File,
+    map: MmapMut,
     path: PathBuf,
     last_ticket: u64,
 }
@@ -87,8 +95,18 @@ impl Stage {
                 at += STAGE_ZERO_CHUNK_BYTES as u64;
             }
             file.sync_data().map_err(|e| Error::io(&path, e))?;
+            // SAFETY: the mapping is of a file this process created (truncating it first) in its
+            // locked data dir, sized above and never truncated while mapped (module doc); the
+            // bytes are only ever copied in and never handed out as references.
+            let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io(&path, e))?;
+            if (map.len() as u64) < HALF_BYTES {
+                return Err(Error::io(
+                    &path,
+                    std::io::Error::other("staging file shorter than its mapping"),
+                ));
+            }
             Ok(Half {
-                file,
+                map,
                 path,
                 last_ticket: 0,
             })
@@ -107,8 +125,8 @@ impl Stage {
     /// Stage `groups` (encoded records, in order, the last ending at `last_ticket`).
     /// `written`: every ticket up to it has reached its segment. When the current half is full
     /// the other takes over from its start, once everything staged in it has reached its
-    /// segment. Ok(false): neither can take the groups now.
-    pub fn put(&mut self, groups: &[&[u8]], last_ticket: u64, written: u64) -> Result<bool, Error> {
+    /// segment. False: neither can take the groups now.
+    pub fn put(&mut self, groups: &[&[u8]], last_ticket: u64, written: u64) -> bool {
         let len: u64 = groups.iter().map(|g| g.len() as u64).sum();
         let all_written = self.halves.iter().all(|h| h.last_ticket <= written);
         if all_written {
@@ -117,20 +135,19 @@ impl Stage {
         if self.pos + len > HALF_BYTES {
             let other = 1 - self.current;
             if self.halves[other].last_ticket > written || len > HALF_BYTES {
-                return Ok(false);
+                return false;
             }
             self.current = other;
             self.pos = 0;
         }
         let half = &mut self.halves[self.current];
         for g in groups {
-            half.file
-                .write_all_at(g, self.pos)
-                .map_err(|e| Error::io(&half.path, e))?;
+            let at = self.pos as usize;
+            half.map[at..at + g.len()].copy_from_slice(g);
             self.pos += g.len() as u64;
         }
         half.last_ticket = last_ticket;
-        Ok(true)
+        true
     }
 }
 
@@ -266,19 +283,17 @@ mod tests {
         let dir = crate::test_dir("stage-halves");
         let mut st = Stage::create(&dir, 1).expect("create");
         let big = vec![1u8; (HALF_BYTES / 2) as usize + 1];
-        assert!(st.put(&[&big], 1, 0).expect("put"));
+        assert!(st.put(&[&big], 1, 0));
         // the first half cannot take another; the second is empty: it takes over
-        assert!(st.put(&[&big], 2, 0).expect("put"));
+        assert!(st.put(&[&big], 2, 0));
         assert_eq!(st.current, 1);
         // both hold unwritten records: nowhere to go until ticket 1 is written
-        assert!(!st.put(&[&big], 3, 0).expect("put"));
-        assert!(st.put(&[&big], 3, 1).expect("put"));
+        assert!(!st.put(&[&big], 3, 0));
+        assert!(st.put(&[&big], 3, 1));
         assert_eq!((st.current, st.pos), (0, big.len() as u64));
         // everything written: the current half starts over
-        assert!(st.put(&[&[2u8; 10]], 4, 3).expect("put"));
+        assert!(st.put(&[&[2u8; 10]], 4, 3));
         assert_eq!(st.pos, 10);
-        assert!(!st
-            .put(&[&vec![0u8; HALF_BYTES as usize + 1]], 5, 4)
-            .expect("put"));
+        assert!(!st.put(&[&vec![0u8; HALF_BYTES as usize + 1]], 5, 4));
     }
 }

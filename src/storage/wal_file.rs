@@ -83,12 +83,15 @@ struct State {
     append_segment_bytes: u64,
     appended: Ticket,
     pending: Vec<Chunk>,
+    /// Bytes in `pending`.
+    pending_bytes: usize,
     /// Highest ticket whose O_DIRECT write completed, and the segment it went to (every
     /// segment before that one is complete: the scrubber may read it).
     written: Ticket,
     written_segment: u64,
-    /// Highest ticket copied into the staging file (`stage`): acknowledged under
-    /// `--fsync interval` and `none`, its segment write still to come.
+    /// Highest ticket copied into the staging file (`stage`) by `append`: acknowledged under
+    /// `--fsync interval` and `none`, its segment write still to come. Every ticket below it
+    /// is staged or written too (a record is staged only when the one before it is).
     staged: Ticket,
     /// Highest ticket known to be fdatasync'ed, and the highest one somebody waits to be.
     synced: Ticket,
@@ -120,6 +123,8 @@ pub struct Wal {
     run: u64,
     core: u32,
     state: RefCell<State>,
+    /// The staging file (`--fsync interval` and `none`), from `open` on.
+    stage: RefCell<Option<Stage>>,
     flusher: Cell<Option<Waker>>,
     waiters: RefCell<Vec<Waker>>,
 }
@@ -175,6 +180,7 @@ impl Wal {
                 append_segment_bytes: 0,
                 appended: 0,
                 pending: Vec::new(),
+                pending_bytes: 0,
                 written: 0,
                 written_segment: 0,
                 staged: 0,
@@ -189,6 +195,7 @@ impl Wal {
                 writes: 0,
                 group_sizes: [0; GROUP_BUCKETS.len() + 1],
             }),
+            stage: RefCell::new(None),
             flusher: Cell::new(None),
             waiters: RefCell::new(Vec::new()),
         })
@@ -237,10 +244,22 @@ impl Wal {
     }
 
     /// Append one record; the returned ticket becomes durable later (`durable(ticket)`).
+    ///
+    /// Under `--fsync interval` and `none` the record (with the segment-start record before
+    /// it, if it opens a segment) is copied into the staging file here, so it is acknowledged
+    /// at once; the flusher is woken only when a segment write is due now (the staging file
+    /// could not take the record, `STAGE_FLUSH_BYTES` gathered) or to start the
+    /// `STAGE_FLUSH_MS` clock of the first record pending.
     pub fn append(&self, kind: Kind, version: Version, key: &[u8], value: &[u8]) -> Ticket {
         let len = record::encoded_len(key, value) as u64;
         let start_len = (WAL_RECORD_HEADER_BYTES + record::SEGMENT_START_BYTES) as u64;
         let mut st = self.state.borrow_mut();
+        let was_idle = st.pending.is_empty();
+        // where this append's bytes begin: (chunk, offset in it)
+        let mark = (
+            st.pending.len().saturating_sub(1),
+            st.pending.last().map_or(0, |c| c.bytes.len()),
+        );
         if st.append_segment_bytes > 0 && st.append_segment_bytes + len > self.segment_bytes_max {
             st.append_segment += self.id_step;
             st.append_seq = 0;
@@ -271,11 +290,52 @@ impl Wal {
         if let Some(chunk) = st.pending.last_mut() {
             chunk.last_ticket = ticket;
         }
+        self.stage_appended(&mut st, mark, ticket);
+        let wake = was_idle || self.write_due(&st);
         drop(st);
-        if let Some(w) = self.flusher.take() {
-            w.wake();
+        if wake {
+            if let Some(w) = self.flusher.take() {
+                w.wake();
+            }
         }
         ticket
+    }
+
+    /// Copy the bytes appended since `mark` (the last record's ticket `ticket`) into the
+    /// staging file, when there is one and every record before it is staged or written (so
+    /// replay, which takes staged records only where they follow the segments without a gap,
+    /// has them all). Otherwise the record waits for its segment write (`write_due`).
+    fn stage_appended(&self, st: &mut State, mark: (usize, usize), ticket: Ticket) {
+        if st.staged.max(st.written) + 1 < ticket {
+            return;
+        }
+        let mut stage = self.stage.borrow_mut();
+        let Some(stage) = stage.as_mut() else {
+            return;
+        };
+        let (first, offset) = mark;
+        let mut groups: Vec<&[u8]> = Vec::with_capacity(2);
+        for (i, chunk) in st.pending.iter().enumerate().skip(first) {
+            let from = if i == first { offset } else { 0 };
+            if from < chunk.bytes.len() {
+                groups.push(&chunk.bytes[from..]);
+            }
+        }
+        if stage.put(&groups, ticket, st.written) {
+            // In the page cache: a crash of the process keeps it (not yet a power loss).
+            crate::failpoint::hit("wal:staged");
+            st.staged = ticket;
+        }
+    }
+
+    /// Whether the flusher must write what is pending now rather than at `STAGE_FLUSH_MS`:
+    /// there is no staging (`--fsync batch`), a record is neither staged nor written, or
+    /// `STAGE_FLUSH_BYTES` have gathered.
+    fn write_due(&self, st: &State) -> bool {
+        !st.pending.is_empty()
+            && (self.mode == FsyncMode::Batch
+                || st.staged.max(st.written) < st.appended
+                || st.pending_bytes >= STAGE_FLUSH_BYTES)
     }
 
     /// Encode one record into the pending chunk of the current segment.
@@ -284,6 +344,7 @@ impl Wal {
         let (segment, seq) = (st.append_segment, st.append_seq);
         st.append_seq += 1;
         st.append_segment_bytes += len;
+        st.pending_bytes += len as usize;
         *st.segments.entry(segment).or_default() += len;
         let reuse = matches!(st.pending.last(), Some(c) if c.segment == segment
             && c.bytes.len() < WAL_GROUP_BYTES_MAX);
@@ -427,7 +488,8 @@ impl Wal {
     }
 
     /// Create and preallocate the first segment, so a full disk or a bad data dir fails the
-    /// start, not the first write. Hand the result to `run_flusher`.
+    /// start, not the first write; under `--fsync interval` and `none`, create the staging
+    /// file. Hand the result to `run_flusher`.
     pub async fn open(&self) -> Result<SegmentWriter, Error> {
         let mut out = SegmentWriter::default();
         let first = self.state.borrow().append_segment;
@@ -435,158 +497,114 @@ impl Wal {
         out.id_step = self.id_step;
         out.roll(&self.dir, first, self.segment_bytes_max).await?;
         if self.mode != FsyncMode::Batch {
-            out.stage = Some(Stage::create(&self.dir, self.run)?);
+            *self.stage.borrow_mut() = Some(Stage::create(&self.dir, self.run)?);
         }
         Ok(out)
     }
 
     /// The flusher task: run it once per core, until `shut_down`.
     ///
-    /// Under `--fsync interval` and `none` each group is first copied into the staging file
-    /// (`stage`) and acknowledged; its segment write waits until `STAGE_FLUSH_BYTES` or
-    /// `STAGE_FLUSH_MS` has gathered (or a sync is wanted, or shutdown), so one large O_DIRECT
-    /// write carries many groups. That write (and the interval fdatasync after it) runs as a
-    /// task of its own, one at a time, while this loop goes on staging and acknowledging. Under
-    /// `batch` (no staging) each group's write is its acknowledgement, as before.
-    pub async fn run_flusher(self: Rc<Self>, mut out: SegmentWriter) -> Result<(), Error> {
-        let mut stage = out.stage.take();
-        let mut out = Some(out);
-        let mut inflight: Option<glommio::Task<WriteDone>> = None;
+    /// Under `--fsync interval` and `none`, `append` has already staged (and so acknowledged)
+    /// each record; the segment write waits until `STAGE_FLUSH_BYTES` or `STAGE_FLUSH_MS` has
+    /// gathered (or a record could not be staged, or a sync is wanted, or shutdown), so one
+    /// large O_DIRECT write carries many requests' records, and this task wakes once per
+    /// write, not once per request. Under `batch` (no staging) each group's write is its
+    /// acknowledgement: what is appended while one write is in flight goes in the next.
+    pub async fn run_flusher(self: Rc<Self>, mut writer: SegmentWriter) -> Result<(), Error> {
         let mut last_sync = Instant::now();
-        let mut held: Vec<Chunk> = Vec::new();
-        let mut held_bytes = 0usize;
-        let mut held_since: Option<Instant> = None;
+        let mut pending_since: Option<Instant> = None;
         let mut retry_at: Option<Instant> = None;
         let flush_after = Duration::from_millis(STAGE_FLUSH_MS);
         let interval = Duration::from_millis(WAL_SYNC_INTERVAL_MS);
         loop {
-            let unsynced = {
-                let st = self.state.borrow();
-                st.written > st.synced
-            };
-            let sync_at = (self.mode == FsyncMode::Interval && unsynced && inflight.is_none())
-                .then(|| last_sync + interval);
-            let flush_at = held_since.map(|t| t + flush_after);
-            let wake_at = [sync_at, flush_at, retry_at].into_iter().flatten().min();
-            // With no write in flight, held records that must go now (no staging, a sync or
-            // shutdown wanted, enough gathered) go without waiting.
-            let go_now = inflight.is_none()
-                && retry_at.is_none()
-                && !held.is_empty()
-                && (stage.is_none()
-                    || held_bytes >= STAGE_FLUSH_BYTES
-                    || self.sync_or_shutdown_wanted());
-            if let Some(task) = inflight.as_mut() {
-                // Stage what arrives meanwhile; nothing else can move until the write is back.
-                let work = async {
-                    PendingReady { wal: &self }.await;
-                    None
-                };
-                // (the write first: a finished one is taken back before more is staged)
-                if let Some(done) = futures_lite::future::or(async { Some(task.await) }, work).await
-                {
-                    inflight = None;
-                    out = Some(self.written(done, &mut held, &mut retry_at, &mut last_sync)?);
-                    // (a full disk handed its chunks back: they go again at the retry)
-                    held_bytes = held.iter().map(|c| c.bytes.len()).sum();
+            let now = Instant::now();
+            if let Some(at) = retry_at {
+                if now < at {
+                    // disk full: nothing can move before the next try
+                    glommio::timer::sleep(at - now).await;
                     continue;
                 }
-            } else if !go_now {
-                self.wait_for_work(wake_at).await;
-            }
-            // Let every task woken before this one finish its turn first, so what they append
-            // joins this group (larger groups: fewer copies and writes).
-            futures_lite::future::yield_now().await;
-            let (chunks, shutting_down, sync_wanted) = {
-                let mut st = self.state.borrow_mut();
-                let wanted = st.sync_wanted > st.synced;
-                (std::mem::take(&mut st.pending), st.shutting_down, wanted)
-            };
-            let mut now = !chunks.is_empty() && stage.is_none();
-            if !chunks.is_empty() {
-                if let Some(stage) = stage.as_mut() {
-                    now |= !self.stage(stage, &chunks)?;
-                }
-                held_bytes += chunks.iter().map(|c| c.bytes.len()).sum::<usize>();
-                hold(&mut held, chunks);
-                held_since.get_or_insert_with(Instant::now);
-            }
-            let mut retry = false;
-            if let Some(at) = retry_at {
-                if Instant::now() < at {
-                    continue; // disk full: the next try waits
-                }
                 retry_at = None;
-                retry = true;
             }
-            let due = now
-                || retry
-                || shutting_down
-                || sync_wanted
-                || held_bytes >= STAGE_FLUSH_BYTES
-                || held_since.is_some_and(|t| t.elapsed() >= flush_after);
-            let Some(mut writer) = out.take() else {
-                continue; // a write is in flight: these wait for the next
+            let (has_pending, due, shutting_down, sync_wanted, unsynced) = {
+                let st = self.state.borrow();
+                (
+                    !st.pending.is_empty(),
+                    self.write_due(&st),
+                    st.shutting_down,
+                    st.sync_wanted > st.synced,
+                    st.written > st.synced,
+                )
             };
-            if !held.is_empty() && due {
-                let chunks = std::mem::take(&mut held);
-                held_bytes = 0;
-                held_since = None;
+            let since = if has_pending {
+                *pending_since.get_or_insert(now)
+            } else {
+                pending_since = None;
+                now
+            };
+            if has_pending && (due || shutting_down || sync_wanted || now >= since + flush_after) {
+                // Let every task woken before this one finish its turn first, so what they
+                // append joins this write (larger groups under `batch`).
+                futures_lite::future::yield_now().await;
+                let chunks = {
+                    let mut st = self.state.borrow_mut();
+                    st.pending_bytes = 0;
+                    std::mem::take(&mut st.pending)
+                };
+                pending_since = None;
                 let sync = sync_wanted
                     || (self.mode == FsyncMode::Interval && last_sync.elapsed() >= interval);
-                let wal = self.clone();
-                inflight = Some(glommio::spawn_local(async move {
-                    let top_segment = chunks.last().map_or(0, |c| c.segment);
-                    let result = wal.write_chunks(&mut writer, chunks).await;
-                    let synced = match (&result, sync && !writer.dsync) {
-                        (Ok(_), true) => Some(writer.sync(&wal).await),
-                        _ => None,
-                    };
-                    WriteDone {
-                        writer,
-                        result,
-                        top_segment,
-                        synced,
-                    }
-                }));
+                let top_segment = chunks.last().map_or(0, |c| c.segment);
+                let result = self.write_chunks(&mut writer, chunks).await;
+                let synced = match (&result, sync && !writer.dsync) {
+                    (Ok(_), true) => Some(writer.sync(&self).await),
+                    _ => None,
+                };
+                self.written(
+                    &writer,
+                    result,
+                    top_segment,
+                    synced,
+                    &mut retry_at,
+                    &mut last_sync,
+                )?;
                 continue;
             }
             let interval_due = self.mode == FsyncMode::Interval && last_sync.elapsed() >= interval;
-            if held.is_empty() && unsynced && (shutting_down || sync_wanted || interval_due) {
+            if !has_pending && unsynced && (shutting_down || sync_wanted || interval_due) {
                 self.sync(&mut writer).await?;
                 last_sync = Instant::now();
+                continue;
             }
-            if held.is_empty() && shutting_down {
+            if !has_pending && shutting_down {
                 if let Some(f) = writer.file.take() {
                     let _ = f.close().await;
                 }
                 return Ok(());
             }
-            out = Some(writer);
+            // With records pending the interval sync goes with their write (never later than
+            // `STAGE_FLUSH_MS`); waking for it before then would only spin.
+            let wake_at = if has_pending {
+                Some(since + flush_after)
+            } else {
+                (self.mode == FsyncMode::Interval && unsynced).then(|| last_sync + interval)
+            };
+            self.wait_for_work(wake_at, has_pending).await;
         }
     }
 
-    fn sync_or_shutdown_wanted(&self) -> bool {
-        let st = self.state.borrow();
-        st.shutting_down || st.sync_wanted > st.synced
-    }
-
-    /// A segment write (and the sync after it) completed: record it, tell the waiters, and
-    /// hand the writer back. Disk full puts the chunks back to be retried; any other failure
-    /// poisons this WAL.
+    /// A segment write (and the sync after it) completed: record it and tell the waiters.
+    /// Disk full puts the chunks back in front of those pending, to be retried; any other
+    /// failure poisons this WAL.
     fn written(
         &self,
-        done: WriteDone,
-        held: &mut Vec<Chunk>,
+        writer: &SegmentWriter,
+        result: Result<Ticket, (Error, Vec<Chunk>)>,
+        top_segment: u64,
+        synced: Option<Result<(), Error>>,
         retry_at: &mut Option<Instant>,
         last_sync: &mut Instant,
-    ) -> Result<SegmentWriter, Error> {
-        let WriteDone {
-            writer,
-            result,
-            top_segment,
-            synced,
-        } = done;
+    ) -> Result<(), Error> {
         match result {
             Ok(last) => {
                 // On the device, not yet synced, nobody told: a crash here loses nothing
@@ -619,43 +637,22 @@ impl Wal {
                     None => {}
                 }
                 self.wake_waiters();
-                Ok(writer)
+                Ok(())
             }
             Err((e, unwritten)) if matches!(e, Error::DiskFull { .. }) => {
                 log::error!("{e}");
-                let mut rest = unwritten;
-                rest.append(held);
-                *held = rest;
+                {
+                    let mut st = self.state.borrow_mut();
+                    let mut rest = unwritten;
+                    st.pending_bytes += rest.iter().map(|c| c.bytes.len()).sum::<usize>();
+                    rest.append(&mut st.pending);
+                    st.pending = rest;
+                }
                 self.fail_pending(Fault::DiskFull);
                 *retry_at = Some(Instant::now() + Duration::from_millis(WAL_DISK_FULL_RETRY_MS));
-                Ok(writer)
+                Ok(())
             }
             Err((e, _)) => {
-                log::error!("wal {} poisoned: {e}", self.dir.display());
-                self.fail_pending(Fault::Poisoned(e.to_string()));
-                Err(e)
-            }
-        }
-    }
-
-    /// Copy `chunks` into the staging file and acknowledge them; false when they do not fit
-    /// (they then wait for their segment write). A failed copy poisons this WAL.
-    fn stage(&self, stage: &mut Stage, chunks: &[Chunk]) -> Result<bool, Error> {
-        let written = self.state.borrow().written;
-        let Some(last_ticket) = chunks.last().map(|c| c.last_ticket) else {
-            return Ok(true);
-        };
-        let groups: Vec<&[u8]> = chunks.iter().map(|c| c.bytes.as_slice()).collect();
-        match stage.put(&groups, last_ticket, written) {
-            Ok(true) => {
-                // In the page cache: a crash of the process keeps it (not yet a power loss).
-                crate::failpoint::hit("wal:staged");
-                self.state.borrow_mut().staged = last_ticket;
-                self.wake_waiters();
-                Ok(true)
-            }
-            Ok(false) => Ok(false),
-            Err(e) => {
                 log::error!("wal {} poisoned: {e}", self.dir.display());
                 self.fail_pending(Fault::Poisoned(e.to_string()));
                 Err(e)
@@ -676,10 +673,14 @@ impl Wal {
         Ok(())
     }
 
-    /// Wait until records are pending, shutdown began, a sync is wanted, or `wake_at` (an
-    /// interval sync, a flush of staged records, a retry on a full disk) comes.
-    async fn wait_for_work(&self, wake_at: Option<Instant>) {
-        let work = WorkReady { wal: self };
+    /// Wait until a segment write is due (`write_due`; with nothing pending known, any
+    /// record pending), shutdown began, a sync is wanted, or `wake_at` (an interval sync, the
+    /// flush of staged records) comes.
+    async fn wait_for_work(&self, wake_at: Option<Instant>, knows_pending: bool) {
+        let work = WorkReady {
+            wal: self,
+            knows_pending,
+        };
         match wake_at {
             Some(at) => {
                 let left = at.saturating_duration_since(Instant::now());
@@ -747,8 +748,6 @@ pub struct SegmentWriter {
     id_step: u64,
     /// The next segment, created and zero-filled in the background while this one fills.
     spare: Option<(u64, glommio::Task<Result<DmaFile, Error>>)>,
-    /// The staging file (`--fsync interval` and `none`), taken by the flusher.
-    stage: Option<Stage>,
 }
 
 /// Create segment `segment` in `dir`: fallocated, zero-filled (see the module doc), its
@@ -918,62 +917,25 @@ impl SegmentWriter {
 
 struct WorkReady<'a> {
     wal: &'a Wal,
+    /// The flusher already saw records pending (and waits for their flush time).
+    knows_pending: bool,
 }
 
 impl Future for WorkReady<'_> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let st = self.wal.state.borrow();
-        if !st.pending.is_empty() || st.shutting_down || st.sync_wanted > st.synced {
+        if (!self.knows_pending && !st.pending.is_empty())
+            || self.wal.write_due(&st)
+            || st.shutting_down
+            || st.sync_wanted > st.synced
+        {
             return Poll::Ready(());
         }
         drop(st);
         self.wal.flusher.set(Some(cx.waker().clone()));
         Poll::Pending
     }
-}
-
-/// Add `chunks` to those waiting for their segment write, joining each to the one before it
-/// when they go to the same segment and fit one write: a flush is then a few large device
-/// writes, not one per group staged.
-fn hold(held: &mut Vec<Chunk>, chunks: Vec<Chunk>) {
-    for c in chunks {
-        match held.last_mut() {
-            Some(last)
-                if last.segment == c.segment
-                    && last.bytes.len() + c.bytes.len() <= WAL_GROUP_BYTES_MAX =>
-            {
-                last.bytes.extend_from_slice(&c.bytes);
-                last.last_ticket = c.last_ticket;
-            }
-            _ => held.push(c),
-        }
-    }
-}
-
-/// Resolves once records are pending (while a segment write is in flight).
-struct PendingReady<'a> {
-    wal: &'a Wal,
-}
-
-impl Future for PendingReady<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.wal.state.borrow().pending.is_empty() {
-            return Poll::Ready(());
-        }
-        self.wal.flusher.set(Some(cx.waker().clone()));
-        Poll::Pending
-    }
-}
-
-/// What a segment write task hands back: the writer, what was written (or the failure and the
-/// chunks left), its last segment, and the result of the sync after it (if one was due).
-struct WriteDone {
-    writer: SegmentWriter,
-    result: Result<Ticket, (Error, Vec<Chunk>)>,
-    top_segment: u64,
-    synced: Option<Result<(), Error>>,
 }
 
 /// Resolves once a ticket is durable (`Ok`) or its write failed (`Err`).
@@ -1281,6 +1243,38 @@ mod tests {
         );
         assert!(rec.maps[0].version_of(b"k0").is_none(), "forgotten");
         assert!(rec.maps[0].version_of(b"k4").is_some(), "a tombstone");
+    }
+
+    /// A staged record is acknowledged by `append` itself (its `durable` is ready at once, no
+    /// flusher turn); a record the staging file cannot take waits for its segment write, and
+    /// so does every record after it until then — one staged past it would be dropped at
+    /// replay (it does not follow the segments), so it must not be acknowledged first.
+    #[test]
+    fn a_record_the_stage_cannot_take_holds_back_those_after_it() {
+        let dir = crate::test_dir("wal-stage-refused");
+        let cd = dir.join(crate::storage::core_dir_name(0));
+        run(move || async move {
+            let wal = Rc::new(Wal::new(&cd, FsyncMode::Interval, 1, 1).expect("wal"));
+            let out = wal.open().await.expect("open");
+            let ready =
+                |t| futures_lite::future::block_on(futures_lite::future::poll_once(wal.durable(t)));
+            let small = wal.append(Kind::Put, v(1), b"a", b"\0a");
+            assert!(ready(small).is_some(), "staged: acknowledged at once");
+            let huge = vec![7u8; (crate::limits::STAGE_BYTES / 2) as usize + 1];
+            let big = wal.append(Kind::Put, v(2), b"big", &huge);
+            let after = wal.append(Kind::Put, v(3), b"b", b"\0b");
+            assert!(ready(big).is_none(), "larger than a half: not staged");
+            assert!(ready(after).is_none(), "behind an unstaged record: not staged");
+            let flusher = glommio::spawn_local(wal.clone().run_flusher(out)).detach();
+            wal.durable(after).await.expect("durable once written");
+            assert!(wal.stats().writes >= 1);
+            // written: staging resumes behind it
+            let next = wal.append(Kind::Put, v(4), b"c", b"\0c");
+            assert!(ready(next).is_some(), "staged again");
+            flusher.cancel();
+        });
+        let rec = recovery::recover(&dir, &LocalRing::new("n", 1)).expect("recover");
+        assert_eq!(rec.maps[0].live_len(), 4);
     }
 
     /// Past a half of the staging files the other half takes over (once written): under
