@@ -152,6 +152,72 @@ fn acknowledged_writes_survive_kill_9_with(fsync: &str) -> TestResult {
     Ok(())
 }
 
+/// kill -9 while writers are busy (the default `--fsync interval`: acknowledged from the
+/// staging file, segment writes still to come): after the restart every key holds its last
+/// acknowledged value or one sent after it (in flight at the kill), never an older one.
+#[test]
+fn acknowledged_writes_survive_kill_9_under_load() -> TestResult {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    /// Keys per writer, and acknowledged writes in all before the kill.
+    const KEYS: u64 = 200;
+    const ACKED_BEFORE_KILL: u64 = 4_000;
+    let dir = data_dir("kill9-load");
+    let mut node = Node::start("n1", &dir, &["--cores", "2"])?;
+    let acked_total = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (addr, acked_total) = (node.addr(), acked_total.clone());
+            // per key: (last acknowledged, last sent) sequence numbers
+            std::thread::spawn(move || -> HashMap<String, (u64, u64)> {
+                let mut seen: HashMap<String, (u64, u64)> = HashMap::new();
+                let Ok(mut c) = Client::connect(&addr, CLIENT_TIMEOUT) else {
+                    return seen;
+                };
+                for seq in 1u64.. {
+                    let key = format!("t{t}-k{}", seq % KEYS);
+                    seen.entry(key.clone()).or_default().1 = seq;
+                    match c.put(key.as_bytes(), seq.to_string().as_bytes()) {
+                        Ok(_) => {
+                            seen.entry(key).or_default().0 = seq;
+                            acked_total.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => break, // the node is gone
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    poll(
+        "writes acknowledged before the kill",
+        START_DEADLINE,
+        || (acked_total.load(Ordering::Relaxed) >= ACKED_BEFORE_KILL).then_some(()),
+    )?;
+    node.kill9();
+    let mut seen = HashMap::new();
+    for t in threads {
+        seen.extend(t.join().map_err(|_| "writer panicked")?);
+    }
+    node.spawn()?;
+    let mut c = node.client();
+    let mut checked = 0;
+    for (key, (acked, sent)) in &seen {
+        let held = c.get(key.as_bytes())?;
+        let held: u64 = match held {
+            Some(v) => String::from_utf8_lossy(&v).parse()?,
+            None => 0,
+        };
+        assert!(
+            held >= *acked && held <= *sent,
+            "{key}: holds {held}, acknowledged up to {acked}, sent up to {sent}"
+        );
+        checked += u64::from(*acked > 0);
+    }
+    assert!(checked >= 4 * KEYS / 2, "only {checked} keys acknowledged");
+    Ok(())
+}
+
 #[test]
 fn a_restart_with_a_different_core_count_keeps_every_key() -> TestResult {
     let dir = data_dir("cores");

@@ -1264,7 +1264,10 @@ mod tests {
             let big = wal.append(Kind::Put, v(2), b"big", &huge);
             let after = wal.append(Kind::Put, v(3), b"b", b"\0b");
             assert!(ready(big).is_none(), "larger than a half: not staged");
-            assert!(ready(after).is_none(), "behind an unstaged record: not staged");
+            assert!(
+                ready(after).is_none(),
+                "behind an unstaged record: not staged"
+            );
             let flusher = glommio::spawn_local(wal.clone().run_flusher(out)).detach();
             wal.durable(after).await.expect("durable once written");
             assert!(wal.stats().writes >= 1);
