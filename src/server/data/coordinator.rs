@@ -301,19 +301,16 @@ pub async fn read_fields(ctx: Rc<CoreCtx>, key: Box<[u8]>, fields: Box<[u8]>) ->
     }
     let skip = wait_for_replicas(&ctx, &replicas, rep.r).await;
     let mut answers = start(&ctx, &replicas, &skip, OpRef::ReplicaGet(&key, &fields));
-    let mut round: ReadRound<Box<[u8]>> = ReadRound::new(replicas.len(), rep.r);
+    // Every answer is kept once, in `heard` (collections are joined, not picked by version);
+    // the round tallies them and names the newest by its index there.
+    let mut round: ReadRound<usize> = ReadRound::new(replicas.len(), rep.r);
     let mut outcome = Outcome::Pending;
-    // every answer, for collections: they are joined, not picked by version
     let mut heard: Vec<Heard> = Vec::new();
     while outcome != Outcome::Won {
         let Some((m, r)) = answers.next(&ctx).await else {
             break;
         };
-        let h = held(r);
-        if let Some((v, c)) = &h {
-            heard.push((m, *v, c.clone()));
-        }
-        outcome = round.absorb(m, h);
+        outcome = round.absorb(m, hear(&mut heard, m, r));
     }
     if outcome != Outcome::Won {
         ctx.metrics.quorum_failure(true);
@@ -333,9 +330,12 @@ pub async fn read_fields(ctx: Rc<CoreCtx>, key: Box<[u8]>, fields: Box<[u8]>) ->
         return read_joined(ctx, key, replicas, answers, heard, repair).await;
     }
     let answer = match round.newest() {
-        Some((version, Some(v))) => OpResult::Value {
-            value: v.clone(),
-            version,
+        Some((version, Some(&i))) => match &heard[i].2 {
+            Some(v) => OpResult::Value {
+                value: v.clone(),
+                version,
+            },
+            None => OpResult::NotFound,
         },
         _ => OpResult::NotFound,
     };
@@ -343,10 +343,11 @@ pub async fn read_fields(ctx: Rc<CoreCtx>, key: Box<[u8]>, fields: Box<[u8]>) ->
     let c = ctx.clone();
     glommio::spawn_local(async move {
         while let Some((m, r)) = answers.next(&ctx).await {
-            round.absorb(m, held(r));
+            round.absorb(m, hear(&mut heard, m, r));
         }
         let behind = round.behind();
-        if let Some((version, value)) = round.into_newest() {
+        if let Some((version, newest)) = round.into_newest() {
+            let value = newest.and_then(|i| heard[i].2.clone());
             for m in behind {
                 let op = Op::ReplicaPut {
                     key: key.clone(),
@@ -440,6 +441,15 @@ async fn read_joined(
     })
     .detach();
     answer
+}
+
+/// Keep replica `m`'s answer in `heard`; what the read round takes of it (the value named by
+/// its index in `heard`).
+fn hear(heard: &mut Vec<Heard>, m: usize, r: OpResult) -> Held<usize> {
+    let (version, cell) = held(r)?;
+    let at = cell.as_ref().map(|_| heard.len());
+    heard.push((m, version, cell));
+    Some((version, at))
 }
 
 /// A replica read's answer as the read round takes it.
@@ -626,18 +636,25 @@ impl Answers {
 /// could be full at once for longer than `PEER_ROOM_WAIT_MS` on a loaded machine; leaving both
 /// out failed writes that a short wait would have completed.)
 async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize) -> Vec<usize> {
-    let room_wait = Instant::now() + Duration::from_millis(PEER_ROOM_WAIT_MS);
+    // (the clock is read only when some connection is full: the common path reads none)
+    let mut room_wait: Option<Instant> = None;
     let mut full = Vec::new();
-    let mut doubtful = Vec::new();
+    let mut roomy = Vec::new();
     for (m, t) in replicas.iter().enumerate() {
         if t.local || t.dead {
             continue;
         }
         let peer = ctx.peer(&t.addr);
-        if !wait_for_room(&peer, room_wait).await {
+        if peer.has_room() {
+            roomy.push((m, peer));
+            continue;
+        }
+        let by = *room_wait
+            .get_or_insert_with(|| Instant::now() + Duration::from_millis(PEER_ROOM_WAIT_MS));
+        if wait_for_room(&peer, by).await {
+            roomy.push((m, peer));
+        } else {
             full.push(m);
-        } else if peer.standing() != Standing::Answering {
-            doubtful.push(m);
         }
     }
     // A replica with room is not always one to count on: a silent one may have room because it
@@ -646,7 +663,12 @@ async fn wait_for_replicas(ctx: &Rc<CoreCtx>, replicas: &[Target], needed: usize
     // `take_back` ranks them all (the slow but answering one first). With none full, they
     // are used as they are: a broken connection redials.
     if !full.is_empty() {
-        full.append(&mut doubtful);
+        full.extend(
+            roomy
+                .iter()
+                .filter(|(_, p)| p.standing() != Standing::Answering)
+                .map(|(m, _)| *m),
+        );
     }
     let live = replicas.iter().filter(|t| !t.dead).count();
     if live - full.len() < needed {
