@@ -22,8 +22,9 @@
 //! stall appends for the zero-fill (it cost p99 at high write rates); the price is one segment of
 //! disk per core taken ahead. If it cannot be made (a full disk), the roll makes it and reports.
 //!
-//! Durability (`FsyncMode`): `None` acks once the O_DIRECT write completed (survives a process
-//! crash, not power loss); `Interval` also fdatasyncs every `WAL_SYNC_INTERVAL_MS`; `Batch` acks
+//! Durability (`FsyncMode`): `None` acks once `append` has copied the record into the staging
+//! file (`stage`: survives a process crash, not power loss), its O_DIRECT write following
+//! within `STAGE_FLUSH_MS`; `Interval` also fdatasyncs every `WAL_SYNC_INTERVAL_MS`; `Batch` acks
 //! once the group is on stable storage: its segments are opened with O_DSYNC, so each write
 //! completes only when durable (one device round trip, not a write then an fdatasync). A failed write or fdatasync poisons the core (never retried:
 //! the page state after a failed fsync is unknown). ENOSPC while creating a segment refuses new
