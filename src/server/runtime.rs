@@ -808,19 +808,33 @@ fn execute_remote(
         let _ = reply.try_send(results);
         return;
     };
-    let wal = ctx.shard.wal.clone();
-    glommio::spawn_local(async move {
-        if let Err(e) = wal.durable(ticket).await {
-            // every answer that waited on the log fails (a write, a consensus state)
-            for (r, logged) in results.iter_mut().zip(logged) {
-                if logged || matches!(r, OpResult::Written { .. }) {
-                    *r = storage_failure(&e);
-                }
+    // every answer that waited on the log fails with it (a write, a consensus state)
+    let fail = move |results: &mut Vec<OpResult>, e: &crate::storage::Error| {
+        for (r, logged) in results.iter_mut().zip(logged) {
+            if logged || matches!(r, OpResult::Written { .. }) {
+                *r = storage_failure(e);
             }
         }
-        let _ = reply.try_send(results);
-    })
-    .detach();
+    };
+    let durable = ctx.shard.wal.durable(ticket);
+    // Staged (the default mode) means durable already: answer in this turn, no task.
+    match durable.now() {
+        Some(done) => {
+            if let Err(e) = done {
+                fail(&mut results, &e);
+            }
+            let _ = reply.try_send(results);
+        }
+        None => {
+            glommio::spawn_local(async move {
+                if let Err(e) = durable.await {
+                    fail(&mut results, &e);
+                }
+                let _ = reply.try_send(results);
+            })
+            .detach();
+        }
+    }
 }
 
 /// Bind the listening socket without SO_REUSEPORT, so a taken port is an error.

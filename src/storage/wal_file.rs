@@ -314,15 +314,22 @@ impl Wal {
         let Some(stage) = stage.as_mut() else {
             return;
         };
+        // An append writes at most two records (a segment start and its own), so its bytes
+        // lie in at most three chunks: the one it began in and two new ones.
         let (first, offset) = mark;
-        let mut groups: Vec<&[u8]> = Vec::with_capacity(2);
-        for (i, chunk) in st.pending.iter().enumerate().skip(first) {
+        let mut groups: [&[u8]; 3] = [&[]; 3];
+        if st.pending.len() > first + groups.len() {
+            return; // (cannot happen) not staged: it waits for its segment write
+        }
+        let mut n = 0;
+        for (i, chunk) in st.pending.iter().enumerate().skip(first).take(groups.len()) {
             let from = if i == first { offset } else { 0 };
             if from < chunk.bytes.len() {
-                groups.push(&chunk.bytes[from..]);
+                groups[n] = &chunk.bytes[from..];
+                n += 1;
             }
         }
-        if stage.put(&groups, ticket, st.written) {
+        if stage.put(&groups[..n], ticket, st.written) {
             // In the page cache: a crash of the process keeps it (not yet a power loss).
             crate::failpoint::hit("wal:staged");
             st.staged = ticket;
@@ -946,9 +953,9 @@ pub struct Durable {
     need_sync: bool,
 }
 
-impl Future for Durable {
-    type Output = Result<(), Error>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+impl Durable {
+    /// Whether the ticket is durable now (`Some(Ok)`), failed (`Some(Err)`), or not yet.
+    pub fn now(&self) -> Option<Result<(), Error>> {
         let st = self.wal.state.borrow();
         let done = if self.need_sync || self.wal.mode == FsyncMode::Batch {
             st.synced
@@ -956,17 +963,26 @@ impl Future for Durable {
             st.written.max(st.staged)
         };
         if self.ticket <= done {
-            return Poll::Ready(Ok(()));
+            return Some(Ok(()));
         }
         if self.ticket <= st.failed_through {
-            return Poll::Ready(Err(match &st.fault {
+            return Some(Err(match &st.fault {
                 Some(Fault::Poisoned(c)) => Error::Poisoned { cause: c.clone() },
                 _ => Error::DiskFull {
                     dir: self.wal.dir.clone(),
                 },
             }));
         }
-        drop(st);
+        None
+    }
+}
+
+impl Future for Durable {
+    type Output = Result<(), Error>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(done) = self.now() {
+            return Poll::Ready(done);
+        }
         self.wal.waiters.borrow_mut().push(cx.waker().clone());
         Poll::Pending
     }
