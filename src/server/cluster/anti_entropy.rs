@@ -146,6 +146,12 @@ async fn round(ctx: &Rc<CoreCtx>, peer: &str, addr: &str) -> Result<Report, Stri
     let timeout = Duration::from_millis(REPLICA_TIMEOUT_MS);
     let mine = node_tree(ctx, peer).await?;
     let p = ctx.peer(addr);
+    // A member the view calls ALIVE whose last connect failed moments ago has restarted:
+    // wait out the short reconnect backoff rather than count it failed (`kv repair` right
+    // after a member came back reported a failed round).
+    if let Some(left) = p.backoff_left() {
+        glommio::timer::sleep(left).await;
+    }
     let me = ctx.node.node_id.as_bytes();
     // Our root goes with the request: the peer answers nothing when its root is the same.
     let root = mine.root().to_le_bytes();

@@ -158,6 +158,13 @@ impl Peer {
         }
     }
 
+    /// How long requests still fail at once after a failed connect (`PEER_RECONNECT_BACKOFF_MS`).
+    pub fn backoff_left(&self) -> Option<Duration> {
+        let at = self.retry_after.get()?;
+        let left = at.saturating_duration_since(std::time::Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
     /// Whether another request may be queued now without exceeding `PEER_INFLIGHT_MAX`.
     pub fn has_room(&self) -> bool {
         match self.conn.borrow().as_ref() {
