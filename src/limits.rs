@@ -147,8 +147,10 @@ pub const WAL_SYNC_INTERVAL_MS: u64 = 1_000;
 /// that does not fit while older staged records wait for their segment write waits too.
 pub const STAGE_BYTES: u64 = 8 * 1024 * 1024;
 /// Staged records go to their segment once this many bytes or this much time has gathered
-/// (what a power loss can take on top of `WAL_SYNC_INTERVAL_MS`).
-pub const STAGE_FLUSH_BYTES: usize = 1024 * 1024;
+/// (what a power loss can take on top of `WAL_SYNC_INTERVAL_MS`). Small enough that the copy
+/// of a flush into its DMA buffer, on the executor, is a short stall (1 MiB cost SET p99
+/// 0.69–0.73 ms against 0.54–0.58 at 256 KiB, with chunks sized ahead, on one core).
+pub const STAGE_FLUSH_BYTES: usize = 256 * 1024;
 pub const STAGE_FLUSH_MS: u64 = 200;
 const _: () = assert!(STAGE_FLUSH_BYTES as u64 * 2 <= STAGE_BYTES);
 /// When the disk is full, writes are retried this often.
