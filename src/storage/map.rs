@@ -76,6 +76,24 @@ impl Slot {
         }
     }
 
+    /// Store `value` at `version` in this slot's own blob when it is the same size (an
+    /// overwrite of a fixed-size value, the common case): no allocation, no copy of the key.
+    /// False (nothing changed) when the size differs.
+    fn overwrite(&mut self, value: Option<&[u8]>, version: Version) -> bool {
+        let v = value.unwrap_or_default();
+        let at = BLOB_HEADER_BYTES + self.key_len();
+        if at + v.len() != self.blob_len() {
+            return false;
+        }
+        // SAFETY: as in `blob()`; `&mut self` makes this the only reference to the blob.
+        let blob = unsafe { std::slice::from_raw_parts_mut(self.blob.as_ptr(), self.blob_len()) };
+        blob[..BLOB_HLC_BYTES].copy_from_slice(&version.hlc.to_le_bytes());
+        blob[at..].copy_from_slice(v);
+        self.len_live = self.blob_len() as u32 | if value.is_some() { LIVE_BIT } else { 0 };
+        self.writer = version.writer;
+        true
+    }
+
     fn blob(&self) -> &[u8] {
         // SAFETY: `blob` and the length came from `Box::leak` of a boxed slice of exactly that
         // length, which this slot owns until it is dropped.
@@ -467,7 +485,9 @@ impl Map {
                 if let Some(at) = slot.expires_at_ms() {
                     self.expiring.remove(&(at, hash));
                 }
-                *slot = Slot::new(key, value, version);
+                if !slot.overwrite(value, version) {
+                    *slot = Slot::new(key, value, version);
+                }
                 if let Some(at) = slot.expires_at_ms() {
                     self.expiring.insert((at, hash));
                 }
@@ -734,6 +754,31 @@ mod tests {
 
     fn v(hlc: u64) -> Version {
         Version { hlc, writer: 1 }
+    }
+
+    /// An overwrite of the same size reuses the slot's blob; every other one makes a new one.
+    /// Either way the key, the value, the version (writer included), liveness and the byte
+    /// counts are what a fresh slot would hold.
+    #[test]
+    fn an_overwrite_in_place_holds_what_a_new_slot_would() {
+        let w = |hlc, writer| Version { hlc, writer };
+        let mut m = Map::new();
+        m.apply(b"k", Some(b"\0aaaa"), w(1, 1));
+        let bytes = (m.memory_bytes(), m.live_len());
+        let ptr = m.find(b"k").map(|s| s.blob.as_ptr());
+        m.apply(b"k", Some(b"\0bbbb"), w(2, 7));
+        assert_eq!(m.find(b"k").map(|s| s.blob.as_ptr()), ptr, "same blob");
+        assert_eq!(m.get(b"k"), Some((&b"\0bbbb"[..], w(2, 7))));
+        assert_eq!((m.memory_bytes(), m.live_len()), bytes);
+        // a tombstone whose blob is the same size (an empty value before it)
+        m.apply(b"e", Some(b""), w(1, 1));
+        m.apply(b"e", None, w(3, 2));
+        assert_eq!((m.get(b"e"), m.version_of(b"e")), (None, Some(w(3, 2))));
+        assert!(!m.live_at(b"e", 0));
+        // a longer value: a new blob, still right
+        m.apply(b"k", Some(b"\0a longer value"), w(4, 1));
+        assert_eq!(m.get(b"k"), Some((&b"\0a longer value"[..], w(4, 1))));
+        assert_eq!(m.live_len(), 1);
     }
 
     #[test]
