@@ -1273,6 +1273,41 @@ mod tests {
         assert!(rec.maps[0].version_of(b"k4").is_some(), "a tombstone");
     }
 
+    /// Staged records wait for their segment write until `STAGE_FLUSH_BYTES` have gathered:
+    /// one byte short of it no write is due, at it one is (and every record stays
+    /// acknowledged meanwhile).
+    #[test]
+    fn a_segment_write_is_due_at_stage_flush_bytes_and_not_before() {
+        let dir = crate::test_dir("wal-flush-bytes");
+        let cd = dir.join(crate::storage::core_dir_name(0));
+        run(move || async move {
+            let wal = Rc::new(Wal::new(&cd, FsyncMode::Interval, 1, 1).expect("wal"));
+            let _out = wal.open().await.expect("open");
+            let due = || wal.write_due(&wal.state.borrow());
+            let pending = || wal.state.borrow().pending_bytes;
+            let mut i = 0;
+            // fill to exactly one byte short of the bound: whole records, then one sized to fit
+            let value = vec![1u8; 1000];
+            let whole = record::encoded_len(b"k", &value);
+            while pending() + 2 * whole < STAGE_FLUSH_BYTES {
+                i += 1;
+                let t = wal.append(Kind::Put, v(i), b"k", &value);
+                assert!(wal.durable(t).now().is_some(), "acknowledged at once");
+            }
+            let short = STAGE_FLUSH_BYTES - 1 - pending();
+            let last = vec![2u8; short - record::encoded_len(b"k", &[])];
+            i += 1;
+            wal.append(Kind::Put, v(i), b"k", &last);
+            assert_eq!(pending(), STAGE_FLUSH_BYTES - 1);
+            assert!(!due(), "one byte short: not yet");
+            // the smallest record past it
+            i += 1;
+            wal.append(Kind::Put, v(i), b"k", b"");
+            assert!(pending() >= STAGE_FLUSH_BYTES);
+            assert!(due(), "at the bound: due");
+        });
+    }
+
     /// A staged record is acknowledged by `append` itself (its `durable` is ready at once, no
     /// flusher turn); a record the staging file cannot take waits for its segment write, and
     /// so does every record after it until then — one staged past it would be dropped at
