@@ -16,24 +16,9 @@ cd "$(dirname "$0")/.."
 N=${BENCH_N:-100000}
 DIR=$PWD/target/bench-collections
 BIN=target/release
-bash scripts/install-test-deps.sh
-cargo build --release --quiet
-rm -rf "$DIR"
-mkdir -p "$DIR"
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
-
-stop_all() {
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-  pids=()
-}
+bench_prepare "$DIR"
 
 echo "| system | workload | ops/s | p50 ms | p99 ms | × its SET | × Redis |"
 echo "|---|---|---|---|---|---|---|"
@@ -101,18 +86,7 @@ rss1=$(ps -o rss= -p "${pids[0]}")
 kv_mem=$(( $(used) - before ))
 stop_all
 
-for i in 1 2 3; do
-  seed=()
-  [ "$i" != 1 ] && seed=(--seed 127.0.0.1:7721)
-  "$BIN/kvstore-node" --node-id c$i --port 772$i --data-dir "$DIR/c$i" --cores 1 "${seed[@]}" \
-    >"$DIR/c$i.log" 2>&1 &
-  pids+=($!)
-  wait_ping 772$i
-done
-for _ in $(seq 1 100); do
-  [ "$("$BIN/kv" --port 7721 info 2>/dev/null | grep -c ' ALIVE ')" = 3 ] && break
-  sleep 0.1
-done
+start_cluster3 7720 "$DIR"
 run "kvstore, 3 nodes" 7721
 stop_all
 

@@ -15,24 +15,9 @@ cd "$(dirname "$0")/.."
 N=${BENCH_N:-50000}
 DIR=$PWD/target/bench-conditional
 BIN=target/release
-bash scripts/install-test-deps.sh
-cargo build --release --quiet
-rm -rf "$DIR"
-mkdir -p "$DIR"
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
-
-stop_all() {
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-  pids=()
-}
+bench_prepare "$DIR"
 
 echo "| system | workload | ops/s | p50 ms | p99 ms | × its SET |"
 echo "|---|---|---|---|---|---|"
@@ -74,17 +59,6 @@ wait_ping 7611
 run "kvstore, one node" 7611
 stop_all
 
-for i in 1 2 3; do
-  seed=()
-  [ "$i" != 1 ] && seed=(--seed 127.0.0.1:7621)
-  "$BIN/kvstore-node" --node-id c$i --port 762$i --data-dir "$DIR/c$i" --cores 1 "${seed[@]}" \
-    >"$DIR/c$i.log" 2>&1 &
-  pids+=($!)
-  wait_ping 762$i
-done
-for _ in $(seq 1 100); do
-  [ "$("$BIN/kv" --port 7621 info 2>/dev/null | grep -c ' ALIVE ')" = 3 ] && break
-  sleep 0.1
-done
+start_cluster3 7620 "$DIR"
 run "kvstore, 3 nodes" 7621
 stop_all

@@ -23,3 +23,39 @@ cpu_ticks() {
 
 # Server CPU µs per request between two cpu_ticks readings, over `n` requests.
 cpu_us() { python3 -c "print(f'{($2 - $1) * 1e6 / $TCK / $3:.1f}')" "$@"; }
+
+# The common start of a benchmark script: test dependencies installed, a release build, an
+# empty data dir `$1`, and every server in `pids` killed on exit.
+bench_prepare() { # dir
+  bash scripts/install-test-deps.sh
+  cargo build --release --quiet
+  rm -rf "$1"
+  mkdir -p "$1"
+  pids=()
+  trap stop_all EXIT
+}
+
+# Stop every server in `pids` and wait for it.
+stop_all() {
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+
+# Three one-core kvstore nodes on ports base+1..base+3 (data and logs under dir/c<i>), joined
+# through the first; returns once the first sees all three ALIVE.
+start_cluster3() { # base_port dir
+  local i seed=()
+  for i in 1 2 3; do
+    target/release/kvstore-node --node-id "c$i" --port "$(($1 + i))" --data-dir "$2/c$i" \
+      --cores 1 "${seed[@]}" >"$2/c$i.log" 2>&1 &
+    pids+=($!)
+    wait_ping "$(($1 + i))"
+    seed=(--seed "127.0.0.1:$(($1 + 1))")
+  done
+  for _ in $(seq 1 100); do
+    [ "$(target/release/kv --port "$(($1 + 1))" info 2>/dev/null | grep -c ' ALIVE ')" = 3 ] &&
+      break
+    sleep 0.1
+  done
+}

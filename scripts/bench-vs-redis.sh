@@ -26,24 +26,9 @@ REDIS_PORT=7501
 KV_PORT=7511
 CL_PORT=7521
 
-bash scripts/install-test-deps.sh
-cargo build --release --quiet
-rm -rf "$DIR"
-mkdir -p "$DIR"
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
-
-stop_all() {
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-  pids=()
-}
+bench_prepare "$DIR"
 
 rows=()
 
