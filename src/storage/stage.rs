@@ -31,7 +31,7 @@
 //! never be replayed over a newer state, and nothing after a gap is.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use memmap2::MmapMut;
 
@@ -62,7 +62,6 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
 /// One half: its file's shared mapping and the highest ticket staged in it.
 struct Half {
     map: MmapMut,
-    path: PathBuf,
     last_ticket: u64,
 }
 
@@ -107,7 +106,6 @@ impl Stage {
             }
             Ok(Half {
                 map,
-                path,
                 last_ticket: 0,
             })
         };
@@ -116,10 +114,6 @@ impl Stage {
             current: 0,
             pos: 0,
         })
-    }
-
-    pub fn paths(&self) -> [&Path; 2] {
-        [&self.halves[0].path, &self.halves[1].path]
     }
 
     /// Stage `groups` (encoded records, in order, the last ending at `last_ticket`).
