@@ -8,8 +8,9 @@
 //! - `counter`: INCR of one key: replies distinct, none above the final value, and the final
 //!   value between the acknowledged count and that plus the unknown ones.
 //! - `lock`: SET NX PX and DELIFEQ of one lock: no two clients hold it at once (a hold lasts
-//!   from the acquiring reply to the release's call, or the lease's end if sooner); now and
-//!   then a holder stalls past its lease before releasing.
+//!   from the acquiring reply to the release's call, or the lease's end if sooner; the lease
+//!   runs from the acquiring call, so a reply that comes back after it ended held nothing);
+//!   now and then a holder stalls past its lease before releasing.
 //! - `queue`: RPUSH of unique jobs and LPOP by workers: each job taken at most once, every
 //!   acknowledged job taken or still queued at the end (but for as many as pops whose outcome
 //!   is unknown), nothing taken that nobody pushed.
@@ -208,10 +209,14 @@ pub fn run(setup: &Setup<'_>) -> Found {
     let history = history.into_inner().unwrap_or_default();
     let answered = history.iter().filter(|o| o.ret.is_some()).count();
     let unknown = history.len() - answered;
-    let head = format!(
+    let mut head = format!(
         "workload={workload:?} operations={} answered={answered} unknown={unknown}",
         history.len()
     );
+    if workload == Workload::Lock {
+        let late = history.iter().filter(|o| late_acquisition(o)).count();
+        head.push_str(&format!(" acquired_after_lease_end={late}"));
+    }
     let violation = match workload {
         Workload::Cas | Workload::Register => linearizable::check(&history).err(),
         Workload::Counter => counter_violation(&history, nodes, timeout, prefix),
@@ -393,11 +398,23 @@ fn queue_violation(
     })
 }
 
+/// An acquisition whose reply came back after its lease (reckoned from its call) had ended.
+fn late_acquisition(o: &Op) -> bool {
+    matches!(
+        (&o.change, &o.reply),
+        (Change::Set { .. }, Some(Reply::Done(true)))
+    ) && o
+        .ret
+        .is_some_and(|r| r >= o.call + LOCK_LEASE_MS * 1000 - LEASE_SLACK_US)
+}
+
 fn lock_violation(history: &[Op]) -> Option<String> {
-    // each acquisition that succeeded: (token, from its reply, to its release's call or the
-    // lease's end)
+    // each acquisition that held the lock: (token, call, from its reply, to its release's call
+    // or the lease's end). A reply that came back after the lease's end held nothing: the lease
+    // ran out while the round was out (a client must take the lease from its call, as Redlock's
+    // validity time does), and the lock may rightly have passed on meanwhile.
     let lease_us = LOCK_LEASE_MS * 1000;
-    let mut holds: Vec<(Vec<u8>, u64, u64)> = Vec::new();
+    let mut holds: Vec<(Vec<u8>, u64, u64, u64)> = Vec::new();
     for o in history {
         if let (Change::Set { value, .. }, Some(Reply::Done(true)), Some(ret)) =
             (&o.change, &o.reply, o.ret)
@@ -409,18 +426,99 @@ fn lock_violation(history: &[Op]) -> Option<String> {
                 .min()
                 .unwrap_or(u64::MAX);
             let lease_end = (o.call + lease_us).saturating_sub(LEASE_SLACK_US);
-            holds.push((value.clone(), ret, release.min(lease_end)));
+            let end = release.min(lease_end);
+            if ret < end {
+                holds.push((value.clone(), o.call, ret, end));
+            }
         }
     }
-    holds.sort_by_key(|h| h.1);
-    holds.windows(2).find(|w| w[1].1 < w[0].2).map(|w| {
+    // sorted by start, two holds overlap only if two neighbours do
+    holds.sort_by_key(|h| h.2);
+    holds.windows(2).find(|w| w[1].2 < w[0].3).map(|w| {
         format!(
-            "{} held the lock from {} µs to {} µs, {} took it at {} µs",
+            "{} held the lock from {} µs to {} µs (called at {} µs), {} took it at {} µs \
+             (called at {} µs)",
             String::from_utf8_lossy(&w[0].0),
-            w[0].1,
             w[0].2,
+            w[0].3,
+            w[0].1,
             String::from_utf8_lossy(&w[1].0),
+            w[1].2,
             w[1].1
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acquire(token: &str, call: u64, ret: u64) -> Op {
+        Op {
+            key: 0u32.to_le_bytes().to_vec(),
+            change: Change::Set {
+                value: token.as_bytes().to_vec(),
+                cond: Cond::Nx,
+                get: false,
+            },
+            call,
+            ret: Some(ret),
+            reply: Some(Reply::Done(true)),
+        }
+    }
+
+    fn release(token: &str, call: u64) -> Op {
+        Op {
+            key: 0u32.to_le_bytes().to_vec(),
+            change: Change::Del(Cond::IfEq(token.as_bytes().to_vec())),
+            call,
+            ret: Some(call + 1_000),
+            reply: Some(Reply::Done(true)),
+        }
+    }
+
+    const LEASE: u64 = LOCK_LEASE_MS * 1000;
+
+    #[test]
+    fn two_holders_at_once_are_a_violation() {
+        let h = [acquire("a", 0, 1_000), acquire("b", 500, 2_000)];
+        assert!(lock_violation(&h).is_some());
+        // released before the next one took it: none
+        let h = [
+            acquire("a", 0, 1_000),
+            release("a", 1_500),
+            acquire("b", 500, 2_000),
+        ];
+        assert_eq!(lock_violation(&h), None);
+    }
+
+    #[test]
+    fn a_lease_ends_at_its_call_plus_the_lease_not_at_its_reply() {
+        // b took it just after a's lease ended (reckoned from a's call)
+        let h = [acquire("a", 0, 1_000), acquire("b", LEASE, LEASE + 10)];
+        assert_eq!(lock_violation(&h), None);
+        // and just before: a violation
+        let h = [
+            acquire("a", 0, 1_000),
+            acquire("b", 1_000, LEASE - LEASE_SLACK_US - 1),
+        ];
+        assert!(lock_violation(&h).is_some());
+    }
+
+    #[test]
+    fn a_reply_after_its_own_lease_ended_held_nothing() {
+        // a's round took longer than the lease: b rightly took the lock after a's lease ended,
+        // while a's reply was still on its way
+        let h = [
+            acquire("a", 0, LEASE + 50_000),
+            acquire("b", LEASE + 10_000, LEASE + 20_000),
+        ];
+        assert_eq!(lock_violation(&h), None);
+        // one whose reply came in time still counts
+        let h = [
+            acquire("a", 0, LEASE - LEASE_SLACK_US - 100),
+            acquire("b", 1_000, LEASE - LEASE_SLACK_US - 50),
+        ];
+        assert!(lock_violation(&h).is_some());
+    }
 }
