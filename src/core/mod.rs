@@ -3,6 +3,7 @@
 //! Time and randomness come in as arguments; effects go out as return values. The I/O shells
 //! in `server` and `storage::wal_file` carry them out.
 
+pub mod bytes;
 pub mod cell;
 pub mod clock_fence;
 pub mod cluster_ring;

@@ -6,6 +6,7 @@
 //! is its `i64` or `f64` bits as `u64`; ZADD is `ch u8`, count u32, then (score bits u64,
 //! member) pairs.
 
+use crate::core::bytes::ByteReader;
 use crate::core::crdt::command::Command;
 
 fn put(out: &mut Vec<u8>, b: &[u8]) {
@@ -75,31 +76,19 @@ pub fn encode_command(c: &Command) -> Vec<u8> {
     out
 }
 
-struct Reader<'a>(&'a [u8]);
+/// The shared cursor (`core::bytes`) with this encoding's own reads.
+struct Reader<'a>(ByteReader<'a>);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u32(&mut self) -> Option<usize> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize)
-    }
     fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+        self.0.u64()
     }
     fn bytes(&mut self) -> Option<Vec<u8>> {
-        let n = self.u32()?;
-        Some(self.take(n)?.to_vec())
+        Some(self.0.bytes()?.to_vec())
     }
     /// A count, refused when the rest cannot hold that many items of `min` bytes each.
     fn count(&mut self, min: usize) -> Option<usize> {
-        let n = self.u32()?;
-        (n.checked_mul(min)? <= self.0.len()).then_some(n)
+        self.0.count(min)
     }
     fn list(&mut self) -> Option<Vec<Vec<u8>>> {
         let n = self.count(4)?;
@@ -109,7 +98,7 @@ impl<'a> Reader<'a> {
 
 pub fn decode_command(b: &[u8]) -> Option<Command> {
     let (&tag, rest) = b.split_first()?;
-    let mut r = Reader(rest);
+    let mut r = Reader(ByteReader::new(rest));
     let c = match tag {
         1 => {
             let n = r.count(8)?;
@@ -132,7 +121,7 @@ pub fn decode_command(b: &[u8]) -> Option<Command> {
         5 => Command::SAdd(r.list()?),
         6 => Command::SRem(r.list()?),
         7 => {
-            let ch = r.take(1)?[0] != 0;
+            let ch = r.0.u8()? != 0;
             let n = r.count(12)?;
             let mut pairs = Vec::with_capacity(n);
             for _ in 0..n {

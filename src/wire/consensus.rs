@@ -7,6 +7,7 @@
 //! length-prefixed u32 inside an answer; flag 4: the value is a list, in `Data::to_bytes`'s
 //! layout). Never decides anything.
 
+use crate::core::bytes::ByteReader;
 use crate::core::consensus::acceptor::Answer;
 use crate::core::consensus::change::{Change, Cond, End, Reply};
 use crate::core::consensus::command::{Command, Ttl};
@@ -18,29 +19,28 @@ pub const CONSENSUS_OVERHEAD_BYTES_MAX: usize = 64;
 
 pub const BALLOT_BYTES: usize = 12;
 
-struct Reader<'a>(&'a [u8]);
+/// The shared cursor (`core::bytes`) with this encoding's own reads.
+struct Reader<'a>(ByteReader<'a>);
+
+impl<'a> std::ops::Deref for Reader<'a> {
+    type Target = ByteReader<'a>;
+    fn deref(&self) -> &ByteReader<'a> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    fn new(b: &'a [u8]) -> Reader<'a> {
+        Reader(ByteReader::new(b))
     }
     fn bytes(&mut self) -> Option<Vec<u8>> {
-        let n = self.u32()? as usize;
-        Some(self.take(n)?.to_vec())
+        Some(self.0.bytes()?.to_vec())
     }
     fn ballot(&mut self) -> Option<Ballot> {
         Some(Ballot {
@@ -75,10 +75,7 @@ impl<'a> Reader<'a> {
         })
     }
     fn end(&self) -> Option<()> {
-        self.0.is_empty().then_some(())
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+        self.is_empty().then_some(())
     }
     fn end_byte(&mut self) -> Option<End> {
         match self.u8()? {
@@ -97,10 +94,7 @@ impl<'a> Reader<'a> {
         })
     }
     fn items(&mut self) -> Option<Vec<Vec<u8>>> {
-        let n = self.u32()? as usize;
-        if n > self.0.len() / 4 {
-            return None;
-        }
+        let n = self.0.count(4)?;
         (0..n).map(|_| self.bytes()).collect()
     }
 }
@@ -138,7 +132,7 @@ pub fn encode_ballot(b: Ballot) -> Vec<u8> {
 }
 
 pub fn decode_ballot(b: &[u8]) -> Option<Ballot> {
-    let mut r = Reader(b);
+    let mut r = Reader::new(b);
     let ballot = r.ballot()?;
     r.end()?;
     Some(ballot)
@@ -154,7 +148,7 @@ pub fn encode_accept(b: Ballot, e: &Entry) -> Vec<u8> {
 }
 
 pub fn decode_accept(b: &[u8]) -> Option<(Ballot, Entry)> {
-    let mut r = Reader(b);
+    let mut r = Reader::new(b);
     let out = (r.ballot()?, r.entry()?);
     r.end()?;
     Some(out)
@@ -200,7 +194,7 @@ pub fn encode_answer(a: &Answer) -> Vec<u8> {
 }
 
 pub fn decode_answer(b: &[u8]) -> Option<Answer> {
-    let mut r = Reader(b);
+    let mut r = Reader::new(b);
     let a = match r.u8()? {
         1 => {
             let ballot = r.ballot()?;
@@ -379,7 +373,7 @@ fn put_items(out: &mut Vec<u8>, items: &[Vec<u8>]) {
 }
 
 pub fn decode_command(b: &[u8]) -> Option<Command> {
-    let mut r = Reader(b);
+    let mut r = Reader::new(b);
     let max_bytes = usize::try_from(r.u64()?).ok()?;
     let ttl = match r.u8()? {
         0 => Ttl::Clear,
@@ -514,7 +508,7 @@ pub fn decode_reply(b: &[u8]) -> Option<Decoded> {
         6 => return Some(Decoded::Error(String::from_utf8_lossy(rest).into_owned())),
         7 if rest.is_empty() => Reply::Array(None),
         8 => {
-            let mut r = Reader(rest);
+            let mut r = Reader::new(rest);
             let items = r.items()?;
             r.end()?;
             Reply::Array(Some(items))

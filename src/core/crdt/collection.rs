@@ -29,6 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::core::bytes::ByteReader;
 use crate::core::cell::{self, Kind};
 use crate::core::version::Version;
 
@@ -581,37 +582,24 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-struct Reader<'a>(&'a [u8]);
+/// The shared cursor (`core::bytes`), its short reads as this module's error.
+struct Reader<'a>(ByteReader<'a>);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.0.len() < n {
-            return Err(DecodeError::Short);
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
     fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
+        self.0.u8().ok_or(DecodeError::Short)
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.0.u32().ok_or(DecodeError::Short)
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(a))
+        self.0.u64().ok_or(DecodeError::Short)
     }
     fn version(&mut self) -> Result<Version, DecodeError> {
-        let hlc = self.u64()?;
-        let writer = self.u32()?;
-        Ok(Version { hlc, writer })
+        self.0.version().ok_or(DecodeError::Short)
     }
     fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
-        let n = self.u32()? as usize;
-        self.take(n)
+        self.0.bytes().ok_or(DecodeError::Short)
     }
 }
 
@@ -674,7 +662,7 @@ impl Collection {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Collection, DecodeError> {
-        let mut r = Reader(bytes);
+        let mut r = Reader(ByteReader::new(bytes));
         let format = r.u8()?;
         if format != FORMAT {
             return Err(DecodeError::Format(format));
@@ -795,7 +783,7 @@ pub fn encode_fields(fields: &[&[u8]]) -> Vec<u8> {
 
 /// The fields of `encode_fields` (`None`: malformed).
 pub fn decode_fields(b: &[u8]) -> Option<Vec<&[u8]>> {
-    let mut r = Reader(b);
+    let mut r = Reader(ByteReader::new(b));
     let mut out = Vec::new();
     while !r.0.is_empty() {
         out.push(r.bytes().ok()?);
