@@ -17,8 +17,10 @@
 //! `KV_CSIM_SEED=<n>` replays one seed, `KV_CSIM_SEEDS=<n>` sets how many run (default 200).
 
 mod seeds;
+mod sim_net;
 
-use std::collections::{BTreeSet, HashMap};
+use sim_net::SimNet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kvstore::core::cell;
 use kvstore::core::crdt::collection::{at_key, Collection, Type};
@@ -93,17 +95,14 @@ struct Sim {
     rng: fastrand::Rng,
     now: u64,
     nodes: Vec<Node>,
-    net: Vec<(u64, u64, usize, usize, Msg)>,
-    seq: u64,
-    cuts: Vec<(usize, usize, u64)>,
-    loss: f64,
-    pending: HashMap<usize, Pending>,
+    net: SimNet<Msg>,
+    pending: BTreeMap<usize, Pending>,
     ops: usize,
     adds: Vec<Add>,
     /// Members some SREM removed (it observed them), by key.
-    removed: HashMap<u32, BTreeSet<String>>,
+    removed: BTreeMap<u32, BTreeSet<String>>,
     /// Versions of DELs issued, by key.
-    dels: HashMap<u32, Vec<Version>>,
+    dels: BTreeMap<u32, Vec<Version>>,
     /// Off only to show the checker catches it: stores keep the newest version instead of
     /// joining (what last-write-wins on a whole collection would do).
     join: bool,
@@ -111,8 +110,8 @@ struct Sim {
     /// DEL), and the check is that no acknowledged increment is lost.
     counters: bool,
     /// Increments issued and acknowledged, by key (`counters`).
-    incr_issued: HashMap<u32, u64>,
-    incr_acked: HashMap<u32, u64>,
+    incr_issued: BTreeMap<u32, u64>,
+    incr_acked: BTreeMap<u32, u64>,
     /// On only to show the checker catches it: the delta leaves before it is durable where it
     /// ran (a crash then loses the dot there, and the node issues it again for another
     /// member).
@@ -166,22 +165,19 @@ impl Sim {
             })
             .collect();
         Sim {
-            loss: rng.f64() * 0.2,
+            net: SimNet::new(rng.f64() * 0.2),
             rng,
             now: 1_000_000,
             nodes,
-            net: Vec::new(),
-            seq: 0,
-            cuts: Vec::new(),
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             ops: 0,
             adds: Vec::new(),
-            removed: HashMap::new(),
-            dels: HashMap::new(),
+            removed: BTreeMap::new(),
+            dels: BTreeMap::new(),
             join: true,
             counters: false,
-            incr_issued: HashMap::new(),
-            incr_acked: HashMap::new(),
+            incr_issued: BTreeMap::new(),
+            incr_acked: BTreeMap::new(),
             ship_early: false,
         }
     }
@@ -195,27 +191,11 @@ impl Sim {
     }
 
     fn reachable(&self, a: usize, b: usize) -> bool {
-        a == b
-            || !self
-                .cuts
-                .iter()
-                .any(|&(x, y, until)| until > self.now && ((x, y) == (a, b) || (x, y) == (b, a)))
+        self.net.reachable(self.now, a, b)
     }
 
     fn send(&mut self, from: usize, to: usize, msg: Msg) {
-        if !self.reachable(from, to) || (from != to && self.rng.f64() < self.loss) {
-            return;
-        }
-        let copies = if from != to && self.rng.f64() < 0.05 {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let at = self.now + if from == to { 0 } else { self.rng.u64(1..60) };
-            self.seq += 1;
-            self.net.push((at, self.seq, from, to, msg.clone()));
-        }
+        self.net.send(&mut self.rng, self.now, from, to, msg);
     }
 
     fn sync(&mut self, n: usize) {
@@ -256,8 +236,7 @@ impl Sim {
         node.map = map;
         node.clock = Clock::new(n as u32 + 1);
         let _ = node.clock.observe(node.map.max_version(), phys);
-        self.net
-            .retain(|(_, _, from, to, _)| *from != n && *to != n);
+        self.net.forget(n);
         self.pending.retain(|_, p| p.coordinator != n);
     }
 
@@ -521,7 +500,7 @@ impl Sim {
             let (a, b) = (self.rng.usize(..NODES), self.rng.usize(..NODES));
             if a != b {
                 let until = self.now + self.rng.u64(100..1_500);
-                self.cuts.push((a, b, until));
+                self.net.cut(a, b, until);
             }
         }
         if self.rng.f64() < 0.001 {
@@ -537,10 +516,7 @@ impl Sim {
     fn tick(&mut self, clients: bool) {
         self.now += 1;
         let now = self.now;
-        self.net.sort_by_key(|(at, seq, ..)| (*at, *seq));
-        let due = self.net.iter().take_while(|m| m.0 <= now).count();
-        let batch: Vec<_> = self.net.drain(..due).collect();
-        for (_, _, from, to, msg) in batch {
+        for (from, to, msg) in self.net.due(now) {
             self.deliver(from, to, msg);
         }
         if clients {
@@ -572,8 +548,7 @@ impl Sim {
         while self.ops < OPS {
             self.tick(true);
         }
-        self.cuts.clear();
-        self.loss = 0.0;
+        self.net.heal();
         for n in &mut self.nodes {
             n.paused_until = 0;
         }

@@ -16,8 +16,10 @@
 //! printed; `KV_PAXOS_SEED=<n>` replays one, `KV_PAXOS_SEEDS=<n>` sets how many run (300).
 
 mod seeds;
+mod sim_net;
 
-use std::collections::HashMap;
+use sim_net::SimNet;
+use std::collections::BTreeMap;
 
 use kvstore::core::consensus::acceptor::{Acceptor, Answer};
 use kvstore::core::consensus::change::{Change, Cond};
@@ -77,15 +79,13 @@ struct Sim {
     now: u64,
     /// Event counter: calls and returns get distinct, ordered times.
     seq: u64,
-    acceptors: Vec<HashMap<u8, Acceptor>>,
+    acceptors: Vec<BTreeMap<u8, Acceptor>>,
     /// Each node's store: the newest committed entry per key.
-    stores: Vec<HashMap<u8, Entry>>,
+    stores: Vec<BTreeMap<u8, Entry>>,
     skew: Vec<u64>,
     paused_until: Vec<u64>,
-    cuts: Vec<(usize, usize, u64)>,
-    loss: f64,
-    net: Vec<(u64, u64, usize, usize, Msg)>,
-    pending: HashMap<usize, Pending>,
+    net: SimNet<Msg>,
+    pending: BTreeMap<usize, Pending>,
     history: Vec<Op>,
     /// The quorums a round uses (a majority, unless a test breaks it).
     prepare_quorum: usize,
@@ -96,17 +96,15 @@ impl Sim {
         let mut rng = fastrand::Rng::with_seed(seed);
         let skew = (0..NODES).map(|_| rng.u64(0..2_000)).collect();
         Sim {
-            loss: rng.f64() * 0.2,
+            net: SimNet::new(rng.f64() * 0.2),
             rng,
             now: 0,
             seq: 0,
-            acceptors: vec![HashMap::new(); NODES],
-            stores: vec![HashMap::new(); NODES],
+            acceptors: vec![BTreeMap::new(); NODES],
+            stores: vec![BTreeMap::new(); NODES],
             skew,
             paused_until: vec![0; NODES],
-            cuts: Vec::new(),
-            net: Vec::new(),
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             history: Vec::new(),
             prepare_quorum: NODES / 2 + 1,
         }
@@ -122,22 +120,7 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, to: usize, msg: Msg) {
-        let cut = self.cuts.iter().any(|&(a, b, until)| {
-            until > self.now && ((a, b) == (from, to) || (a, b) == (to, from))
-        });
-        if from != to && (cut || self.rng.f64() < self.loss) {
-            return;
-        }
-        let copies = if from != to && self.rng.f64() < 0.05 {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let at = self.now + if from == to { 0 } else { self.rng.u64(1..60) };
-            let s = self.tick_seq();
-            self.net.push((at, s, from, to, msg.clone()));
-        }
+        self.net.send(&mut self.rng, self.now, from, to, msg);
     }
 
     fn ballot_above(&self, n: usize, above: Ballot) -> Ballot {
@@ -387,8 +370,7 @@ impl Sim {
     fn crash(&mut self, n: usize) {
         // acceptor state is durable before it answers: kept; in-flight messages and the
         // rounds it coordinated are lost (their clients: outcome unknown)
-        self.net
-            .retain(|(_, _, from, to, _)| *from != n && *to != n);
+        self.net.forget(n);
         self.pending.retain(|_, p| p.coordinator != n);
     }
 
@@ -397,7 +379,7 @@ impl Sim {
             let (a, b) = (self.rng.usize(..NODES), self.rng.usize(..NODES));
             if a != b {
                 let until = self.now + self.rng.u64(100..1_500);
-                self.cuts.push((a, b, until));
+                self.net.cut(a, b, until);
             }
         }
         if self.rng.f64() < 0.001 {
@@ -414,10 +396,7 @@ impl Sim {
         while self.history.len() < OPS || !self.pending.is_empty() {
             self.now += 1;
             let now = self.now;
-            self.net.sort_by_key(|(at, seq, ..)| (*at, *seq));
-            let due = self.net.iter().take_while(|m| m.0 <= now).count();
-            let batch: Vec<_> = self.net.drain(..due).collect();
-            for (_, _, from, to, msg) in batch {
+            for (from, to, msg) in self.net.due(now) {
                 self.deliver(from, to, msg);
             }
             if self.history.len() < OPS {
@@ -426,7 +405,7 @@ impl Sim {
                     self.client_op();
                 }
             } else {
-                self.cuts.clear();
+                self.net.uncut();
             }
             self.timers();
             if self.now > 1_000_000 {

@@ -36,8 +36,10 @@
 //! three nodes replicate every key; `tests/membership_sim.rs` simulates membership).
 
 mod seeds;
+mod sim_net;
 
-use std::collections::HashMap;
+use sim_net::SimNet;
+use std::collections::BTreeMap;
 
 use kvstore::core::merkle::{self, Action, Tree};
 use kvstore::core::quorum::Outcome as Quorum;
@@ -158,16 +160,12 @@ struct Sim {
     rng: fastrand::Rng,
     now: u64,
     nodes: Vec<Node>,
-    /// (deliver at, sequence, from, to, message)
-    net: Vec<(u64, u64, usize, usize, Msg)>,
-    seq: u64,
-    cuts: Vec<(usize, usize, u64)>,
-    loss: f64,
-    pending: HashMap<usize, Pending>,
+    net: SimNet<Msg>,
+    pending: BTreeMap<usize, Pending>,
     writes: Vec<WriteRec>,
     reads: Vec<ReadRec>,
     /// Which write issued each version (retries issue new ones).
-    version_of_op: HashMap<Version, usize>,
+    version_of_op: BTreeMap<Version, usize>,
     /// Storage faults at this share of crashes; and whether a damaged node keeps out of reads
     /// until repaired (off only to show the checker catches it).
     storage_fault_rate: f64,
@@ -221,17 +219,14 @@ impl Sim {
             })
             .collect();
         Sim {
-            loss: rng.f64() * 0.2,
+            net: SimNet::new(rng.f64() * 0.2),
             rng,
             now: 1_000_000,
             nodes,
-            net: Vec::new(),
-            seq: 0,
-            cuts: Vec::new(),
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             writes: Vec::new(),
             reads: Vec::new(),
-            version_of_op: HashMap::new(),
+            version_of_op: BTreeMap::new(),
             storage_fault_rate: STORAGE_FAULT_RATE,
             gate_damaged_reads: true,
             power_loss_rate: POWER_LOSS_RATE,
@@ -248,27 +243,11 @@ impl Sim {
     }
 
     fn reachable(&self, a: usize, b: usize) -> bool {
-        a == b
-            || !self
-                .cuts
-                .iter()
-                .any(|&(x, y, until)| until > self.now && ((x, y) == (a, b) || (x, y) == (b, a)))
+        self.net.reachable(self.now, a, b)
     }
 
     fn send(&mut self, from: usize, to: usize, msg: Msg) {
-        if !self.reachable(from, to) || (from != to && self.rng.f64() < self.loss) {
-            return;
-        }
-        let copies = if from != to && self.rng.f64() < 0.05 {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let at = self.now + if from == to { 0 } else { self.rng.u64(1..60) };
-            self.seq += 1;
-            self.net.push((at, self.seq, from, to, msg.clone()));
-        }
+        self.net.send(&mut self.rng, self.now, from, to, msg);
     }
 
     /// Send `msg` from `n` to `to` once what `n` applied so far is durable (a WAL ticket).
@@ -309,8 +288,7 @@ impl Sim {
         let _ = node.clock.observe(node.map.max_version(), phys);
         node.clock.resume_after(node.lease_ms);
         // its connections broke: what was in flight to or from it is gone
-        self.net
-            .retain(|(_, _, from, to, _)| *from != n && *to != n);
+        self.net.forget(n);
         // the requests it coordinated: their clients see an error (outcome unknown)
         let now = self.now;
         let mine: Vec<usize> = self
@@ -725,7 +703,7 @@ impl Sim {
             let (a, b) = (self.rng.usize(..NODES), self.rng.usize(..NODES));
             if a != b {
                 let until = self.now + self.rng.u64(100..1_500);
-                self.cuts.push((a, b, until));
+                self.net.cut(a, b, until);
             }
         }
         if self.rng.f64() < 0.001 {
@@ -741,10 +719,7 @@ impl Sim {
     fn tick(&mut self, clients: bool) {
         self.now += 1;
         let now = self.now;
-        self.net.sort_by_key(|(at, seq, ..)| (*at, *seq));
-        let due = self.net.iter().take_while(|m| m.0 <= now).count();
-        let batch: Vec<_> = self.net.drain(..due).collect();
-        for (_, _, from, to, msg) in batch {
+        for (from, to, msg) in self.net.due(now) {
             self.deliver(from, to, msg);
         }
         if clients {
@@ -784,8 +759,7 @@ impl Sim {
             self.tick(true);
         }
         // heal everything, then let hints and anti-entropy finish
-        self.cuts.clear();
-        self.loss = 0.0;
+        self.net.heal();
         for n in &mut self.nodes {
             n.paused_until = 0;
         }

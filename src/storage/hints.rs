@@ -11,7 +11,7 @@
 //! Hints do not count toward W: the quorum stays strict. A hint dropped at a bound is counted;
 //! the replica then catches up through read repair or anti-entropy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::core::version::Version;
 use crate::limits::{HINTS_PER_CORE_MAX, HINT_BYTES_PER_CORE_MAX, NODE_ID_BYTES_MAX};
@@ -43,7 +43,8 @@ type Held = (Option<Box<[u8]>>, Version);
 
 #[derive(Default)]
 struct TargetHints {
-    by_key: HashMap<Box<[u8]>, Held>,
+    /// In key order: delivery batches come out the same way every run (a simulation replays).
+    by_key: BTreeMap<Box<[u8]>, Held>,
     /// When the oldest hint still held for this target was stored.
     since_ms: u64,
 }
@@ -90,7 +91,7 @@ impl HintStore {
             .targets
             .entry(target.to_string())
             .or_insert_with(|| TargetHints {
-                by_key: HashMap::new(),
+                by_key: BTreeMap::new(),
                 since_ms: now_ms,
             });
         if t.by_key.is_empty() {
