@@ -297,6 +297,22 @@ impl DecodeError {
     }
 }
 
+/// A frame's header after its magic byte; `None` until the whole header is in `buf`.
+fn header<H: bytemuck::Pod>(buf: &[u8]) -> Result<Option<H>, DecodeError> {
+    let Some(&magic) = buf.first() else {
+        return Ok(None);
+    };
+    if magic != NATIVE_MAGIC {
+        return Err(DecodeError::BadMagic { found: magic });
+    }
+    if buf.len() < NATIVE_HEADER_BYTES {
+        return Ok(None);
+    }
+    Ok(Some(bytemuck::pod_read_unaligned(
+        &buf[1..NATIVE_HEADER_BYTES],
+    )))
+}
+
 /// Decode one request from the front of `buf`.
 ///
 /// `Ok(None)`: incomplete, read more. `Ok(Some((req, used)))`: one frame of `used` bytes.
@@ -307,16 +323,9 @@ pub fn decode_request(
     buf: &[u8],
     value_limit: usize,
 ) -> Result<Option<(Request<'_>, usize)>, DecodeError> {
-    let Some(&magic) = buf.first() else {
+    let Some(h) = header::<RequestHeader>(buf)? else {
         return Ok(None);
     };
-    if magic != NATIVE_MAGIC {
-        return Err(DecodeError::BadMagic { found: magic });
-    }
-    if buf.len() < NATIVE_HEADER_BYTES {
-        return Ok(None);
-    }
-    let h: RequestHeader = bytemuck::pod_read_unaligned(&buf[1..NATIVE_HEADER_BYTES]);
     let request_id = u64::from_le(h.request_id);
     let key_len = u32::from_le(h.key_len);
     let value_len = u32::from_le(h.value_len);
@@ -449,16 +458,9 @@ pub fn decode_response(
     buf: &[u8],
     value_limit: usize,
 ) -> Result<Option<(Response<'_>, usize)>, DecodeError> {
-    let Some(&magic) = buf.first() else {
+    let Some(h) = header::<ResponseHeader>(buf)? else {
         return Ok(None);
     };
-    if magic != NATIVE_MAGIC {
-        return Err(DecodeError::BadMagic { found: magic });
-    }
-    if buf.len() < NATIVE_HEADER_BYTES {
-        return Ok(None);
-    }
-    let h: ResponseHeader = bytemuck::pod_read_unaligned(&buf[1..NATIVE_HEADER_BYTES]);
     let value_len = u32::from_le(h.value_len);
     if value_len as usize > value_limit {
         return Err(DecodeError::ResponseTooLarge {
