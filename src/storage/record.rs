@@ -517,6 +517,20 @@ mod tests {
         assert_eq!(snapshotted_boundary(&[1, 2]), None);
     }
 
+    /// Which record of the intact segment `buf` holds byte `at`, and where that record starts.
+    fn damaged_record(buf: &[u8], at: usize) -> (usize, usize) {
+        let (good, _, _) = scan_prefix(buf, 1);
+        let mut offset = 0usize;
+        for (i, r) in good.iter().enumerate() {
+            let n = encoded_len(r.key, r.value);
+            if at < offset + n {
+                return (i, offset);
+            }
+            offset += n;
+        }
+        (0, offset)
+    }
+
     proptest! {
         /// Flip one bit anywhere: replay returns exactly the records before the damaged one.
         #[test]
@@ -526,14 +540,7 @@ mod tests {
             let mut bad = buf.clone();
             bad[at] ^= 1 << bit;
             let (recs, end, _) = scan_prefix(&bad, 1);
-            let (good, _, _) = scan_prefix(&buf, 1);
-            let mut offset = 0usize;
-            let mut damaged = 0usize;
-            for (i, r) in good.iter().enumerate() {
-                let n = encoded_len(r.key, r.value);
-                if at < offset + n { damaged = i; break; }
-                offset += n;
-            }
+            let (damaged, offset) = damaged_record(&buf, at);
             prop_assert_eq!(recs.len(), damaged);
             prop_assert_eq!(end as usize, offset);
         }
@@ -546,14 +553,7 @@ mod tests {
             let at = at % buf.len();
             let mut bad = buf.clone();
             bad[at] ^= 1 << bit;
-            let (good, _, _) = scan_prefix(&buf, 1);
-            let mut offset = 0usize;
-            let mut damaged = 0usize;
-            for (i, r) in good.iter().enumerate() {
-                let n = encoded_len(r.key, r.value);
-                if at < offset + n { damaged = i; break; }
-                offset += n;
-            }
+            let (damaged, offset) = damaged_record(&buf, at);
             let got = scan(&bad, 1);
             let seqs: Vec<u64> = got.records.iter().map(|r| r.seq).collect();
             let want: Vec<u64> = (0..12).filter(|&s| s != damaged as u64).collect();
