@@ -7,17 +7,6 @@ mod common;
 use common::resp::{Reply, Resp};
 use common::*;
 
-/// The hints a node holds, over all its cores (`kv info --json`).
-fn hints_held(node: &Node) -> Option<u64> {
-    let info: serde_json::Value =
-        serde_json::from_str(&stdout(&node.kv(&["info", "--json"]))).ok()?;
-    info["core_stats"]
-        .as_array()?
-        .iter()
-        .map(|c| c["hints"].as_u64())
-        .sum()
-}
-
 #[test]
 fn a_flush_survives_a_crash_and_later_writes_stay() -> TestResult {
     let dir = data_dir("flush-restart");

@@ -292,6 +292,17 @@ pub fn wait_members(node: &Node, count: usize, status: &str) -> Result<(), Strin
     )
 }
 
+/// The hints a node holds, over all its cores (`kv info --json`).
+pub fn hints_held(node: &Node) -> Option<u64> {
+    let info: serde_json::Value =
+        serde_json::from_str(&stdout(&node.kv(&["info", "--json"]))).ok()?;
+    info["core_stats"]
+        .as_array()?
+        .iter()
+        .map(|c| c["hints"].as_u64())
+        .sum()
+}
+
 pub fn member_status(node: &Node, id: &str) -> Option<String> {
     member_lines(node)
         .into_iter()
