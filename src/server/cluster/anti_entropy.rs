@@ -146,12 +146,6 @@ async fn round(ctx: &Rc<CoreCtx>, peer: &str, addr: &str) -> Result<Report, Stri
     let timeout = Duration::from_millis(REPLICA_TIMEOUT_MS);
     let mine = node_tree(ctx, peer).await?;
     let p = ctx.peer(addr);
-    // A member the view calls ALIVE whose last connect failed moments ago has restarted:
-    // wait out the short reconnect backoff rather than count it failed (`kv repair` right
-    // after a member came back reported a failed round).
-    if let Some(left) = p.backoff_left() {
-        glommio::timer::sleep(left).await;
-    }
     let me = ctx.node.node_id.as_bytes();
     // Our root goes with the request: the peer answers nothing when its root is the same.
     let root = mine.root().to_le_bytes();
@@ -159,7 +153,11 @@ async fn round(ctx: &Rc<CoreCtx>, peer: &str, addr: &str) -> Result<Report, Stri
         value: &root,
         ..Call::new(Opcode::AeTree, me)
     };
-    let reply = p.request(call, timeout).await.map_err(|e| e.to_string())?;
+    // (`kv repair` right after a member came back once counted it failed: see the method)
+    let reply = p
+        .request_when_back(call, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
     if reply.status != Status::Ok {
         return Err(String::from_utf8_lossy(&reply.value).into_owned());
     }

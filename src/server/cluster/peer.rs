@@ -159,7 +159,7 @@ impl Peer {
     }
 
     /// How long requests still fail at once after a failed connect (`PEER_RECONNECT_BACKOFF_MS`).
-    pub fn backoff_left(&self) -> Option<Duration> {
+    fn backoff_left(&self) -> Option<Duration> {
         let at = self.retry_after.get()?;
         let left = at.saturating_duration_since(std::time::Instant::now());
         (!left.is_zero()).then_some(left)
@@ -240,6 +240,21 @@ impl Peer {
         let conn = self.conn.borrow();
         let c = conn.as_ref().filter(|c| !c.broken.get())?;
         Some(enqueue(c, call, timeout))
+    }
+
+    /// `request` to a member the view calls ALIVE, for a round every member must answer
+    /// (FLUSHALL, anti-entropy): a connect that failed moments ago means it restarted since,
+    /// so the short reconnect backoff is waited out instead of failing at once. Never for the
+    /// data path, whose writes hint a member that does not answer.
+    pub async fn request_when_back(
+        &self,
+        call: Call<'_>,
+        timeout: Duration,
+    ) -> Result<Reply, Error> {
+        if let Some(left) = self.backoff_left() {
+            glommio::timer::sleep(left).await;
+        }
+        self.request(call, timeout).await
     }
 
     /// `request` with a timer of its own, for callers whose timing is part of a protocol

@@ -126,8 +126,9 @@ fn ask_each(
         .map(|u| {
             let (peer, key) = (ctx.peer(&u.addr), key.clone());
             let task = glommio::spawn_local(async move {
+                // every member was ALIVE in the view: one just back is waited for
                 match peer
-                    .request(Call::new(Opcode::FlushBelow, &key), timeout)
+                    .request_when_back(Call::new(Opcode::FlushBelow, &key), timeout)
                     .await
                 {
                     Ok(r) if r.status == Status::Ok => Some(r.value),
