@@ -522,8 +522,12 @@ fn start(ctx: &Rc<CoreCtx>, replicas: &[Target], skip: &[usize], op: OpRef<'_>) 
             ));
             continue;
         }
-        if t.local && matches!(op, OpRef::ReplicaGet(..)) && ctx.node.wal.repair_pending() {
-            // This replica's WAL was damaged: its answer could be the hole, never count it.
+        if t.local
+            && matches!(op, OpRef::ReplicaGet(..) | OpRef::ReplicaPut(..))
+            && ctx.node.wal.repair_pending()
+        {
+            // This replica's WAL was damaged: its answer could be the hole (a read's value, or
+            // a write accepted below a newer version it lost), never count it.
             let _ = tx.send((
                 m,
                 OpResult::Failed {

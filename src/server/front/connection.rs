@@ -410,7 +410,7 @@ fn clock_fenced(ctx: &CoreCtx) -> Slot {
     }
 }
 
-/// What a replica read gets while this node owes a repair after WAL damage.
+/// What a replica read or write gets while this node owes a repair after WAL damage.
 pub const REPAIRING: &str =
     "LOADING this replica is being repaired from its peers after wal damage; try another node";
 
@@ -1339,6 +1339,16 @@ fn dispatch(
         }
         // a replica with a wrong clock stores nothing (the coordinator hints it for later)
         Opcode::ReplicaPut if ctx.node.clock.replica_refuses() => return clock_fenced(ctx),
+        // Owing a repair, this replica may have lost a key's newest acknowledged version: its
+        // write answer could complete a quorum that misses it, and an older version would win.
+        // It takes no replica write until repaired (the coordinator hints it for later); its
+        // own anti-entropy pulls store what it lacks.
+        Opcode::ReplicaPut if ctx.node.wal.repair_pending() => {
+            return Slot::Refused {
+                status: Status::Unavailable,
+                message: REPAIRING,
+            };
+        }
         Opcode::ReplicaGet | Opcode::LocalGet if ctx.node.wal.repair_pending() => {
             return Slot::Refused {
                 status: Status::Unavailable,
