@@ -459,19 +459,16 @@ impl Sim {
                 // owing a repair, it may have lost a newer version of the key: its write answer
                 // could complete a quorum that misses that version, so it takes no replica
                 // write (the coordinator hints it for later), as the node does
+                let ack = |answer| Msg::PutAck {
+                    op,
+                    attempt,
+                    answer,
+                };
                 if self.gate_damaged_writes && self.nodes[to].repairing.is_some() {
-                    let answer = WriteAnswer::Failed {
+                    let refused = WriteAnswer::Failed {
                         out_of_memory: false,
                     };
-                    self.send(
-                        to,
-                        from,
-                        Msg::PutAck {
-                            op,
-                            attempt,
-                            answer,
-                        },
-                    );
+                    self.send(to, from, ack(refused));
                     return;
                 }
                 let phys = self.physical(to);
@@ -480,15 +477,7 @@ impl Sim {
                     Applied::Stale { stored } => WriteAnswer::Stale { stored },
                     _ => WriteAnswer::Written { was_live: false },
                 };
-                self.answer_when_durable(
-                    to,
-                    from,
-                    Msg::PutAck {
-                        op,
-                        attempt,
-                        answer,
-                    },
-                );
+                self.answer_when_durable(to, from, ack(answer));
             }
             Msg::PutAck {
                 op,
