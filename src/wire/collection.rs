@@ -80,18 +80,11 @@ pub fn encode_command(c: &Command) -> Vec<u8> {
 struct Reader<'a>(ByteReader<'a>);
 
 impl<'a> Reader<'a> {
-    fn u64(&mut self) -> Option<u64> {
-        self.0.u64()
-    }
     fn bytes(&mut self) -> Option<Vec<u8>> {
         Some(self.0.bytes()?.to_vec())
     }
-    /// A count, refused when the rest cannot hold that many items of `min` bytes each.
-    fn count(&mut self, min: usize) -> Option<usize> {
-        self.0.count(min)
-    }
     fn list(&mut self) -> Option<Vec<Vec<u8>>> {
-        let n = self.count(4)?;
+        let n = self.0.count(4)?;
         (0..n).map(|_| self.bytes()).collect()
     }
 }
@@ -101,7 +94,7 @@ pub fn decode_command(b: &[u8]) -> Option<Command> {
     let mut r = Reader(ByteReader::new(rest));
     let c = match tag {
         1 => {
-            let n = r.count(8)?;
+            let n = r.0.count(8)?;
             let mut pairs = Vec::with_capacity(n);
             for _ in 0..n {
                 let f = r.bytes()?;
@@ -112,20 +105,20 @@ pub fn decode_command(b: &[u8]) -> Option<Command> {
         2 => Command::HDel(r.list()?),
         3 => {
             let f = r.bytes()?;
-            Command::HIncrBy(f, r.u64()? as i64)
+            Command::HIncrBy(f, r.0.u64()? as i64)
         }
         4 => {
             let f = r.bytes()?;
-            Command::HIncrByFloat(f, f64::from_bits(r.u64()?))
+            Command::HIncrByFloat(f, f64::from_bits(r.0.u64()?))
         }
         5 => Command::SAdd(r.list()?),
         6 => Command::SRem(r.list()?),
         7 => {
             let ch = r.0.u8()? != 0;
-            let n = r.count(12)?;
+            let n = r.0.count(12)?;
             let mut pairs = Vec::with_capacity(n);
             for _ in 0..n {
-                let s = f64::from_bits(r.u64()?);
+                let s = f64::from_bits(r.0.u64()?);
                 pairs.push((s, r.bytes()?));
             }
             Command::ZAdd { ch, pairs }
@@ -133,7 +126,7 @@ pub fn decode_command(b: &[u8]) -> Option<Command> {
         8 => Command::ZRem(r.list()?),
         9 => {
             let m = r.bytes()?;
-            Command::ZIncrBy(m, f64::from_bits(r.u64()?))
+            Command::ZIncrBy(m, f64::from_bits(r.0.u64()?))
         }
         _ => return None,
     };

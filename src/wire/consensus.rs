@@ -12,7 +12,6 @@ use crate::core::consensus::acceptor::Answer;
 use crate::core::consensus::change::{Change, Cond, End, Reply};
 use crate::core::consensus::command::{Command, Ttl};
 use crate::core::consensus::{Ballot, Data, Entry};
-use crate::core::version::Version;
 
 /// Bytes a command or an entry adds to the values it carries (tags, lengths, versions).
 pub const CONSENSUS_OVERHEAD_BYTES_MAX: usize = 64;
@@ -50,10 +49,7 @@ impl<'a> Reader<'a> {
     }
     fn entry(&mut self) -> Option<Entry> {
         let flags = self.u8()?;
-        let version = Version {
-            hlc: self.u64()?,
-            writer: self.u32()?,
-        };
+        let version = self.version()?;
         let expires_at_ms = if flags & 2 != 0 {
             Some(self.u64()?)
         } else {
@@ -62,11 +58,8 @@ impl<'a> Reader<'a> {
         let value = match (flags & 1 != 0, flags & 4 != 0) {
             (false, _) => None,
             (true, false) => Some(Data::Str(self.bytes()?)),
-            (true, true) => {
-                // the elements are copied out once, not the whole list first
-                let n = self.u32()? as usize;
-                Some(Data::list_from_bytes(self.take(n)?)?)
-            }
+            // the elements are copied out once, not the whole list first
+            (true, true) => Some(Data::list_from_bytes(self.0.bytes()?)?),
         };
         Some(Entry {
             value,
@@ -525,6 +518,7 @@ pub fn decode_reply(b: &[u8]) -> Option<Decoded> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::version::Version;
 
     fn entries() -> Vec<Entry> {
         let version = Version { hlc: 77, writer: 3 };
