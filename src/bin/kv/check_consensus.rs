@@ -398,14 +398,17 @@ fn queue_violation(
     })
 }
 
+/// When the lease an acquisition called at `call` asked for ends, by the checker's reckoning.
+fn lease_end(call: u64) -> u64 {
+    (call + LOCK_LEASE_MS * 1000).saturating_sub(LEASE_SLACK_US)
+}
+
 /// An acquisition whose reply came back after its lease (reckoned from its call) had ended.
 fn late_acquisition(o: &Op) -> bool {
     matches!(
         (&o.change, &o.reply),
         (Change::Set { .. }, Some(Reply::Done(true)))
-    ) && o
-        .ret
-        .is_some_and(|r| r >= o.call + LOCK_LEASE_MS * 1000 - LEASE_SLACK_US)
+    ) && o.ret.is_some_and(|r| r >= lease_end(o.call))
 }
 
 fn lock_violation(history: &[Op]) -> Option<String> {
@@ -413,7 +416,6 @@ fn lock_violation(history: &[Op]) -> Option<String> {
     // or the lease's end). A reply that came back after the lease's end held nothing: the lease
     // ran out while the round was out (a client must take the lease from its call, as Redlock's
     // validity time does), and the lock may rightly have passed on meanwhile.
-    let lease_us = LOCK_LEASE_MS * 1000;
     let mut holds: Vec<(Vec<u8>, u64, u64, u64)> = Vec::new();
     for o in history {
         if let (Change::Set { value, .. }, Some(Reply::Done(true)), Some(ret)) =
@@ -425,8 +427,7 @@ fn lock_violation(history: &[Op]) -> Option<String> {
                 .map(|r| r.call)
                 .min()
                 .unwrap_or(u64::MAX);
-            let lease_end = (o.call + lease_us).saturating_sub(LEASE_SLACK_US);
-            let end = release.min(lease_end);
+            let end = release.min(lease_end(o.call));
             if ret < end {
                 holds.push((value.clone(), o.call, ret, end));
             }
