@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use kvstore::client::Client;
 use kvstore::wire::native::{Opcode, Status};
-use std::time::Duration;
 
 /// Kill node3, remove its WAL (keeping its id and membership), start it again: it is a ring
 /// member holding nothing.
@@ -51,13 +50,23 @@ fn load(nodes: &[Node]) -> Result<(Vec<String>, Vec<String>), String> {
     Ok((live, gone))
 }
 
-fn converged(n: &Node, live: &[String], gone: &[String]) -> bool {
+/// How many of the keys `n` does not hold as written: live ones with their value, gone ones
+/// as tombstones.
+fn missing(n: &Node, live: &[String], gone: &[String]) -> u64 {
     let mut c = n.client();
-    live.iter()
-        .all(|k| matches!(replica_state(&mut c, k), Some((Status::Ok, _))))
-        && gone
-            .iter()
-            .all(|k| matches!(replica_state(&mut c, k), Some((Status::NotFound, _))))
+    let mut missing = 0;
+    for (keys, want) in [(live, Status::Ok), (gone, Status::NotFound)] {
+        for k in keys {
+            if !matches!(replica_state(&mut c, k), Some((s, _)) if s == want) {
+                missing += 1;
+            }
+        }
+    }
+    missing
+}
+
+fn converged(n: &Node, live: &[String], gone: &[String]) -> bool {
+    missing(n, live, gone) == 0
 }
 
 #[test]
@@ -74,19 +83,11 @@ fn kv_repair_refills_a_wiped_replica_and_reports_it() -> TestResult {
     // a replica write of the load that timed out on a loaded machine left a hint, delivered
     // once node3 is back: wait for it, so that what node3 lacks holds still until the repair
     for n in &nodes[..2] {
-        poll("hints delivered", Duration::from_secs(30), || {
+        poll("hints delivered", START_DEADLINE, || {
             (hints_held(n)? == 0).then_some(())
         })?;
     }
-    let mut c = nodes[2].client();
-    let mut missing = 0u64;
-    for (keys, want) in [(&live, Status::Ok), (&gone, Status::NotFound)] {
-        for k in keys {
-            if !matches!(replica_state(&mut c, k), Some((s, _)) if s == want) {
-                missing += 1;
-            }
-        }
-    }
+    let missing = missing(&nodes[2], &live, &gone);
     let total = (live.len() + gone.len()) as u64;
     assert!(
         missing * 2 > total,
