@@ -153,7 +153,7 @@ async fn round(ctx: &Rc<CoreCtx>, peer: &str, addr: &str) -> Result<Report, Stri
         value: &root,
         ..Call::new(Opcode::AeTree, me)
     };
-    // (`kv repair` right after a member came back once counted it failed: see the method)
+    // a member just back is waited for, not counted failed
     let reply = p
         .request_when_back(call, timeout)
         .await
