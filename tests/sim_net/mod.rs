@@ -21,7 +21,7 @@ pub struct SimNet<M> {
     /// (a, b, until): the link between a and b is cut until then.
     cuts: Vec<(usize, usize, u64)>,
     /// Share of messages between two nodes lost.
-    pub loss: f64,
+    loss: f64,
 }
 
 impl<M: Clone> SimNet<M> {
