@@ -187,8 +187,13 @@ pub const CLOCK_UNMEASURED_POLL_MS: u64 = 10;
 /// replica left out, hints dropped) at most this often.
 pub const WARN_LOG_INTERVAL_MS: u64 = 1_000;
 /// A write refused as stale (a replica holds a newer version) is retried with a newer version
-/// up to this many attempts in all; then the client gets a "stale" error.
-pub const STALE_WRITE_ATTEMPTS_MAX: u32 = 8;
+/// up to this many attempts in all (a read-modify-write reads again as often); then the client
+/// gets a "stale" error.
+pub const STALE_WRITE_ATTEMPTS_MAX: u32 = 12;
+/// The cap of the randomised pause before a write that lost to a newer version goes again
+/// (none before the first retry, then doubling from 4 ms): enough for a writer starved of CPU
+/// for a moment to get its turn.
+pub const STALE_RETRY_PAUSE_MS_MAX: u64 = 32;
 /// A replica RPC (write, read, repair) that has not answered in this time counts as failed.
 pub const REPLICA_TIMEOUT_MS: u64 = 2_000;
 /// A conditional command (consensus): rounds at most, all within this time (a side without a

@@ -11,7 +11,7 @@
 
 use crate::core::quorum::{Outcome, Tally};
 use crate::core::version::Version;
-use crate::limits::STALE_WRITE_ATTEMPTS_MAX;
+use crate::limits::{STALE_RETRY_PAUSE_MS_MAX, STALE_WRITE_ATTEMPTS_MAX};
 
 /// A replica's answer to a replica write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +101,17 @@ impl WriteRound {
     pub fn retry_past(&self, attempt: u32) -> Option<Version> {
         self.stale.filter(|_| attempt < STALE_WRITE_ATTEMPTS_MAX)
     }
+}
+
+/// The cap (ms) of the randomised pause before attempt `attempt` of a write that lost to a
+/// newer version: none before the second (the usual loss is to this client's own earlier write
+/// through a node whose clock runs ahead, and going again at once wins), then doubling from
+/// 4 ms, at most `STALE_RETRY_PAUSE_MS_MAX` (writers colliding on a hot key fall out of step).
+pub fn stale_pause_cap_ms(attempt: u32) -> u64 {
+    if attempt <= 2 {
+        return 0;
+    }
+    (1u64 << (attempt - 1).min(16)).min(STALE_RETRY_PAUSE_MS_MAX)
 }
 
 /// What a replica holds for a key: `Some((version, value))` (`value: None` is a tombstone;
@@ -261,6 +272,30 @@ mod tests {
         );
         assert!(r.was_live());
         assert_eq!((r.successes(), r.stale()), (2, Some(v(9))));
+    }
+
+    #[test]
+    fn the_pause_before_a_stale_retry_doubles_up_to_its_cap() {
+        assert_eq!(stale_pause_cap_ms(1), 0);
+        assert_eq!(stale_pause_cap_ms(2), 0, "the first retry goes at once");
+        assert_eq!(stale_pause_cap_ms(3), 4);
+        assert_eq!(stale_pause_cap_ms(4), 8);
+        let last_below = (STALE_RETRY_PAUSE_MS_MAX as f64).log2() as u32 + 1;
+        assert_eq!(
+            stale_pause_cap_ms(last_below - 1),
+            STALE_RETRY_PAUSE_MS_MAX / 2
+        );
+        assert_eq!(stale_pause_cap_ms(last_below), STALE_RETRY_PAUSE_MS_MAX);
+        assert_eq!(
+            stale_pause_cap_ms(last_below + 1),
+            STALE_RETRY_PAUSE_MS_MAX,
+            "capped"
+        );
+        assert_eq!(
+            stale_pause_cap_ms(STALE_WRITE_ATTEMPTS_MAX),
+            STALE_RETRY_PAUSE_MS_MAX
+        );
+        assert_eq!(stale_pause_cap_ms(u32::MAX), STALE_RETRY_PAUSE_MS_MAX);
     }
 
     #[test]

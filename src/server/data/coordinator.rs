@@ -4,10 +4,12 @@
 //! at W acknowledgements; reads ask all N, answer with the newest of the first R, and repair
 //! every replica that answered with an older version or none — including replicas that answer
 //! after the client got its reply. A write refused as stale by replicas moves this core's clock
-//! past the stored version and is retried (at most `STALE_WRITE_ATTEMPTS_MAX` attempts), so one
-//! client's sequential writes through different coordinators land in order and writers that
-//! collide on a hot key do not fail; one that still fails says "stale". Fewer than W (R) answers within the timeout is an
-//! explicit error naming how many replicas answered.
+//! past the stored version and is retried after a randomised pause (at most
+//! `STALE_WRITE_ATTEMPTS_MAX` attempts), so one client's sequential writes through different
+//! coordinators land in order and writers that collide on a hot key do not fail; one that still
+//! fails says "stale". A read-modify-write asks for `OnStale::Report` instead and reads again.
+//! Fewer than W (R) answers within the timeout is an explicit error naming how many replicas
+//! answered.
 //!
 //! Hot path (`start`, `Answers`): the replica on this core runs inline, requests to peers with
 //! an open connection are queued on it directly, and one poll loop gathers the answers — no
@@ -52,8 +54,39 @@ fn timeout() -> Duration {
     Duration::from_millis(REPLICA_TIMEOUT_MS)
 }
 
+/// What a write does when replicas refuse it because they hold a newer version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStale {
+    /// Go again past the newer version (a plain SET or DEL: the client's write must land).
+    Retry,
+    /// Answer `OpResult::Stale` at once: the value was derived from a read that is now out of
+    /// date (a read-modify-write), and the caller reads again rather than push an older value
+    /// past a newer one.
+    Report,
+}
+
 /// PUT (`Some`) or DELETE (`None`) through the quorum.
 pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -> OpResult {
+    write_with(ctx, key, value, OnStale::Retry).await
+}
+
+/// The randomised pause before attempt `attempt` of a write that lost to a newer version
+/// (`core::round::stale_pause_cap_ms`), so two writers racing on one key (or one starved of
+/// CPU for a moment) stop colliding in step.
+pub(crate) async fn stale_pause(attempt: u32) {
+    let cap = crate::core::round::stale_pause_cap_ms(attempt);
+    if cap > 0 {
+        glommio::timer::sleep(Duration::from_millis(fastrand::u64(1..=cap))).await;
+    }
+}
+
+/// `write`, with the choice of what a lost-to-a-newer-version round does.
+pub async fn write_with(
+    ctx: Rc<CoreCtx>,
+    key: Box<[u8]>,
+    value: Option<Box<[u8]>>,
+    on_stale: OnStale,
+) -> OpResult {
     let view = ctx.view();
     let targets = view.write_targets(&key);
     // Wait for room *before* taking a version: versions leave this core in the order they
@@ -87,10 +120,13 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
         // Refused as stale: a replica holds a newer version (a concurrent writer, or this
         // client's own earlier write through a coordinator whose clock runs ahead of ours).
         // Move our clock past it and go again, a bounded number of times.
-        ctx.metrics.stale_retry();
         if let Err(e) = ctx.shard.observe(stored, "a replica's stored version") {
             return stale_failure(format!("stale: the key holds a {e}"));
         }
+        if on_stale == OnStale::Report {
+            return OpResult::Stale { stored };
+        }
+        ctx.metrics.stale_retry();
         if round.and_then(|r| r.retry_past(attempt)).is_none() {
             return stale_failure(format!(
                 "stale: replicas kept answering with newer versions of this key (newest \
@@ -98,6 +134,8 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
                 stored.hlc, stored.writer
             ));
         }
+        attempt += 1;
+        stale_pause(attempt).await;
         if let Err(fenced) = ctx.node.clock.check() {
             return clock_fenced(fenced);
         }
@@ -105,7 +143,6 @@ pub async fn write(ctx: Rc<CoreCtx>, key: Box<[u8]>, value: Option<Box<[u8]>>) -
             Ok(v) => v,
             Err(e) => return storage_failure(&e),
         };
-        attempt += 1;
         log::debug!("stale write retried past {stored:?} (attempt {attempt})");
     }
 }

@@ -4,14 +4,16 @@
 //! Owns: reading the key (a quorum read, with its read repair), deciding the changed cell, and
 //! writing it (a quorum write at a newer version). Never: locks, or anything beyond last write
 //! wins. It is not atomic, and does not pretend to be: a write that lands between our read
-//! and our write wins if its version is newer than ours, and is overwritten by ours (carrying
-//! the value we read) if it is older — the rule every write follows. Conditional writes need
+//! and our write with a newer version than ours makes us read again and apply the change to
+//! it; one with an older version (issued before ours, still in flight) is overwritten by ours,
+//! carrying the value we read — the rule every write follows. Conditional writes need
 //! agreement (docs/design.md says why and what it would take).
 
 use std::rc::Rc;
 
 use crate::core::cell::{self, Cell};
-use crate::server::data::coordinator;
+use crate::limits::STALE_WRITE_ATTEMPTS_MAX;
+use crate::server::data::coordinator::{self, OnStale};
 use crate::server::data::messages::OpResult;
 use crate::server::runtime::CoreCtx;
 use crate::server::wall_clock_ms;
@@ -62,35 +64,70 @@ impl Change {
 }
 
 /// Read `key`, write it back changed; the answer is the cell read (`NotFound` when the key was
-/// missing or expired), or why the read or the write failed.
+/// missing or expired), or why the read or the write failed. A write refused because a replica
+/// holds a newer version (a write that landed since our read) reads again and re-applies the
+/// change to what it finds, at most `STALE_WRITE_ATTEMPTS_MAX` times: it never pushes the value
+/// it read past a newer one.
 pub async fn update(ctx: Rc<CoreCtx>, key: Box<[u8]>, change: Change) -> OpResult {
-    let read = coordinator::read(ctx.clone(), key.clone()).await;
-    if let OpResult::Failed { .. } = read {
-        return read;
-    }
-    let now_ms = wall_clock_ms();
-    let (found, write) = match read.live_cell(now_ms) {
-        Ok(current) => (
-            current.is_some(),
-            change.apply(current.map(|(c, _)| c), now_ms),
-        ),
-        Err(e) => {
-            return OpResult::Failed {
-                status: Status::Internal,
-                message: e.to_string(),
+    let mut attempt = 1;
+    loop {
+        let (read, write) = match read_and_apply(&ctx, &key, &change).await {
+            Ok(found) => found,
+            Err(failed) => return failed,
+        };
+        if let Some(value) = write {
+            let written =
+                coordinator::write_with(ctx.clone(), key.clone(), value, OnStale::Report).await;
+            match written {
+                OpResult::Stale { stored } if attempt < STALE_WRITE_ATTEMPTS_MAX => {
+                    ctx.metrics.stale_retry();
+                    attempt += 1;
+                    log::debug!(
+                        "update read again: a replica holds {stored:?} (attempt {attempt})"
+                    );
+                    coordinator::stale_pause(attempt).await;
+                    continue;
+                }
+                OpResult::Stale { stored } => {
+                    return OpResult::Failed {
+                        status: Status::Stale,
+                        message: format!(
+                            "stale: the key kept changing under this command (newest {}.{:#x}); \
+                             gave up after {attempt} attempts",
+                            stored.hlc, stored.writer
+                        ),
+                    }
+                }
+                OpResult::Failed { .. } => return written,
+                _ => {}
             }
         }
-    };
-    if let Some(value) = write {
-        let written = coordinator::write(ctx, key, value).await;
-        if let OpResult::Failed { .. } | OpResult::Stale { .. } = written {
-            return written;
-        }
+        return read;
     }
-    if found {
-        read
-    } else {
-        OpResult::NotFound
+}
+
+/// One quorum read of `key` and the write `change` makes to it: (what to answer — the read, or
+/// `NotFound` when the key is missing or expired — and the write, if any).
+async fn read_and_apply(
+    ctx: &Rc<CoreCtx>,
+    key: &[u8],
+    change: &Change,
+) -> Result<(OpResult, Option<Option<Box<[u8]>>>), OpResult> {
+    let read = coordinator::read(ctx.clone(), key.into()).await;
+    if let OpResult::Failed { .. } = read {
+        return Err(read);
+    }
+    let now_ms = wall_clock_ms();
+    match read.live_cell(now_ms) {
+        Ok(current) => {
+            let found = current.is_some();
+            let write = change.apply(current.map(|(c, _)| c), now_ms);
+            Ok((if found { read } else { OpResult::NotFound }, write))
+        }
+        Err(e) => Err(OpResult::Failed {
+            status: Status::Internal,
+            message: e.to_string(),
+        }),
     }
 }
 
