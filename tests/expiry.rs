@@ -1,7 +1,8 @@
 //! Expiry through the Redis protocol on a three-node cluster: honoured by reads through every
 //! node and by each replica's own store, after a restart, after a replica was down while the
-//! key expired (never bringing the older value back), hidden from SCAN, and the read-modify-
-//! write commands under a concurrent writer (the newer version wins; replicas agree).
+//! key expired (never bringing the older value back), hidden from SCAN, EXPIRE under a
+//! concurrent SET (one version wins; replicas agree), and EXPIRE racing INCR and LPOP (no count
+//! or element given twice).
 
 mod common;
 
@@ -54,6 +55,32 @@ fn expiry_is_honoured_everywhere_and_survives_a_restart() -> TestResult {
     assert_eq!(r.text(&["SET", "gone", "v"])?, ok);
     assert_eq!(r.text(&["GETDEL", "gone"])?, Some("v".into()));
     assert_eq!(r.text(&["GETDEL", "gone"])?, None);
+    // conditions, on a string and a list (consensus) and on a hash (its own path), through
+    // another node than the one that wrote them
+    let mut r2 = Resp::connect(nodes[1].port)?;
+    assert_eq!(r.int(&["RPUSH", "q", "a"])?, 1);
+    assert_eq!(r.int(&["HSET", "h", "f", "v"])?, 1);
+    for key in ["plain", "q", "h"] {
+        assert_eq!(
+            r2.int(&["EXPIRE", key, "1000", "GT"])?,
+            0,
+            "{key}: none is forever"
+        );
+        assert_eq!(
+            r2.int(&["EXPIRE", key, "1000", "XX"])?,
+            0,
+            "{key}: has none"
+        );
+        assert_eq!(r2.int(&["EXPIRE", key, "1000", "NX"])?, 1, "{key}");
+        assert_eq!(r2.int(&["EXPIRE", key, "2000", "NX"])?, 0, "{key}: has one");
+        assert_eq!(r2.int(&["EXPIRE", key, "2000", "LT"])?, 0, "{key}: later");
+        assert_eq!(r2.int(&["EXPIRE", key, "900", "XX", "LT"])?, 1, "{key}");
+        let ttl = r.int(&["TTL", key])?;
+        assert!((800..=900).contains(&ttl), "{key}: TTL {ttl}");
+        assert_eq!(r2.int(&["PERSIST", key])?, 1, "{key}");
+        assert_eq!(r.int(&["TTL", key])?, -1, "{key}");
+    }
+    assert_eq!(r2.int(&["EXPIRE", "nothing", "10", "NX"])?, 0);
 
     let short = ["old", "ex", "psetex", "expire"];
     poll(
@@ -81,7 +108,11 @@ fn expiry_is_honoured_everywhere_and_survives_a_restart() -> TestResult {
     let (keys, _) = r.scan_all(&["COUNT", "100"])?;
     let mut keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["kept", "long", "plain"], "SCAN hides expired keys");
+    assert_eq!(
+        keys,
+        ["h", "kept", "long", "plain", "q"],
+        "SCAN hides expired keys"
+    );
     for k in ["kept", "long", "plain"] {
         assert!(everywhere(&nodes, k)?.iter().all(Option::is_some), "{k}");
     }
@@ -189,5 +220,62 @@ fn expire_racing_a_set_ends_with_one_version_on_every_replica() -> TestResult {
         },
     )?;
     eprintln!("200 SETs raced {expires} EXPIREs; {value} with TTL {ttl} won everywhere");
+    Ok(())
+}
+
+/// EXPIRE runs as a consensus command on strings and lists, so it never writes back a value it
+/// read before a concurrent INCR or LPOP took effect: no count is given twice, no element is
+/// popped twice. (Done as a read and a write of the value, an EXPIRE between the two could
+/// bring back the count before an INCR, or the element a pop had taken.)
+#[test]
+fn expire_racing_incr_and_pops_repeats_no_count_and_no_element() -> TestResult {
+    const EACH: usize = 60;
+    let nodes = cluster("expiry-rmw", 3, &[])?;
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let mut setup = Resp::connect(ports[0])?;
+    let jobs: Vec<String> = (0..2 * EACH).map(|i| format!("j{i}")).collect();
+    let mut push = vec!["RPUSH", "jobs"];
+    push.extend(jobs.iter().map(String::as_str));
+    assert_eq!(setup.int(&push)?, jobs.len() as i64);
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let port = ports[w];
+            std::thread::spawn(move || -> Result<(Vec<i64>, Vec<String>), String> {
+                let mut c = Resp::connect(port)?;
+                let mut counts = Vec::new();
+                let mut popped = Vec::new();
+                for _ in 0..EACH {
+                    counts.push(c.int(&["INCR", "hits"])?);
+                    if let Some(job) = c.text(&["LPOP", "jobs"])? {
+                        popped.push(job);
+                    }
+                }
+                Ok((counts, popped))
+            })
+        })
+        .collect();
+    let mut e = Resp::connect(ports[2])?;
+    let mut expires = 0;
+    while !workers.iter().all(|w| w.is_finished()) {
+        expires += e.int(&["EXPIRE", "hits", "1000"])?;
+        expires += e.int(&["EXPIRE", "jobs", "1000"])?;
+    }
+    let mut counts = Vec::new();
+    let mut popped = Vec::new();
+    for w in workers {
+        let (c, p) = w.join().map_err(|_| "a worker panicked")??;
+        counts.extend(c);
+        popped.extend(p);
+    }
+    counts.sort_unstable();
+    let want: Vec<i64> = (1..=2 * EACH as i64).collect();
+    assert_eq!(counts, want, "every INCR got its own count");
+    popped.sort();
+    let mut all = jobs.clone();
+    all.sort();
+    assert_eq!(popped, all, "every element popped exactly once");
+    let mut r = Resp::connect(ports[1])?;
+    assert_eq!(r.text(&["GET", "hits"])?, Some((2 * EACH).to_string()));
+    eprintln!("{} INCRs and pops raced {expires} EXPIREs", 2 * EACH);
     Ok(())
 }

@@ -187,7 +187,7 @@ fn random_command(rng: &mut fastrand::Rng, prefix: &str) -> Vec<String> {
         _ => format!("[f{}", rng.u8(0..4)),
     };
     if rng.u8(0..5) < 2 {
-        return match rng.u8(0..40) {
+        return match rng.u8(0..42) {
             0..=2 => {
                 let mut c = vec![s("HSET"), key(rng)];
                 for f in fields(rng) {
@@ -263,6 +263,10 @@ fn random_command(rng: &mut fastrand::Rng, prefix: &str) -> Vec<String> {
                 field(rng),
             ],
             38 => [vec![s("ZMSCORE"), key(rng)], fields(rng)].concat(),
+            39 | 40 => {
+                let k = key(rng);
+                expiry_command(rng, k)
+            }
             _ => vec![s("ZSCAN"), key(rng), s("0")],
         };
     }
@@ -343,11 +347,47 @@ fn random_command(rng: &mut fastrand::Rng, prefix: &str) -> Vec<String> {
         15 => vec![s("TYPE"), key(rng)],
         16 => vec![s("OBJECT"), s("ENCODING"), key(rng)],
         17 => vec![s("GETDEL"), key(rng)],
-        18 => vec![s("EXPIRE"), key(rng), s("1000")],
+        18 => {
+            let k = key(rng);
+            expiry_command(rng, k)
+        }
         19 => vec![s("PERSIST"), key(rng)],
         20 => vec![s("TTL"), key(rng)],
         21 => vec![s("DBSIZE")],
         _ => vec![s("KEYS"), format!("{prefix}*")],
+    }
+}
+
+/// EXPIRE and friends with their conditions, GETEX, PERSIST. Instants are absolute and shared
+/// by both servers (a whole multiple of 100,000 s ahead), so GT and LT compare the same numbers
+/// on each.
+fn expiry_command(rng: &mut fastrand::Rng, key: String) -> Vec<String> {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let at = (now_s / 100_000 + 1) * 100_000 + 1_000 * rng.u64(0..3);
+    let cond: &[&str] = match rng.u8(0..8) {
+        0 => &["NX"],
+        1 => &["XX"],
+        2 => &["GT"],
+        3 => &["LT"],
+        4 => &["XX", "LT"],
+        5 => &["GT", "XX"],
+        _ => &[],
+    };
+    let s = |x: &str| x.to_string();
+    let with = |mut c: Vec<String>| {
+        c.extend(cond.iter().map(|x| s(x)));
+        c
+    };
+    match rng.u8(0..8) {
+        0 | 1 => with(vec![s("EXPIREAT"), key, at.to_string()]),
+        2 => with(vec![s("PEXPIREAT"), key, (at * 1000).to_string()]),
+        3 => with(vec![s("EXPIRE"), key, s("1000")]),
+        4 => with(vec![s("EXPIRE"), key, s("-1")]),
+        5 => vec![s("GETEX"), key, s("EXAT"), at.to_string()],
+        6 => vec![s("GETEX"), key, s("PERSIST")],
+        _ => vec![s("PERSIST"), key],
     }
 }
 

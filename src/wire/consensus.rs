@@ -9,7 +9,7 @@
 
 use crate::core::bytes::ByteReader;
 use crate::core::consensus::acceptor::Answer;
-use crate::core::consensus::change::{Change, Cond, End, Reply};
+use crate::core::consensus::change::{Change, Cond, End, ExpiryCond, Reply};
 use crate::core::consensus::command::{Command, Ttl};
 use crate::core::consensus::{Ballot, Data, Entry};
 
@@ -347,6 +347,18 @@ pub fn encode_command(c: &Command) -> Vec<u8> {
             out.extend_from_slice(&(*maxlen as u64).to_le_bytes());
         }
         Change::Move { from, to } => out.extend([18, end_byte(*from), end_byte(*to)]),
+        Change::Expiry { at, cond, get } => {
+            let cond = match cond {
+                ExpiryCond::Always => 0,
+                ExpiryCond::Nx => 1,
+                ExpiryCond::Xx => 2,
+                ExpiryCond::Gt => 3,
+                ExpiryCond::Lt => 4,
+                ExpiryCond::XxLt => 5,
+            };
+            out.extend([19, cond, u8::from(*get), u8::from(at.is_some())]);
+            out.extend_from_slice(&at.unwrap_or(0).to_le_bytes());
+        }
     }
     out
 }
@@ -436,6 +448,25 @@ pub fn decode_command(b: &[u8]) -> Option<Command> {
             from: r.end_byte()?,
             to: r.end_byte()?,
         },
+        19 => {
+            let cond = match r.u8()? {
+                0 => ExpiryCond::Always,
+                1 => ExpiryCond::Nx,
+                2 => ExpiryCond::Xx,
+                3 => ExpiryCond::Gt,
+                4 => ExpiryCond::Lt,
+                5 => ExpiryCond::XxLt,
+                _ => return None,
+            };
+            let get = r.u8()? != 0;
+            let has_at = r.u8()? != 0;
+            let at = r.u64()?;
+            Change::Expiry {
+                at: has_at.then_some(at),
+                cond,
+                get,
+            }
+        }
         _ => return None,
     };
     r.end()?;
@@ -635,6 +666,16 @@ mod tests {
             Change::Move {
                 from: End::Right,
                 to: End::Left,
+            },
+            Change::Expiry {
+                at: Some(1_700_000_000_123),
+                cond: ExpiryCond::Gt,
+                get: false,
+            },
+            Change::Expiry {
+                at: None,
+                cond: ExpiryCond::Xx,
+                get: true,
             },
         ];
         for (i, change) in changes.into_iter().enumerate() {

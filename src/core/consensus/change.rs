@@ -38,6 +38,39 @@ impl Cond {
     }
 }
 
+/// EXPIRE's condition on the key's current expiry (NX, XX, GT, LT). No expiry counts as an
+/// infinite one: GT never sets one on such a key, LT always does (Redis's rule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiryCond {
+    Always,
+    /// Only if the key has no expiry.
+    Nx,
+    /// Only if it has one.
+    Xx,
+    /// Only if the new instant is later than the current one.
+    Gt,
+    /// Only if it is earlier.
+    Lt,
+    /// Only if the key has an expiry and the new instant is earlier (XX LT).
+    XxLt,
+}
+
+impl ExpiryCond {
+    /// Whether it lets `new` (`None`: no expiry) replace `current`.
+    pub fn holds(self, current: Option<u64>, new: Option<u64>) -> bool {
+        let forever = u64::MAX;
+        let (cur, new) = (current.unwrap_or(forever), new.unwrap_or(forever));
+        match self {
+            ExpiryCond::Always => true,
+            ExpiryCond::Nx => current.is_none(),
+            ExpiryCond::Xx => current.is_some(),
+            ExpiryCond::Gt => new > cur,
+            ExpiryCond::Lt => new < cur,
+            ExpiryCond::XxLt => current.is_some() && new < cur,
+        }
+    }
+}
+
 /// A list end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
@@ -103,6 +136,17 @@ pub enum Change {
     },
     /// LMOVE (RPOPLPUSH) within one key: pop at `from`, push at `to`; the element moved.
     Move { from: End, to: End },
+    /// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT (`at`), PERSIST (`at: None`, `cond: Xx`), GETEX
+    /// with an option (`get`): sets a live key's expiry if `cond` holds, an instant already
+    /// past deleting the key. The reply is 1 if it did, 0 if not (the key missing or the
+    /// condition false); with `get`, the value. It needs the stored expiry, so a round runs it
+    /// through `command::Command::run`, not `apply`; a hash, set or sorted set answers
+    /// `ON_A_COLLECTION` and its own path (`server::data::update`) takes it.
+    Expiry {
+        at: Option<u64>,
+        cond: ExpiryCond,
+        get: bool,
+    },
 }
 
 /// A command's reply.
@@ -130,6 +174,12 @@ pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong
 pub const TOO_LARGE: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 pub const NO_SUCH_KEY: &str = "ERR no such key";
 pub const INDEX_OUT_OF_RANGE: &str = "ERR index out of range";
+/// An expiry change met a hash, set or sorted set: nothing was changed, and the caller runs it
+/// on the collection's own convergent path.
+pub const ON_A_COLLECTION: &str =
+    "ERR an expiry change on a collection takes the collection's path";
+/// `Change::apply` met an expiry change, which needs the whole entry (`Command::run` runs it).
+const EXPIRY_NEEDS_THE_ENTRY: &str = "ERR internal: an expiry change runs on the whole entry";
 
 /// The largest value a command may leave (the ceiling of `--max-value-bytes`).
 const STORED_BYTES_MAX: usize = crate::limits::VALUE_BYTES_CEILING;
@@ -449,6 +499,7 @@ impl Change {
                 };
                 (None, reply)
             }
+            Change::Expiry { .. } => return Err(Reply::Error(EXPIRY_NEEDS_THE_ENTRY)),
             Change::Move { from, to } => {
                 let mut l = list(current)?;
                 let taken = match from {

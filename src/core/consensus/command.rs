@@ -8,8 +8,8 @@
 //! So a conditional write orders after every plain write its round saw, and plain writes
 //! newer than it win over it as over any write.
 
-use super::change::{Change, Reply};
-use super::{Ballot, Entry, Value};
+use super::change::{Change, ExpiryCond, Reply, ON_A_COLLECTION, WRONGTYPE};
+use super::{Ballot, Data, Entry, Value};
 use crate::core::version::Version;
 
 /// What a write does to the key's expiry.
@@ -63,6 +63,15 @@ impl Command {
         seen: Version,
     ) -> (Entry, bool, Reply) {
         let live = current.filter(|e| e.value.is_some() && !e.expired(now_ms));
+        if let Change::Expiry { at, cond, get } = self.change {
+            return expiry(
+                current,
+                live,
+                (at, cond, get),
+                now_ms,
+                version_of(ballot, seen),
+            );
+        }
         let value: Value = live.and_then(|e| e.value.clone());
         let (write, reply) = self.change.apply(&value);
         let too_large = write
@@ -82,17 +91,59 @@ impl Command {
             (Some(_), Ttl::Keep) => live.and_then(|e| e.expires_at_ms),
             (Some(_), Ttl::At(at)) => Some(at),
         };
-        let version = Version {
-            hlc: ballot.round.max(seen.hlc + 1),
-            writer: ballot.proposer,
-        };
         let entry = Entry {
             value: new,
             expires_at_ms,
-            version,
+            version: version_of(ballot, seen),
         };
         (entry, true, reply)
     }
+}
+
+/// The version a round at `ballot` that saw versions up to `seen` writes at.
+fn version_of(ballot: Ballot, seen: Version) -> Version {
+    Version {
+        hlc: ballot.round.max(seen.hlc + 1),
+        writer: ballot.proposer,
+    }
+}
+
+/// `Change::Expiry` on `current` (`live`: it, unless missing, deleted or expired).
+fn expiry(
+    current: Option<&Entry>,
+    live: Option<&Entry>,
+    (at, cond, get): (Option<u64>, ExpiryCond, bool),
+    now_ms: u64,
+    version: Version,
+) -> (Entry, bool, Reply) {
+    let unchanged = |reply| (current.cloned().unwrap_or(Entry::ABSENT), false, reply);
+    let Some(e) = live else {
+        return unchanged(if get {
+            Reply::Value(None)
+        } else {
+            Reply::Int(0)
+        });
+    };
+    let value = match &e.value {
+        Some(Data::Collection(_)) if !get => return unchanged(Reply::Error(ON_A_COLLECTION)),
+        Some(Data::Str(v)) if get => Reply::Value(Some(v.clone())),
+        _ if get => return unchanged(Reply::Error(WRONGTYPE)),
+        _ => Reply::Int(1),
+    };
+    let no = if get { value.clone() } else { Reply::Int(0) };
+    if !cond.holds(e.expires_at_ms, at) {
+        return unchanged(no);
+    }
+    let gone = at.is_some_and(|t| t <= now_ms);
+    if !gone && e.expires_at_ms == at {
+        return unchanged(value); // already so: nothing to write
+    }
+    let entry = Entry {
+        value: if gone { None } else { e.value.clone() },
+        expires_at_ms: if gone { None } else { at },
+        version,
+    };
+    (entry, true, value)
 }
 
 /// Run a batch, in order, each on what the one before it left: the entry to accept, whether
@@ -177,6 +228,101 @@ mod tests {
         });
         let (entry, ..) = set.run(Some(&e("y", Some(9_999), 1)), 10, B, seen);
         assert_eq!(entry.expires_at_ms, None);
+    }
+
+    #[test]
+    fn expiry_changes_follow_redis() {
+        let seen = Version { hlc: 90, writer: 3 };
+        let exp = |at, cond| {
+            Command::of(Change::Expiry {
+                at,
+                cond,
+                get: false,
+            })
+        };
+        let run = |c: Command, cur: Option<&Entry>| c.run(cur, 10, B, seen);
+        let plain = e("v", None, 5);
+        let timed = e("v", Some(1_000), 5);
+        // EXPIRE on a missing key: 0, nothing written
+        let (_, new, reply) = run(exp(Some(500), ExpiryCond::Always), None);
+        assert_eq!((new, reply), (false, Reply::Int(0)));
+        // set: the same value, the new expiry, a version above all seen
+        let (entry, new, reply) = run(exp(Some(500), ExpiryCond::Always), Some(&plain));
+        assert_eq!((new, reply), (true, Reply::Int(1)));
+        assert_eq!(
+            (entry.value, entry.expires_at_ms),
+            (plain.value.clone(), Some(500))
+        );
+        assert_eq!(entry.version, Version { hlc: 91, writer: 7 });
+        // an instant already past deletes
+        let (entry, new, reply) = run(exp(Some(10), ExpiryCond::Always), Some(&plain));
+        assert_eq!((new, reply, entry.value), (true, Reply::Int(1), None));
+        // NX XX GT LT: no expiry is an infinite one
+        let cases = [
+            (ExpiryCond::Nx, &plain, true),
+            (ExpiryCond::Nx, &timed, false),
+            (ExpiryCond::Xx, &plain, false),
+            (ExpiryCond::Xx, &timed, true),
+            (ExpiryCond::Gt, &plain, false),
+            (ExpiryCond::Lt, &plain, true),
+            (ExpiryCond::XxLt, &plain, false),
+        ];
+        for (cond, cur, set) in cases {
+            let (_, new, reply) = run(exp(Some(500), cond), Some(cur));
+            assert_eq!(
+                (new, reply),
+                (set, Reply::Int(i64::from(set))),
+                "{cond:?} {cur:?}"
+            );
+        }
+        for (cond, at, set) in [
+            (ExpiryCond::Gt, 1_001, true),
+            (ExpiryCond::Gt, 1_000, false),
+            (ExpiryCond::Lt, 999, true),
+            (ExpiryCond::Lt, 1_000, false),
+            (ExpiryCond::XxLt, 999, true),
+        ] {
+            let (_, new, _) = run(exp(Some(at), cond), Some(&timed));
+            assert_eq!(new, set, "{cond:?} {at}");
+        }
+        // PERSIST: 1 only when there was an expiry to drop
+        let (entry, new, reply) = run(exp(None, ExpiryCond::Xx), Some(&timed));
+        assert_eq!(
+            (new, reply, entry.expires_at_ms),
+            (true, Reply::Int(1), None)
+        );
+        let (_, new, reply) = run(exp(None, ExpiryCond::Xx), Some(&plain));
+        assert_eq!((new, reply), (false, Reply::Int(0)));
+        // GETEX: the value whatever happens; WRONGTYPE on a list
+        let getex = Command::of(Change::Expiry {
+            at: Some(500),
+            cond: ExpiryCond::Always,
+            get: true,
+        });
+        let (_, new, reply) = getex.run(Some(&plain), 10, B, seen);
+        assert_eq!((new, reply), (true, Reply::Value(Some(b"v".to_vec()))));
+        let (_, new, reply) = getex.run(None, 10, B, seen);
+        assert_eq!((new, reply), (false, Reply::Value(None)));
+        let list = Entry {
+            value: Some(Data::List(vec![b"a".to_vec()].into())),
+            ..plain.clone()
+        };
+        assert_eq!(
+            getex.run(Some(&list), 10, B, seen).2,
+            Reply::Error(WRONGTYPE)
+        );
+        let (_, new, reply) = run(exp(Some(500), ExpiryCond::Always), Some(&list));
+        assert_eq!((new, reply), (true, Reply::Int(1)), "EXPIRE takes a list");
+        // a collection is left to its own path, unchanged
+        let coll = Entry {
+            value: Some(Data::Collection(vec![1, 2])),
+            ..plain.clone()
+        };
+        let (entry, new, reply) = run(exp(Some(500), ExpiryCond::Always), Some(&coll));
+        assert_eq!(
+            (new, reply, entry),
+            (false, Reply::Error(ON_A_COLLECTION), coll)
+        );
     }
 
     #[test]

@@ -1,22 +1,29 @@
-//! Read-modify-write of one key through the quorum: EXPIRE and friends, PERSIST, GETEX, GETDEL
-//! and SET KEEPTTL (native opcode UPDATE).
+//! Read-modify-write of one key through the quorum (native opcode UPDATE): SET KEEPTTL, and
+//! an expiry change (EXPIRE and friends, PERSIST) on a hash, set or sorted set; and `expiry`,
+//! which sends an expiry change to consensus and brings a collection's back here.
 //!
 //! Owns: reading the key (a quorum read, with its read repair), deciding the changed cell, and
 //! writing it (a quorum write at a newer version). Never: locks, or anything beyond last write
 //! wins. It is not atomic, and does not pretend to be: a write that lands between our read
 //! and our write with a newer version than ours makes us read again and apply the change to
 //! it; one with an older version (issued before ours, still in flight) is overwritten by ours,
-//! carrying the value we read — the rule every write follows. Conditional writes need
-//! agreement (docs/design.md says why and what it would take).
+//! carrying the value we read — the rule every write follows. That is why an expiry change on a
+//! string or a list is not made here: a counter or a list changed by consensus would get back
+//! a value the round had replaced (docs/design.md, "Expiry").
 
 use std::rc::Rc;
 
 use crate::core::cell::{self, Cell};
+use crate::core::consensus::change::{Change as RoundChange, ExpiryCond, Reply, ON_A_COLLECTION};
+use crate::core::consensus::command::Command;
+use crate::core::version::Version;
 use crate::limits::STALE_WRITE_ATTEMPTS_MAX;
+use crate::server::data::consensus;
 use crate::server::data::coordinator::{self, OnStale};
 use crate::server::data::messages::OpResult;
 use crate::server::runtime::CoreCtx;
 use crate::server::wall_clock_ms;
+use crate::wire::consensus::{decode_reply, encode_reply, Decoded};
 use crate::wire::native::{
     Request, Status, FLAG_DELETE, FLAG_EXPIRES, FLAG_KEEP_TTL, FLAG_PERSIST,
 };
@@ -24,8 +31,12 @@ use crate::wire::native::{
 /// How an UPDATE changes a live key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// Expire at this instant (ms since the epoch); one already past deletes the key.
-    Expire(u64),
+    /// Expire at this instant (ms since the epoch) if the condition on the current expiry
+    /// holds; one already past deletes the key.
+    Expire {
+        at: u64,
+        cond: ExpiryCond,
+    },
     /// Never expire.
     Persist,
     Delete,
@@ -38,7 +49,10 @@ impl Change {
     pub fn of_request(req: &Request<'_>) -> Result<Change, &'static str> {
         let wanted = req.flags & (FLAG_EXPIRES | FLAG_PERSIST | FLAG_DELETE | FLAG_KEEP_TTL);
         match wanted {
-            FLAG_EXPIRES => Ok(Change::Expire(req.version.hlc)),
+            FLAG_EXPIRES => Ok(Change::Expire {
+                at: req.version.hlc,
+                cond: ExpiryCond::Always,
+            }),
             FLAG_PERSIST => Ok(Change::Persist),
             FLAG_DELETE => Ok(Change::Delete),
             FLAG_KEEP_TTL => Ok(Change::KeepTtl(req.value.into())),
@@ -52,8 +66,11 @@ impl Change {
         match (self, current) {
             (Change::KeepTtl(v), c) => Some(Some(cell::encode(v, c.and_then(|c| c.expires_at_ms)))),
             (_, None) => None,
-            (Change::Expire(at), Some(_)) if *at <= now_ms => Some(None),
-            (Change::Expire(at), Some(c)) => {
+            (Change::Expire { at, cond }, Some(c)) if !cond.holds(c.expires_at_ms, Some(*at)) => {
+                None
+            }
+            (Change::Expire { at, .. }, Some(_)) if *at <= now_ms => Some(None),
+            (Change::Expire { at, .. }, Some(c)) => {
                 Some(Some(cell::encode_kind(c.kind, c.value, Some(*at))))
             }
             (Change::Persist, Some(c)) if c.expires_at_ms.is_none() => None,
@@ -69,15 +86,61 @@ impl Change {
 /// change to what it finds, at most `STALE_WRITE_ATTEMPTS_MAX` times: it never pushes the value
 /// it read past a newer one.
 pub async fn update(ctx: Rc<CoreCtx>, key: Box<[u8]>, change: Change) -> OpResult {
+    match update_written(&ctx, &key, &change).await {
+        Ok((read, _)) => read,
+        Err(failed) => failed,
+    }
+}
+
+/// A client's expiry change (`consensus::change::Change::Expiry`): by consensus on a string or
+/// a list (linearizable, as every other command there); a hash, set or sorted set answers
+/// `ON_A_COLLECTION` from the round, and takes this file's path (a whole-key write that the
+/// collection joins, convergent), answering 1 if it changed the key, 0 if not.
+pub async fn expiry(
+    ctx: Rc<CoreCtx>,
+    key: Box<[u8]>,
+    command: Command,
+    forwarded: bool,
+) -> OpResult {
+    let RoundChange::Expiry { at, cond, get } = command.change else {
+        return consensus::run(ctx, key, command, forwarded).await;
+    };
+    let result = consensus::run(ctx.clone(), key.clone(), command, forwarded).await;
+    let on_collection = match &result {
+        OpResult::Value { value, .. } => {
+            matches!(decode_reply(value), Some(Decoded::Error(e)) if e == ON_A_COLLECTION)
+        }
+        _ => false,
+    };
+    if !on_collection || get {
+        return result;
+    }
+    let change = match at {
+        Some(at) => Change::Expire { at, cond },
+        None => Change::Persist,
+    };
+    match update_written(&ctx, &key, &change).await {
+        Ok((_, wrote)) => OpResult::Value {
+            value: encode_reply(&Reply::Int(i64::from(wrote))).into(),
+            version: Version::ZERO,
+        },
+        Err(failed) => failed,
+    }
+}
+
+/// `update`'s work: (its answer, whether it wrote), or why it failed.
+async fn update_written(
+    ctx: &Rc<CoreCtx>,
+    key: &[u8],
+    change: &Change,
+) -> Result<(OpResult, bool), OpResult> {
     let mut attempt = 1;
     loop {
-        let (read, write) = match read_and_apply(&ctx, &key, &change).await {
-            Ok(found) => found,
-            Err(failed) => return failed,
-        };
+        let (read, write) = read_and_apply(ctx, key, change).await?;
+        let wrote = write.is_some();
         if let Some(value) = write {
             let written =
-                coordinator::write_with(ctx.clone(), key.clone(), value, OnStale::Report).await;
+                coordinator::write_with(ctx.clone(), key.into(), value, OnStale::Report).await;
             match written {
                 OpResult::Stale { stored } if attempt < STALE_WRITE_ATTEMPTS_MAX => {
                     ctx.metrics.stale_retry();
@@ -89,20 +152,20 @@ pub async fn update(ctx: Rc<CoreCtx>, key: Box<[u8]>, change: Change) -> OpResul
                     continue;
                 }
                 OpResult::Stale { stored } => {
-                    return OpResult::Failed {
+                    return Err(OpResult::Failed {
                         status: Status::Stale,
                         message: format!(
                             "stale: the key kept changing under this command (newest {}.{:#x}); \
                              gave up after {attempt} attempts",
                             stored.hlc, stored.writer
                         ),
-                    }
+                    })
                 }
-                OpResult::Failed { .. } => return written,
+                OpResult::Failed { .. } => return Err(written),
                 _ => {}
             }
         }
-        return read;
+        return Ok((read, wrote));
     }
 }
 
@@ -153,16 +216,34 @@ mod tests {
         let t = cell::decode(&timed).ok();
         let got = |ch: Change, cur| ch.apply(cur, now).map(|w| w.map(|b| live(&b)));
         assert_eq!(
-            got(Change::Expire(900), p),
+            got(
+                Change::Expire {
+                    at: 900,
+                    cond: ExpiryCond::Always
+                },
+                p
+            ),
             Some(Some(live(&c(b"v", Some(900)))))
         );
         assert_eq!(
-            got(Change::Expire(100), p),
+            got(
+                Change::Expire {
+                    at: 100,
+                    cond: ExpiryCond::Always
+                },
+                p
+            ),
             Some(None),
             "a past expiry deletes"
         );
         assert_eq!(
-            got(Change::Expire(900), None),
+            got(
+                Change::Expire {
+                    at: 900,
+                    cond: ExpiryCond::Always
+                },
+                None
+            ),
             None,
             "a missing key stays missing"
         );
@@ -191,7 +272,10 @@ mod tests {
         };
         assert_eq!(
             Change::of_request(&req(FLAG_EXPIRES, 7)),
-            Ok(Change::Expire(7))
+            Ok(Change::Expire {
+                at: 7,
+                cond: ExpiryCond::Always
+            })
         );
         assert_eq!(
             Change::of_request(&req(FLAG_PERSIST, 0)),

@@ -1291,7 +1291,13 @@ fn dispatch(
             return match crate::wire::consensus::decode_command(req.value) {
                 Some(command) => {
                     let forwarded = req.flags & native::FLAG_FORWARDED != 0;
-                    let task = consensus::run(ctx.clone(), Box::from(req.key), command, forwarded);
+                    // an expiry change on a collection leaves the round for its own path
+                    let task = crate::server::data::update::expiry(
+                        ctx.clone(),
+                        Box::from(req.key),
+                        command,
+                        forwarded,
+                    );
                     Slot::Task(glommio::spawn_local(task).detach())
                 }
                 None => Slot::Refused {

@@ -4,10 +4,12 @@
 //! Owns: SET's options, SETEX/PSETEX, EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT, PERSIST, GETEX,
 //! GETDEL, and the TTL family's replies (Redis's -2 missing, -1 no expiry). Relative times are
 //! turned into absolute expiries here, with the wall clock the caller passes in, so every
-//! replica stores the same instant. Never: conditional writes (SET's NX, XX, GET, IFEQ, IFNE
-//! are `resp_conditional`'s; EXPIRE's NX, XX, GT, LT are refused with the reason).
+//! replica stores the same instant; EXPIRE's conditions (NX, XX, GT, LT) and their errors.
+//! Never: runs anything (SET's NX, XX, GET, IFEQ, IFNE are `resp_conditional`'s; EXPIRE and
+//! friends become a consensus command in `resp_front`).
 
 use crate::core::cell::{self, Cell};
+use crate::core::consensus::change::ExpiryCond;
 use crate::core::version::Version;
 use crate::wire::native::{
     Opcode, Request, FLAG_DELETE, FLAG_EXPIRES, FLAG_KEEP_TTL, FLAG_PERSIST,
@@ -16,10 +18,41 @@ use crate::wire::native::{
 /// Why a command was refused: the error line (without the leading `-`).
 pub type Refusal = String;
 
-/// The refusal of a conditional option.
-pub const CONDITIONAL: &str = "ERR EXPIRE's NX, XX, GT and LT make the expiry depend on \
-    the stored one: kvstore does not serve them (SET's NX, XX, IFEQ, IFNE and GET are served, \
-    linearizable by consensus)";
+/// The refusal of SET's conditional options where only expiry options are taken (GETEX).
+pub const CONDITIONAL: &str = "ERR syntax error";
+
+/// EXPIRE's optional conditions, NX XX GT LT, with Redis's errors: NX goes with none of the
+/// others, GT not with LT; XX GT is GT (a key without an expiry never passes GT), XX LT is
+/// `XxLt`.
+pub fn expire_condition(opts: &[&[u8]]) -> Result<ExpiryCond, Refusal> {
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for o in opts {
+        match o.to_ascii_lowercase().as_slice() {
+            b"nx" => nx = true,
+            b"xx" => xx = true,
+            b"gt" => gt = true,
+            b"lt" => lt = true,
+            _ => {
+                let o = String::from_utf8_lossy(o);
+                return Err(format!("ERR Unsupported option {o}"));
+            }
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Err("ERR NX and XX, GT or LT options at the same time are not compatible".into());
+    }
+    if gt && lt {
+        return Err("ERR GT and LT options at the same time are not compatible".into());
+    }
+    Ok(match (nx, xx, gt, lt) {
+        (true, ..) => ExpiryCond::Nx,
+        (_, _, true, _) => ExpiryCond::Gt,
+        (_, true, _, true) => ExpiryCond::XxLt,
+        (_, true, ..) => ExpiryCond::Xx,
+        (.., true) => ExpiryCond::Lt,
+        _ => ExpiryCond::Always,
+    })
+}
 
 /// What a command asks of a key's expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,6 +278,26 @@ mod tests {
         );
         assert!(expire_at(past.as_bytes(), true, true, NOW, "pexpireat").is_err());
         assert!(expire_at(i64::MAX.to_string().as_bytes(), false, false, NOW, "expire").is_err());
+    }
+
+    #[test]
+    fn expire_conditions_and_their_errors_follow_redis() {
+        let c = |a: &[&[u8]]| expire_condition(a);
+        assert_eq!(c(&[]), Ok(ExpiryCond::Always));
+        assert_eq!(c(&[b"nx"]), Ok(ExpiryCond::Nx));
+        assert_eq!(c(&[b"XX"]), Ok(ExpiryCond::Xx));
+        assert_eq!(c(&[b"GT"]), Ok(ExpiryCond::Gt));
+        assert_eq!(c(&[b"lt"]), Ok(ExpiryCond::Lt));
+        assert_eq!(c(&[b"XX", b"GT"]), Ok(ExpiryCond::Gt));
+        assert_eq!(c(&[b"LT", b"XX"]), Ok(ExpiryCond::XxLt));
+        assert_eq!(c(&[b"NX", b"NX"]), Ok(ExpiryCond::Nx));
+        let nx = "ERR NX and XX, GT or LT options at the same time are not compatible";
+        for bad in [&[&b"NX"[..], b"XX"][..], &[b"GT", b"NX"], &[b"nx", b"lt"]] {
+            assert_eq!(c(bad), Err(nx.into()));
+        }
+        let gt_lt = "ERR GT and LT options at the same time are not compatible";
+        assert_eq!(c(&[b"GT", b"LT"]), Err(gt_lt.into()));
+        assert_eq!(c(&[b"GT", b"XY"]), Err("ERR Unsupported option XY".into()));
     }
 
     #[test]

@@ -7,13 +7,16 @@
 //!
 //! Served: PING ECHO GET SET DEL UNLINK EXISTS TOUCH MGET MSET DBSIZE INFO COMMAND CONFIG
 //! CLIENT SELECT HELLO AUTH SCAN KEYS QUIT; the expiry commands (`resp_expiry`): SET's EX PX EXAT
-//! PXAT KEEPTTL, SETEX PSETEX EXPIRE PEXPIRE EXPIREAT PEXPIREAT TTL PTTL EXPIRETIME PEXPIRETIME
-//! PERSIST GETEX GETDEL; STRLEN GETRANGE SUBSTR (`resp_string`); TYPE OBJECT RANDOMKEY
-//! (`resp_keyspace`); FLUSHDB FLUSHALL (`server::data::flush`); the conditional writes (SET's
-//! NX XX GET IFEQ IFNE, SETNX GETSET GETDEL INCR DECR INCRBY DECRBY INCRBYFLOAT APPEND SETRANGE
-//! DELIFEQ DELEX: `resp_conditional`). Refused with a clear error: EXPIRE's NX XX GT LT,
+//! PXAT KEEPTTL, SETEX PSETEX EXPIRE PEXPIRE EXPIREAT PEXPIREAT (NX XX GT LT) TTL PTTL
+//! EXPIRETIME PEXPIRETIME PERSIST GETEX GETDEL (EXPIRE and friends, PERSIST and GETEX with an
+//! option are consensus commands: `consensus_expiry`); STRLEN GETRANGE SUBSTR (`resp_string`);
+//! TYPE OBJECT RANDOMKEY (`resp_keyspace`); FLUSHDB FLUSHALL (`server::data::flush`); the
+//! conditional writes (SET's NX XX GET IFEQ IFNE, SETNX GETSET GETDEL INCR DECR INCRBY DECRBY
+//! INCRBYFLOAT APPEND SETRANGE DELIFEQ DELEX: `resp_conditional`). Refused with a clear error:
 //! CONFIG SET, anything else (`unknown command`).
 
+use crate::core::consensus::change::{Change, ExpiryCond};
+use crate::core::consensus::command::Command as RoundCommand;
 use crate::limits::{KEY_BYTES_MAX, KEY_BYTES_MIN};
 use std::rc::Rc;
 
@@ -237,10 +240,6 @@ pub enum RespReply {
     Hello(Vec<u8>),
     /// TTL, PTTL, EXPIRETIME, PEXPIRETIME of the key read.
     Ttl(TtlQuery),
-    /// EXPIRE and friends: 1 if the key existed. PERSIST (`persist`): 1 if it had an expiry.
-    Updated {
-        persist: bool,
-    },
     /// A conditional command's reply (`resp_conditional`).
     Conditional(conditional::Shape),
     /// STRLEN: the value's length, 0 when missing.
@@ -556,19 +555,17 @@ impl RespFront {
                 }
             }
             "expire" | "pexpire" | "expireat" | "pexpireat" => {
-                if rest.len() > 2 {
-                    return err(expiry::CONDITIONAL);
-                }
                 if let Some(e) = check_keys(rest.iter().take(1).copied()) {
                     return e;
                 }
                 let unit_ms = name.starts_with('p');
                 let absolute = name.ends_with("at");
+                let cond = match expiry::expire_condition(&rest[2..]) {
+                    Ok(c) => c,
+                    Err(e) => return err(&e),
+                };
                 match expiry::expire_at(rest[1], unit_ms, absolute, wall_clock_ms(), name) {
-                    Ok(at) => {
-                        op(expiry::update(rest[0], b"", Ttl::At(at), false));
-                        RespReply::Updated { persist: false }
-                    }
+                    Ok(at) => consensus_expiry(rest[0], Some(at), cond, false, op),
                     Err(e) => err(&e),
                 }
             }
@@ -591,18 +588,15 @@ impl RespFront {
                     Err(e) => return err(&e),
                 };
                 match (name, ttl) {
-                    ("persist", _) => {
-                        op(expiry::update(rest[0], b"", Ttl::Persist, false));
-                        RespReply::Updated { persist: true }
-                    }
+                    ("persist", _) => consensus_expiry(rest[0], None, ExpiryCond::Xx, false, op),
                     (_, Ttl::Unset) => {
                         op(Request::new(Opcode::Get, rest[0], &[]));
                         RespReply::Value
                     }
-                    (_, ttl) => {
-                        op(expiry::update(rest[0], b"", ttl, false));
-                        RespReply::Value
+                    (_, Ttl::At(at)) => {
+                        consensus_expiry(rest[0], Some(at), ExpiryCond::Always, true, op)
                     }
+                    (_, _) => consensus_expiry(rest[0], None, ExpiryCond::Always, true, op),
                 }
             }
             "mset" => {
@@ -826,6 +820,25 @@ impl RespFront {
             )),
         }
     }
+}
+
+/// EXPIRE and friends (`at`), PERSIST (`at: None`), GETEX with an option (`get`): one
+/// consensus command (`Change::Expiry`): an integer reply, or GETEX's value.
+fn consensus_expiry(
+    key: &[u8],
+    at: Option<u64>,
+    cond: ExpiryCond,
+    get: bool,
+    op: &mut dyn FnMut(Request<'_>),
+) -> RespReply {
+    let command = RoundCommand::of(Change::Expiry { at, cond, get });
+    let body = crate::wire::consensus::encode_command(&command);
+    op(Request::new(Opcode::Consensus, key, &body));
+    RespReply::Conditional(if get {
+        conditional::Shape::Bulk
+    } else {
+        conditional::Shape::Int
+    })
 }
 
 fn bulk(bytes: &[u8]) -> RespReply {
@@ -1172,14 +1185,6 @@ impl Front for RespFront {
                 }
                 None => resp::integer(out, -2),
             },
-            RespReply::Updated { persist } => {
-                // the cell read before the change
-                let n = match results.first().map(|r| r.live_cell(0)) {
-                    Some(Ok(Some((c, _)))) => !persist || c.expires_at_ms.is_some(),
-                    _ => false,
-                };
-                resp::integer(out, i64::from(n));
-            }
             RespReply::Strlen | RespReply::Range(_) | RespReply::Type | RespReply::Object(_) => {
                 let got = results.first().map(|r| r.live_cell(wall_clock_ms()));
                 let cell = match got {
@@ -1306,19 +1311,22 @@ mod tests {
     #[test]
     fn expiry_and_conditional_commands_become_their_requests() {
         let (put, get, update) = (Opcode::Put as u8, Opcode::Get as u8, Opcode::Update as u8);
+        let consensus = Opcode::Consensus as u8;
         let cases: &[(&[&[u8]], u8)] = &[
             (&[b"SET", b"k", b"v", b"EX", b"10"], put),
             (&[b"SET", b"k", b"v", b"PXAT", b"10"], put),
             (&[b"SET", b"k", b"v", b"KEEPTTL"], update),
             (&[b"SETEX", b"k", b"10", b"v"], put),
             (&[b"PSETEX", b"k", b"10", b"v"], put),
-            (&[b"EXPIRE", b"k", b"10"], update),
-            (&[b"PEXPIREAT", b"k", b"10"], update),
+            (&[b"EXPIRE", b"k", b"10"], consensus),
+            (&[b"PEXPIREAT", b"k", b"10"], consensus),
+            (&[b"EXPIRE", b"k", b"10", b"XX", b"LT"], consensus),
             (&[b"TTL", b"k"], get),
             (&[b"PEXPIRETIME", b"k"], get),
-            (&[b"PERSIST", b"k"], update),
+            (&[b"PERSIST", b"k"], consensus),
             (&[b"GETEX", b"k"], get),
-            (&[b"GETEX", b"k", b"EX", b"5"], update),
+            (&[b"GETEX", b"k", b"EX", b"5"], consensus),
+            (&[b"GETEX", b"k", b"PERSIST"], consensus),
             (&[b"GETDEL", b"k"], Opcode::Consensus as u8),
             (
                 &[b"SET", b"k", b"v", b"NX", b"EX", b"5"],
@@ -1382,8 +1390,16 @@ mod tests {
                 "-ERR invalid expire time in 'setex'",
             ),
             (
-                &[b"EXPIRE", b"k", b"10", b"GT"],
-                "-ERR EXPIRE's NX, XX, GT and LT",
+                &[b"EXPIRE", b"k", b"10", b"NX", b"GT"],
+                "-ERR NX and XX, GT or LT options at the same time are not compatible",
+            ),
+            (
+                &[b"PEXPIRE", b"k", b"10", b"GT", b"LT"],
+                "-ERR GT and LT options at the same time are not compatible",
+            ),
+            (
+                &[b"EXPIRE", b"k", b"ten", b"XY"],
+                "-ERR Unsupported option XY",
             ),
             (&[b"EXPIRE", b"k", b"ten"], "-ERR value is not an integer"),
             (&[b"GETEX", b"k", b"KEEPTTL"], "-ERR syntax error"),
