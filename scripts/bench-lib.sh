@@ -47,14 +47,14 @@ stop_all() {
 start_cluster3() { # base_port dir
   local i seed=()
   for i in 1 2 3; do
-    target/release/kvstore-node --node-id "c$i" --port "$(($1 + i))" --data-dir "$2/c$i" \
+    "${BIN:-target/release}/kvstore-node" --node-id "c$i" --port "$(($1 + i))" --data-dir "$2/c$i" \
       --cores 1 "${seed[@]}" >"$2/c$i.log" 2>&1 &
     pids+=($!)
     wait_ping "$(($1 + i))"
     seed=(--seed "127.0.0.1:$(($1 + 1))")
   done
   for _ in $(seq 1 100); do
-    [ "$(target/release/kv --port "$(($1 + 1))" info 2>/dev/null | grep -c ' ALIVE ')" = 3 ] &&
+    [ "$("${BIN:-target/release}/kv" --port "$(($1 + 1))" info 2>/dev/null | grep -c ' ALIVE ')" = 3 ] &&
       break
     sleep 0.1
   done
