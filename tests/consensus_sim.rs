@@ -1,8 +1,9 @@
 //! Deterministic simulation of per-key consensus (`core::consensus`: CASPaxos rounds over a
 //! key's three replicas), checked for linearizability (`core::linearizable`).
 //!
-//! One seeded RNG drives clients that call INCR, SET NX, SET … IFEQ, DELIFEQ, APPEND, SET, GET
-//! and GETDEL on two keys through random coordinators, and a network that delays, reorders,
+//! One seeded RNG drives clients that call INCR, SET NX, SET … IFEQ, DELIFEQ, APPEND, SET, GET,
+//! GETDEL and the expiry changes (EXPIRE with NX XX GT LT, PERSIST, GETEX) on four keys through
+//! random coordinators, and a network that delays, reorders,
 //! duplicates and drops messages, cuts links for a while, pauses nodes and crashes them. An
 //! acceptor's state is durable before it answers (so it survives a crash); a crashed node's
 //! rounds in flight are lost, and their clients see an unknown outcome. A round that does not
@@ -22,7 +23,7 @@ use sim_net::SimNet;
 use std::collections::BTreeMap;
 
 use kvstore::core::consensus::acceptor::{Acceptor, Answer};
-use kvstore::core::consensus::change::{Change, Cond};
+use kvstore::core::consensus::change::{Change, Cond, ExpiryCond};
 use kvstore::core::consensus::command::Command;
 use kvstore::core::consensus::proposer::{Round, Step};
 use kvstore::core::consensus::{Ballot, Entry};
@@ -30,6 +31,8 @@ use kvstore::core::linearizable::{self, Op};
 
 const NODES: usize = 3;
 const KEYS: u8 = 4;
+/// An expiry instant (ms) no simulated clock reaches.
+const FAR: u64 = 1_000_000_000_000;
 const OPS: usize = 48;
 /// A round that has not decided in this many ticks fails its missing replicas.
 const ROUND_TIMEOUT: u64 = 200;
@@ -160,7 +163,7 @@ impl Sim {
         let op = self.history.len();
         let key = self.rng.u8(0..KEYS);
         let token = |rng: &mut fastrand::Rng| format!("t{}", rng.u8(0..3)).into_bytes();
-        let change = match self.rng.u8(0..8) {
+        let change = match self.rng.u8(0..10) {
             0 | 1 => Change::Incr(1),
             2 => Change::Set {
                 value: token(&mut self.rng),
@@ -175,6 +178,19 @@ impl Sim {
             4 => Change::Del(Cond::IfEq(token(&mut self.rng))),
             5 => Change::Append(b"a".to_vec()),
             6 => Change::Get,
+            // expiry changes: instants far past the simulation's clock, so none passes
+            8 | 9 => Change::Expiry {
+                at: [None, Some(FAR), Some(FAR + 1_000)][self.rng.usize(0..3)],
+                cond: [
+                    ExpiryCond::Always,
+                    ExpiryCond::Nx,
+                    ExpiryCond::Xx,
+                    ExpiryCond::Gt,
+                    ExpiryCond::Lt,
+                    ExpiryCond::XxLt,
+                ][self.rng.usize(0..6)],
+                get: self.rng.u8(0..4) == 0,
+            },
             _ => match self.rng.bool() {
                 true => Change::Set {
                     value: self.rng.u8(0..5).to_string().into_bytes(),

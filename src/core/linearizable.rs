@@ -2,15 +2,17 @@
 //! porcupine partitions it) for histories of consensus commands on keys.
 //!
 //! Owns: deciding whether some total order of the operations, each placed between its call
-//! and its return, explains every reply by running the commands (`consensus::change`) on one
-//! value per key from absent. An operation whose outcome is unknown (its client timed out or
+//! and its return, explains every reply by running the commands (`consensus::command`) on one
+//! value and expiry per key from absent. An operation whose outcome is unknown (its client timed out or
 //! its coordinator crashed) may take effect at any point after its call, or never. Used by the
 //! simulator and by `kv check` on a live cluster. Never runs commands of its own.
 
 use std::collections::{BTreeMap, HashSet};
 
 use crate::core::consensus::change::{Change, Reply};
-use crate::core::consensus::Value;
+use crate::core::consensus::command::Command;
+use crate::core::consensus::{Ballot, Entry, Value};
+use crate::core::version::Version;
 
 /// Operations of one key a history may hold (the search state is a bitmask of them).
 pub const OPS_PER_KEY_MAX: usize = 128;
@@ -42,7 +44,7 @@ pub fn check(history: &[Op]) -> Result<(), String> {
             ));
         }
         let mut seen = HashSet::new();
-        if !search(&ops, 0, &None, &mut seen) {
+        if !search(&ops, 0, &(None, None), &mut seen) {
             let mut text = format!(
                 "key {:?}: no linearization explains these:\n",
                 String::from_utf8_lossy(key)
@@ -64,8 +66,25 @@ pub fn check(history: &[Op]) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the operations not in `done` can follow, from `value`.
-fn search(ops: &[&Op], done: u128, value: &Value, seen: &mut HashSet<(u128, Value)>) -> bool {
+/// A key's state in the search: its value and its expiry (ms since the epoch; histories use
+/// instants that never pass while they are checked).
+type State = (Value, Option<u64>);
+
+/// `change` run on `state` as a round runs it (`Command::run`, which also keeps or sets the
+/// expiry): the next state and the reply.
+fn run(change: &Change, (value, expires_at_ms): &State) -> (State, Reply) {
+    let entry = Entry {
+        value: value.clone(),
+        expires_at_ms: *expires_at_ms,
+        version: Version::ZERO,
+    };
+    let (next, _, reply) =
+        Command::of(change.clone()).run(Some(&entry), 0, Ballot::default(), Version::ZERO);
+    ((next.value, next.expires_at_ms), reply)
+}
+
+/// Whether the operations not in `done` can follow, from `state`.
+fn search(ops: &[&Op], done: u128, state: &State, seen: &mut HashSet<(u128, State)>) -> bool {
     let open = |i: usize| done & (1 << i) == 0;
     // every operation that returned is placed: the rest (unknown outcomes) may never happen
     if (0..ops.len()).all(|i| !open(i) || ops[i].ret.is_none()) {
@@ -78,8 +97,7 @@ fn search(ops: &[&Op], done: u128, value: &Value, seen: &mut HashSet<(u128, Valu
         .min()
         .unwrap_or(u64::MAX);
     for i in (0..ops.len()).filter(|&i| open(i) && ops[i].call <= first_return) {
-        let (write, reply) = ops[i].change.apply(value);
-        let next = write.unwrap_or_else(|| value.clone());
+        let (next, reply) = run(&ops[i].change, state);
         if ops[i].reply.as_ref().is_some_and(|r| *r != reply) {
             continue;
         }
@@ -104,6 +122,41 @@ mod tests {
             ret,
             reply,
         }
+    }
+
+    #[test]
+    fn expiry_conditions_are_part_of_the_state() {
+        use crate::core::consensus::change::ExpiryCond;
+        let expire_nx = Change::Expiry {
+            at: Some(5_000),
+            cond: ExpiryCond::Nx,
+            get: false,
+        };
+        let set = Change::Set {
+            value: b"v".to_vec(),
+            cond: Cond::Always,
+            get: false,
+        };
+        let once = [
+            op(0, Some(1), set.clone(), Some(Reply::Done(true))),
+            op(2, Some(10), expire_nx.clone(), Some(Reply::Int(0))),
+            op(3, Some(9), expire_nx.clone(), Some(Reply::Int(1))),
+        ];
+        assert!(check(&once).is_ok());
+        let twice = [
+            op(0, Some(1), set.clone(), Some(Reply::Done(true))),
+            op(2, Some(10), expire_nx.clone(), Some(Reply::Int(1))),
+            op(3, Some(9), expire_nx.clone(), Some(Reply::Int(1))),
+        ];
+        assert!(check(&twice).is_err(), "NX set an expiry twice");
+        // a SET in between clears the expiry: then both may
+        let cleared = [
+            op(0, Some(1), set.clone(), Some(Reply::Done(true))),
+            op(2, Some(3), expire_nx.clone(), Some(Reply::Int(1))),
+            op(4, Some(5), set, Some(Reply::Done(true))),
+            op(6, Some(7), expire_nx, Some(Reply::Int(1))),
+        ];
+        assert!(check(&cleared).is_ok());
     }
 
     #[test]
