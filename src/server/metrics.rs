@@ -35,7 +35,7 @@ pub const LATENCY_BUCKETS_US: [u64; 14] = [
 ];
 
 /// Request kinds, by native opcode.
-const KINDS: [(Opcode, &str); 21] = [
+const KINDS: [(Opcode, &str); 29] = [
     (Opcode::Get, "get"),
     (Opcode::Put, "put"),
     (Opcode::Delete, "delete"),
@@ -56,6 +56,15 @@ const KINDS: [(Opcode, &str); 21] = [
     (Opcode::PeerProve, "peer_prove"),
     (Opcode::RangeKeys, "range_keys"),
     (Opcode::Scan, "scan"),
+    (Opcode::Update, "update"),
+    (Opcode::FlushAll, "flush_all"),
+    (Opcode::Consensus, "consensus"),
+    (Opcode::Collection, "collection"),
+    (Opcode::Scrub, "scrub"),
+    (Opcode::FlushBelow, "flush_below"),
+    (Opcode::Prepare, "prepare"),
+    (Opcode::Accept, "accept"),
+    // the last row counts what no row above names
     (Opcode::Get, "unknown"),
 ];
 const OUTCOMES: [&str; 4] = ["ok", "not_found", "stale", "error"];
@@ -824,6 +833,26 @@ async fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_opcode_counts_under_its_own_kind() {
+        let named = &KINDS[..KINDS.len() - 1];
+        for b in 0..=u8::MAX {
+            let Some(op) = Opcode::from_u8(b) else {
+                continue;
+            };
+            let kinds: Vec<&str> = named
+                .iter()
+                .filter(|(o, _)| *o == op)
+                .map(|(_, k)| *k)
+                .collect();
+            assert_eq!(kinds.len(), 1, "{op:?}: {kinds:?}");
+        }
+        let m = CoreMetrics::default();
+        m.count(Opcode::Prepare as u8, &OpResult::NotFound);
+        let prepare = named.iter().position(|(o, _)| *o == Opcode::Prepare);
+        assert_eq!(prepare.map(|k| m.requests[k][1].get()), Some(1));
+    }
 
     #[test]
     fn histograms_bucket_and_accumulate() {

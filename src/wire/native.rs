@@ -76,7 +76,8 @@ pub enum Opcode {
     Auth = 8,
     /// Read the key through the quorum and, if it is live, write it back changed as the flags
     /// say (`FLAG_EXPIRES`, `FLAG_PERSIST`, `FLAG_DELETE`, `FLAG_KEEP_TTL`); the answer is
-    /// the value read, or not found. EXPIRE, PERSIST, GETEX, GETDEL and SET KEEPTTL.
+    /// the value read, or not found. Last-write-wins: SET KEEPTTL, and EXPIRE or PERSIST on a
+    /// hash, set or sorted set (on a string or a list they are CONSENSUS's expiry change).
     Update = 9,
     /// FLUSHALL: every key of the cluster written before now is dropped, on every member
     /// (refused unless every member is alive); the answer is the members reached.
