@@ -181,14 +181,7 @@ impl Sim {
             // expiry changes: instants far past the simulation's clock, so none passes
             8 | 9 => Change::Expiry {
                 at: [None, Some(FAR), Some(FAR + 1_000)][self.rng.usize(0..3)],
-                cond: [
-                    ExpiryCond::Always,
-                    ExpiryCond::Nx,
-                    ExpiryCond::Xx,
-                    ExpiryCond::Gt,
-                    ExpiryCond::Lt,
-                    ExpiryCond::XxLt,
-                ][self.rng.usize(0..6)],
+                cond: ExpiryCond::ALL[self.rng.usize(0..ExpiryCond::ALL.len())],
                 get: self.rng.u8(0..4) == 0,
             },
             _ => match self.rng.bool() {

@@ -43,8 +43,10 @@ pub fn check(history: &[Op]) -> Result<(), String> {
                 ops.len()
             ));
         }
+        // each operation as a round runs it, built once for the whole search
+        let commands: Vec<Command> = ops.iter().map(|o| Command::of(o.change.clone())).collect();
         let mut seen = HashSet::new();
-        if !search(&ops, 0, &(None, None), &mut seen) {
+        if !search(&ops, &commands, 0, &(None, None), &mut seen) {
             let mut text = format!(
                 "key {:?}: no linearization explains these:\n",
                 String::from_utf8_lossy(key)
@@ -70,21 +72,27 @@ pub fn check(history: &[Op]) -> Result<(), String> {
 /// instants that never pass while they are checked).
 type State = (Value, Option<u64>);
 
-/// `change` run on `state` as a round runs it (`Command::run`, which also keeps or sets the
+/// `command` run on `state` as a round runs it (`Command::run`, which also keeps or sets the
 /// expiry): the next state and the reply.
-fn run(change: &Change, (value, expires_at_ms): &State) -> (State, Reply) {
+fn run(command: &Command, (value, expires_at_ms): &State) -> (State, Reply) {
     let entry = Entry {
         value: value.clone(),
         expires_at_ms: *expires_at_ms,
         version: Version::ZERO,
     };
-    let (next, _, reply) =
-        Command::of(change.clone()).run(Some(&entry), 0, Ballot::default(), Version::ZERO);
+    let (next, _, reply) = command.run(Some(&entry), 0, Ballot::default(), Version::ZERO);
     ((next.value, next.expires_at_ms), reply)
 }
 
-/// Whether the operations not in `done` can follow, from `state`.
-fn search(ops: &[&Op], done: u128, state: &State, seen: &mut HashSet<(u128, State)>) -> bool {
+/// Whether the operations not in `done` can follow, from `state` (`commands[i]` runs
+/// `ops[i]`).
+fn search(
+    ops: &[&Op],
+    commands: &[Command],
+    done: u128,
+    state: &State,
+    seen: &mut HashSet<(u128, State)>,
+) -> bool {
     let open = |i: usize| done & (1 << i) == 0;
     // every operation that returned is placed: the rest (unknown outcomes) may never happen
     if (0..ops.len()).all(|i| !open(i) || ops[i].ret.is_none()) {
@@ -97,12 +105,12 @@ fn search(ops: &[&Op], done: u128, state: &State, seen: &mut HashSet<(u128, Stat
         .min()
         .unwrap_or(u64::MAX);
     for i in (0..ops.len()).filter(|&i| open(i) && ops[i].call <= first_return) {
-        let (next, reply) = run(&ops[i].change, state);
+        let (next, reply) = run(&commands[i], state);
         if ops[i].reply.as_ref().is_some_and(|r| *r != reply) {
             continue;
         }
         let state = (done | 1 << i, next);
-        if seen.insert(state.clone()) && search(ops, state.0, &state.1, seen) {
+        if seen.insert(state.clone()) && search(ops, commands, state.0, &state.1, seen) {
             return true;
         }
     }

@@ -348,14 +348,7 @@ pub fn encode_command(c: &Command) -> Vec<u8> {
         }
         Change::Move { from, to } => out.extend([18, end_byte(*from), end_byte(*to)]),
         Change::Expiry { at, cond, get } => {
-            let cond = match cond {
-                ExpiryCond::Always => 0,
-                ExpiryCond::Nx => 1,
-                ExpiryCond::Xx => 2,
-                ExpiryCond::Gt => 3,
-                ExpiryCond::Lt => 4,
-                ExpiryCond::XxLt => 5,
-            };
+            let cond = ExpiryCond::ALL.iter().position(|c| c == cond).unwrap_or(0) as u8;
             out.extend([19, cond, u8::from(*get), u8::from(at.is_some())]);
             out.extend_from_slice(&at.unwrap_or(0).to_le_bytes());
         }
@@ -449,15 +442,7 @@ pub fn decode_command(b: &[u8]) -> Option<Command> {
             to: r.end_byte()?,
         },
         19 => {
-            let cond = match r.u8()? {
-                0 => ExpiryCond::Always,
-                1 => ExpiryCond::Nx,
-                2 => ExpiryCond::Xx,
-                3 => ExpiryCond::Gt,
-                4 => ExpiryCond::Lt,
-                5 => ExpiryCond::XxLt,
-                _ => return None,
-            };
+            let cond = *ExpiryCond::ALL.get(usize::from(r.u8()?))?;
             let get = r.u8()? != 0;
             let has_at = r.u8()? != 0;
             let at = r.u64()?;
@@ -678,7 +663,12 @@ mod tests {
                 get: true,
             },
         ];
-        for (i, change) in changes.into_iter().enumerate() {
+        let every_cond = ExpiryCond::ALL.iter().map(|&cond| Change::Expiry {
+            at: Some(5),
+            cond,
+            get: false,
+        });
+        for (i, change) in changes.into_iter().chain(every_cond).enumerate() {
             let ttl = [Ttl::Clear, Ttl::Keep, Ttl::At(1234)][i % 3];
             let c = Command {
                 ttl,

@@ -56,6 +56,16 @@ pub enum ExpiryCond {
 }
 
 impl ExpiryCond {
+    /// Every condition, once (the wire names each by its index here).
+    pub const ALL: [ExpiryCond; 6] = [
+        ExpiryCond::Always,
+        ExpiryCond::Nx,
+        ExpiryCond::Xx,
+        ExpiryCond::Gt,
+        ExpiryCond::Lt,
+        ExpiryCond::XxLt,
+    ];
+
     /// Whether it lets `new` (`None`: no expiry) replace `current`.
     pub fn holds(self, current: Option<u64>, new: Option<u64>) -> bool {
         let forever = u64::MAX;

@@ -227,7 +227,7 @@ fn hint_stragglers(
     .detach();
 }
 
-fn stale_failure(message: String) -> OpResult {
+pub(crate) fn stale_failure(message: String) -> OpResult {
     OpResult::Failed {
         status: Status::Stale,
         message,

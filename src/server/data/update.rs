@@ -102,7 +102,7 @@ pub async fn expiry(
     command: Command,
     forwarded: bool,
 ) -> OpResult {
-    let RoundChange::Expiry { at, cond, get } = command.change else {
+    let RoundChange::Expiry { at, cond, .. } = command.change else {
         return consensus::run(ctx, key, command, forwarded).await;
     };
     let result = consensus::run(ctx.clone(), key.clone(), command, forwarded).await;
@@ -112,7 +112,8 @@ pub async fn expiry(
         }
         _ => false,
     };
-    if !on_collection || get {
+    // (GETEX is WRONGTYPE on a collection: only EXPIRE and PERSIST come back here)
+    if !on_collection {
         return result;
     }
     let change = match at {
@@ -152,14 +153,11 @@ async fn update_written(
                     continue;
                 }
                 OpResult::Stale { stored } => {
-                    return Err(OpResult::Failed {
-                        status: Status::Stale,
-                        message: format!(
-                            "stale: the key kept changing under this command (newest {}.{:#x}); \
-                             gave up after {attempt} attempts",
-                            stored.hlc, stored.writer
-                        ),
-                    })
+                    return Err(coordinator::stale_failure(format!(
+                        "stale: the key kept changing under this command (newest {}.{:#x}); \
+                         gave up after {attempt} attempts",
+                        stored.hlc, stored.writer
+                    )))
                 }
                 OpResult::Failed { .. } => return Err(written),
                 _ => {}
@@ -198,6 +196,13 @@ async fn read_and_apply(
 mod tests {
     use super::*;
 
+    fn expire(at: u64) -> Change {
+        Change::Expire {
+            at,
+            cond: ExpiryCond::Always,
+        }
+    }
+
     fn c(value: &[u8], at: Option<u64>) -> Box<[u8]> {
         cell::encode(value, at)
     }
@@ -215,38 +220,9 @@ mod tests {
         let p = cell::decode(&plain).ok();
         let t = cell::decode(&timed).ok();
         let got = |ch: Change, cur| ch.apply(cur, now).map(|w| w.map(|b| live(&b)));
-        assert_eq!(
-            got(
-                Change::Expire {
-                    at: 900,
-                    cond: ExpiryCond::Always
-                },
-                p
-            ),
-            Some(Some(live(&c(b"v", Some(900)))))
-        );
-        assert_eq!(
-            got(
-                Change::Expire {
-                    at: 100,
-                    cond: ExpiryCond::Always
-                },
-                p
-            ),
-            Some(None),
-            "a past expiry deletes"
-        );
-        assert_eq!(
-            got(
-                Change::Expire {
-                    at: 900,
-                    cond: ExpiryCond::Always
-                },
-                None
-            ),
-            None,
-            "a missing key stays missing"
-        );
+        assert_eq!(got(expire(900), p), Some(Some(live(&c(b"v", Some(900))))));
+        assert_eq!(got(expire(100), p), Some(None), "a past expiry deletes");
+        assert_eq!(got(expire(900), None), None, "a missing key stays missing");
         assert_eq!(got(Change::Persist, t), Some(Some(live(&plain))));
         assert_eq!(
             got(Change::Persist, p),
@@ -270,13 +246,7 @@ mod tests {
             flags,
             ..Request::new(crate::wire::native::Opcode::Update, b"k", b"v")
         };
-        assert_eq!(
-            Change::of_request(&req(FLAG_EXPIRES, 7)),
-            Ok(Change::Expire {
-                at: 7,
-                cond: ExpiryCond::Always
-            })
-        );
+        assert_eq!(Change::of_request(&req(FLAG_EXPIRES, 7)), Ok(expire(7)));
         assert_eq!(
             Change::of_request(&req(FLAG_PERSIST, 0)),
             Ok(Change::Persist)

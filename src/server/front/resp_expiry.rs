@@ -18,8 +18,9 @@ use crate::wire::native::{
 /// Why a command was refused: the error line (without the leading `-`).
 pub type Refusal = String;
 
-/// The refusal of SET's conditional options where only expiry options are taken (GETEX).
-pub const CONDITIONAL: &str = "ERR syntax error";
+/// Redis's answer to options it cannot parse (SET's conditional options reach `options` only
+/// from GETEX, where Redis refuses them so too).
+const SYNTAX: &str = "ERR syntax error";
 
 /// EXPIRE's optional conditions, NX XX GT LT, with Redis's errors: NX goes with none of the
 /// others, GT not with LT; XX GT is GT (a key without an expiry never passes GT), XX LT is
@@ -100,16 +101,15 @@ pub fn options(opts: &[&[u8]], now_ms: u64, keep: bool, command: &str) -> Result
     while let [opt, tail @ ..] = rest {
         let lower = opt.to_ascii_lowercase();
         let next = match (lower.as_slice(), tail) {
-            (b"nx" | b"xx" | b"get", _) => return Err(CONDITIONAL.into()),
             (b"keepttl", t) if keep => (Ttl::Keep, t),
             (b"persist", t) if !keep => (Ttl::Persist, t),
             (b"ex" | b"px" | b"exat" | b"pxat", [n, t @ ..]) => {
                 (Ttl::At(positive_expiry(opt, n, now_ms, command)?), t)
             }
-            _ => return Err("ERR syntax error".into()),
+            _ => return Err(SYNTAX.into()),
         };
         if ttl != Ttl::Unset {
-            return Err("ERR syntax error".into());
+            return Err(SYNTAX.into());
         }
         (ttl, rest) = next;
     }
@@ -247,7 +247,7 @@ mod tests {
             "GETEX only"
         );
         for c in [&b"NX"[..], b"xx", b"GET"] {
-            assert_eq!(o(&[c]), Err(CONDITIONAL.into()));
+            assert_eq!(o(&[c]), Err(SYNTAX.into()));
         }
         assert_eq!(
             options(&[b"persist"], NOW, false, "getex"),

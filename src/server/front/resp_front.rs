@@ -491,9 +491,7 @@ impl RespFront {
                         if let Some(e) = check_values(values.into_iter(), max_value_bytes) {
                             return e;
                         }
-                        let body = crate::wire::consensus::encode_command(&command);
-                        op(Request::new(Opcode::Consensus, rest[0], &body));
-                        RespReply::Conditional(shape)
+                        consensus(rest[0], &command, shape, op)
                     }
                     Err(e) => err(&e),
                 };
@@ -822,6 +820,18 @@ impl RespFront {
     }
 }
 
+/// One native CONSENSUS request running `command` on `key`, its reply shown as `shape`.
+fn consensus(
+    key: &[u8],
+    command: &RoundCommand,
+    shape: conditional::Shape,
+    op: &mut dyn FnMut(Request<'_>),
+) -> RespReply {
+    let body = crate::wire::consensus::encode_command(command);
+    op(Request::new(Opcode::Consensus, key, &body));
+    RespReply::Conditional(shape)
+}
+
 /// EXPIRE and friends (`at`), PERSIST (`at: None`), GETEX with an option (`get`): one
 /// consensus command (`Change::Expiry`): an integer reply, or GETEX's value.
 fn consensus_expiry(
@@ -832,13 +842,12 @@ fn consensus_expiry(
     op: &mut dyn FnMut(Request<'_>),
 ) -> RespReply {
     let command = RoundCommand::of(Change::Expiry { at, cond, get });
-    let body = crate::wire::consensus::encode_command(&command);
-    op(Request::new(Opcode::Consensus, key, &body));
-    RespReply::Conditional(if get {
+    let shape = if get {
         conditional::Shape::Bulk
     } else {
         conditional::Shape::Int
-    })
+    };
+    consensus(key, &command, shape, op)
 }
 
 fn bulk(bytes: &[u8]) -> RespReply {
